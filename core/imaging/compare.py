@@ -1,0 +1,346 @@
+"""``compare``: the whole pipeline for one pair, bytes in, result and heatmap out.
+
+Stages: decode both images (headers and limits first), harmonise them (same channels and bit
+depth), optionally align B onto A, measure (SSIM, PSNR, histogram, difference map, regions),
+decide a verdict, render the heatmap. The worker and the command line both call exactly this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core.imaging.align import Alignment, estimate_alignment, is_identity, warp_into
+from core.imaging.decode import DecodedImage, decode, harmonise
+from core.imaging.diffmap import difference_map
+from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.heatmap import render_heatmap, render_preview
+from core.imaging.metrics import histogram_similarity, psnr, ssim
+from core.imaging.options import CompareOptions, Rect
+from core.imaging.regions import Region, find_regions
+from core.imaging.result import CompareResult
+from core.imaging.verdict import VerdictInputs, classify
+
+#: In auto mode, a same-size pair is tried with alignment only when its direct comparison
+#: looks like misregistration: a structure term below this ...
+AUTO_ALIGN_BELOW_STRUCTURE = 0.97
+#: ... or more than this share of the pixels changed beyond the tolerance.
+AUTO_ALIGN_ABOVE_CHANGED = 0.05
+#: The aligned comparison replaces the direct one only if it raises SSIM by at least this much.
+AUTO_ALIGN_MIN_GAIN = 0.01
+
+
+@dataclass
+class _Measurement:
+    """Scores of one pixel-wise comparison of two same-shape arrays over a valid mask."""
+
+    ssim: float
+    luminance: float
+    contrast: float
+    structure: float
+    psnr: float | None
+    mse: float
+    histogram_similarity: float
+    diff: np.ndarray
+    valid: np.ndarray | None
+    regions: list[Region]
+    changed_pixels: int
+    compared_pixels: int
+    nonzero_pixels: int
+
+    @property
+    def changed_ratio(self) -> float:
+        return self.changed_pixels / self.compared_pixels if self.compared_pixels else 0.0
+
+    @property
+    def nonzero_ratio(self) -> float:
+        return self.nonzero_pixels / self.compared_pixels if self.compared_pixels else 0.0
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> CompareResult:
+    """Compare image B against reference image A.
+
+    Parameters
+    ----------
+    a, b
+        Encoded images (PNG, JPEG, WebP, TIFF, BMP or GIF).
+    options
+        How to compare; defaults to ``CompareOptions()`` (auto mode).
+
+    Returns
+    -------
+    CompareResult
+        Scores over the compared pixels, verdict, regions in A's pixel coordinates, and the
+        heatmap PNG on A's pixel grid.
+
+    Raises
+    ------
+    ImagingError
+        With code ``empty_file``, ``unsupported_format``, ``corrupt_image``,
+        ``image_too_large``, ``size_mismatch`` (pixel mode, different sizes) or
+        ``alignment_failed`` (align mode, no trustworthy transform).
+    """
+    opts = options or CompareOptions()
+    timer = _Timer()
+    start = time.perf_counter()
+    with timer.stage("decode"):
+        image_a = _decode(a, "a", opts)
+        image_b = _decode(b, "b", opts)
+        pa, pb, data_range = harmonise(image_a.pixels, image_b.pixels)
+    height, width = pa.shape[:2]
+    ignored = _clip_rects(opts.ignore, width, height)
+    ignore_mask = _ignore_mask(ignored, width, height)
+    same_size = pa.shape == pb.shape
+
+    alignment: Alignment
+    detected: Alignment | None = None
+    if opts.mode == "pixel":
+        if not same_size:
+            raise ImagingError(
+                ErrorCode.SIZE_MISMATCH,
+                f"pixel mode needs equal sizes: A is {width}x{height},"
+                f" B is {pb.shape[1]}x{pb.shape[0]}; use auto or align mode",
+            )
+        alignment = _not_aligned("pixel mode never aligns")
+        m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
+        if _looks_misregistered(m):
+            with timer.stage("align"):
+                detected = _diagnose(pa, pb)
+    elif opts.mode == "align" or not same_size:
+        with timer.stage("align"):
+            alignment = estimate_alignment(pa, pb)
+        if alignment.applied:
+            m = _measure_aligned(pa, pb, alignment, ignore_mask, data_range, opts, timer)
+        elif opts.mode == "align":
+            raise ImagingError(
+                ErrorCode.ALIGNMENT_FAILED, f"no trustworthy transform: {alignment.reason}"
+            )
+        else:
+            alignment = _not_aligned(
+                f"{alignment.reason}; B was resized to A's size to compare what can be compared"
+            )
+            with timer.stage("align"):
+                pb = cv2.resize(pb, (width, height), interpolation=cv2.INTER_AREA)
+            m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
+    else:
+        alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
+        m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
+        if _looks_misregistered(m):
+            with timer.stage("align"):
+                candidate = estimate_alignment(pa, pb)
+            if not candidate.applied:
+                alignment = _not_aligned(f"tried: {candidate.reason}")
+            elif candidate.homography is None or is_identity(
+                candidate.homography, (height, width)
+            ):
+                alignment = _not_aligned("tried: the best transform is the identity")
+            else:
+                aligned = _measure_aligned(pa, pb, candidate, ignore_mask, data_range, opts, timer)
+                if aligned.ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN:
+                    m, alignment = aligned, candidate
+                else:
+                    alignment = _not_aligned("tried: aligning did not improve the comparison")
+                    detected = None
+
+    verdict, summary = classify(
+        VerdictInputs(
+            identical_pixels=m.psnr is None,
+            ssim=m.ssim,
+            luminance=m.luminance,
+            contrast=m.contrast,
+            structure=m.structure,
+            changed_ratio=m.changed_ratio,
+            nonzero_ratio=m.nonzero_ratio,
+            changed_pixels=m.changed_pixels,
+            compared_pixels=m.compared_pixels,
+            regions=m.regions,
+            alignment=alignment,
+            detected_misregistration=detected,
+        )
+    )
+    with timer.stage("heatmap"):
+        heatmap_png = render_heatmap(m.diff, valid=m.valid)
+        preview_png = (
+            render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
+            if opts.preview_max_side is not None
+            else None
+        )
+    if detected is not None and not alignment.applied:
+        alignment = _replace_reason(detected, "pixel mode: transform detected but not applied")
+    timer.ms["total"] = (time.perf_counter() - start) * 1000.0
+    return CompareResult(
+        mode=opts.mode,
+        width=width,
+        height=height,
+        bit_depth=16 if data_range > 255 else 8,
+        ssim=m.ssim,
+        ssim_luminance=m.luminance,
+        ssim_contrast=m.contrast,
+        ssim_structure=m.structure,
+        psnr=m.psnr,
+        mse=m.mse,
+        histogram_similarity=m.histogram_similarity,
+        changed_ratio=m.changed_ratio,
+        changed_pixels=m.changed_pixels,
+        compared_pixels=m.compared_pixels,
+        tolerance=opts.tolerance,
+        verdict=verdict,
+        summary=summary,
+        alignment=alignment,
+        regions=m.regions,
+        ignored=ignored,
+        timings_ms=timer.ms,
+        heatmap_png=heatmap_png,
+        preview_png=preview_png,
+    )
+
+
+def _decode(data: bytes, name: str, opts: CompareOptions) -> DecodedImage:
+    try:
+        return decode(data, max_bytes=opts.max_bytes, max_pixels=opts.max_pixels)
+    except ImagingError as exc:
+        raise exc.with_image(name) from exc
+
+
+def _measure(
+    pa: np.ndarray,
+    pb: np.ndarray,
+    overlap: np.ndarray | None,
+    ignore_mask: np.ndarray | None,
+    data_range: int,
+    tolerance: float,
+    timer: _Timer,
+) -> _Measurement:
+    """Compare two same-shape arrays over ``overlap`` minus ``ignore_mask``.
+
+    Pixels outside the compared area are first copied from A into B, so they neither count
+    as differences nor disturb the SSIM windows of their neighbours.
+    """
+    valid = _valid_mask(overlap, ignore_mask)
+    if valid is not None:
+        pb = pb.copy()
+        np.copyto(pb, pa, where=~valid[..., None])
+    with timer.stage("metrics"):
+        s = ssim(pa, pb, data_range=data_range, mask=valid)
+        psnr_db, mse = psnr(pa, pb, data_range=data_range, mask=valid)
+        hist = histogram_similarity(pa, pb, data_range=data_range, mask=valid)
+    with timer.stage("regions"):
+        diff = difference_map(pa, pb)
+        threshold = int(np.floor(tolerance * 255.0 + 1e-9))
+        regions, changed = find_regions(diff, threshold=threshold, valid=valid)
+        compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
+        nonzero = cv2.countNonZero(diff)
+    return _Measurement(
+        ssim=s.score,
+        luminance=s.luminance,
+        contrast=s.contrast,
+        structure=s.structure,
+        psnr=psnr_db,
+        mse=mse,
+        histogram_similarity=hist,
+        diff=diff,
+        valid=valid,
+        regions=regions,
+        changed_pixels=changed,
+        compared_pixels=compared,
+        nonzero_pixels=int(nonzero),
+    )
+
+
+def _measure_aligned(
+    pa: np.ndarray,
+    pb: np.ndarray,
+    alignment: Alignment,
+    ignore_mask: np.ndarray | None,
+    data_range: int,
+    opts: CompareOptions,
+    timer: _Timer,
+) -> _Measurement:
+    assert alignment.homography is not None
+    with timer.stage("warp"):
+        warped, overlap = warp_into(pb, alignment.homography, pa.shape[:2])
+    return _measure(pa, warped, overlap, ignore_mask, data_range, opts.tolerance, timer)
+
+
+def _looks_misregistered(m: _Measurement) -> bool:
+    """Whether a direct comparison might be misregistration worth an alignment attempt."""
+    if m.psnr is None:
+        return False
+    return m.structure < AUTO_ALIGN_BELOW_STRUCTURE or m.changed_ratio > AUTO_ALIGN_ABOVE_CHANGED
+
+
+def _diagnose(pa: np.ndarray, pb: np.ndarray) -> Alignment | None:
+    """In pixel mode: find (not apply) a non-identity transform that explains the differences."""
+    found = estimate_alignment(pa, pb)
+    if not found.applied or found.homography is None:
+        return None
+    if is_identity(found.homography, pa.shape[:2]):
+        return None
+    return found
+
+
+def _not_aligned(reason: str) -> Alignment:
+    return Alignment(
+        applied=False,
+        method=None,
+        homography=None,
+        inliers=0,
+        inlier_ratio=0.0,
+        reprojection_error=None,
+        translation=None,
+        rotation_deg=None,
+        scale=None,
+        overlap_ratio=None,
+        reason=reason,
+    )
+
+
+def _replace_reason(found: Alignment, reason: str) -> Alignment:
+    from dataclasses import replace
+
+    return replace(found, applied=False, reason=reason)
+
+
+def _clip_rects(rects: tuple[Rect, ...], width: int, height: int) -> list[Rect]:
+    """Clip ignore rectangles to the image; drop those entirely outside."""
+    out: list[Rect] = []
+    for x, y, w, h in rects:
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, width), min(y + h, height)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1 - x0, y1 - y0))
+    return out
+
+
+def _ignore_mask(rects: list[Rect], width: int, height: int) -> np.ndarray | None:
+    if not rects:
+        return None
+    mask = np.zeros((height, width), dtype=bool)
+    for x, y, w, h in rects:
+        mask[y : y + h, x : x + w] = True
+    return mask
+
+
+def _valid_mask(overlap: np.ndarray | None, ignore_mask: np.ndarray | None) -> np.ndarray | None:
+    if ignore_mask is None:
+        return overlap
+    keep = ~ignore_mask
+    return keep if overlap is None else overlap & keep

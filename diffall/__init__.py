@@ -1,0 +1,1 @@
+"""DiffALL client side: the ``diffall`` command line (and, later, the Python SDK)."""

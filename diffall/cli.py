@@ -1,0 +1,169 @@
+"""The ``diffall`` command line.
+
+Exit codes: 0 success; 1 a ``--fail-under`` gate not met; 2 bad input or usage (one line on
+stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="diffall",
+    help="Find every difference between two images: where, how much and why.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+@app.callback()
+def _main() -> None:
+    """DiffALL command line."""
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"diffall: error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def parse_rect(text: str) -> tuple[int, int, int, int]:
+    """Parse ``X,Y,W,H`` (pixels in A's coordinates) into a tuple; raise ValueError if malformed."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError(f"--ignore takes X,Y,W,H, got {text!r}")
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--ignore takes four integers X,Y,W,H, got {text!r}") from None
+    return x, y, w, h
+
+
+def parse_threshold(text: str) -> float:
+    """Parse an SSIM threshold: a fraction ``0.98`` or a percentage ``98%``; returns 0..1."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ValueError(f"--fail-under takes a number like 0.98 or 98%, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"--fail-under must be within 0..1 (or 0%..100%), got {text!r}")
+    return value
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"{path}: is a directory")
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+
+
+@app.command("compare")
+def compare_command(
+    image_a: Annotated[Path, typer.Argument(help="Reference image A.", show_default=False)],
+    image_b: Annotated[Path, typer.Argument(help="Candidate image B.", show_default=False)],
+    mode: Annotated[
+        str, typer.Option(help="auto (align only when needed), pixel (never) or align (always).")
+    ] = "auto",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result contract as JSON.")
+    ] = False,
+    heatmap: Annotated[
+        Path | None, typer.Option(help="Write the heatmap PNG (A's pixel grid) here.")
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Rectangle X,Y,W,H in A's pixels to leave out; repeatable."),
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(help="Noise tolerance as a fraction of the data range (default 10/255)."),
+    ] = None,
+    fail_under: Annotated[
+        str | None,
+        typer.Option(help="Exit 1 when SSIM is below this (0.98 or 98%): a QA gate."),
+    ] = None,
+) -> None:
+    """Compare B against A and report scores, verdict, summary and changed regions."""
+    from core.imaging import CompareOptions, ImagingError, compare
+    from core.imaging.options import DEFAULT_TOLERANCE
+
+    try:
+        rects = tuple(parse_rect(r) for r in ignore or [])
+        gate = parse_threshold(fail_under) if fail_under is not None else None
+    except ValueError as exc:
+        _fail(str(exc))
+    data_a, data_b = _read(image_a), _read(image_b)
+    try:
+        options = CompareOptions(
+            mode=mode,  # type: ignore[arg-type]  # validated by CompareOptions
+            ignore=rects,
+            tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        )
+        result = compare(data_a, data_b, options)
+    except ImagingError as exc:
+        name = {"a": str(image_a), "b": str(image_b)}.get(exc.image or "")
+        _fail(f"{exc.code.value}: {name + ': ' if name else ''}{exc.message}")
+    if heatmap is not None:
+        try:
+            heatmap.write_bytes(result.heatmap_png)
+        except OSError as exc:
+            _fail(f"cannot write {heatmap}: {exc.strerror or exc}")
+    payload = result.to_dict()
+    if as_json:
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_human(payload, heatmap)
+    if gate is not None and payload["ssim"] < gate:
+        print(
+            f"diffall: SSIM {payload['ssim'] * 100:.2f} % is under --fail-under {gate * 100:.2f} %",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _print_human(payload: dict[str, object], heatmap: Path | None) -> None:
+    console = Console(highlight=False)
+    ssim = float(payload["ssim"])  # type: ignore[arg-type]
+    psnr = payload["psnr"]
+    console.print(f"[bold]{payload['verdict']}[/bold]  {payload['summary']}")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("SSIM", f"{ssim * 100:.2f} %")
+    table.add_row("PSNR", "identical" if psnr is None else f"{float(psnr):.2f} dB")  # type: ignore[arg-type]
+    table.add_row("histogram", f"{float(payload['histogram_similarity']) * 100:.2f} %")  # type: ignore[arg-type]
+    table.add_row("changed", f"{float(payload['changed_ratio']) * 100:.3f} % of pixels")  # type: ignore[arg-type]
+    alignment = payload["alignment"]
+    assert isinstance(alignment, dict)
+    table.add_row(
+        "alignment", "applied" if alignment["applied"] else f"not applied ({alignment['reason']})"
+    )
+    console.print(table)
+    regions = payload["regions"]
+    assert isinstance(regions, list)
+    for region in regions[:5]:
+        console.print(
+            f"  region x={region['x']} y={region['y']} {region['width']}x{region['height']} px,"
+            f" mean diff {region['mean_diff'] * 100:.1f} %, max {region['max_diff'] * 100:.1f} %"
+        )
+    if len(regions) > 5:
+        console.print(f"  ... and {len(regions) - 5} more regions")
+    if heatmap is not None:
+        console.print(f"heatmap written to {heatmap}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

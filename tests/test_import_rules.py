@@ -1,0 +1,36 @@
+"""The import rules of ../shared/DESIGN.md, section 2, checked by import-linter's contracts
+(pyproject.toml, [tool.importlinter]) plus a direct scan of core/imaging's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = ("core", "api", "worker", "diffall", "migrations", "bench", "tests")
+
+
+def test_import_linter_contracts_hold(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def test_core_imaging_imports_only_itself_and_libraries() -> None:
+    offenders: list[str] = []
+    for path in sorted((ROOT / "core" / "imaging").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom) and node.level > 0:
+                continue  # relative imports stay inside core.imaging
+            for name in names:
+                top = name.split(".")[0]
+                if top in OURS and not name.startswith("core.imaging"):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []

@@ -165,5 +165,11 @@ def _print_human(payload: dict[str, object], heatmap: Path | None) -> None:
         console.print(f"heatmap written to {heatmap}")
 
 
+# Service commands (serve, keys, db): diffall/service_cli.py.
+from diffall.service_cli import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -23,7 +23,9 @@ def main() -> None:
     cv2.circle(edited, (400, 360), 12, (240, 240, 240), thickness=-1)
     h, w = edited.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), 3.0, 1.1)
-    rotated = cv2.warpAffine(edited, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    rotated = cv2.warpAffine(
+        edited, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
     cv2.imwrite(str(here / "candidate.jpg"), rotated, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert np.any(rotated != reference)
 

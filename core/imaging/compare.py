@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,11 +26,10 @@ from core.imaging.regions import Region, find_regions
 from core.imaging.result import CompareResult
 from core.imaging.verdict import VerdictInputs, classify
 
-#: In auto mode, a same-size pair is tried with alignment only when its direct comparison
-#: looks like misregistration: a structure term below this ...
-AUTO_ALIGN_BELOW_STRUCTURE = 0.97
-#: ... or more than this share of the pixels changed beyond the tolerance.
-AUTO_ALIGN_ABOVE_CHANGED = 0.05
+#: Direct verdicts that may be misregistration: only these are tried with alignment (auto mode)
+#: or diagnosed for a transform (pixel mode). Identical pairs and localised edits never pay
+#: for feature matching.
+MISREGISTRATION_SUSPECTS = frozenset({"global_change", "different"})
 #: The aligned comparison replaces the direct one only if it raises SSIM by at least this much.
 AUTO_ALIGN_MIN_GAIN = 0.01
 
@@ -121,9 +120,13 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
             )
         alignment = _not_aligned("pixel mode never aligns")
         m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
-        if _looks_misregistered(m):
+        verdict, summary = _classify(m, alignment)
+        if verdict in MISREGISTRATION_SUSPECTS:
             with timer.stage("align"):
                 detected = _diagnose(pa, pb)
+            if detected is not None:
+                verdict, summary = _classify(m, alignment, detected)
+                alignment = replace(detected, applied=False, reason="pixel mode: not applied")
     elif opts.mode == "align" or not same_size:
         with timer.stage("align"):
             alignment = estimate_alignment(pa, pb)
@@ -140,42 +143,26 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
             with timer.stage("align"):
                 pb = cv2.resize(pb, (width, height), interpolation=cv2.INTER_AREA)
             m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
+        verdict, summary = _classify(m, alignment)
     else:
         alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
         m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
-        if _looks_misregistered(m):
+        verdict, summary = _classify(m, alignment)
+        if verdict in MISREGISTRATION_SUSPECTS:
             with timer.stage("align"):
                 candidate = estimate_alignment(pa, pb)
             if not candidate.applied:
                 alignment = _not_aligned(f"tried: {candidate.reason}")
-            elif candidate.homography is None or is_identity(
-                candidate.homography, (height, width)
-            ):
+            elif candidate.homography is None or is_identity(candidate.homography, (height, width)):
                 alignment = _not_aligned("tried: the best transform is the identity")
             else:
                 aligned = _measure_aligned(pa, pb, candidate, ignore_mask, data_range, opts, timer)
                 if aligned.ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN:
                     m, alignment = aligned, candidate
+                    verdict, summary = _classify(m, alignment)
                 else:
                     alignment = _not_aligned("tried: aligning did not improve the comparison")
-                    detected = None
 
-    verdict, summary = classify(
-        VerdictInputs(
-            identical_pixels=m.psnr is None,
-            ssim=m.ssim,
-            luminance=m.luminance,
-            contrast=m.contrast,
-            structure=m.structure,
-            changed_ratio=m.changed_ratio,
-            nonzero_ratio=m.nonzero_ratio,
-            changed_pixels=m.changed_pixels,
-            compared_pixels=m.compared_pixels,
-            regions=m.regions,
-            alignment=alignment,
-            detected_misregistration=detected,
-        )
-    )
     with timer.stage("heatmap"):
         heatmap_png = render_heatmap(m.diff, valid=m.valid)
         preview_png = (
@@ -183,8 +170,6 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
             if opts.preview_max_side is not None
             else None
         )
-    if detected is not None and not alignment.applied:
-        alignment = _replace_reason(detected, "pixel mode: transform detected but not applied")
     timer.ms["total"] = (time.perf_counter() - start) * 1000.0
     return CompareResult(
         mode=opts.mode,
@@ -280,11 +265,25 @@ def _measure_aligned(
     return _measure(pa, warped, overlap, ignore_mask, data_range, opts.tolerance, timer)
 
 
-def _looks_misregistered(m: _Measurement) -> bool:
-    """Whether a direct comparison might be misregistration worth an alignment attempt."""
-    if m.psnr is None:
-        return False
-    return m.structure < AUTO_ALIGN_BELOW_STRUCTURE or m.changed_ratio > AUTO_ALIGN_ABOVE_CHANGED
+def _classify(
+    m: _Measurement, alignment: Alignment, detected: Alignment | None = None
+) -> tuple[str, str]:
+    return classify(
+        VerdictInputs(
+            identical_pixels=m.psnr is None,
+            ssim=m.ssim,
+            luminance=m.luminance,
+            contrast=m.contrast,
+            structure=m.structure,
+            changed_ratio=m.changed_ratio,
+            nonzero_ratio=m.nonzero_ratio,
+            changed_pixels=m.changed_pixels,
+            compared_pixels=m.compared_pixels,
+            regions=m.regions,
+            alignment=alignment,
+            detected_misregistration=detected,
+        )
+    )
 
 
 def _diagnose(pa: np.ndarray, pb: np.ndarray) -> Alignment | None:
@@ -311,12 +310,6 @@ def _not_aligned(reason: str) -> Alignment:
         overlap_ratio=None,
         reason=reason,
     )
-
-
-def _replace_reason(found: Alignment, reason: str) -> Alignment:
-    from dataclasses import replace
-
-    return replace(found, applied=False, reason=reason)
 
 
 def _clip_rects(rects: tuple[Rect, ...], width: int, height: int) -> list[Rect]:

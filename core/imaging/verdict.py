@@ -10,8 +10,9 @@ verdict            rule (first match wins)
 =================  ===========================================================================
 identical          no compared pixel differs, or SSIM >= IDENTICAL_MIN_SSIM and at most
                    IDENTICAL_MAX_CHANGED of the pixels differ beyond the tolerance
-localized_edit     the strongly changed pixels lie in a few regions (their boxes cover at most
-                   LOCAL_MAX_EXTENT of the image) and the rest changes by at most
+localized_edit     the "red" regions (mean difference >= EDIT_MEAN_DIFF) are few, their boxes
+                   cover at most LOCAL_MAX_EXTENT of the image, they hold at least
+                   LOCAL_MIN_SHARE of all changed pixels, and the rest changes by at most
                    LOCAL_MAX_SPREAD beyond the tolerance
 misaligned         no alignment was applied, yet a non-identity transform maps B onto A
 global_change      the structure term stays >= GLOBAL_MIN_STRUCTURE: the same picture, changed
@@ -30,11 +31,14 @@ from core.imaging.regions import Region
 
 IDENTICAL_MIN_SSIM = 0.99
 IDENTICAL_MAX_CHANGED = 0.001
-#: A region whose largest difference reaches this fraction of the data range is a "red" edit.
-STRONG_DIFF = 0.25
+#: A region whose changed pixels differ by this fraction of the data range on average is a
+#: "red patch" (an edit). Compression and filters leave regions around 0.1-0.2 (tuned cases).
+EDIT_MEAN_DIFF = 0.25
 LOCAL_TOP_REGIONS = 5
 LOCAL_MAX_EXTENT = 0.35
 LOCAL_MAX_SPREAD = 0.02
+#: ... and hold at least this share of all changed pixels (a patch, not speckle everywhere).
+LOCAL_MIN_SHARE = 0.5
 GLOBAL_MIN_STRUCTURE = 0.6
 
 
@@ -62,7 +66,10 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
     pct = f"SSIM {max(inputs.ssim, 0.0) * 100:.1f} %"
     prefix = _alignment_prefix(inputs.alignment)
     if inputs.identical_pixels:
-        return "identical", prefix + "The compared pixels are identical (at most a lossless re-save)."
+        return (
+            "identical",
+            prefix + "The compared pixels are identical (at most a lossless re-save).",
+        )
     if inputs.ssim >= IDENTICAL_MIN_SSIM and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED:
         return "identical", (
             prefix + f"Visually identical ({pct}): differences stay below the noise tolerance."
@@ -85,13 +92,15 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
 
 
 def _localized(inputs: VerdictInputs) -> str | None:
-    strong = [r for r in inputs.regions if r.max_diff >= STRONG_DIFF]
+    strong = [r for r in inputs.regions if r.mean_diff >= EDIT_MEAN_DIFF]
     if not strong or inputs.compared_pixels == 0:
         return None
     top = strong[:LOCAL_TOP_REGIONS]
     extent = sum(r.width * r.height for r in top) / inputs.compared_pixels
-    rest = max(inputs.changed_pixels - sum(r.area for r in top), 0) / inputs.compared_pixels
-    if extent > LOCAL_MAX_EXTENT or rest > LOCAL_MAX_SPREAD:
+    in_top = sum(r.area for r in top)
+    rest = max(inputs.changed_pixels - in_top, 0) / inputs.compared_pixels
+    share = in_top / inputs.changed_pixels if inputs.changed_pixels else 0.0
+    if extent > LOCAL_MAX_EXTENT or rest > LOCAL_MAX_SPREAD or share < LOCAL_MIN_SHARE:
         return None
     first = top[0]
     where = f"at x={first.x}, y={first.y} ({first.width}x{first.height} px)"

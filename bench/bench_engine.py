@@ -1,0 +1,1099 @@
+"""Benchmark of the comparison engine against decoding, a plain reference and other tools.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.bench_engine [--repeat N] [--sizes 1080p,4k] [--json OUT]
+
+For each size it generates a photographic PNG pair (see :mod:`bench.images`) and a rotated pair,
+then times, round-robin so that a load spike on a shared machine hits every row alike:
+
+(a) decoding the two PNGs with ``cv2.imdecode(IMREAD_UNCHANGED)``: the floor;
+(b) our pixel-mode ``compare``, bytes in, result dict and heatmap PNG out;
+(c) a plain reference with PIL + scikit-image (decode, SSIM, PSNR, numpy heatmap, PIL PNG);
+(d) our auto-mode ``compare`` on the rotated pair;
+(e) where installed, the odiff and ImageMagick ``compare`` command lines on the same PNG files,
+    timed as subprocesses (their start-up, measured on 1x1 images, is reported separately);
+
+plus the peak RSS of (b) in a fresh child process. Each figure is the median (and minimum) of
+``repeat`` runs after one warm-up run. Targets are those of the engine's issue; see
+``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from bench.images import photographic_pair, rotated, write_png
+
+#: Named sizes accepted by ``--sizes`` (``WxH`` is accepted too), in pixels.
+NAMED_SIZES: dict[str, tuple[int, int]] = {
+    "720p": (1280, 720),
+    "1080p": (1920, 1080),
+    "1440p": (2560, 1440),
+    "4k": (3840, 2160),
+    "2160p": (3840, 2160),
+}
+#: Default runs per row (after one warm-up) for sizes up to 1080p, and above it.
+DEFAULT_REPEAT_SMALL = 7
+DEFAULT_REPEAT_LARGE = 3
+#: Seed of the generated pairs.
+DEFAULT_SEED = 2024
+#: The rotated pair of row (d): B = A rotated by this many degrees and scaled about the centre.
+ROTATION_DEGREES = 5.0
+ROTATION_SCALE = 1.05
+
+#: Targets, from the engine's issue. Ratio targets apply to 1920x1080, the RSS target to 4K.
+TARGET_SIZE = (1920, 1080)
+RSS_TARGET_SIZE = (3840, 2160)
+TARGET_B_OVER_A = 2.5
+TARGET_C_OVER_B = 5.0
+TARGET_B_OVER_ODIFF = 1.0
+TARGET_D_OVER_B = 3.0
+TARGET_RSS_MB = 600.0
+
+ROW_DECODE = "a"
+ROW_OURS_PIXEL = "b"
+ROW_REFERENCE = "c"
+ROW_OURS_AUTO = "d"
+ROW_ODIFF = "odiff"
+ROW_ODIFF_COMMAND = "odiff_command"
+ROW_MAGICK = "imagemagick"
+
+ROW_LABELS: dict[str, str] = {
+    ROW_DECODE: "(a) decode both PNGs (cv2.imdecode)",
+    ROW_OURS_PIXEL: "(b) ours, pixel mode",
+    ROW_REFERENCE: "(c) reference: PIL + scikit-image",
+    ROW_OURS_AUTO: "(d) ours, auto mode, rotated pair",
+    ROW_ODIFF: "(e) odiff, native binary",
+    ROW_ODIFF_COMMAND: "(e) odiff, npm command (node wrapper)",
+    ROW_MAGICK: "(e) ImageMagick compare",
+}
+
+#: The reference heatmap's colour scale: difference level -> RGB, linear between breakpoints.
+REFERENCE_SCALE_LEVELS = (0.0, 1.0, 32.0, 255.0)
+REFERENCE_SCALE_COLOURS = ((0, 0, 255), (0, 64, 255), (0, 255, 0), (255, 0, 0))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Wall-clock runs of one benchmark row, in milliseconds."""
+
+    runs_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        """Median of the runs in milliseconds (NaN when there are none)."""
+        return statistics.median(self.runs_ms) if self.runs_ms else float("nan")
+
+    @property
+    def min_ms(self) -> float:
+        """Fastest run in milliseconds (NaN when there are none)."""
+        return min(self.runs_ms) if self.runs_ms else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Median, minimum and every run, in milliseconds, rounded to 0.01 ms."""
+        return {
+            "median_ms": round(self.median_ms, 2),
+            "min_ms": round(self.min_ms, 2),
+            "runs_ms": [round(v, 2) for v in self.runs_ms],
+        }
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Run ``fn`` once and return its wall-clock duration in milliseconds."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def time_round_robin(
+    rows: dict[str, Callable[[], object]], *, repeat: int, warmup: int = 1
+) -> dict[str, Timing]:
+    """Time several rows, interleaved.
+
+    Parameters
+    ----------
+    rows
+        Row name -> a call to time.
+    repeat
+        Timed runs per row, >= 1.
+    warmup
+        Untimed runs per row first, >= 0.
+
+    Returns
+    -------
+    dict
+        Row name -> its :class:`Timing` (``repeat`` runs in ms). Rounds run every row in turn,
+        so load from other processes falls on every row alike.
+    """
+    for _ in range(warmup):
+        for fn in rows.values():
+            fn()
+    timings = {name: Timing() for name in rows}
+    for _ in range(repeat):
+        for name, fn in rows.items():
+            gc.collect()
+            timings[name].runs_ms.append(time_once(fn))
+    return timings
+
+
+# --------------------------------------------------------------------------------------------
+# The rows
+# --------------------------------------------------------------------------------------------
+
+
+def decode_floor(png_a: bytes, png_b: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Row (a): decode two PNG files with OpenCV, unchanged (the floor of any comparison).
+
+    Parameters
+    ----------
+    png_a, png_b : bytes
+        Encoded PNG files.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The decoded arrays (BGR order, as OpenCV decodes).
+    """
+    a = cv2.imdecode(np.frombuffer(png_a, np.uint8), cv2.IMREAD_UNCHANGED)
+    b = cv2.imdecode(np.frombuffer(png_b, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None or b is None:
+        raise ValueError("OpenCV could not decode the pair")
+    return np.asarray(a), np.asarray(b)
+
+
+@dataclass
+class EngineOutput:
+    """What one engine comparison produced: the result contract and the heatmap PNG."""
+
+    result: dict[str, Any]
+    heatmap_png: bytes
+
+
+def ours(png_a: bytes, png_b: bytes, *, mode: str) -> EngineOutput:
+    """Rows (b) and (d): our ``compare``, bytes in, result dict and heatmap PNG out.
+
+    Parameters
+    ----------
+    png_a, png_b : bytes
+        Encoded images.
+    mode : str
+        ``"pixel"``, ``"auto"`` or ``"align"``; every other option is the default.
+
+    Returns
+    -------
+    EngineOutput
+        ``result.to_dict()`` and ``result.heatmap_png``.
+    """
+    from core.imaging import CompareOptions, compare
+
+    result = compare(png_a, png_b, CompareOptions(mode=mode))  # type: ignore[arg-type]
+    return EngineOutput(result=result.to_dict(), heatmap_png=result.heatmap_png)
+
+
+def reference_colour_lut() -> np.ndarray:
+    """The reference heatmap's colour scale as a lookup table.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``256x3`` ``uint8``: row ``d`` is the RGB colour of difference level ``d`` (0..255),
+        blue at 0, green at 32, red at 255, linear in between (see ``REFERENCE_SCALE_*``).
+    """
+    levels = np.arange(256, dtype=np.float64)
+    colours = np.asarray(REFERENCE_SCALE_COLOURS, dtype=np.float64)
+    lut = np.stack(
+        [np.interp(levels, REFERENCE_SCALE_LEVELS, colours[:, c]) for c in range(3)], axis=1
+    )
+    return np.rint(lut).astype(np.uint8)
+
+
+@dataclass
+class ReferenceOutput:
+    """What the plain reference produced."""
+
+    ssim: float
+    psnr: float
+    heatmap_png: bytes
+
+
+def _pil_decode(data: bytes) -> np.ndarray:
+    img: Image.Image = Image.open(io.BytesIO(data))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def reference(png_a: bytes, png_b: bytes) -> ReferenceOutput:
+    """Row (c): the same work written plainly with PIL, scikit-image and numpy.
+
+    PIL decodes both files; SSIM is ``skimage.metrics.structural_similarity`` with Wang et al.'s
+    settings (Gaussian sigma 1.5, population covariance, data range 255, per channel); PSNR is
+    ``skimage.metrics.peak_signal_noise_ratio``; the heatmap is the per-pixel largest channel
+    difference mapped through :func:`reference_colour_lut` and encoded by PIL with its defaults.
+
+    Parameters
+    ----------
+    png_a, png_b : bytes
+        Encoded 8-bit RGB images of equal size.
+
+    Returns
+    -------
+    ReferenceOutput
+        SSIM in [-1, 1], PSNR in dB (``inf`` for identical images) and the heatmap PNG.
+    """
+    a = _pil_decode(png_a)
+    b = _pil_decode(png_b)
+    ssim = structural_similarity(
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+        channel_axis=-1,
+    )
+    with np.errstate(divide="ignore"):
+        psnr = peak_signal_noise_ratio(a, b, data_range=255)
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2).astype(np.uint8)
+    rgb = reference_colour_lut()[diff]
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return ReferenceOutput(ssim=float(ssim), psnr=float(psnr), heatmap_png=buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# External tools
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExternalTool:
+    """A command line timed as a subprocess on the pair's files.
+
+    ``argv`` holds ``{a}``, ``{b}`` and ``{out}`` placeholders for the two inputs and the diff
+    image it writes; ``ok_codes`` are the exit codes that mean "compared" (differences included).
+    """
+
+    row: str
+    argv: list[str]
+    ok_codes: tuple[int, ...]
+    version: str
+    note: str = ""
+
+    def command(self, a: Path, b: Path, out: Path) -> list[str]:
+        """The argument vector for inputs ``a``, ``b`` and diff output ``out``."""
+        return [arg.format(a=a, b=b, out=out) for arg in self.argv]
+
+    def run(self, a: Path, b: Path, out: Path) -> None:
+        """Run the tool once; raise ``RuntimeError`` on an unexpected exit code."""
+        proc = subprocess.run(
+            self.command(a, b, out),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if proc.returncode not in self.ok_codes:
+            message = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(
+                f"{self.argv[0]} exited {proc.returncode}: {message[-1] if message else ''}"
+            )
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _odiff_native(command: Path) -> Path | None:
+    """The platform binary behind the npm ``odiff`` command (a node script), if found."""
+    package = command.resolve().parent.parent  # .../odiff-bin/bin/odiff -> .../odiff-bin
+    candidates = [*package.glob("node_modules/@odiff/*/odiff")]
+    candidates += [*package.parent.glob("@odiff/*/odiff")]  # hoisted: node_modules/@odiff/...
+    for candidate in sorted(candidates):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def find_odiff(search_from: Path | None = None) -> list[ExternalTool]:
+    """Find odiff (npm ``odiff-bin``) on PATH or in a ``node_modules/.bin`` folder.
+
+    Parameters
+    ----------
+    search_from : pathlib.Path, optional
+        Folder whose ``node_modules/.bin`` is searched after PATH (default: the repository root).
+
+    Returns
+    -------
+    list of ExternalTool
+        Empty when absent. Otherwise the native binary (row ``odiff``, used for the target) when
+        it can be found behind the npm command, and the npm command itself (row
+        ``odiff_command``, whose node start-up is part of what a user pays).
+    """
+    found = shutil.which("odiff")
+    local = (search_from or REPO_ROOT) / "node_modules" / ".bin" / "odiff"
+    if found is None and os.access(local, os.X_OK):
+        found = str(local)
+    if found is None:
+        return []
+    command = Path(found)
+    ok = (0, 22)  # 0: images match, 22: pixel differences found
+    tools: list[ExternalTool] = []
+    with command.open("rb") as fh:
+        is_script = fh.read(2) == b"#!"
+    native = _odiff_native(command) if is_script else command
+    if native is not None:
+        version = _first_line([str(native), "--version"])
+        tools.append(ExternalTool(ROW_ODIFF, [str(native), "{a}", "{b}", "{out}"], ok, version))
+    if is_script:
+        version = _first_line([str(command), "--version"])
+        tools.append(
+            ExternalTool(ROW_ODIFF_COMMAND, [str(command), "{a}", "{b}", "{out}"], ok, version)
+        )
+    return tools
+
+
+def find_imagemagick() -> ExternalTool | None:
+    """Find ImageMagick's ``compare`` (``magick compare`` for version 7).
+
+    Returns
+    -------
+    ExternalTool or None
+        ``compare -metric SSIM A B OUT`` where the installed version lists the SSIM metric,
+        else ``-metric PSNR``; ``None`` when ImageMagick is absent.
+    """
+    magick = shutil.which("magick")
+    prefix = [magick, "compare"] if magick else []
+    if not prefix:
+        plain = shutil.which("compare")
+        if plain is None:
+            return None
+        prefix = [plain]
+    version = _first_line([*prefix, "-version"])
+    if "ImageMagick" not in version:
+        return None
+    try:
+        listed = subprocess.run(
+            [*prefix, "-list", "metric"], capture_output=True, check=False, timeout=30
+        ).stdout.decode(errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        listed = ""
+    metric = "SSIM" if "SSIM" in listed.split() else "PSNR"
+    note = "" if metric == "SSIM" else "this ImageMagick has no SSIM metric: PSNR"
+    return ExternalTool(
+        ROW_MAGICK,
+        [*prefix, "-metric", metric, "{a}", "{b}", "{out}"],
+        (0, 1),  # 0: similar, 1: dissimilar, 2: error
+        version.removeprefix("Version: "),
+        note,
+    )
+
+
+def find_external_tools() -> list[ExternalTool]:
+    """Every external comparison tool found on this machine (possibly none)."""
+    tools = find_odiff()
+    magick = find_imagemagick()
+    if magick is not None:
+        tools.append(magick)
+    return tools
+
+
+# --------------------------------------------------------------------------------------------
+# Peak memory
+# --------------------------------------------------------------------------------------------
+
+_RSS_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from core.imaging import CompareOptions, compare
+a = Path(sys.argv[2]).read_bytes()
+b = Path(sys.argv[3]).read_bytes()
+if sys.argv[4] != "baseline":
+    result = compare(a, b, CompareOptions(mode=sys.argv[4]))
+    result.to_dict()
+    len(result.heatmap_png)
+"""
+
+# A fresh, small launcher runs the measured child and reports its ru_maxrss. It is needed because
+# Linux charges a process, at exec, with the peak RSS of the address space it replaces: a child
+# spawned (fork or vfork) straight from this benchmark, which holds images and has run the
+# reference, would inherit this process's peak. The launcher's own peak (a bare interpreter, about
+# 10 MiB) is below any figure measured, so it cannot show through.
+_RSS_LAUNCHER = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def child_peak_rss_mb(path_a: Path, path_b: Path, *, mode: str | None) -> float:
+    """Peak resident memory of a fresh Python process that runs one comparison.
+
+    The child imports ``core.imaging``, reads both files and, unless ``mode`` is ``None``
+    (the baseline), runs one ``compare`` in that mode and renders its result and heatmap.
+
+    Parameters
+    ----------
+    path_a, path_b : pathlib.Path
+        The image files.
+    mode : str or None
+        Comparison mode, or ``None`` for the baseline (imports and file reads only).
+
+    Returns
+    -------
+    float
+        The child's peak RSS in MiB: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken in a bare
+        launcher process whose only child is the measured one.
+    """
+    child = [sys.executable, "-c", _RSS_CHILD, str(REPO_ROOT), str(path_a), str(path_b)]
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _RSS_LAUNCHER, *child, mode or "baseline"],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"the RSS child failed: {lines[-1] if lines else proc.returncode}")
+    return int(proc.stdout.decode().split()[-1]) / 1024.0  # Linux reports KiB
+
+
+# --------------------------------------------------------------------------------------------
+# One size
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairFiles:
+    """The generated pair and rotated pair of one size, as files and bytes."""
+
+    width: int
+    height: int
+    a: Path
+    b: Path
+    rotated: Path
+    png_a: bytes
+    png_b: bytes
+    png_rotated: bytes
+
+
+def make_pair_files(width: int, height: int, directory: Path, *, seed: int) -> PairFiles:
+    """Generate and write the photographic pair and the rotated pair of one size.
+
+    Parameters
+    ----------
+    width, height : int
+        Size in pixels.
+    directory : pathlib.Path
+        Existing folder for the PNG files.
+    seed : int
+        Seed of the pair.
+
+    Returns
+    -------
+    PairFiles
+        Paths ``a_WxH.png``, ``b_WxH.png``, ``rot_WxH.png`` (A rotated by ``ROTATION_DEGREES``
+        and scaled by ``ROTATION_SCALE``) and their bytes.
+    """
+    a, b = photographic_pair(width, height, seed=seed)
+    paths = [directory / f"{name}_{width}x{height}.png" for name in ("a", "b", "rot")]
+    for path, img in zip(paths, (a, b, rotated(a, ROTATION_DEGREES, ROTATION_SCALE)), strict=True):
+        write_png(path, img)
+    data = [p.read_bytes() for p in paths]
+    return PairFiles(width, height, paths[0], paths[1], paths[2], data[0], data[1], data[2])
+
+
+@dataclass
+class SizeReport:
+    """Every figure measured on one size."""
+
+    width: int
+    height: int
+    repeat: int
+    file_bytes: dict[str, int]
+    timings: dict[str, Timing]
+    stage_ms: dict[str, float]
+    startup_ms: dict[str, float]
+    rss_baseline_mb: float | None
+    rss_peak_mb: float | None
+    checks: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` in pixels."""
+        return (self.width, self.height)
+
+    def median(self, row: str) -> float | None:
+        """Median ms of ``row``, or ``None`` when it was not measured."""
+        timing = self.timings.get(row)
+        return timing.median_ms if timing is not None and timing.runs_ms else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure as JSON-ready plain types (times in ms, memory in MiB)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "repeat": self.repeat,
+            "file_bytes": self.file_bytes,
+            "rows": {
+                name: {"label": ROW_LABELS[name], **t.to_dict()} for name, t in self.timings.items()
+            },
+            "ours_pixel_stage_median_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
+            "startup_ms": {k: round(v, 2) for k, v in self.startup_ms.items()},
+            "rss_baseline_mb": _round_or_none(self.rss_baseline_mb),
+            "rss_peak_mb": _round_or_none(self.rss_peak_mb),
+            "rss_increment_mb": _round_or_none(
+                self.rss_peak_mb - self.rss_baseline_mb
+                if self.rss_peak_mb is not None and self.rss_baseline_mb is not None
+                else None
+            ),
+            "checks": self.checks,
+            "notes": self.notes,
+        }
+
+
+def _round_or_none(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class _Recorder:
+    """A timed engine call that keeps its last output and every run's ``timings_ms``."""
+
+    def __init__(self, fn: Callable[[], EngineOutput]) -> None:
+        self.fn = fn
+        self.last: EngineOutput | None = None
+        self.stage_runs: list[dict[str, float]] = []
+
+    def __call__(self) -> None:
+        self.last = self.fn()
+        self.stage_runs.append(dict(self.last.result.get("timings_ms", {})))
+
+
+def _tiny_pngs(directory: Path) -> tuple[Path, Path]:
+    """Two different 1x1 PNGs, for measuring a tool's process start-up."""
+    one_a, one_b = directory / "one_a.png", directory / "one_b.png"
+    write_png(one_a, np.zeros((1, 1, 3), np.uint8))
+    write_png(one_b, np.full((1, 1, 3), 200, np.uint8))
+    return one_a, one_b
+
+
+def run_size(
+    width: int,
+    height: int,
+    *,
+    repeat: int,
+    directory: Path,
+    seed: int = DEFAULT_SEED,
+    tools: Sequence[ExternalTool] = (),
+    measure_rss: bool = True,
+) -> SizeReport:
+    """Measure every row on one generated pair.
+
+    Parameters
+    ----------
+    width, height : int
+        Size of the pair in pixels.
+    repeat : int
+        Timed runs per row (after one warm-up), >= 1.
+    directory : pathlib.Path
+        Existing scratch folder for the PNG files and the tools' diff images.
+    seed : int
+        Seed of the pair.
+    tools : sequence of ExternalTool
+        External command lines to time (see :func:`find_external_tools`).
+    measure_rss : bool
+        Whether to measure peak RSS in child processes.
+
+    Returns
+    -------
+    SizeReport
+        Timings in ms, stage medians of (b), start-up costs, RSS in MiB, cross-checks, notes.
+    """
+    pair = make_pair_files(width, height, directory, seed=seed)
+    notes: list[str] = []
+    pixel = _Recorder(lambda: ours(pair.png_a, pair.png_b, mode="pixel"))
+    auto = _Recorder(lambda: ours(pair.png_a, pair.png_rotated, mode="auto"))
+    rows: dict[str, Callable[[], object]] = {
+        ROW_DECODE: partial(decode_floor, pair.png_a, pair.png_b),
+        ROW_OURS_PIXEL: pixel,
+        ROW_REFERENCE: partial(reference, pair.png_a, pair.png_b),
+        ROW_OURS_AUTO: auto,
+    }
+
+    startup: dict[str, float] = {}
+    one_a, one_b = _tiny_pngs(directory)
+    for tool in tools:
+        out = directory / f"{tool.row}_diff_{width}x{height}.png"
+        try:
+            tool.run(pair.a, pair.b, out)
+        except (OSError, RuntimeError) as exc:
+            notes.append(f"{ROW_LABELS[tool.row]} skipped: {exc}")
+            continue
+        rows[tool.row] = partial(tool.run, pair.a, pair.b, out)
+        one_out = directory / f"{tool.row}_diff_1x1.png"
+        try:
+            startup[tool.row] = Timing(
+                [time_once(partial(tool.run, one_a, one_b, one_out)) for _ in range(3)]
+            ).median_ms
+        except (OSError, RuntimeError) as exc:
+            notes.append(f"{ROW_LABELS[tool.row]}: start-up not measured: {exc}")
+        if tool.note:
+            notes.append(f"{ROW_LABELS[tool.row]}: {tool.note}")
+
+    timings = time_round_robin(rows, repeat=repeat)
+
+    stage_runs: dict[str, list[float]] = {}
+    for stages in pixel.stage_runs[-repeat:]:
+        for stage, ms in stages.items():
+            stage_runs.setdefault(stage, []).append(float(ms))
+    stage_ms = {stage: statistics.median(v) for stage, v in stage_runs.items()}
+
+    ref = reference(pair.png_a, pair.png_b)
+    assert pixel.last is not None and auto.last is not None
+    ours_pixel = pixel.last.result
+    ours_auto = auto.last.result
+    alignment = ours_auto.get("alignment", {})
+    checks: dict[str, Any] = {
+        "ours_ssim": ours_pixel.get("ssim"),
+        "reference_ssim": round(ref.ssim, 6),
+        "ssim_abs_diff": abs(float(ours_pixel.get("ssim", float("nan"))) - ref.ssim),
+        "ours_psnr": ours_pixel.get("psnr"),
+        "reference_psnr": round(ref.psnr, 6),
+        "ours_verdict": ours_pixel.get("verdict"),
+        "ours_heatmap_bytes": len(pixel.last.heatmap_png),
+        "reference_heatmap_bytes": len(ref.heatmap_png),
+        "auto_verdict": ours_auto.get("verdict"),
+        "auto_alignment_applied": alignment.get("applied"),
+        "auto_rotation_deg": alignment.get("rotation_deg"),
+        "auto_scale": alignment.get("scale"),
+        "auto_ssim": ours_auto.get("ssim"),
+    }
+
+    rss_baseline = rss_peak = None
+    if measure_rss:
+        try:
+            rss_baseline = child_peak_rss_mb(pair.a, pair.b, mode=None)
+            rss_peak = child_peak_rss_mb(pair.a, pair.b, mode="pixel")
+        except (OSError, RuntimeError) as exc:
+            notes.append(f"peak RSS not measured: {exc}")
+
+    return SizeReport(
+        width=width,
+        height=height,
+        repeat=repeat,
+        file_bytes={"a": len(pair.png_a), "b": len(pair.png_b), "rotated": len(pair.png_rotated)},
+        timings=timings,
+        stage_ms=stage_ms,
+        startup_ms=startup,
+        rss_baseline_mb=rss_baseline,
+        rss_peak_mb=rss_peak,
+        checks=checks,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TargetRow:
+    """One target evaluated on one size: ``status`` is PASS, FAIL, info or n/a."""
+
+    name: str
+    size: tuple[int, int]
+    value: float | None
+    target: str
+    status: str
+    unit: str = "x"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain types."""
+        return {
+            "name": self.name,
+            "size": f"{self.size[0]}x{self.size[1]}",
+            "value": None if self.value is None else round(self.value, 3),
+            "unit": self.unit,
+            "target": self.target,
+            "status": self.status,
+        }
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def _status(value: float | None, ok: bool, *, applies: bool) -> str:
+    if value is None:
+        return "n/a"
+    if not applies:
+        return "info"
+    return "PASS" if ok else "FAIL"
+
+
+def evaluate_targets(reports: Sequence[SizeReport]) -> list[TargetRow]:
+    """Compute every target's ratio on every size measured.
+
+    Parameters
+    ----------
+    reports : sequence of SizeReport
+        One per size.
+
+    Returns
+    -------
+    list of TargetRow
+        PASS/FAIL where the target applies (ratios on 1920x1080, RSS on 3840x2160), ``info``
+        on other sizes, ``n/a`` when a row was not measured (e.g. odiff absent).
+    """
+    out: list[TargetRow] = []
+    for r in reports:
+        applies = r.size == TARGET_SIZE
+        b = r.median(ROW_OURS_PIXEL)
+        checks = [
+            ("(b)/(a): ours vs decoding", _ratio(b, r.median(ROW_DECODE)), TARGET_B_OVER_A),
+            ("(c)/(b): reference vs ours", _ratio(r.median(ROW_REFERENCE), b), -TARGET_C_OVER_B),
+            ("(b)/odiff: ours vs odiff", _ratio(b, r.median(ROW_ODIFF)), TARGET_B_OVER_ODIFF),
+            ("(d)/(b): auto rotated vs pixel", _ratio(r.median(ROW_OURS_AUTO), b), TARGET_D_OVER_B),
+        ]
+        for name, value, limit in checks:
+            # A negative limit means "at least |limit|", a positive one "at most limit".
+            if limit < 0:
+                ok, target = value is not None and value >= -limit, f">= {-limit:g}"
+            else:
+                ok, target = value is not None and value <= limit, f"<= {limit:g}"
+            out.append(TargetRow(name, r.size, value, target, _status(value, ok, applies=applies)))
+        if r.median(ROW_ODIFF) is None and r.median(ROW_ODIFF_COMMAND) is not None:
+            value = _ratio(b, r.median(ROW_ODIFF_COMMAND))
+            ok = value is not None and value <= TARGET_B_OVER_ODIFF
+            out[-3] = TargetRow(
+                "(b)/odiff command: ours vs odiff",
+                r.size,
+                value,
+                f"<= {TARGET_B_OVER_ODIFF:g}",
+                _status(value, ok, applies=applies),
+            )
+        rss = r.rss_peak_mb
+        ok = rss is not None and rss < TARGET_RSS_MB
+        out.append(
+            TargetRow(
+                "peak RSS of (b)",
+                r.size,
+                rss,
+                f"< {TARGET_RSS_MB:g}",
+                _status(rss, ok, applies=r.size == RSS_TARGET_SIZE),
+                unit="MiB",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Machine, output
+# --------------------------------------------------------------------------------------------
+
+
+def machine_info(tools: Sequence[ExternalTool] = ()) -> dict[str, Any]:
+    """Describe the machine and library versions the figures were taken on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cv2_threads": cv2.getNumThreads(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "scikit_image": metadata.version("scikit-image"),
+        "pillow": metadata.version("pillow"),
+        "tools": {t.row: t.version for t in tools},
+    }
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or value != value else f"{value:,.{digits}f}"
+
+
+def _num(value: object, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
+
+
+def render(
+    console: Console,
+    machine: dict[str, Any],
+    reports: Sequence[SizeReport],
+    targets: Sequence[TargetRow],
+) -> None:
+    """Print the benchmark's tables."""
+    load_end = machine.get("load_average_end")
+    console.print(
+        f"[bold]DiffALL engine benchmark[/bold] on {machine['cpu_model']}: "
+        f"{machine['cpu_count']} cores ({machine['cpu_affinity']} usable), "
+        f"cv2 threads {machine['cv2_threads']}"
+    )
+    console.print(
+        "load average (1, 5, 15 min): at start "
+        + " ".join(str(v) for v in machine["load_average"])
+        + ("" if load_end is None else "; at end " + " ".join(str(v) for v in load_end))
+    )
+    console.print(
+        f"python {machine['python']}, numpy {machine['numpy']}, opencv {machine['opencv']}, "
+        f"scikit-image {machine['scikit_image']}, pillow {machine['pillow']}"
+    )
+    for r in reports:
+        a = r.median(ROW_DECODE)
+        b = r.median(ROW_OURS_PIXEL)
+        table = Table(
+            title=(
+                f"{r.width}x{r.height}: median of {r.repeat} run{'s' if r.repeat != 1 else ''} "
+                f"after a warm-up "
+                f"(PNG A {r.file_bytes['a'] / 1e6:.1f} MB, B {r.file_bytes['b'] / 1e6:.1f} MB)"
+            ),
+            title_justify="left",
+        )
+        table.add_column("row")
+        table.add_column("median ms", justify="right")
+        table.add_column("min ms", justify="right")
+        table.add_column("/ (a)", justify="right")
+        table.add_column("/ (b)", justify="right")
+        table.add_column("start-up ms", justify="right")
+        for name, timing in r.timings.items():
+            table.add_row(
+                ROW_LABELS[name],
+                _fmt(timing.median_ms),
+                _fmt(timing.min_ms),
+                _fmt(_ratio(timing.median_ms, a), 2),
+                _fmt(_ratio(timing.median_ms, b), 2),
+                _fmt(r.startup_ms.get(name)),
+            )
+        console.print(table)
+        if r.stage_ms:
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in r.stage_ms.items())
+            console.print(f"  (b) stages, median ms: {stages}")
+        if r.rss_peak_mb is not None and r.rss_baseline_mb is not None:
+            console.print(
+                f"  peak RSS of (b) in a fresh process: {r.rss_peak_mb:.0f} MiB "
+                f"(baseline import + read files {r.rss_baseline_mb:.0f} MiB, "
+                f"increment {r.rss_peak_mb - r.rss_baseline_mb:.0f} MiB)"
+            )
+        c = r.checks
+        console.print(
+            f"  check, pixel pair: SSIM ours {_num(c['ours_ssim'], 6)} vs scikit-image "
+            f"{_num(c['reference_ssim'], 6)} (|diff| {c['ssim_abs_diff']:.1e}), "
+            f"PSNR {_num(c['ours_psnr'], 3)} vs {_num(c['reference_psnr'], 3)} dB"
+        )
+        console.print(
+            f"  check, rotated pair, auto mode: aligned {c['auto_alignment_applied']}, rotation "
+            f"{_num(c['auto_rotation_deg'], 2)} deg, scale {_num(c['auto_scale'], 3)} (made with "
+            f"{ROTATION_DEGREES:+g} deg, x{ROTATION_SCALE:g}), SSIM {_num(c['auto_ssim'], 4)}"
+        )
+        console.print(
+            f"  verdicts: pixel pair {c['ours_verdict']}, rotated pair (auto) {c['auto_verdict']}"
+        )
+        for note in r.notes:
+            console.print(f"  note: {note}")
+    table = Table(title="Targets (ratios of medians)", title_justify="left")
+    table.add_column("target")
+    table.add_column("size")
+    table.add_column("measured", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("status")
+    colours = {"PASS": "green", "FAIL": "red"}
+    for t in targets:
+        colour = colours.get(t.status, "dim")
+        table.add_row(
+            t.name,
+            f"{t.size[0]}x{t.size[1]}",
+            _fmt(t.value, 0 if t.unit == "MiB" else 2) + (" MiB" if t.unit == "MiB" else ""),
+            t.target + (" MiB" if t.unit == "MiB" else ""),
+            f"[{colour}]{t.status}[/{colour}]",
+        )
+    console.print(table)
+    console.print(
+        "Ratio targets apply to 1920x1080 and the RSS target to 3840x2160; other sizes: info."
+    )
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """Parse ``--sizes``: comma-separated names (``1080p``, ``4k``, ...) or ``WxH``.
+
+    Parameters
+    ----------
+    text : str
+        For example ``"1080p,4k"`` or ``"320x180"``.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(width, height)`` pairs in pixels, each side at least 16.
+    """
+    sizes: list[tuple[int, int]] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        if part in NAMED_SIZES:
+            sizes.append(NAMED_SIZES[part])
+            continue
+        try:
+            w, h = (int(v) for v in part.split("x"))
+        except ValueError:
+            raise ValueError(f"unknown size {part!r}: use 1080p, 4k, ... or WxH") from None
+        if w < 16 or h < 16:
+            raise ValueError(f"size {part!r} is too small (at least 16x16)")
+        sizes.append((w, h))
+    if not sizes:
+        raise ValueError("no size given")
+    return sizes
+
+
+def default_repeat(width: int, height: int) -> int:
+    """Runs per row when ``--repeat`` is not given: 7 up to 1080p, 3 above."""
+    return DEFAULT_REPEAT_SMALL if width * height <= 1920 * 1080 else DEFAULT_REPEAT_LARGE
+
+
+def run(
+    sizes: Sequence[tuple[int, int]],
+    *,
+    repeat: int | None = None,
+    seed: int = DEFAULT_SEED,
+    console: Console | None = None,
+    measure_rss: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark on each size, print the tables and return every figure.
+
+    Parameters
+    ----------
+    sizes : sequence of tuple of int
+        ``(width, height)`` pairs in pixels.
+    repeat : int, optional
+        Timed runs per row for every size (default: :func:`default_repeat`).
+    seed : int
+        Seed of the generated pairs.
+    console : rich.console.Console, optional
+        Where to print (default: standard output, at least 130 columns wide).
+    measure_rss : bool
+        Whether to measure peak RSS in child processes.
+
+    Returns
+    -------
+    dict
+        ``machine``, ``sizes`` (one :meth:`SizeReport.to_dict` each), ``targets``.
+    """
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 130)
+    tools = find_external_tools()
+    machine = machine_info(tools)
+    reports: list[SizeReport] = []
+    skipped = []
+    if not any(t.row in (ROW_ODIFF, ROW_ODIFF_COMMAND) for t in tools):
+        skipped.append("odiff not found (npm install -g odiff-bin)")
+    if not any(t.row == ROW_MAGICK for t in tools):
+        skipped.append("ImageMagick compare not found (apt-get install -y imagemagick)")
+    with tempfile.TemporaryDirectory(prefix="diffall-bench-") as tmp:
+        for width, height in sizes:
+            n = repeat if repeat is not None else default_repeat(width, height)
+            reports.append(
+                run_size(
+                    width,
+                    height,
+                    repeat=n,
+                    directory=Path(tmp),
+                    seed=seed,
+                    tools=tools,
+                    measure_rss=measure_rss,
+                )
+            )
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    targets = evaluate_targets(reports)
+    render(console, machine, reports, targets)
+    for note in skipped:
+        console.print(f"note: {note}; its rows are skipped")
+    return {
+        "machine": machine,
+        "skipped": skipped,
+        "sizes": [r.to_dict() for r in reports],
+        "targets": [t.to_dict() for t in targets],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 even when a target fails)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_engine", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"timed runs per row (default {DEFAULT_REPEAT_SMALL} up to 1080p, "
+        f"{DEFAULT_REPEAT_LARGE} above)",
+    )
+    parser.add_argument(
+        "--sizes", default="1080p,4k", help="comma-separated: 720p, 1080p, 1440p, 4k or WxH"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the image pairs")
+    args = parser.parse_args(argv)
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    figures = run(sizes, repeat=args.repeat, seed=args.seed)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Photographic test images made from scikit-image's bundled samples (no downloads)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+from skimage import data
+
+
+@cache
+def _source(name: str) -> np.ndarray:
+    return np.ascontiguousarray(getattr(data, name)())
+
+
+def photo(
+    width: int = 640, height: int = 480, *, name: str = "astronaut", seed: int = 0
+) -> np.ndarray:
+    """An RGB uint8 photograph of ``width`` x ``height`` px with a little seeded grain."""
+    src = _source(name)
+    if src.ndim == 2:
+        src = np.dstack([src] * 3)
+    img = cv2.resize(src, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    rng = np.random.default_rng(seed)
+    img += rng.integers(-2, 3, size=img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def png(img: np.ndarray) -> bytes:
+    """Encode an RGB(A) array (uint8 or uint16) as PNG bytes."""
+    code = cv2.COLOR_RGBA2BGRA if img.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, code))
+    assert ok
+    return buf.tobytes()
+
+
+def jpeg(img: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an RGB uint8 array as JPEG bytes."""
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    assert ok
+    return buf.tobytes()
+
+
+def decode_rgb(data_: bytes) -> np.ndarray:
+    """Decode PNG/JPEG bytes to RGB with OpenCV (an independent path from ours)."""
+    img = cv2.imdecode(np.frombuffer(data_, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def warp(img: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Warp ``img`` by the 3x3 ``matrix`` (source -> destination) into ``size`` (w, h)."""
+    return cv2.warpPerspective(
+        img, matrix, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
+
+
+def similarity(
+    angle_deg: float, scale: float, center: tuple[float, float], shift=(0.0, 0.0)
+) -> np.ndarray:
+    """3x3 rotation+scale about ``center`` followed by a shift (x, y)."""
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D(center, angle_deg, scale)
+    m[0, 2] += shift[0]
+    m[1, 2] += shift[1]
+    return m
+
+
+def paste_patch(img: np.ndarray, rect: tuple[int, int, int, int], *, seed: int = 1) -> np.ndarray:
+    """Return a copy of ``img`` with a clearly different textured patch at rect (x, y, w, h)."""
+    x, y, w, h = rect
+    out = img.copy()
+    rng = np.random.default_rng(seed)
+    patch = cv2.resize(_source("coffee"), (w, h)).astype(np.int16)
+    patch = 255 - patch + rng.integers(-3, 4, size=patch.shape, dtype=np.int16)
+    out[y : y + h, x : x + w] = np.clip(patch, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,114 @@
+"""The ``diffall compare`` command: output, exit codes (0 ok, 1 gate, 2 bad input) and files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from core.imaging import compare
+from diffall.cli import app, parse_rect, parse_threshold
+from tests.core.imaging.photos import paste_patch, photo, png
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    a = photo(320, 240, seed=1)
+    b = paste_patch(a, (100, 80, 60, 50))
+    pa, pb = root / "a.png", root / "b.png"
+    pa.write_bytes(png(a))
+    pb.write_bytes(png(b))
+    return pa, pb
+
+
+def test_json_output_is_the_contract(pair: tuple[Path, Path]) -> None:
+    pa, pb = pair
+    result = runner.invoke(app, ["compare", str(pa), str(pb), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    expected = compare(pa.read_bytes(), pb.read_bytes()).to_dict()
+    printed.pop("timings_ms"), expected.pop("timings_ms")
+    assert printed == expected
+
+
+def test_human_output_and_heatmap(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    pa, pb = pair
+    out = tmp_path / "heat.png"
+    result = runner.invoke(app, ["compare", str(pa), str(pb), "--heatmap", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "localized_edit" in result.stdout
+    assert "SSIM" in result.stdout and "region x=" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fail_under_gate(pair: tuple[Path, Path]) -> None:
+    pa, pb = pair
+    assert runner.invoke(app, ["compare", str(pa), str(pb), "--fail-under", "99.9%"]).exit_code == 1
+    assert runner.invoke(app, ["compare", str(pa), str(pb), "--fail-under", "0.5"]).exit_code == 0
+    assert runner.invoke(app, ["compare", str(pa), str(pa), "--fail-under", "100%"]).exit_code == 0
+
+
+def test_ignore_option(pair: tuple[Path, Path]) -> None:
+    pa, pb = pair
+    result = runner.invoke(
+        app, ["compare", str(pa), str(pb), "--json", "--ignore", "90,70,80,70", "--fail-under", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verdict"] == "identical"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.png", "{b}"], "no such file"),
+        (["{a}", "{empty}"], "empty_file"),
+        (["{a}", "{text}"], "unsupported_format"),
+        (["{a}", "{b}", "--mode", "fuzzy"], "invalid_options"),
+        (["{a}", "{b}", "--ignore", "1,2,3"], "X,Y,W,H"),
+        (["{a}", "{b}", "--fail-under", "150%"], "within 0..1"),
+        (["{a}", "{small}", "--mode", "pixel"], "size_mismatch"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(pair, tmp_path: Path, args, message) -> None:
+    pa, pb = pair
+    files = {
+        "a": pa,
+        "b": pb,
+        "empty": tmp_path / "empty.png",
+        "text": tmp_path / "notes.txt",
+        "small": tmp_path / "small.png",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not an image\n")
+    files["small"].write_bytes(png(np.zeros((10, 10, 3), np.uint8)))
+    argv = ["compare", *(a.format(**{k: str(v) for k, v in files.items()}) for a in args)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_parsers() -> None:
+    assert parse_rect("1,2,3,4") == (1, 2, 3, 4)
+    assert parse_threshold("98%") == pytest.approx(0.98)
+    assert parse_threshold("0.5") == 0.5
+    with pytest.raises(ValueError):
+        parse_threshold("abc")
+
+
+def test_entry_point_runs_as_a_process(pair: tuple[Path, Path]) -> None:
+    pa, pb = pair
+    diffall = Path(sys.executable).with_name("diffall")
+    done = subprocess.run(
+        [str(diffall), "compare", str(pa), str(pb), "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verdict"] == "localized_edit"

@@ -1,0 +1,353 @@
+"""The Python SDK (diffall.client) against a scripted fake of the HTTP API (httpx.MockTransport).
+
+What the real API answers is covered end to end in tests/e2e; here each request the client sends
+and each answer it must interpret is checked exactly, including the awkward ones (errors without
+a problem body, redirects to another host, Retry-After, several pages).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from diffall import client as client_module
+from diffall.client import DiffallClient, DiffallError, DiffallTimeoutError
+
+BASE = "http://api.test"
+KEY = "dfa_test_key"
+PNG = b"\x89PNG\r\n\x1a\n" + b"fake"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def make_client(handler: Handler) -> DiffallClient:
+    return DiffallClient(BASE, KEY, timeout=5.0, transport=httpx.MockTransport(handler))
+
+
+def problem(status: int, code: str, detail: str, **headers: str) -> httpx.Response:
+    body = {"type": f"{BASE}/problems/{code}", "title": "x", "status": status, "code": code}
+    body["detail"] = detail
+    return httpx.Response(
+        status, json=body, headers={"content-type": "application/problem+json", **headers}
+    )
+
+
+class FakeClock:
+    """Replaces time.monotonic/time.sleep in diffall.client: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(client_module.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(client_module.time, "sleep", fake.sleep)
+    return fake
+
+
+class FakeImages:
+    """POST /v1/images: ids by content, like the real API; records every upload."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, str] = {}
+        self.uploads: list[tuple[str, bytes]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        content_type = request.headers["content-type"]
+        assert content_type.startswith("multipart/form-data; boundary=")
+        boundary = content_type.split("boundary=", 1)[1].encode()
+        body = request.read()
+        parts = [p for p in body.split(b"--" + boundary) if p.strip(b"-\r\n")]
+        assert len(parts) == 1, "one file per upload"
+        head, data = parts[0].split(b"\r\n\r\n", 1)
+        assert b'name="file"' in head
+        filename = head.split(b'filename="', 1)[1].split(b'"', 1)[0].decode()
+        data = data[: -len(b"\r\n")]
+        self.uploads.append((filename, data))
+        image_id = self.ids.setdefault(data, str(uuid.uuid4()))
+        return httpx.Response(201, json={"id": image_id, "size_bytes": len(data)})
+
+
+def test_requests_carry_the_key_and_errors_carry_the_problem() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return problem(404, "not_found", "no comparison with this id")
+
+    with make_client(handler) as client, pytest.raises(DiffallError) as info:
+        client.get_comparison("3b0f4e5e-8d4c-4a5e-9d7e-5b1c1e0e6a11")
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert seen[0].url == f"{BASE}/v1/comparisons/3b0f4e5e-8d4c-4a5e-9d7e-5b1c1e0e6a11"
+    error = info.value
+    assert (error.status, error.code, error.detail) == (
+        404,
+        "not_found",
+        "no comparison with this id",
+    )
+    assert error.problem["type"].endswith("/problems/not_found")
+
+
+def test_error_without_a_problem_body_and_retry_after() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/images/x":
+            return httpx.Response(502, text="<html>bad gateway</html>")
+        return problem(429, "rate_limited", "slow down", **{"Retry-After": "7"})
+
+    with make_client(handler) as client:
+        with pytest.raises(DiffallError) as info:
+            client.get_image("x")
+        assert (info.value.status, info.value.code, info.value.problem) == (502, "http_502", {})
+        with pytest.raises(DiffallError) as info:
+            client.get_batch("b")
+        assert (info.value.code, info.value.retry_after_s) == ("rate_limited", 7.0)
+
+
+def test_transport_failure_is_a_diffall_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with make_client(handler) as client, pytest.raises(DiffallError) as info:
+        client.get_comparison("c")
+    assert (info.value.status, info.value.code) == (0, "transport_error")
+
+
+def test_upload_path_and_bytes(tmp_path: Path) -> None:
+    images = FakeImages()
+    path = tmp_path / "a.png"
+    path.write_bytes(PNG)
+    with make_client(images.handle) as client:
+        by_path = client.upload_image(path)
+        by_bytes = client.upload_image(bytearray(PNG + b"2"))
+    assert images.uploads == [("a.png", PNG), ("image", PNG + b"2")]
+    assert by_path["size_bytes"] == len(PNG) and by_bytes["id"] != by_path["id"]
+
+
+def test_compare_uploads_each_distinct_file_once_and_sends_json(tmp_path: Path) -> None:
+    images = FakeImages()
+    posted: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/images":
+            return images.handle(request)
+        posted.append(request)
+        return httpx.Response(202, json={"id": "c1", "state": "queued"})
+
+    path = tmp_path / "same.png"
+    path.write_bytes(PNG)
+    with make_client(handler) as client:
+        # The same file given twice (once by a str path): uploaded once.
+        answer = client.compare(
+            path,
+            str(path),
+            options={"mode": "pixel", "ignore": [[0, 0, 4, 4]]},
+            metadata={"build": 7},
+            webhook_url="https://example.test/hook",
+            idempotency_key="k-1",
+        )
+    assert answer == {"id": "c1", "state": "queued"}
+    assert len(images.uploads) == 1
+    (request,) = posted
+    assert (request.method, request.url.path) == ("POST", "/v1/comparisons")
+    assert request.headers["idempotency-key"] == "k-1"
+    image_id = images.ids[PNG]
+    assert json.loads(request.content) == {
+        "a": image_id,
+        "b": image_id,
+        "options": {"mode": "pixel", "ignore": [[0, 0, 4, 4]]},
+        "metadata": {"build": 7},
+        "webhook_url": "https://example.test/hook",
+    }
+
+
+def test_compare_with_image_ids_uploads_nothing() -> None:
+    posted: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/comparisons", "no upload expected"
+        assert "idempotency-key" not in request.headers
+        posted.append(json.loads(request.content))
+        return httpx.Response(202, json={"id": "c2", "state": "queued"})
+
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with make_client(handler) as client:
+        client.compare(a, str(b).upper())
+    assert posted == [{"a": str(a), "b": str(b)}]
+
+
+def test_wait_honours_retry_after(clock: FakeClock) -> None:
+    states = iter(["queued", "running", "running", "succeeded"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        state = next(states)
+        headers = {} if state == "succeeded" else {"Retry-After": "2"}
+        return httpx.Response(200, json={"id": "c", "state": state}, headers=headers)
+
+    with make_client(handler) as client:
+        done = client.wait("c", timeout_s=60, poll_s=0.25)
+    assert done["state"] == "succeeded"
+    assert clock.sleeps == [2.0, 2.0, 2.0]  # the server's delay, not poll_s
+
+
+def test_wait_polls_every_poll_s_without_retry_after_and_times_out(clock: FakeClock) -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(clock.now)
+        return httpx.Response(200, json={"id": "c", "state": "queued"})
+
+    with make_client(handler) as client, pytest.raises(DiffallTimeoutError) as info:
+        client.wait("c", timeout_s=1.0, poll_s=0.3)
+    assert info.value.code == "timeout" and info.value.last["state"] == "queued"
+    assert isinstance(info.value, TimeoutError)
+    # 0.3 + 0.3 + 0.3 + 0.1 (never beyond the deadline), then one last look.
+    assert clock.sleeps == pytest.approx([0.3, 0.3, 0.3, 0.1])
+    assert len(calls) == 5
+
+
+def test_wait_returns_failed_comparisons() -> None:
+    body = {"id": "c", "state": "failed", "error": {"code": "corrupt_image", "message": "bad"}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    with make_client(handler) as client:
+        assert client.wait("c", timeout_s=5)["error"]["code"] == "corrupt_image"
+
+
+def test_heatmap_follows_a_redirect_without_the_api_key() -> None:
+    storage_requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "api.test":
+            assert request.url.path == "/v1/comparisons/c/heatmap"
+            return httpx.Response(307, headers={"Location": "http://s3.test/b/heatmaps/c.png?X=1"})
+        storage_requests.append(request)
+        return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+
+    with make_client(handler) as client:
+        assert client.heatmap("c") == PNG
+    (request,) = storage_requests
+    assert str(request.url) == "http://s3.test/b/heatmaps/c.png?X=1"
+    assert "authorization" not in request.headers
+
+
+def test_heatmap_streamed_by_the_api_and_expired_storage_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/comparisons/local/heatmap":
+            return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+        if request.url.host == "api.test":
+            return httpx.Response(302, headers={"Location": "http://s3.test/expired"})
+        return httpx.Response(403, text="<Error>expired</Error>")
+
+    with make_client(handler) as client:
+        assert client.heatmap("local") == PNG
+        with pytest.raises(DiffallError) as info:
+            client.heatmap("remote")
+    assert (info.value.status, info.value.code) == (403, "heatmap_unavailable")
+
+
+def test_iter_comparisons_follows_cursors_and_sends_filters() -> None:
+    pages = {
+        None: (["c1", "c2"], "cur-1"),
+        "cur-1": (["c3", "c4"], "cur-2"),
+        "cur-2": (["c5"], None),
+    }
+    queries: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/comparisons"
+        query = dict(request.url.params)
+        queries.append(query)
+        ids, next_cursor = pages[query.get("cursor")]
+        return httpx.Response(
+            200, json={"items": [{"id": i} for i in ids], "next_cursor": next_cursor}
+        )
+
+    since = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with make_client(handler) as client:
+        found = [
+            c["id"]
+            for c in client.iter_comparisons(
+                state="succeeded", created_after=since, limit=2, batch_id=None
+            )
+        ]
+    assert found == ["c1", "c2", "c3", "c4", "c5"]
+    base = {"state": "succeeded", "created_after": "2025-01-02T03:04:05+00:00", "limit": "2"}
+    assert queries == [base, {**base, "cursor": "cur-1"}, {**base, "cursor": "cur-2"}]
+
+
+def test_iter_comparisons_is_lazy() -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(
+            200, json={"items": [{"id": "a"}, {"id": "b"}], "next_cursor": "more"}
+        )
+
+    with make_client(handler) as client:
+        iterator = client.iter_comparisons()
+        assert next(iterator)["id"] == "a" and len(requests) == 1
+
+
+def test_create_batch_uploads_once_and_keeps_per_pair_fields(tmp_path: Path) -> None:
+    images = FakeImages()
+    posted: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/images":
+            return images.handle(request)
+        posted.append(request)
+        return httpx.Response(201, json={"id": "batch-1", "items": []})
+
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(PNG)
+    known = str(uuid.uuid4())
+    with make_client(handler) as client:
+        answer = client.create_batch(
+            [
+                (ref, PNG + b"1"),
+                (ref, PNG + b"2"),
+                {"a": known, "b": PNG + b"1", "options": {"mode": "align"}, "metadata": {"n": 3}},
+            ],
+            metadata={"run": "nightly"},
+            idempotency_key="batch-key",
+        )
+    assert answer["id"] == "batch-1"
+    assert sorted(data for _, data in images.uploads) == [PNG, PNG + b"1", PNG + b"2"]
+    (request,) = posted
+    assert request.headers["idempotency-key"] == "batch-key"
+    ids = images.ids
+    assert json.loads(request.content) == {
+        "pairs": [
+            {"a": ids[PNG], "b": ids[PNG + b"1"]},
+            {"a": ids[PNG], "b": ids[PNG + b"2"]},
+            {"a": known, "b": ids[PNG + b"1"], "options": {"mode": "align"}, "metadata": {"n": 3}},
+        ],
+        "metadata": {"run": "nightly"},
+    }
+
+
+def test_constructor_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="api_key"):
+        DiffallClient(BASE, "")
+    with pytest.raises(ValueError, match="timeout"):
+        DiffallClient(BASE, KEY, timeout=0)

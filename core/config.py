@@ -1,0 +1,362 @@
+"""Settings: one pydantic-settings object, built lazily by :func:`get_settings`.
+
+Every variable is read from the environment with the prefix ``DIFFALL_``; nested groups use
+``__`` as the delimiter, e.g. ``DIFFALL_STORAGE__BACKEND=s3`` or
+``DIFFALL_WORKER__HARD_TIME_LIMIT_S=300``. A ``.env`` file in the working directory is read too
+(the environment wins). Empty values count as unset, so a copy of ``.env.example`` behaves like
+the defaults. Nothing reads the environment at import time: call :func:`get_settings` (cached;
+tests call ``get_settings.cache_clear()`` after changing the environment).
+
+Defaults are the embedded, server-less setup: everything lives under ``data_dir``
+(``./diffall-data``): the SQLite database, the local object store and Celery's filesystem broker.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "PLACEHOLDER_SECRETS",
+    "ApiSettings",
+    "LimitsSettings",
+    "Settings",
+    "StorageSettings",
+    "WorkerSettings",
+    "ensure_broker_folders",
+    "get_settings",
+]
+
+#: Values refused as secrets when ``env == "production"`` (compared lower-cased and stripped).
+PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "minioadmin",
+        "password",
+        "secret",
+        "admin",
+        "test",
+        "testing",
+        "example",
+        "postgres",
+        "diffall",
+    }
+)
+
+#: Seconds added to the hard time limit for the default ``stale_running_after_s``.
+STALE_RUNNING_MARGIN_S = 30
+
+_MiB = 1024 * 1024
+
+
+def _is_placeholder(value: str) -> bool:
+    """Return True when ``value`` is empty or a well-known placeholder secret."""
+    normalised = value.strip().lower()
+    return normalised in PLACEHOLDER_SECRETS or "changeme" in normalised.replace("-", "").replace(
+        "_", ""
+    )
+
+
+class _Group(BaseModel):
+    """Base of the nested settings groups: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, hide_input_in_errors=True)
+
+
+class StorageSettings(_Group):
+    """Object storage (``DIFFALL_STORAGE__*``)."""
+
+    backend: Literal["local", "s3"] = "local"
+    """Which object store to use: a local directory or any S3 API (MinIO, AWS, moto)."""
+
+    local_dir: Path = Path("storage")
+    """Directory of the local store. A relative path is taken relative to ``data_dir``
+    (default ``<data_dir>/storage``); the resolved value is always absolute."""
+
+    s3_endpoint_url: str | None = None
+    """S3 endpoint the service talks to (e.g. ``http://minio:9000``); None means AWS."""
+
+    s3_presign_endpoint_url: str | None = None
+    """Endpoint written into presigned URLs given to clients, when it differs from the one the
+    service uses (e.g. ``http://localhost:9000`` outside the compose network); None means
+    ``s3_endpoint_url``."""
+
+    s3_bucket: str = Field(default="diffall", min_length=3, max_length=63)
+    """Bucket holding images and heatmaps (3 to 63 characters)."""
+
+    s3_region: str = "us-east-1"
+    """Region used to sign S3 requests."""
+
+    s3_access_key_id: SecretStr | None = None
+    """S3 access key id; None uses boto3's default credential chain."""
+
+    s3_secret_access_key: SecretStr | None = None
+    """S3 secret access key; None uses boto3's default credential chain."""
+
+    presign_expiry_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    """Lifetime of presigned URLs, in seconds (1 s to 7 days, S3's maximum)."""
+
+
+class LimitsSettings(_Group):
+    """Limits enforced by the API (``DIFFALL_LIMITS__*``); each refusal has a stable code."""
+
+    max_upload_bytes: int = Field(default=50 * _MiB, ge=1)
+    """Largest accepted image file, in bytes (default 50 MiB)."""
+
+    max_pixels: int = Field(default=100_000_000, ge=1)
+    """Largest accepted image, in decoded pixels (width x height), checked from the header."""
+
+    max_batch_pairs: int = Field(default=10_000, ge=1)
+    """Most pairs accepted in one batch request."""
+
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    """Requests allowed per API key per minute."""
+
+    page_size_max: int = Field(default=100, ge=1)
+    """Largest ``limit`` accepted by paginated listings, in items."""
+
+
+class WorkerSettings(_Group):
+    """Celery workers and the sweeper (``DIFFALL_WORKER__*``)."""
+
+    soft_time_limit_s: int = Field(default=120, ge=1)
+    """Seconds after which a comparison task gets ``SoftTimeLimitExceeded``."""
+
+    hard_time_limit_s: int = Field(default=150, ge=1)
+    """Seconds after which the worker process running a task is killed; > soft limit."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    """Attempts (worker crashes included) before a comparison ends ``failed``."""
+
+    sweep_interval_s: int = Field(default=30, ge=1)
+    """Seconds between two passes of the sweeper."""
+
+    stale_running_after_s: int = Field(
+        default_factory=lambda data: (
+            int(data.get("hard_time_limit_s", 150)) + STALE_RUNNING_MARGIN_S
+        ),
+        ge=1,
+    )
+    """Seconds after which a ``running`` comparison whose worker vanished is re-sent by the
+    sweeper (its lease); default hard time limit + 30 s; must exceed the hard time limit."""
+
+    stale_queued_after_s: int = Field(default=60, ge=1)
+    """Seconds a comparison may stay ``queued`` before the sweeper re-sends its message."""
+
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+    """Redis broker visibility timeout, in seconds: an unacknowledged message is redelivered
+    after it. Must exceed the hard time limit (late acks hold the message while running)."""
+
+    @model_validator(mode="after")
+    def _check_time_limits(self) -> WorkerSettings:
+        """Refuse time limits that would redeliver or re-send jobs still running."""
+        hard = self.hard_time_limit_s
+        if self.soft_time_limit_s >= hard:
+            raise ValueError(
+                f"worker.soft_time_limit_s ({self.soft_time_limit_s}) must be smaller than "
+                f"worker.hard_time_limit_s ({hard})"
+            )
+        if self.visibility_timeout_s <= hard:
+            raise ValueError(
+                f"worker.visibility_timeout_s ({self.visibility_timeout_s}) must be greater than "
+                f"worker.hard_time_limit_s ({hard}), or the broker redelivers running tasks"
+            )
+        if self.stale_running_after_s <= hard:
+            raise ValueError(
+                f"worker.stale_running_after_s ({self.stale_running_after_s}) must be greater "
+                f"than worker.hard_time_limit_s ({hard}), or the sweeper re-sends running jobs"
+            )
+        return self
+
+
+class ApiSettings(_Group):
+    """The HTTP API (``DIFFALL_API__*``)."""
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    """Base URL clients reach the API at; used to build links (no trailing slash)."""
+
+    webhook_signing_secret: SecretStr | None = None
+    """Default secret signing webhook deliveries (Standard Webhooks); None until configured."""
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        """Require an absolute http(s) URL and drop any trailing slash."""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"api.public_base_url must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    """Every setting of DiffALL. Build it with :func:`get_settings`, not at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIFFALL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+        hide_input_in_errors=True,  # validation errors must not echo secrets
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    """Deployment kind; ``production`` refuses placeholder secrets."""
+
+    data_dir: Path = Path("./diffall-data")
+    """Directory of the embedded defaults (database, storage, broker); made absolute."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL; None means ``sqlite:///<data_dir>/diffall.db``. ``postgresql://`` URLs
+    use psycopg 3. Read :attr:`database_url_resolved`."""
+
+    broker_url: str | None = None
+    """Celery broker URL (e.g. ``redis://127.0.0.1:6379/0``); None means Celery's filesystem
+    transport under ``<data_dir>/broker``. Read :attr:`broker_url_resolved`."""
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        """Expand ``~`` and make the path absolute (relative to the working directory)."""
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        """Resolve paths relative to ``data_dir``; refuse placeholder secrets in production."""
+        local_dir = (self.data_dir / self.storage.local_dir.expanduser()).resolve()
+        if local_dir != self.storage.local_dir:
+            self.storage = self.storage.model_copy(update={"local_dir": local_dir})
+        if self.env == "production":
+            bad = self._placeholder_secret_names()
+            if bad:
+                raise ValueError(
+                    "placeholder or empty secrets are refused when DIFFALL_ENV=production: "
+                    + ", ".join(bad)
+                    + "; set real values"
+                )
+        return self
+
+    def _placeholder_secret_names(self) -> list[str]:
+        """Names of the environment variables holding a placeholder secret."""
+        secrets: dict[str, SecretStr | None] = {
+            "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": self.storage.s3_access_key_id,
+            "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": self.storage.s3_secret_access_key,
+            "DIFFALL_API__WEBHOOK_SIGNING_SECRET": self.api.webhook_signing_secret,
+        }
+        bad = [
+            name
+            for name, secret in secrets.items()
+            if secret is not None and _is_placeholder(secret.get_secret_value())
+        ]
+        for name, url in (
+            ("DIFFALL_DATABASE_URL", self.database_url),
+            ("DIFFALL_BROKER_URL", self.broker_url),
+        ):
+            password = _url_password(url)
+            if password is not None and _is_placeholder(password):
+                bad.append(f"{name} (password)")
+        return bad
+
+    @property
+    def database_url_resolved(self) -> str:
+        """The database URL to connect to: ``database_url`` or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'diffall.db'}"
+
+    @property
+    def broker_url_resolved(self) -> str:
+        """The Celery broker URL: ``broker_url`` or ``filesystem://`` (see
+        :attr:`broker_transport_options` for its folders)."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Root of the filesystem broker's folders: ``<data_dir>/broker``."""
+        return self.data_dir / "broker"
+
+    @property
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Celery ``broker_transport_options`` for :attr:`broker_url_resolved`.
+
+        Filesystem transport: ``data_folder_in`` and ``data_folder_out`` are the same directory
+        (``<data_dir>/broker/queue``) so every process on the machine shares one queue,
+        ``processed_folder`` is ``<data_dir>/broker/processed`` and ``control_folder`` (queue
+        bindings, kombu's default is relative to the working directory)
+        ``<data_dir>/broker/control``; create them with :func:`ensure_broker_folders`.
+        Redis: ``visibility_timeout`` in seconds from ``worker.visibility_timeout_s``.
+        Other transports: no options.
+        """
+        scheme = self.broker_url_resolved.split("://", 1)[0].lower()
+        if scheme == "filesystem":
+            queue_dir = str(self.broker_dir / "queue")
+            return {
+                "data_folder_in": queue_dir,
+                "data_folder_out": queue_dir,
+                "processed_folder": str(self.broker_dir / "processed"),
+                "control_folder": str(self.broker_dir / "control"),
+                "store_processed": False,
+            }
+        if scheme in ("redis", "rediss", "sentinel"):
+            return {"visibility_timeout": self.worker.visibility_timeout_s}
+        return {}
+
+
+def _url_password(url: str | None) -> str | None:
+    """The password in ``url`` (percent-decoded), or None when there is none."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return None if password is None else unquote(password)
+
+
+def ensure_broker_folders(settings: Settings) -> list[Path]:
+    """Create the filesystem broker's folders when that transport is in use.
+
+    Parameters
+    ----------
+    settings
+        The settings whose :attr:`Settings.broker_transport_options` name the folders.
+
+    Returns
+    -------
+    list of Path
+        The folders that now exist (empty for any other transport).
+    """
+    options = settings.broker_transport_options
+    keys = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+    folders = sorted({Path(options[key]) for key in keys if key in options})
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings from the environment once per process and cache them.
+
+    Returns
+    -------
+    Settings
+        The shared settings object. Call ``get_settings.cache_clear()`` to rebuild it (tests,
+        after changing environment variables).
+    """
+    return Settings()

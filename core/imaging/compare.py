@@ -22,6 +22,7 @@ from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.heatmap import render_heatmap, render_preview
 from core.imaging.metrics import histogram_similarity, psnr, ssim
 from core.imaging.options import CompareOptions, Rect
+from core.imaging.parallel import parallel_map
 from core.imaging.regions import Region, find_regions
 from core.imaging.result import CompareResult
 from core.imaging.verdict import VerdictInputs, classify
@@ -101,8 +102,8 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
     timer = _Timer()
     start = time.perf_counter()
     with timer.stage("decode"):
-        image_a = _decode(a, "a", opts)
-        image_b = _decode(b, "b", opts)
+        # The two decodes run on two threads (the codecs release the GIL); A's error wins.
+        image_a, image_b = parallel_map(lambda item: _decode(*item, opts), [(a, "a"), (b, "b")])
         pa, pb, data_range = harmonise(image_a.pixels, image_b.pixels)
     height, width = pa.shape[:2]
     ignored = _clip_rects(opts.ignore, width, height)

@@ -15,13 +15,13 @@ refuse such a comparison check the mask first.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from core.imaging.parallel import parallel_map, thread_count
 
 __all__ = ["SSIMResult", "histogram_similarity", "psnr", "ssim"]
 
@@ -31,8 +31,6 @@ _TRUNCATE = 3.5
 _BAND_VALUES = 300_000
 #: Fewest output rows per band (each band also filters 2 x radius rows of halo).
 _MIN_BAND_ROWS = 32
-#: Bands are spread over at most this many threads (OpenCV and NumPy release the GIL).
-_MAX_THREADS = 4
 #: Images with at least this many channel values get their two histograms on two threads.
 _PARALLEL_HISTOGRAM_VALUES = 1_000_000
 
@@ -181,13 +179,8 @@ class _SSIMBands:
                     return
                 sums[i] = self._band(*bands[i], bufs)
 
-        threads = _thread_count(len(bands))
-        if threads == 1:
-            worker()
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                for future in [pool.submit(worker) for _ in range(threads)]:
-                    future.result()
+        threads = max(1, min(thread_count(), len(bands) // 2))
+        parallel_map(lambda _: worker(), range(threads))
         return sums.sum(axis=0)
 
     def _band(self, r0: int, r1: int, bufs: list[np.ndarray]) -> np.ndarray:
@@ -302,19 +295,6 @@ class _SSIMBands:
                     out[i] = sum(cv2.mean(arr[sel], mask=region)[: self.channels]) * count
                 out[4] = count * self.channels
         return out
-
-
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _thread_count(bands: int) -> int:
-    """How many threads to spread ``bands`` bands over (at least two bands per thread)."""
-    return max(1, min(_cpus(), _MAX_THREADS, bands // 2))
 
 
 def ssim(
@@ -506,9 +486,8 @@ def histogram_similarity(
     def histograms(img: np.ndarray) -> list[np.ndarray]:
         return [_histogram(img, ch, m, int(bins), data_range) for ch in range(img.shape[2])]
 
-    if a.size >= _PARALLEL_HISTOGRAM_VALUES and _cpus() > 1:
-        with ThreadPoolExecutor(max_workers=2) as pool:  # one image each
-            hists_a, hists_b = pool.map(histograms, (a, b))
+    if a.size >= _PARALLEL_HISTOGRAM_VALUES:
+        hists_a, hists_b = parallel_map(histograms, (a, b))  # one image per thread
     else:
         hists_a, hists_b = histograms(a), histograms(b)
     total = 0.0

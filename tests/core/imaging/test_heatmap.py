@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from skimage.measure import block_reduce
 
-from core.imaging import heatmap
+from core.imaging import heatmap, parallel
 from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.heatmap import (
     HEATMAP_BREAKPOINTS,
@@ -191,7 +191,7 @@ def test_png_is_deterministic_and_independent_of_cpu_count(
     diff, valid = _known_diff()
     first = render_heatmap(diff, valid=valid)
     assert render_heatmap(diff.copy(), valid=valid.copy()) == first
-    monkeypatch.setattr(heatmap, "_cpu_count", lambda: 1)  # no threads at all
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 1)  # no threads at all
     assert render_heatmap(diff, valid=valid) == first
 
 

@@ -19,7 +19,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from core.imaging import metrics
+from core.imaging import metrics, parallel
 from core.imaging.metrics import SSIMResult, histogram_similarity, psnr, ssim
 
 # --------------------------------------------------------------------------------------------
@@ -142,14 +142,14 @@ def test_ssim_many_bands_and_threads_match_skimage(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(metrics, "_MIN_BAND_ROWS", 3)
     monkeypatch.setattr(metrics, "_BAND_VALUES", 1)
     for threads in (1, 4):
-        monkeypatch.setattr(metrics, "_MAX_THREADS", threads)
+        monkeypatch.setattr(parallel, "MAX_THREADS", threads)
         got = ssim(a, b, data_range=255)
         assert abs(got.score - ref) < 1e-6
         np.testing.assert_allclose(got.ssim_map, whole.ssim_map, rtol=0, atol=2e-4)
     # The result does not depend on how bands were scheduled over threads.
-    monkeypatch.setattr(metrics, "_MAX_THREADS", 1)
+    monkeypatch.setattr(parallel, "MAX_THREADS", 1)
     one = ssim(a, b, data_range=255)
-    monkeypatch.setattr(metrics, "_MAX_THREADS", 4)
+    monkeypatch.setattr(parallel, "MAX_THREADS", 4)
     four = ssim(a, b, data_range=255)
     assert one.score == four.score
     np.testing.assert_array_equal(one.ssim_map, four.ssim_map)

@@ -19,9 +19,9 @@ through the fraction ``d = L / 255``, interpolated linearly in RGB between
 Most of the scale is spent on small differences on purpose: a re-saved JPEG differs by a few
 levels almost everywhere and reads as a blue-green wash, while a pasted object differs by
 tens of levels and reads red, so an edit stands out against compression noise at a glance. The
-default noise tolerance (10/255, ``options.DEFAULT_TOLERANCE``) sits at teal-green, near the top
-of the noise band. Pixels that are not compared (outside the overlap of the aligned images, or in
-an ignored rectangle) are drawn ``NEUTRAL_GREY``.
+default noise tolerance (0.1, ``options.DEFAULT_TOLERANCE``) sits between green and
+yellow, above the compression-noise band. Pixels that are not compared (outside the overlap of
+the aligned images, or in an ignored rectangle) are drawn ``NEUTRAL_GREY``.
 
 PNG encoding
 ------------

@@ -15,8 +15,9 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: Largest encoded file accepted, in bytes.
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 #: Default noise tolerance, as a fraction of the data range (0..1): a pixel whose largest
-#: channel difference exceeds it counts as changed (10/255 for 8-bit images). Below it,
-#: re-compression and anti-aliasing noise does not count towards ``changed_ratio`` or regions.
+#: channel difference exceeds it counts as changed (25.5 of 255 levels; pixelmatch and odiff
+#: default to the same 0.1). Below it, JPEG re-compression (quality 60 and up) and
+#: anti-aliasing noise mostly does not count towards ``changed_ratio`` or regions.
 DEFAULT_TOLERANCE = 0.1
 #: Longest side of the heatmap preview PNG, in pixels.
 DEFAULT_PREVIEW_MAX_SIDE = 512

@@ -1,0 +1,101 @@
+"""Helpers shared by the services: translating database and storage errors, small checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from core.services.errors import InvalidRequest, ServiceError, Unavailable
+from core.storage import ObjectNotFound, StorageError, StorageUnavailable
+
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "map_db_errors",
+    "map_storage_errors",
+    "validate_metadata",
+    "validate_webhook_url",
+]
+
+#: Largest ``metadata`` object accepted, in bytes of compact JSON.
+MAX_METADATA_BYTES = 16 * 1024
+#: Longest webhook URL accepted, in characters (the column's length).
+MAX_URL_LENGTH = 2048
+
+# Errors that mean "the database cannot be used right now" (connection refused or lost, pool
+# exhausted, SQLite busy): worth retrying later. Integrity and programming errors are not.
+_DB_TRANSIENT: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+)
+
+
+@contextlib.contextmanager
+def map_db_errors(action: str) -> Iterator[None]:
+    """Translate transient database errors raised in the block into ``Unavailable``.
+
+    A ``DBAPIError`` whose connection was invalidated (the server went away mid-statement)
+    counts as transient too.
+    """
+    try:
+        yield
+    except _DB_TRANSIENT as exc:
+        raise Unavailable(f"the database is unavailable ({action})") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable(f"the database is unavailable ({action})") from exc
+        raise
+
+
+@contextlib.contextmanager
+def map_storage_errors(action: str) -> Iterator[None]:
+    """Translate storage errors raised in the block: ``StorageUnavailable`` becomes
+    ``Unavailable``; any other ``StorageError`` (except ``ObjectNotFound``, left to the caller)
+    becomes a ``ServiceError`` with code ``storage_error``."""
+    try:
+        yield
+    except ObjectNotFound:
+        raise
+    except StorageUnavailable as exc:
+        raise Unavailable(f"storage is unavailable ({action}): {exc}") from exc
+    except StorageError as exc:
+        raise ServiceError(f"storage failed ({action}): {exc}", code="storage_error") from exc
+
+
+def validate_metadata(metadata: Any, *, what: str = "metadata") -> dict[str, Any] | None:
+    """Check the client's ``metadata``: None or a JSON object of at most
+    :data:`MAX_METADATA_BYTES` bytes; ``InvalidRequest`` otherwise."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidRequest(f"{what} must be a JSON object")
+    try:
+        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{what} must be plain JSON: {exc}") from exc
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            f"{what} is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted",
+            details={"max_bytes": MAX_METADATA_BYTES},
+        )
+    return metadata
+
+
+def validate_webhook_url(url: Any) -> str | None:
+    """Check a webhook URL: None or an absolute http(s) URL of at most 2048 characters."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+        raise InvalidRequest(f"webhook_url must be a URL of at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidRequest(f"webhook_url is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("webhook_url must be an absolute http(s) URL")
+    return url

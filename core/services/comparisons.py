@@ -1,0 +1,684 @@
+"""Comparisons: create (commit, then enqueue), read, list, cancel; and run (the worker's job).
+
+Running a comparison (:func:`run_comparison`) is safe to repeat: a worker claims the row by
+bumping ``attempt`` and taking a lease, works with no transaction open, and writes the outcome
+only while its attempt still holds (``UPDATE ... WHERE id = ? AND attempt = ? AND state =
+'running'``), so a stale worker can never overwrite a newer attempt or a cancellation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db.models import (
+    Comparison,
+    ComparisonQueue,
+    ComparisonState,
+    Image,
+    ImageStatus,
+    utcnow,
+)
+from core.imaging import CompareOptions, ImagingError, compare
+from core.imaging.options import DEFAULT_TOLERANCE
+from core.services._common import (
+    map_db_errors,
+    map_storage_errors,
+    validate_metadata,
+    validate_webhook_url,
+)
+from core.services.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+from core.services.jobqueue import JobQueue
+from core.services.lifecycle import WORKER_CRASHED, complete_batch_if_done, mark_unsent
+from core.storage import ObjectNotFound, ObjectStore
+
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "HEATMAP_KEY",
+    "MAX_IGNORE_RECTS",
+    "OPTION_KEYS",
+    "Page",
+    "create_comparison",
+    "delete_comparison",
+    "engine_options",
+    "get_comparison",
+    "list_comparisons",
+    "run_comparison",
+    "validate_options",
+]
+
+log = structlog.get_logger(__name__)
+
+#: Storage key of a comparison's heatmap (deterministic, so a re-run overwrites it).
+HEATMAP_KEY = "heatmaps/{comparison_id}.png"
+#: The options a client may set.
+OPTION_KEYS = frozenset({"mode", "ignore", "tolerance", "fail_under"})
+#: Most ignore rectangles in one comparison.
+MAX_IGNORE_RECTS = 1000
+#: Lease of a claimed job when the caller gives none, in seconds (the default
+#: ``worker.stale_running_after_s``: hard time limit 150 s + 30 s).
+DEFAULT_LEASE_S = 180.0
+#: Largest ``limit`` of a listing page.
+MAX_PAGE_SIZE = 100
+#: Error codes of failures recorded by the service itself (the engine's codes come from
+#: ``core.imaging.ErrorCode``).
+IMAGE_MISSING = "image_missing"
+TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
+INTERNAL_ERROR = "internal_error"
+
+_MODES = ("auto", "pixel", "align")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Check client options (mode, ignore [[x, y, w, h], ...], tolerance, fail_under) and return
+    them normalised; raise ``InvalidRequest`` with a clear message otherwise.
+
+    Parameters
+    ----------
+    options
+        ``mode``: ``"auto"`` (default), ``"pixel"`` or ``"align"``; ``ignore``: up to 1000
+        rectangles ``[x, y, width, height]`` of integers in A's pixel coordinates (width and
+        height > 0; parts outside the image are clipped by the engine); ``tolerance``: noise
+        tolerance in [0, 1) as a fraction of the data range (default 10/255); ``fail_under``:
+        an SSIM threshold in [0, 1] (or null) stored for the client's pass/fail gate, not used
+        by the engine. Unknown keys are refused.
+
+    Returns
+    -------
+    dict
+        ``{"mode": str, "ignore": [[x, y, w, h], ...], "tolerance": float,
+        "fail_under": float | None}``, every key present; what is stored with the
+        comparison and mapped onto ``core.imaging.CompareOptions`` by :func:`engine_options`.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("options must be a JSON object")
+    unknown = sorted(set(options) - OPTION_KEYS)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(sorted(OPTION_KEYS))}"
+        )
+    mode = options.get("mode", "auto")
+    if mode is None:
+        mode = "auto"
+    if mode not in _MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(_MODES)}, not {mode!r}")
+    tolerance = options.get("tolerance", DEFAULT_TOLERANCE)
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE
+    if not _is_number(tolerance) or not 0.0 <= tolerance < 1.0:
+        raise InvalidRequest(f"tolerance must be a number in [0, 1), not {tolerance!r}")
+    fail_under = options.get("fail_under")
+    if fail_under is not None and (not _is_number(fail_under) or not 0.0 <= fail_under <= 1.0):
+        raise InvalidRequest(f"fail_under must be a number in [0, 1], not {fail_under!r}")
+    ignore_in = options.get("ignore", [])
+    if ignore_in is None:
+        ignore_in = []
+    if not isinstance(ignore_in, list | tuple):
+        raise InvalidRequest("ignore must be a list of [x, y, width, height] rectangles")
+    if len(ignore_in) > MAX_IGNORE_RECTS:
+        raise InvalidRequest(f"at most {MAX_IGNORE_RECTS} ignore rectangles are accepted")
+    ignore: list[list[int]] = []
+    for index, rect in enumerate(ignore_in):
+        if (
+            not isinstance(rect, list | tuple)
+            or len(rect) != 4
+            or not all(_is_int(v) for v in rect)
+        ):
+            raise InvalidRequest(
+                f"ignore[{index}] must be four integers [x, y, width, height], got {rect!r}"
+            )
+        x, y, w, h = (int(v) for v in rect)
+        if w <= 0 or h <= 0:
+            raise InvalidRequest(f"ignore[{index}] has no area: width and height must be > 0")
+        if max(abs(x), abs(y), w, h) > 10**9:
+            raise InvalidRequest(f"ignore[{index}] is out of range")
+        ignore.append([x, y, w, h])
+    normalised: dict[str, Any] = {
+        "mode": mode,
+        "ignore": ignore,
+        "tolerance": float(tolerance),
+        "fail_under": None if fail_under is None else float(fail_under),
+    }
+    try:
+        engine_options(normalised)
+    except ImagingError as exc:  # the engine has the last word on what it accepts
+        raise InvalidRequest(exc.message) from exc
+    return normalised
+
+
+def engine_options(options: dict[str, Any]) -> CompareOptions:
+    """Map stored (normalised) options onto ``core.imaging.CompareOptions``.
+
+    ``fail_under`` is the client's gate and not an engine option; no preview is rendered
+    (the service serves the full heatmap only).
+    """
+    return CompareOptions(
+        mode=options.get("mode", "auto"),
+        ignore=tuple(tuple(int(v) for v in rect) for rect in options.get("ignore") or ()),  # type: ignore[misc]
+        tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
+        preview_max_side=None,
+    )
+
+
+def _ready_images(
+    session: Session, tenant_id: uuid.UUID, image_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ImageStatus]:
+    rows = session.execute(
+        sa.select(Image.id, Image.status).where(
+            Image.tenant_id == tenant_id, Image.id.in_(image_ids)
+        )
+    ).all()
+    return {row.id: row.status for row in rows}
+
+
+def create_comparison(
+    session: Session,
+    queue: JobQueue,
+    *,
+    tenant_id: uuid.UUID,
+    image_a_id: uuid.UUID,
+    image_b_id: uuid.UUID,
+    options: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    webhook_url: str | None,
+) -> Comparison:
+    """Write a ``queued`` comparison on the interactive queue, COMMIT, then enqueue it.
+
+    Both images must be the tenant's ``ready`` images (``NotFound`` / ``Conflict``). If the
+    broker is down the row stays ``queued`` (the sweeper re-sends it) and this still succeeds.
+
+    ``InvalidRequest`` for bad options (:func:`validate_options`), ``metadata`` that is not a
+    JSON object of at most 16 KiB, or a ``webhook_url`` that is not an http(s) URL. The
+    ``Conflict`` code is ``image_not_ready``.
+    """
+    normalised = validate_options(options)
+    metadata = validate_metadata(metadata)
+    webhook_url = validate_webhook_url(webhook_url)
+    with map_db_errors("create comparison"):
+        statuses = _ready_images(session, tenant_id, [image_a_id, image_b_id])
+        for name, image_id in (("a", image_a_id), ("b", image_b_id)):
+            status = statuses.get(image_id)
+            if status is None:
+                session.commit()
+                raise NotFound(f"image {name} ({image_id}) not found")
+            if status is not ImageStatus.READY:
+                session.commit()
+                raise Conflict(
+                    f"image {name} ({image_id}) is not finalised yet", code="image_not_ready"
+                )
+        now = utcnow()
+        comparison = Comparison(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            image_a_id=image_a_id,
+            image_b_id=image_b_id,
+            options=normalised,
+            client_metadata=metadata,
+            webhook_url=webhook_url,
+            queue=ComparisonQueue.INTERACTIVE,
+            state=ComparisonState.QUEUED,
+            attempt=0,
+            crash_count=0,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+        )
+        session.add(comparison)
+        session.commit()
+    try:
+        queue.enqueue_comparison(comparison.id, ComparisonQueue.INTERACTIVE)
+    except Unavailable as exc:
+        log.warning("comparison.enqueue_failed", comparison_id=str(comparison.id), error=str(exc))
+        mark_unsent(session, [comparison.id])
+        comparison.enqueued_at = None
+    return comparison
+
+
+def get_comparison(
+    session: Session, *, tenant_id: uuid.UUID, comparison_id: uuid.UUID
+) -> Comparison:
+    """The tenant's comparison; ``NotFound`` otherwise."""
+    with map_db_errors("get comparison"):
+        row = session.scalars(
+            sa.select(Comparison).where(
+                Comparison.tenant_id == tenant_id, Comparison.id == comparison_id
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"comparison {comparison_id} not found")
+    return row
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a cursor-paginated listing, newest first."""
+
+    items: list[Comparison]
+    next_cursor: str | None
+
+
+def _encode_cursor(created_at: datetime, comparison_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), comparison_id.hex], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive time")
+        return created_at, uuid.UUID(hex=ident)
+    except (ValueError, TypeError, binascii.Error, UnicodeError, AttributeError) as exc:
+        raise InvalidRequest("malformed cursor: pass a next_cursor from a previous page") from exc
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidRequest(f"{name} needs a time zone (e.g. 2024-01-01T00:00:00Z)")
+    return value
+
+
+def list_comparisons(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    state: ComparisonState | None = None,
+    batch_id: uuid.UUID | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Newest first, keyset-paginated on (created_at, id); ``cursor`` is opaque (from a previous
+    page's ``next_cursor``); ``InvalidRequest`` for a malformed cursor or limit outside 1..100.
+
+    ``created_after`` is inclusive, ``created_before`` exclusive; both must be timezone-aware.
+    ``next_cursor`` is None on the last page. Rows created after the first page was read do
+    not appear on later pages (they sort before the cursor).
+    """
+    if not _is_int(limit) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, not {limit!r}")
+    _aware(created_after, "created_after")
+    _aware(created_before, "created_before")
+    query = sa.select(Comparison).where(Comparison.tenant_id == tenant_id)
+    if state is not None:
+        try:
+            query = query.where(Comparison.state == ComparisonState(state))
+        except ValueError as exc:
+            raise InvalidRequest(f"unknown state {state!r}") from exc
+    if batch_id is not None:
+        query = query.where(Comparison.batch_id == batch_id)
+    if created_after is not None:
+        query = query.where(Comparison.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Comparison.created_at < created_before)
+    if cursor:
+        after_created, after_id = _decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(Comparison.created_at, Comparison.id) < sa.tuple_(after_created, after_id)
+        )
+    query = query.order_by(Comparison.created_at.desc(), Comparison.id.desc()).limit(limit + 1)
+    with map_db_errors("list comparisons"):
+        rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = _encode_cursor(last.created_at, last.id)
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def delete_comparison(
+    session: Session, store: ObjectStore, *, tenant_id: uuid.UUID, comparison_id: uuid.UUID
+) -> Comparison:
+    """Cancel a comparison that has not started (state becomes ``canceled``), or delete the
+    result and heatmap of a finished one (its row stays, ``canceled`` with no result).
+    Returns the updated row. Commits.
+
+    A ``running`` comparison is canceled too: its worker's outcome is discarded when it
+    finishes (the final write requires ``state = 'running'``). Canceling twice is harmless.
+    The heatmap object is deleted after the commit (``Unavailable`` if storage is down: the
+    call can be repeated). Completes the comparison's batch if it was the last open one.
+    """
+    with map_db_errors("delete comparison"):
+        row = session.scalars(
+            sa.select(Comparison)
+            .where(Comparison.tenant_id == tenant_id, Comparison.id == comparison_id)
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            session.commit()
+            raise NotFound(f"comparison {comparison_id} not found")
+        now = utcnow()
+        was_open = row.state in (ComparisonState.QUEUED, ComparisonState.RUNNING)
+        row.state = ComparisonState.CANCELED
+        row.result = None
+        row.heatmap_key = None
+        row.error_code = None
+        row.error_message = None
+        row.lease_expires_at = None
+        row.updated_at = now
+        if row.finished_at is None:
+            row.finished_at = now
+        session.flush()
+        if was_open and row.batch_id is not None:
+            complete_batch_if_done(session, row.batch_id, now=now)
+        session.commit()
+    with map_storage_errors("delete heatmap"):
+        store.delete(HEATMAP_KEY.format(comparison_id=comparison_id))
+    log.info("comparison.canceled", comparison_id=str(comparison_id), was_open=was_open)
+    return row
+
+
+# -- the worker's use case --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a worker needs after claiming a job (no ORM object outlives the transaction)."""
+
+    comparison_id: uuid.UUID
+    attempt: int
+    batch_id: uuid.UUID | None
+    key_a: str
+    key_b: str
+    options: dict[str, Any]
+
+
+def _fail_values(code: str, message: str, now: datetime) -> dict[str, Any]:
+    return {
+        "state": ComparisonState.FAILED,
+        "error_code": code,
+        "error_message": message[:2000],
+        "result": None,
+        "heatmap_key": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+
+
+def _claim(
+    sessions: sessionmaker[Session],
+    comparison_id: uuid.UUID,
+    *,
+    max_crashes: int,
+    lease_s: float,
+    redelivered: bool | None,
+) -> _Claim | None:
+    """Step 1 of :func:`run_comparison`: claim the row in one short transaction."""
+    with map_db_errors("claim"), sessions.begin() as session:
+        row = session.scalars(
+            sa.select(Comparison).where(Comparison.id == comparison_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            log.warning("comparison.unknown")
+            return None
+        if row.state not in (ComparisonState.QUEUED, ComparisonState.RUNNING):
+            log.info("comparison.already_final", state=row.state.value)
+            return None
+        now = utcnow()
+        if row.state is ComparisonState.RUNNING:
+            lease_held = row.lease_expires_at is not None and row.lease_expires_at > now
+            if lease_held and redelivered is False:
+                # A second message for a job another worker holds (e.g. a re-send that raced
+                # the first delivery): not a crash. If that worker is in fact gone, the
+                # sweeper takes over when its lease expires.
+                log.info("comparison.duplicate_delivery", attempt=row.attempt)
+                return None
+            row.crash_count += 1
+            log.warning("comparison.worker_lost", attempt=row.attempt, crash_count=row.crash_count)
+            if row.crash_count >= max_crashes:
+                for key, value in _fail_values(
+                    WORKER_CRASHED,
+                    f"the worker running this comparison died {row.crash_count} times",
+                    now,
+                ).items():
+                    setattr(row, key, value)
+                session.flush()
+                if row.batch_id is not None:
+                    complete_batch_if_done(session, row.batch_id, now=now)
+                log.error("comparison.failed", error_code=WORKER_CRASHED)
+                return None
+        keys: dict[uuid.UUID, str] = {
+            image_id: key
+            for image_id, key in session.execute(
+                sa.select(Image.id, Image.storage_key).where(
+                    Image.tenant_id == row.tenant_id,
+                    Image.id.in_([row.image_a_id, row.image_b_id]),
+                )
+            )
+        }
+        row.state = ComparisonState.RUNNING
+        row.attempt += 1
+        row.started_at = now
+        row.lease_expires_at = now + timedelta(seconds=lease_s)
+        row.updated_at = now
+        claim = _Claim(
+            comparison_id=row.id,
+            attempt=row.attempt,
+            batch_id=row.batch_id,
+            key_a=keys.get(row.image_a_id, ""),
+            key_b=keys.get(row.image_b_id, ""),
+            options=dict(row.options or {}),
+        )
+    log.info("comparison.claimed", attempt=claim.attempt)
+    return claim
+
+
+def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, Any]) -> bool:
+    """Step 3: write the outcome if the attempt still holds; complete the batch. True if
+    written."""
+    with map_db_errors("finish"), sessions.begin() as session:
+        result = session.execute(
+            sa.update(Comparison)
+            .where(
+                Comparison.id == claim.comparison_id,
+                Comparison.attempt == claim.attempt,
+                Comparison.state == ComparisonState.RUNNING,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("comparison.attempt_superseded", attempt=claim.attempt)
+            return False
+        if claim.batch_id is not None:
+            complete_batch_if_done(session, claim.batch_id, now=values.get("finished_at"))
+    return True
+
+
+def _fail(sessions: sessionmaker[Session], claim: _Claim, code: str, message: str) -> None:
+    if _finish(sessions, claim, _fail_values(code, message, utcnow())):
+        log.info("comparison.failed", attempt=claim.attempt, error_code=code, error=message)
+
+
+def _release(sessions: sessionmaker[Session], claim: _Claim) -> None:
+    """Best effort after a transient error: give the claim back (``queued``) so the retry
+    claims it normally instead of taking it for a crash."""
+    now = utcnow()
+    try:
+        with sessions.begin() as session:
+            session.execute(
+                sa.update(Comparison)
+                .where(
+                    Comparison.id == claim.comparison_id,
+                    Comparison.attempt == claim.attempt,
+                    Comparison.state == ComparisonState.RUNNING,
+                )
+                .values(
+                    state=ComparisonState.QUEUED,
+                    lease_expires_at=None,
+                    enqueued_at=now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+    except sa.exc.SQLAlchemyError:
+        log.warning("comparison.release_failed", attempt=claim.attempt)
+
+
+def _drop_heatmap_if_canceled(
+    sessions: sessionmaker[Session], store: ObjectStore, claim: _Claim, key: str
+) -> None:
+    """Best effort: a job canceled while it ran must not leave its heatmap behind (a newer
+    attempt, if any, writes the same key and keeps it)."""
+    try:
+        with sessions.begin() as session:
+            state = session.scalar(
+                sa.select(Comparison.state).where(Comparison.id == claim.comparison_id)
+            )
+        if state is ComparisonState.CANCELED:
+            store.delete(key)
+    except Exception:
+        log.warning("comparison.heatmap_cleanup_failed", attempt=claim.attempt)
+
+
+def _imaging_message(exc: ImagingError) -> str:
+    return f"image {exc.image}: {exc.message}" if exc.image else exc.message
+
+
+def run_comparison(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    *,
+    comparison_id: uuid.UUID,
+    max_crashes: int,
+    lease_s: float = DEFAULT_LEASE_S,
+    redelivered: bool | None = None,
+) -> None:
+    """The worker's use case; safe to run twice (idempotent).
+
+    1. Claim in a short transaction: ``queued`` (or ``running`` left by a dead worker, which
+       counts a crash) becomes ``running`` with ``attempt + 1`` and a lease; final states and
+       unknown ids are a no-op. A job whose worker died ``max_crashes`` times ends ``failed``
+       with ``worker_crashed``.
+    2. Read both images, run ``core.imaging.compare`` with no transaction open, write the heatmap
+       to ``HEATMAP_KEY``.
+    3. In one transaction, only if the attempt still holds: store the result and
+       ``succeeded``, or ``failed`` with the engine's error code (permanent: never retried).
+    Transient errors (storage or database unavailable) propagate as ``Unavailable`` for the
+    task to retry with backoff.
+
+    Parameters
+    ----------
+    sessions
+        Session factory (each step opens its own short transaction).
+    store
+        Object store holding the images; receives the heatmap.
+    comparison_id
+        The job.
+    max_crashes
+        Worker deaths after which the job ends ``failed`` / ``worker_crashed`` (>= 1).
+    lease_s
+        Seconds the claim is held before the sweeper may take the worker for dead (must exceed
+        the hard time limit; ``worker.stale_running_after_s``).
+    redelivered
+        What the broker says about this delivery. ``True``: a message given back after its
+        worker was lost. ``False`` (the broker would have said so): a first delivery, so a
+        ``running`` row whose lease is still held belongs to a live worker and the message is
+        a duplicate: no-op. ``None`` (the broker cannot tell; the default): a ``running`` row
+        is taken for a dead worker's, as in step 1.
+
+    Raises
+    ------
+    Unavailable
+        The database or storage is unavailable; the claim is given back (``queued``) when
+        possible, for the task's retry.
+
+    Notes
+    -----
+    Other failures end the job ``failed`` for good: the engine's codes (``corrupt_image``,
+    ``size_mismatch``, ...), ``image_missing`` (an image's bytes are gone from storage),
+    ``time_limit_exceeded`` (the soft time limit interrupted the comparison) and
+    ``internal_error`` (an unexpected exception in the engine, logged with its traceback).
+    """
+    if max_crashes < 1:
+        raise ValueError("max_crashes must be >= 1")
+    claim = _claim(
+        sessions, comparison_id, max_crashes=max_crashes, lease_s=lease_s, redelivered=redelivered
+    )
+    if claim is None:
+        return
+    try:
+        try:
+            with map_storage_errors("read images"):
+                data_a = store.get(claim.key_a)
+                data_b = store.get(claim.key_b)
+        except (ObjectNotFound, ValueError) as exc:
+            _fail(sessions, claim, IMAGE_MISSING, f"an image's bytes are missing: {exc}")
+            return
+        try:
+            result = compare(data_a, data_b, engine_options(claim.options))
+        except ImagingError as exc:
+            _fail(sessions, claim, exc.code.value, _imaging_message(exc))
+            return
+        except SoftTimeLimitExceeded:
+            _fail(sessions, claim, TIME_LIMIT_EXCEEDED, "the comparison took too long")
+            return
+        except Exception as exc:  # an engine bug: record it, do not retry it
+            log.exception("comparison.engine_error")
+            _fail(sessions, claim, INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            return
+        heatmap_key = HEATMAP_KEY.format(comparison_id=comparison_id)
+        with map_storage_errors("write heatmap"):
+            store.put(heatmap_key, result.heatmap_png, content_type="image/png")
+        now = utcnow()
+        written = _finish(
+            sessions,
+            claim,
+            {
+                "state": ComparisonState.SUCCEEDED,
+                "result": result.to_dict(),
+                "heatmap_key": heatmap_key,
+                "error_code": None,
+                "error_message": None,
+                "lease_expires_at": None,
+                "finished_at": now,
+                "updated_at": now,
+            },
+        )
+        if written:
+            log.info(
+                "comparison.succeeded",
+                attempt=claim.attempt,
+                verdict=result.verdict,
+                timings_ms=result.timings_ms,
+            )
+        else:
+            _drop_heatmap_if_canceled(sessions, store, claim, heatmap_key)
+    except ServiceError as exc:
+        if not isinstance(exc, Unavailable):
+            exc = Unavailable(exc.message)  # e.g. storage refusing access: retry, then give up
+        _release(sessions, claim)
+        raise exc from exc.__cause__

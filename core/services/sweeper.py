@@ -1,0 +1,269 @@
+"""The sweeper: no lost broker message and no dead worker ever loses a job.
+
+Run periodically (Celery beat sends ``diffall.sweeper.sweep`` every
+``worker.sweep_interval_s``); every pass is idempotent and safe to run concurrently with the
+workers, the API and (on PostgreSQL, thanks to ``FOR UPDATE SKIP LOCKED``) other sweepers.
+
+1. ``running`` jobs whose lease expired (their worker died, or hit the hard time limit, without
+   the broker giving the message back): a crash is counted; below ``max_crashes`` the job goes
+   back to ``queued`` and is re-sent, at ``max_crashes`` it ends ``failed`` with
+   ``worker_crashed``.
+2. ``queued`` jobs whose message was never sent (``enqueued_at`` NULL: the broker was down when
+   the API tried) are sent; ``queued`` jobs sent more than ``stale_queued_after_s`` ago are
+   re-sent, but only once their queue is empty: a job that waits behind 10,000 others is not
+   late, and re-sending it would only duplicate messages. Queues are FIFO, so when the queue
+   is empty every message sent before now has been delivered: a row still ``queued`` lost its
+   message.
+3. Expired ``Idempotency-Key`` records are purged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db.models import Comparison, ComparisonQueue, ComparisonState, utcnow
+from core.services._common import map_db_errors
+from core.services.errors import Unavailable
+from core.services.idempotency import purge_expired
+from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
+from core.services.lifecycle import WORKER_CRASHED, complete_batch_if_done, mark_unsent
+
+__all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "sweep"]
+
+log = structlog.get_logger(__name__)
+
+#: Most rows handled per step and pass (a backlog is worked off over several passes).
+DEFAULT_SWEEP_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one pass did.
+
+    Attributes
+    ----------
+    resent
+        ``queued`` jobs whose message was sent again (or for the first time); those that
+        could not be sent are in ``send_failures`` instead.
+    requeued
+        ``running`` jobs whose lease expired, counted as a crash and made ``queued`` again
+        (and sent, unless counted in ``send_failures``).
+    crashed
+        ``running`` jobs that reached ``max_crashes`` and ended ``failed`` / ``worker_crashed``.
+    send_failures
+        Jobs whose message could not be sent (broker down); they are retried next pass.
+    waiting_queues
+        Queues whose stale jobs were left alone because messages still wait in them.
+    purged_idempotency_keys
+        Expired ``Idempotency-Key`` records deleted.
+    """
+
+    resent: int = 0
+    requeued: int = 0
+    crashed: int = 0
+    send_failures: int = 0
+    waiting_queues: tuple[str, ...] = field(default_factory=tuple)
+    purged_idempotency_keys: int = 0
+
+
+def _recover_running(
+    sessions: sessionmaker[Session],
+    *,
+    stale_running_after_s: float,
+    max_crashes: int,
+    limit: int,
+) -> tuple[dict[ComparisonQueue, list[uuid.UUID]], int]:
+    """Step 1; returns the re-queued ids by queue and the number that ended crashed."""
+    now = utcnow()
+    to_send: dict[ComparisonQueue, list[uuid.UUID]] = {}
+    crashed = 0
+    with map_db_errors("sweep running"), sessions.begin() as session:
+        rows = session.scalars(
+            sa.select(Comparison)
+            .where(
+                Comparison.state == ComparisonState.RUNNING,
+                sa.or_(
+                    Comparison.lease_expires_at < now,
+                    sa.and_(
+                        Comparison.lease_expires_at.is_(None),
+                        Comparison.updated_at < now - timedelta(seconds=stale_running_after_s),
+                    ),
+                ),
+            )
+            .order_by(Comparison.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        batches: set[uuid.UUID] = set()
+        for row in rows:
+            row.crash_count += 1
+            row.lease_expires_at = None
+            row.updated_at = now
+            bound = log.bind(comparison_id=str(row.id), attempt=row.attempt)
+            if row.crash_count >= max_crashes:
+                row.state = ComparisonState.FAILED
+                row.error_code = WORKER_CRASHED
+                row.error_message = (
+                    f"the worker running this comparison died {row.crash_count} times"
+                )
+                row.result = None
+                row.heatmap_key = None
+                row.finished_at = now
+                crashed += 1
+                if row.batch_id is not None:
+                    batches.add(row.batch_id)
+                bound.error("comparison.failed", error_code=WORKER_CRASHED, by="sweeper")
+            else:
+                row.state = ComparisonState.QUEUED
+                row.enqueued_at = now
+                to_send.setdefault(row.queue, []).append(row.id)
+                bound.warning("comparison.lease_expired", crash_count=row.crash_count)
+        session.flush()
+        for batch_id in sorted(batches):
+            complete_batch_if_done(session, batch_id, now=now)
+    return to_send, crashed
+
+
+def _pick_stale_queued(
+    sessions: sessionmaker[Session],
+    queue: JobQueue,
+    *,
+    stale_queued_after_s: float,
+    limit: int,
+) -> tuple[dict[ComparisonQueue, list[uuid.UUID]], tuple[str, ...]]:
+    """Step 2: choose the queued jobs to (re-)send and stamp their ``enqueued_at``."""
+    waiting: list[ComparisonQueue] = []
+    if isinstance(queue, QueueDepth):
+        for name in ComparisonQueue:
+            depth = queue.depth(name)  # Unavailable: the broker is down, nothing can be sent
+            if depth:
+                waiting.append(name)
+    now = utcnow()
+    stale = sa.and_(
+        Comparison.enqueued_at < now - timedelta(seconds=stale_queued_after_s),
+        Comparison.queue.not_in(waiting) if waiting else sa.true(),
+    )
+    to_send: dict[ComparisonQueue, list[uuid.UUID]] = {}
+    with map_db_errors("sweep queued"), sessions.begin() as session:
+        rows = session.execute(
+            sa.select(Comparison.id, Comparison.queue)
+            .where(
+                Comparison.state == ComparisonState.QUEUED,
+                sa.or_(Comparison.enqueued_at.is_(None), stale),
+            )
+            .order_by(Comparison.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        ids = [row.id for row in rows]
+        for start in range(0, len(ids), 5000):
+            session.execute(
+                sa.update(Comparison)
+                .where(Comparison.id.in_(ids[start : start + 5000]))
+                .values(enqueued_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        for row in rows:
+            to_send.setdefault(row.queue, []).append(row.id)
+    return to_send, tuple(q.value for q in waiting)
+
+
+def _send(
+    sessions: sessionmaker[Session],
+    queue: JobQueue,
+    to_send: dict[ComparisonQueue, list[uuid.UUID]],
+) -> int:
+    """Send the messages; returns how many could not be sent (their rows are marked unsent)."""
+    failures = 0
+    for name, ids in to_send.items():
+        try:
+            if isinstance(queue, BulkJobQueue):
+                queue.enqueue_comparisons(ids, name)
+            else:
+                for comparison_id in ids:
+                    queue.enqueue_comparison(comparison_id, name)
+        except Unavailable as exc:
+            failures += len(ids)
+            log.warning("sweeper.send_failed", queue=name.value, count=len(ids), error=str(exc))
+            with sessions() as session:
+                mark_unsent(session, ids)
+    return failures
+
+
+def sweep(
+    sessions: sessionmaker[Session],
+    queue: JobQueue,
+    *,
+    stale_queued_after_s: float,
+    stale_running_after_s: float,
+    max_crashes: int,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+) -> SweepReport:
+    """One pass of the sweeper (see the module docstring).
+
+    Parameters
+    ----------
+    sessions
+        Session factory (each step runs in its own short transaction).
+    queue
+        Where to (re-)send jobs; when it implements ``QueueDepth`` (``CeleryJobQueue`` does),
+        stale jobs of a queue that still holds messages are left alone.
+    stale_queued_after_s
+        Seconds after its last send before a ``queued`` job is re-sent (``worker.
+        stale_queued_after_s``).
+    stale_running_after_s
+        For a ``running`` row without a lease (not written by this code, defensive): seconds
+        since its last update after which its worker is taken for dead. Rows with a lease
+        use it (the worker's claim sets it to ``worker.stale_running_after_s``).
+    max_crashes
+        Crashes after which a job ends ``failed`` / ``worker_crashed`` (``worker.max_attempts``).
+    limit
+        Most jobs handled per step in this pass.
+
+    Returns
+    -------
+    SweepReport
+        Counts of what was done.
+
+    Raises
+    ------
+    Unavailable
+        The database is unavailable (nothing was changed by the failing step), or the broker
+        is unreachable when asked for queue depths.
+    """
+    to_send, crashed = _recover_running(
+        sessions,
+        stale_running_after_s=stale_running_after_s,
+        max_crashes=max_crashes,
+        limit=limit,
+    )
+    failures = _send(sessions, queue, to_send)
+    requeued = sum(map(len, to_send.values()))
+    try:
+        stale, waiting = _pick_stale_queued(
+            sessions, queue, stale_queued_after_s=stale_queued_after_s, limit=limit
+        )
+    except Unavailable:
+        if failures:  # the broker is down: what step 1 could not send waits for next time
+            return SweepReport(requeued=requeued, crashed=crashed, send_failures=failures)
+        raise
+    stale_failures = _send(sessions, queue, stale)
+    with sessions() as session:
+        purged = purge_expired(session)
+    report = SweepReport(
+        resent=sum(map(len, stale.values())) - stale_failures,
+        requeued=requeued,
+        crashed=crashed,
+        send_failures=failures + stale_failures,
+        waiting_queues=waiting,
+        purged_idempotency_keys=purged,
+    )
+    if report.resent or report.requeued or report.crashed or report.send_failures:
+        log.info("sweeper.pass", **{k: v for k, v in report.__dict__.items()})
+    return report

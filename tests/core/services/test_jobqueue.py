@@ -1,0 +1,135 @@
+"""The Celery app's configuration and CeleryJobQueue against a real Redis and the filesystem
+broker."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.db.models import ComparisonQueue
+from core.services.errors import Unavailable
+from core.services.jobqueue import (
+    QUEUE_PRIORITY,
+    CeleryJobQueue,
+    broker_flags_redeliveries,
+    make_celery_app,
+)
+from core.services.tasknames import (
+    QUEUE_BATCH,
+    QUEUE_INTERACTIVE,
+    QUEUE_MAINTENANCE,
+    RUN_COMPARISON,
+    SWEEP,
+)
+from tests.core.services.support import redis_messages, settings_for
+
+
+def test_reliability_settings(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path,
+        broker_url="redis://127.0.0.1:6379/0",
+        worker={"soft_time_limit_s": 40, "hard_time_limit_s": 50, "sweep_interval_s": 7},
+    )
+    conf = make_celery_app(settings).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert (conf.task_soft_time_limit, conf.task_time_limit) == (40, 50)
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.broker_transport_options["queue_order_strategy"] == "priority"
+    assert conf.task_ignore_result and conf.result_backend is None
+    assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+    assert conf.broker_connection_retry_on_startup
+    assert {q.name for q in conf.task_queues} == {QUEUE_INTERACTIVE, QUEUE_BATCH, QUEUE_MAINTENANCE}
+    entry = conf.beat_schedule["diffall-sweep"]
+    assert entry["task"] == SWEEP and entry["schedule"] == 7.0
+    assert entry["options"]["queue"] == QUEUE_MAINTENANCE
+    # Interactive first, then the sweeper, then batches (Redis serves priority 0 first).
+    assert (
+        QUEUE_PRIORITY[QUEUE_INTERACTIVE]
+        < QUEUE_PRIORITY[QUEUE_MAINTENANCE]
+        < QUEUE_PRIORITY[QUEUE_BATCH]
+    )
+    assert broker_flags_redeliveries(make_celery_app(settings))
+
+
+def test_filesystem_broker_settings(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    app = make_celery_app(settings)
+    options = app.conf.broker_transport_options
+    assert app.conf.broker_url == "filesystem://"
+    assert Path(options["data_folder_in"]).is_dir()  # ensure_broker_folders ran
+    assert Path(options["control_folder"]).is_dir()
+    assert not broker_flags_redeliveries(app)
+
+
+def test_messages_are_sent_by_name_with_the_queue_priority(
+    queue: CeleryJobQueue, redis_client: redis.Redis
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    queue.enqueue_comparison(first, ComparisonQueue.INTERACTIVE)
+    queue.enqueue_comparisons([second, first], ComparisonQueue.BATCH)
+    interactive = redis_messages(redis_client, QUEUE_INTERACTIVE)
+    batch = redis_messages(redis_client, QUEUE_BATCH)
+    assert [(m.task, m.args, m.priority) for m in interactive] == [
+        (RUN_COMPARISON, [str(first)], 0)
+    ]
+    assert [(m.task, m.args, m.priority) for m in batch] == [
+        (RUN_COMPARISON, [str(second)], 6),
+        (RUN_COMPARISON, [str(first)], 6),
+    ]
+    # The bulk path builds the same message as send_task (only ids and origin differ).
+    single = json.loads(interactive[0].raw)
+    bulk = json.loads(batch[0].raw)
+    assert set(single["headers"]) == set(bulk["headers"])
+    assert single["properties"]["delivery_info"]["exchange"] == ""
+    assert bulk["properties"]["delivery_info"] == {"exchange": "", "routing_key": QUEUE_BATCH}
+    assert queue.depth(ComparisonQueue.BATCH) == 2
+    assert queue.depth(ComparisonQueue.INTERACTIVE) == 1
+    queue.ping()
+
+
+def test_bulk_enqueue_is_pipelined(queue: CeleryJobQueue, redis_client: redis.Redis) -> None:
+    ids = [uuid.uuid4() for _ in range(2000)]
+    start = time.perf_counter()
+    for comparison_id in ids:
+        queue.enqueue_comparison(comparison_id, ComparisonQueue.BATCH)
+    one_by_one = time.perf_counter() - start
+    start = time.perf_counter()
+    queue.enqueue_comparisons(ids, ComparisonQueue.BATCH)
+    bulk = time.perf_counter() - start
+    assert queue.depth(ComparisonQueue.BATCH) == 4000
+    # Same messages, far fewer round trips: about 8x faster here (10,000 in about 0.8 s).
+    assert bulk * 2 < one_by_one, (bulk, one_by_one)
+
+
+def test_broker_outage_is_unavailable_quickly(dead_queue: CeleryJobQueue) -> None:
+    for call in (
+        lambda: dead_queue.enqueue_comparison(uuid.uuid4(), ComparisonQueue.INTERACTIVE),
+        lambda: dead_queue.enqueue_comparisons([uuid.uuid4()], ComparisonQueue.BATCH),
+        dead_queue.ping,
+        lambda: dead_queue.depth(ComparisonQueue.BATCH),
+    ):
+        start = time.perf_counter()
+        with pytest.raises(Unavailable):
+            call()
+        assert time.perf_counter() - start < 3.0
+
+
+def test_filesystem_broker_queue(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    queue = CeleryJobQueue(make_celery_app(settings))
+    queue.ping()
+    ids = [uuid.uuid4() for _ in range(3)]
+    queue.enqueue_comparison(ids[0], ComparisonQueue.INTERACTIVE)
+    queue.enqueue_comparisons(ids[1:], ComparisonQueue.BATCH)
+    assert queue.depth(ComparisonQueue.INTERACTIVE) == 1
+    assert queue.depth(ComparisonQueue.BATCH) == 2
+    files = sorted((settings.broker_dir / "queue").iterdir())
+    assert [f.name.rsplit(".", 2)[1] for f in files].count(QUEUE_BATCH) == 2
+    bodies = [json.loads(f.read_bytes()) for f in files]
+    assert {b["headers"]["task"] for b in bodies} == {RUN_COMPARISON}

@@ -1,0 +1,199 @@
+"""A real Celery worker process on PostgreSQL, Redis and S3 (moto): jobs run, fail for good,
+survive SIGKILL, end ``worker_crashed`` after three deaths, are re-sent by the sweeper, and
+interactive work goes before batch work."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from functools import cache
+from typing import Any
+
+import pytest
+
+from core.config import LimitsSettings
+from core.db.models import Comparison, ComparisonState
+from core.imaging import compare
+from core.services import batches, comparisons, images
+from core.services.batches import BatchItem
+from core.services.tasknames import QUEUE_INTERACTIVE, QUEUE_MAINTENANCE, SWEEP
+from tests.core.imaging.photos import jpeg, photo
+from tests.core.services.support import (
+    corrupt_png,
+    edited_png,
+    make_tenant,
+    png_bytes,
+    redis_messages,
+)
+from tests.worker.processes import WorkerEnv, WorkerProcess
+
+LIMITS = LimitsSettings()
+
+
+def _final(row: Comparison) -> bool:
+    return row.state.is_final
+
+
+@cache
+def _slow_pair() -> tuple[bytes, bytes]:
+    """A 4000x3000 JPEG pair compared in align mode: about 1.5 s of work (decode, features,
+    warp, metrics), long enough to kill the worker mid-job."""
+    return jpeg(photo(4000, 3000, seed=1)), jpeg(photo(4000, 3000, seed=2))
+
+
+def _submit(env: WorkerEnv, a: bytes, b: bytes, options: dict[str, Any] | None = None) -> uuid.UUID:
+    tenant = make_tenant(env.sessions)
+    with env.sessions() as session:
+        image_a, _ = images.store_image(
+            session, env.store, tenant_id=tenant.id, data=a, limits=LIMITS
+        )
+        image_b, _ = images.store_image(
+            session, env.store, tenant_id=tenant.id, data=b, limits=LIMITS
+        )
+        created = comparisons.create_comparison(
+            session,
+            env.queue,
+            tenant_id=tenant.id,
+            image_a_id=image_a.id,
+            image_b_id=image_b.id,
+            options=options,
+            metadata=None,
+            webhook_url=None,
+        )
+    return created.id
+
+
+def _submit_slow(env: WorkerEnv) -> uuid.UUID:
+    return _submit(env, *_slow_pair(), {"mode": "align"})
+
+
+def test_a_comparison_runs_to_succeeded_with_the_engines_scores(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    a, b = png_bytes(96, 72, seed=11), edited_png(96, 72, seed=11)
+    cid = _submit(env, a, b, {"mode": "pixel"})
+    row = env.wait_for(cid, _final, worker=redis_worker)
+    assert row.state is ComparisonState.SUCCEEDED, (row.error_code, row.error_message)
+    # The reference: the engine in this process, on the same bytes and options.
+    expected = compare(a, b, comparisons.engine_options(row.options))
+    reference = expected.to_dict()
+    assert row.result is not None
+    for key in ("ssim", "psnr", "histogram_similarity", "changed_ratio", "verdict", "regions"):
+        assert row.result[key] == reference[key], key
+    assert env.store.get(f"heatmaps/{cid}.png") == expected.heatmap_png
+    assert (row.attempt, row.crash_count) == (1, 0)
+    # Structured logs: every line about this job carries its id.
+    lines = [
+        json.loads(line.split("] ", 1)[1])
+        for line in redis_worker.log_path.read_text().splitlines()
+        if str(cid) in line and "] {" in line
+    ]
+    assert {entry["event"] for entry in lines} >= {"comparison.claimed", "comparison.succeeded"}
+    assert all(entry["comparison_id"] == str(cid) for entry in lines)
+
+
+def test_a_corrupt_image_fails_after_exactly_one_attempt(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    cid = _submit(env, png_bytes(64, 48, seed=2), corrupt_png(64, 48, seed=2))
+    row = env.wait_for(cid, _final, worker=redis_worker)
+    assert (row.state, row.error_code) == (ComparisonState.FAILED, "corrupt_image")
+    assert (row.attempt, row.crash_count) == (1, 0)
+    assert row.result is None and row.error_message
+
+
+def test_a_worker_killed_mid_job_still_succeeds_with_one_result(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    cid = _submit_slow(env)
+    env.wait_for(cid, lambda r: r.state is ComparisonState.RUNNING, worker=redis_worker, poll=0.02)
+    redis_worker.kill_child()
+    # reject_on_worker_lost gives the message back; the new pool process claims it again.
+    row = env.wait_for(cid, _final, worker=redis_worker, timeout=60)
+    assert row.state is ComparisonState.SUCCEEDED, (row.error_code, row.error_message)
+    assert (row.attempt, row.crash_count) == (2, 1)
+    assert row.result is not None and row.heatmap_key == f"heatmaps/{cid}.png"
+    assert env.store.exists(row.heatmap_key)
+
+
+def test_a_job_that_kills_its_worker_three_times_ends_worker_crashed(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    cid = _submit_slow(env)
+    for attempt in (1, 2, 3):
+
+        def running(row: Comparison, n: int = attempt) -> bool:
+            return row.state is ComparisonState.RUNNING and row.attempt == n
+
+        env.wait_for(cid, running, worker=redis_worker, poll=0.02)
+        redis_worker.kill_child()
+    row = env.wait_for(cid, _final, worker=redis_worker)
+    assert (row.state, row.error_code) == (ComparisonState.FAILED, "worker_crashed")
+    assert (row.attempt, row.crash_count) == (3, 3)
+    assert row.result is None
+
+
+def test_the_sweeper_resends_a_job_whose_message_was_lost(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    assert env.redis is not None
+    busy = _submit_slow(env)  # keeps the only pool process busy
+    env.wait_for(busy, lambda r: r.state is ComparisonState.RUNNING, worker=redis_worker)
+    lost = _submit(env, png_bytes(64, 48, seed=21), edited_png(64, 48, seed=21))
+    (message,) = [m for m in redis_messages(env.redis, QUEUE_INTERACTIVE) if m.args == [str(lost)]]
+    assert env.redis.lrem(message.key, 1, message.raw.decode()) == 1  # the broker lost it
+    # The next sweep (sent by name, as beat does) finds it stale (> 1 s) and re-sends it.
+    env.queue.app.send_task(SWEEP, queue=QUEUE_MAINTENANCE, priority=3)
+    row = env.wait_for(lost, _final, worker=redis_worker)
+    assert row.state is ComparisonState.SUCCEEDED and row.attempt == 1
+    assert env.wait_for(busy, _final, worker=redis_worker).state is ComparisonState.SUCCEEDED
+
+
+def test_interactive_work_is_served_before_batch_work(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = redis_worker_env
+    # Send the batch through the fan-out task (diffall.batches.enqueue), as large batches are.
+    monkeypatch.setattr(batches, "DIRECT_ENQUEUE_MAX", 2)
+    busy = _submit_slow(env)
+    env.wait_for(busy, lambda r: r.state is ComparisonState.RUNNING, worker=redis_worker)
+    # While the only pool process is busy: a batch of four, then one interactive comparison.
+    tenant = make_tenant(env.sessions)
+    with env.sessions() as session:
+        a, _ = images.store_image(
+            session,
+            env.store,
+            tenant_id=tenant.id,
+            data=png_bytes(64, 48, seed=31),
+            limits=LIMITS,
+        )
+        b, _ = images.store_image(
+            session,
+            env.store,
+            tenant_id=tenant.id,
+            data=edited_png(64, 48, seed=31),
+            limits=LIMITS,
+        )
+        created = batches.create_batch(
+            session,
+            env.queue,
+            tenant_id=tenant.id,
+            items=[BatchItem(a=a.id, b=b.id)] * 4,
+            metadata=None,
+            webhook_url=None,
+            max_pairs=10,
+        )
+    interactive = _submit(env, png_bytes(64, 48, seed=32), edited_png(64, 48, seed=32))
+    batch_ids = [o.comparison_id for o in created.items if o.comparison_id]
+    rows = [env.wait_for(cid, _final, worker=redis_worker) for cid in [interactive, *batch_ids]]
+    assert all(r.state is ComparisonState.SUCCEEDED for r in rows)
+    first_batch_start = min(r.started_at for r in rows[1:] if r.started_at)
+    assert rows[0].started_at is not None and rows[0].started_at < first_batch_start
+    with env.sessions() as session:
+        summary = batches.get_batch_summary(session, tenant_id=tenant.id, batch_id=created.batch.id)
+    assert summary.progress == 1.0 and summary.batch.completed_at is not None

@@ -1,0 +1,128 @@
+"""The worker's Celery app: ``celery -A worker.celery_app worker -Q interactive,batch,maintenance``.
+
+The app comes from :func:`core.services.jobqueue.make_celery_app` (the same configuration the
+API produces with); this module adds what only the worker needs:
+
+- the task module (``worker.tasks``, registered under the names of
+  ``core.services.tasknames``);
+- per-process resources (database engine, object store, job queue), created lazily in each
+  pool process after ``fork``: ``worker_process_init`` drops the engine and clients a child
+  inherited from its parent (``dispose_engine(close=False)``; storage clients reset);
+- structlog, rendering one JSON object per line through Celery's log handlers, with the
+  context bound by the tasks (``comparison_id``, ``task_id``) on every line.
+
+The periodic sweeper needs one beat: ``celery -A worker.celery_app worker -B ...`` in a single
+worker (the embedded default), or a separate ``celery -A worker.celery_app beat`` process.
+Recommended worker flags: ``--without-gossip --without-mingle --without-heartbeat`` (the
+service does not use them; they only add broker traffic and a start-up delay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import structlog
+from celery import signals
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings, get_settings
+from core.db.session import dispose_engine, get_sessionmaker
+from core.services.factories import job_queue_from_settings, store_from_settings
+from core.services.jobqueue import CeleryJobQueue, make_celery_app
+from core.storage import ObjectStore
+
+__all__ = [
+    "app",
+    "configure_logging",
+    "get_queue",
+    "get_sessions",
+    "get_store",
+    "reset_resources",
+    "settings",
+]
+
+settings: Settings = get_settings()
+app = make_celery_app(settings)
+app.conf.include = ["worker.tasks"]
+
+_lock = threading.Lock()
+_store: ObjectStore | None = None
+_queue: CeleryJobQueue | None = None
+
+
+def get_sessions() -> sessionmaker[Session]:
+    """This process's session factory on the configured database."""
+    return get_sessionmaker(settings.database_url_resolved)
+
+
+def get_store() -> ObjectStore:
+    """This process's object store (created on first use, after fork)."""
+    global _store
+    with _lock:
+        if _store is None:
+            _store = store_from_settings(settings)
+        return _store
+
+
+def get_queue() -> CeleryJobQueue:
+    """The job queue over this worker's own app (used by the sweeper to re-send jobs)."""
+    global _queue
+    with _lock:
+        if _queue is None:
+            _queue = job_queue_from_settings(settings, app=app)
+        return _queue
+
+
+def reset_resources() -> None:
+    """Forget this process's store and queue; the next use creates new ones."""
+    global _store, _queue, _lock
+    _lock = threading.Lock()  # it may have been copied while held
+    store, _store, _queue = _store, None, None
+    reset = getattr(store, "reset", None)
+    if callable(reset):
+        reset()
+
+
+def configure_logging() -> None:
+    """Route structlog through the standard library (Celery's handlers) as JSON lines, with
+    the context variables bound by the tasks merged into every line."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+@signals.after_setup_logger.connect
+def _on_setup_logger(logger: logging.Logger | None = None, **_: Any) -> None:
+    configure_logging()
+
+
+@signals.worker_process_init.connect
+def _on_worker_process_init(**_: Any) -> None:
+    # Connections and clients inherited from the parent belong to it: drop them unclosed.
+    dispose_engine(close=False)
+    reset_resources()
+    configure_logging()
+
+
+@signals.worker_process_shutdown.connect
+def _on_worker_process_shutdown(**_: Any) -> None:
+    dispose_engine()
+
+
+@signals.beat_init.connect
+def _on_beat_init(**_: Any) -> None:
+    # The beat schedule file lives in data_dir, which may not exist yet.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)

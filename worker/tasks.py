@@ -1,0 +1,118 @@
+"""Thin Celery tasks, registered under the stable names of ``core.services.tasknames``.
+
+Each task opens what it needs (this process's sessions, store, queue), binds the log context,
+calls one service function and returns None. Only ``Unavailable`` (database, storage or broker
+down) is retried, with exponential backoff and jitter; everything else is recorded by the
+service (a corrupt image ends ``failed`` and is never retried).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from celery import Task
+
+from core.services import batches, comparisons, sweeper
+from core.services.errors import Unavailable
+from core.services.jobqueue import broker_flags_redeliveries
+from core.services.tasknames import ENQUEUE_BATCH, RUN_COMPARISON, SWEEP
+from worker.celery_app import app, get_queue, get_sessions, get_store, settings
+
+__all__ = ["RETRY_BACKOFF_MAX_S", "RETRY_MAX", "enqueue_batch", "run_comparison", "sweep"]
+
+log = structlog.get_logger(__name__)
+
+#: Retries of a comparison whose dependencies are unavailable (about 4 minutes in all).
+RETRY_MAX = 8
+#: Longest wait between two retries, in seconds (before jitter).
+RETRY_BACKOFF_MAX_S = 60
+
+
+@app.task(
+    name=RUN_COMPARISON,
+    bind=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
+    max_retries=RETRY_MAX,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def run_comparison(self: Task, comparison_id: str) -> None:
+    """Run one comparison (``core.services.comparisons.run_comparison``).
+
+    Parameters
+    ----------
+    comparison_id
+        The comparison's UUID as a string (the only argument a message carries).
+    """
+    try:
+        ident = uuid.UUID(comparison_id)
+    except (TypeError, ValueError, AttributeError):
+        log.error("task.bad_argument", comparison_id=repr(comparison_id)[:100])
+        return
+    delivery = self.request.delivery_info or {}
+    redelivered = bool(delivery.get("redelivered")) if broker_flags_redeliveries(app) else None
+    with structlog.contextvars.bound_contextvars(
+        comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
+    ):
+        comparisons.run_comparison(
+            get_sessions(),
+            get_store(),
+            comparison_id=ident,
+            max_crashes=settings.worker.max_attempts,
+            lease_s=settings.worker.stale_running_after_s,
+            redelivered=redelivered,
+        )
+
+
+@app.task(
+    name=ENQUEUE_BATCH,
+    bind=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
+    max_retries=RETRY_MAX,
+    acks_late=True,
+    ignore_result=True,
+)
+def enqueue_batch(self: Task, batch_id: str) -> None:
+    """Send the run tasks of a large batch (``core.services.batches.send_batch``).
+
+    Parameters
+    ----------
+    batch_id
+        The batch's UUID as a string.
+    """
+    try:
+        ident = uuid.UUID(batch_id)
+    except (TypeError, ValueError, AttributeError):
+        log.error("task.bad_argument", batch_id=repr(batch_id)[:100])
+        return
+    with structlog.contextvars.bound_contextvars(batch_id=str(ident), task_id=self.request.id):
+        batches.send_batch(get_sessions(), get_queue(), batch_id=ident)
+
+
+@app.task(name=SWEEP, ignore_result=True, acks_late=True)
+def sweep() -> None:
+    """One pass of the sweeper (``core.services.sweeper.sweep``); beat sends it periodically.
+
+    Not retried: a pass that finds the database or broker down is skipped (the next one runs
+    after ``worker.sweep_interval_s``).
+    """
+    worker = settings.worker
+    with structlog.contextvars.bound_contextvars(task="sweep"):
+        try:
+            sweeper.sweep(
+                get_sessions(),
+                get_queue(),
+                stale_queued_after_s=worker.stale_queued_after_s,
+                stale_running_after_s=worker.stale_running_after_s,
+                max_crashes=worker.max_attempts,
+            )
+        except Unavailable as exc:
+            log.warning("sweeper.skipped", error=str(exc))

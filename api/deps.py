@@ -1,0 +1,217 @@
+"""Dependencies injected into the routes, as ``Annotated`` aliases.
+
+A route reads as the list of what it needs::
+
+    def get_comparison(comparison_id: uuid.UUID, tenant: TenantDep, session: SessionDep): ...
+
+Per-app resources (settings, session factory, object store, job queue, rate limiter) live on
+``app.state``, built by :func:`api.main.create_app` and its lifespan. Each request gets ONE
+database session, shared by authentication, the idempotency bookkeeping and the route, and
+closed when the request ends (one connection per request: on SQLite, where every transaction
+takes the write lock, two sessions in one request could wait on each other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Annotated, Final
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.ratelimit import TokenBucketLimiter
+from core.config import Settings
+from core.db.models import Tenant
+from core.services import keys
+from core.services.errors import RateLimited, Unauthorized
+from core.services.jobqueue import JobQueue
+from core.storage import ObjectStore
+
+__all__ = [
+    "QueueDep",
+    "SessionDep",
+    "SettingsDep",
+    "StoreDep",
+    "TenantDep",
+    "close_request_session",
+    "get_session",
+    "get_tenant",
+    "parse_bearer",
+    "request_session",
+    "resolve_tenant",
+]
+
+#: Longest API key accepted in the ``Authorization`` header, in characters.
+MAX_KEY_LENGTH: Final = 256
+
+# Documents the scheme in OpenAPI; the header is parsed by parse_bearer (auto_error off, so
+# every failure is our own 401 problem with WWW-Authenticate).
+_bearer_scheme = HTTPBearer(
+    auto_error=False, description="An API key: `Authorization: Bearer dfa_...`."
+)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The app's settings (``app.state.settings``)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> ObjectStore:
+    """The app's object store (``app.state.store``)."""
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+def get_queue(request: Request) -> JobQueue:
+    """The app's job queue (``app.state.queue``)."""
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+def request_session(request: Request) -> Session:
+    """This request's database session, opened on first use.
+
+    Parameters
+    ----------
+    request
+        The current request.
+
+    Returns
+    -------
+    Session
+        The same session for every caller within the request.
+    """
+    session: Session | None = getattr(request.state, "db_session", None)
+    if session is None:
+        session = request.app.state.sessions()
+        request.state.db_session = session
+    return session
+
+
+def close_request_session(request: Request) -> None:
+    """Close this request's session, if one was opened (safe to call twice).
+
+    Parameters
+    ----------
+    request
+        The current request.
+    """
+    session: Session | None = getattr(request.state, "db_session", None)
+    if session is not None:
+        request.state.db_session = None
+        session.close()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """Yield this request's session; close it when the route function returned."""
+    session = request_session(request)
+    try:
+        yield session
+    finally:
+        close_request_session(request)
+
+
+def parse_bearer(authorization: str | None) -> str:
+    """Extract the API key from an ``Authorization`` header value.
+
+    Parameters
+    ----------
+    authorization
+        The header value, or None when absent.
+
+    Returns
+    -------
+    str
+        The key (1 to :data:`MAX_KEY_LENGTH` visible ASCII characters).
+
+    Raises
+    ------
+    Unauthorized
+        When the header is missing, not ``Bearer <key>``, or the key is malformed.
+    """
+    if authorization is None or not authorization.strip():
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+    if len(token) > MAX_KEY_LENGTH or not all(33 <= ord(ch) <= 126 for ch in token):
+        raise Unauthorized("the API key is malformed")
+    return token
+
+
+def _rate_limit_key(token: str) -> str:
+    """Bucket key of an API key: its SHA-256 (the key itself is never kept)."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def resolve_tenant(request: Request) -> Tenant:
+    """Authenticate the request's API key and apply its rate limit, once per request.
+
+    Blocking (database): call it from a thread (FastAPI does for ``def`` dependencies).
+
+    Parameters
+    ----------
+    request
+        The current request; the tenant is cached on ``request.state.tenant``.
+
+    Returns
+    -------
+    Tenant
+        The tenant owning the key.
+
+    Raises
+    ------
+    Unauthorized
+        Missing, malformed, unknown or revoked key (HTTP 401).
+    RateLimited
+        The key exceeded ``limits.rate_limit_per_minute`` in this process (HTTP 429).
+    """
+    cached: Tenant | None = getattr(request.state, "tenant", None)
+    if cached is not None:
+        return cached
+    token = parse_bearer(request.headers.get("authorization"))
+    session = request_session(request)
+    try:
+        tenant = keys.authenticate(session, token)
+        session.commit()  # end the read transaction now (SQLite holds a lock while it is open)
+    except BaseException:
+        session.rollback()
+        raise
+    limiter: TokenBucketLimiter = request.app.state.rate_limiter
+    wait_s = limiter.acquire(_rate_limit_key(token))
+    if wait_s > 0:
+        retry_after = TokenBucketLimiter.retry_after(wait_s)
+        raise RateLimited(
+            f"rate limit of {request.app.state.settings.limits.rate_limit_per_minute} requests "
+            f"per minute exceeded for this API key; retry in {retry_after} s",
+            retry_after_s=retry_after,
+        )
+    request.state.tenant = tenant
+    request.state.tenant_id = str(tenant.id)
+    return tenant
+
+
+#: The request's session, closed as soon as the route function returned (before the response
+#: is sent: no transaction, and on SQLite no lock, is held while the client reads).
+_session = Depends(get_session, scope="function")
+
+
+def get_tenant(
+    request: Request,
+    session: Annotated[Session, _session],
+    _credentials: Annotated[object, Depends(_bearer_scheme)],
+) -> Tenant:
+    """The authenticated tenant (401 problem with ``WWW-Authenticate: Bearer`` otherwise)."""
+    del session  # declared so the request's session is closed by get_session's teardown
+    return resolve_tenant(request)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, _session]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+TenantDep = Annotated[Tenant, Depends(get_tenant)]

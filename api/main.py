@@ -1,0 +1,214 @@
+"""The FastAPI application factory: ``api.main:create_app``.
+
+Nothing happens at import. ``create_app(settings)`` builds the app (routes, error handlers,
+middleware, metrics, rate limiter); its lifespan opens the per-app resources and closes them at
+shutdown: the database engine and session factory, the object store, and the Celery producer
+behind the job queue. Run it with ``uvicorn --factory api.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from celery import Celery
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from api.idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH
+from api.metrics import ApiMetrics
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.ratelimit import TokenBucketLimiter
+from api.routes import batches, comparisons, health, images, problems
+from api.schemas import ComparisonCreate
+from core.config import Settings, get_settings
+from core.db.session import make_engine, make_session_factory
+from core.services.factories import store_from_settings
+from core.services.jobqueue import CeleryJobQueue, JobQueue, make_celery_app
+from core.storage import ObjectStore
+
+__all__ = ["API_VERSION", "create_app"]
+
+log = structlog.get_logger("api")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("diffall")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+#: Version shown in the OpenAPI document (the package's version).
+API_VERSION = _version()
+
+DESCRIPTION = """\
+Find every difference between two images, at volume.
+
+Upload images (`POST /v1/images`, or presigned uploads), submit comparisons
+(`POST /v1/comparisons`, or up to 10,000 pairs with `POST /v1/batches`), poll
+`GET /v1/comparisons/{id}` until the state is final, fetch the heatmap.
+
+Every request needs `Authorization: Bearer <API key>`. Errors are `application/problem+json`
+(RFC 9457) with a stable `code` (see `GET /problems`). Every POST honours `Idempotency-Key`.
+"""
+
+
+#: OpenAPI description of the ``Idempotency-Key`` header, added to every v1 POST.
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Replays the first response for the same key and body (kept 24 h, per "
+    "tenant); another body under the key is 422, a request still in progress 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+}
+
+
+@dataclass
+class Resources:
+    """What the lifespan opens for one app."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    celery: Celery
+    queue: JobQueue
+
+
+def open_resources(settings: Settings) -> Resources:
+    """Build the app's resources from ``settings`` (no connection is made yet).
+
+    Parameters
+    ----------
+    settings
+        The application's settings.
+
+    Returns
+    -------
+    Resources
+        Engine, session factory, object store, Celery producer app and job queue.
+    """
+    engine = make_engine(settings.database_url_resolved)
+    store = store_from_settings(settings)
+    celery = make_celery_app(settings)  # creates the filesystem broker's folders if needed
+    return Resources(
+        engine=engine,
+        sessions=make_session_factory(engine),
+        store=store,
+        celery=celery,
+        queue=CeleryJobQueue(celery),
+    )
+
+
+def close_resources(resources: Resources) -> None:
+    """Release the app's resources (pooled connections, broker connections).
+
+    Parameters
+    ----------
+    resources
+        What :func:`open_resources` returned.
+    """
+    try:
+        resources.celery.close()
+    finally:
+        resources.engine.dispose()
+
+
+def _problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with problem responses under ``application/problem+json`` only."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault(
+        "ComparisonCreate",
+        ComparisonCreate.model_json_schema(ref_template="#/components/schemas/{model}"),
+    )
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if method == "post" and path.startswith("/v1/"):
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_PARAMETER)
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if PROBLEM_MEDIA_TYPE in content and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the DiffALL API application.
+
+    Parameters
+    ----------
+    settings
+        The settings to use; None means :func:`core.config.get_settings` (the environment).
+
+    Returns
+    -------
+    FastAPI
+        The app; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``. Resources are
+        opened by its lifespan (run it under an ASGI server, or ``with TestClient(app)``).
+    """
+    settings = settings if settings is not None else get_settings()
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = await run_in_threadpool(open_resources, settings)
+        app.state.engine = resources.engine
+        app.state.sessions = resources.sessions
+        app.state.store = resources.store
+        app.state.celery = resources.celery
+        app.state.queue = resources.queue
+        metrics.database.sessions = resources.sessions
+        log.info(
+            "api_started",
+            database=resources.engine.url.get_backend_name(),
+            storage=settings.storage.backend,
+        )
+        try:
+            yield
+        finally:
+            metrics.database.sessions = None
+            await run_in_threadpool(close_resources, resources)
+            log.info("api_stopped")
+
+    app = FastAPI(
+        title="DiffALL",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.rate_limiter = TokenBucketLimiter(
+        rate_per_minute=settings.limits.rate_limit_per_minute
+    )
+    install_error_handlers(app)
+    for module in (images, comparisons, batches, health, problems):
+        app.include_router(module.router)
+    app.add_middleware(
+        BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: added last
+    app.openapi = lambda: _problem_openapi(app)  # type: ignore[method-assign]
+    return app

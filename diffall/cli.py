@@ -91,7 +91,7 @@ def compare_command(
     ] = None,
     tolerance: Annotated[
         float | None,
-        typer.Option(help="Noise tolerance as a fraction of the data range (default 10/255)."),
+        typer.Option(help="Noise tolerance as a fraction of the data range (default 0.1)."),
     ] = None,
     fail_under: Annotated[
         str | None,

@@ -18,3 +18,17 @@ ensure_services() {
     fi
   fi
 }
+
+# Sourced by scripts/test: install the command-line tools the tests need when they are missing.
+# Debian's docker-compose validates docker-compose.yml offline (tests/test_compose.py); it is
+# installed with apt-get when we are root (without its recommended container engine).
+ensure_tools() {
+  if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing docker-compose (apt-get)" >&2
+    local install=(apt-get install -y -qq --no-install-recommends docker-compose)
+    DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; } \
+      || echo "diffall: could not install docker-compose; tests/test_compose.py will fail" >&2
+  fi
+}

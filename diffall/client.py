@@ -1,0 +1,535 @@
+"""Python client of the DiffALL HTTP API (v1), on httpx.
+
+>>> from diffall.client import DiffallClient
+>>> with DiffallClient("http://127.0.0.1:8000", "dfa_...") as client:   # doctest: +SKIP
+...     comparison = client.compare("a.png", "b.png", metadata={"build": 42})
+...     done = client.wait(comparison["id"], timeout_s=60)
+...     done["result"]["ssim"], done["result"]["verdict"]
+...     open("heatmap.png", "wb").write(client.heatmap(done["id"]))
+
+Images can be given as image ids (``str`` or :class:`uuid.UUID`), paths (``str`` or
+:class:`os.PathLike`) or bytes; paths and bytes are uploaded first (``POST /v1/images``, stored
+once by content, so uploading the same bytes again costs one request and returns the same id).
+A ``str`` is taken as an image id when it is a UUID, as a path otherwise.
+
+Every error answer of the API (``application/problem+json``) raises :class:`DiffallError` with the
+problem's stable ``code``, the HTTP ``status`` and the ``detail``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+__all__ = [
+    "FINAL_STATES",
+    "DiffallClient",
+    "DiffallError",
+    "DiffallTimeoutError",
+    "ImageRef",
+]
+
+#: Comparison states that never change again.
+FINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
+
+#: An image: its id (UUID or str), a path to the file, or the file's bytes.
+ImageRef = str | uuid.UUID | os.PathLike[str] | bytes | bytearray | memoryview
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class DiffallError(Exception):
+    """An error answer of the API, or a transport failure.
+
+    Attributes
+    ----------
+    status : int
+        HTTP status code (0 for a transport failure or a client-side timeout).
+    code : str
+        Stable machine-readable code from the problem+json body (e.g. ``not_found``,
+        ``corrupt_image``, ``rate_limited``); ``http_<status>`` when the body had none,
+        ``transport_error`` / ``timeout`` for client-side failures.
+    detail : str
+        Human-readable explanation.
+    problem : dict
+        The whole problem+json body (empty when there was none).
+    retry_after_s : float or None
+        The ``Retry-After`` header in seconds, when the server sent one (429, 503).
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        code: str,
+        detail: str,
+        problem: Mapping[str, Any] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{code} (HTTP {status}): {detail}" if status else f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.problem: dict[str, Any] = dict(problem or {})
+        self.retry_after_s = retry_after_s
+
+
+class DiffallTimeoutError(DiffallError, TimeoutError):
+    """:meth:`DiffallClient.wait` gave up before the comparison finished (``code="timeout"``).
+
+    Attributes
+    ----------
+    last : dict
+        The comparison as last seen (state ``queued`` or ``running``).
+    """
+
+    def __init__(self, detail: str, *, last: dict[str, Any]) -> None:
+        super().__init__(status=0, code="timeout", detail=detail)
+        self.last = last
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_from(response: httpx.Response) -> DiffallError:
+    """Build the :class:`DiffallError` for an error response (problem+json or anything else)."""
+    problem: dict[str, Any] = {}
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            problem = body
+    except ValueError:
+        pass
+    code = problem.get("code")
+    detail = problem.get("detail") or problem.get("title") or response.reason_phrase
+    if not isinstance(code, str) or not code:
+        code = f"http_{response.status_code}"
+    return DiffallError(
+        status=response.status_code,
+        code=code,
+        detail=str(detail or ""),
+        problem=problem,
+        retry_after_s=_retry_after_s(response),
+    )
+
+
+def _as_image_id(ref: ImageRef) -> str | None:
+    """The image id ``ref`` names, or None when it must be uploaded (path or bytes)."""
+    if isinstance(ref, uuid.UUID):
+        return str(ref)
+    if isinstance(ref, str):
+        try:
+            return str(uuid.UUID(ref))
+        except ValueError:
+            return None
+    return None
+
+
+def _query_value(value: Any) -> str:
+    """Render one filter value for the query string."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+class DiffallClient:
+    """A synchronous client of the DiffALL API.
+
+    Parameters
+    ----------
+    base_url
+        Where the API is, e.g. ``http://127.0.0.1:8000`` (what ``diffall serve`` prints).
+    api_key
+        An API key (``Authorization: Bearer``), e.g. from ``diffall keys create``.
+    timeout
+        Seconds allowed for each HTTP request (connect, read, write); > 0.
+    transport
+        An httpx transport to send requests through instead of the network (tests).
+
+    Notes
+    -----
+    Use it as a context manager, or call :meth:`close`, to release its connections. Thread-safe
+    in the way an ``httpx.Client`` is.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if not api_key:
+            raise ValueError("api_key is empty")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+        # Redirect targets (presigned storage URLs) get no Authorization header.
+        self._plain = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+        self._plain.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request to the API; raise :class:`DiffallError` for non-2xx/3xx answers."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise DiffallError(status=0, code="timeout", detail=f"{method} {path}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise DiffallError(
+                status=0, code="transport_error", detail=f"{method} {path}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Send a request and return its JSON object body."""
+        body = self._send(method, path, **kwargs).json()
+        if not isinstance(body, dict):
+            raise DiffallError(
+                status=200, code="unexpected_response", detail=f"{method} {path}: not an object"
+            )
+        return body
+
+    def _image_id(self, ref: ImageRef, uploaded: dict[Path | bytes, str] | None = None) -> str:
+        """The id of ``ref``, uploading a path or bytes first (once per call via ``uploaded``)."""
+        image_id = _as_image_id(ref)
+        if image_id is not None:
+            return image_id
+        source: str | os.PathLike[str] | bytes
+        cache_key: Path | bytes
+        if isinstance(ref, bytes | bytearray | memoryview):
+            source = cache_key = bytes(ref)
+        elif isinstance(ref, uuid.UUID):  # pragma: no cover - _as_image_id returned its id
+            raise AssertionError("unreachable")
+        else:
+            source, cache_key = ref, Path(ref).resolve()
+        if uploaded is not None and cache_key in uploaded:
+            return uploaded[cache_key]
+        image_id = str(self.upload_image(source)["id"])
+        if uploaded is not None:
+            uploaded[cache_key] = image_id
+        return image_id
+
+    # -- images ----------------------------------------------------------------------------
+
+    def upload_image(
+        self, image: str | os.PathLike[str] | bytes | bytearray | memoryview
+    ) -> dict[str, Any]:
+        """Upload one image (``POST /v1/images``, multipart).
+
+        Parameters
+        ----------
+        image
+            A path to the file, or its bytes. The header is validated at once: an unsupported,
+            corrupt or oversized file raises :class:`DiffallError` (e.g. ``unsupported_format``,
+            ``image_too_large``) and nothing is stored.
+
+        Returns
+        -------
+        dict
+            The image resource: ``id``, ``sha256``, ``size_bytes``, ``format``, ``width``,
+            ``height`` (px), ... The same bytes uploaded again return the same id.
+        """
+        if isinstance(image, bytes | bytearray | memoryview):
+            data, name = bytes(image), "image"
+        else:
+            path = Path(image)
+            data, name = path.read_bytes(), path.name
+        files = {"file": (name, data, "application/octet-stream")}
+        return self._json("POST", "/v1/images", files=files)
+
+    def get_image(self, image_id: str | uuid.UUID) -> dict[str, Any]:
+        """The image resource (``GET /v1/images/{id}``)."""
+        return self._json("GET", f"/v1/images/{image_id}")
+
+    # -- comparisons -----------------------------------------------------------------------
+
+    def compare(
+        self,
+        a: ImageRef,
+        b: ImageRef,
+        *,
+        options: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a comparison of B against A (``POST /v1/comparisons``).
+
+        Parameters
+        ----------
+        a, b
+            Reference image A and candidate B: image ids, paths or bytes (uploaded first).
+        options
+            Engine options: ``mode`` (``auto`` | ``pixel`` | ``align``), ``ignore``
+            (``[[x, y, w, h], ...]`` in A's pixels), ``tolerance`` (0..1 of the data range),
+            ``fail_under`` (SSIM 0..1).
+        metadata
+            Your own JSON reference, echoed back on the comparison.
+        webhook_url
+            Where to deliver the outcome (stored with the comparison).
+        idempotency_key
+            Sent as ``Idempotency-Key``: retrying with the same key and body replays the first
+            answer instead of queueing a second comparison.
+
+        Returns
+        -------
+        dict
+            The comparison resource, state ``queued``; poll it with :meth:`wait`.
+        """
+        uploaded: dict[Path | bytes, str] = {}
+        body: dict[str, Any] = {"a": self._image_id(a, uploaded), "b": self._image_id(b, uploaded)}
+        if options is not None:
+            body["options"] = dict(options)
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        return self._json("POST", "/v1/comparisons", json=body, idempotency_key=idempotency_key)
+
+    def get_comparison(self, comparison_id: str | uuid.UUID) -> dict[str, Any]:
+        """The comparison resource (``GET /v1/comparisons/{id}``): state, result or error."""
+        return self._json("GET", f"/v1/comparisons/{comparison_id}")
+
+    def delete_comparison(self, comparison_id: str | uuid.UUID) -> dict[str, Any] | None:
+        """Cancel a comparison not started yet, or delete a finished one's result and heatmap.
+
+        Returns
+        -------
+        dict or None
+            The updated comparison when the API returns it (None for an empty answer).
+        """
+        response = self._send("DELETE", f"/v1/comparisons/{comparison_id}")
+        if not response.content:
+            return None
+        body = response.json()
+        return body if isinstance(body, dict) else None
+
+    def wait(
+        self, comparison_id: str | uuid.UUID, *, timeout_s: float = 300.0, poll_s: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll a comparison until it is ``succeeded``, ``failed`` or ``canceled``.
+
+        Parameters
+        ----------
+        comparison_id
+            The comparison's id.
+        timeout_s
+            Give up after this many seconds (> 0).
+        poll_s
+            Seconds between polls (> 0) when the server sends no ``Retry-After``; when it does,
+            that delay is used instead (never beyond the deadline).
+
+        Returns
+        -------
+        dict
+            The finished comparison (check ``state``: a ``failed`` one carries ``error``).
+
+        Raises
+        ------
+        DiffallTimeoutError
+            When ``timeout_s`` passed first (``.last`` holds the comparison as last seen).
+        """
+        if timeout_s <= 0 or poll_s <= 0:
+            raise ValueError("timeout_s and poll_s must be > 0 seconds")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self._send("GET", f"/v1/comparisons/{comparison_id}")
+            comparison = response.json()
+            if comparison.get("state") in FINAL_STATES:
+                return dict(comparison)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DiffallTimeoutError(
+                    f"comparison {comparison_id} still {comparison.get('state')!r} "
+                    f"after {timeout_s:g} s",
+                    last=dict(comparison),
+                )
+            delay = _retry_after_s(response)
+            time.sleep(min(poll_s if delay is None else delay, remaining))
+
+    def heatmap(self, comparison_id: str | uuid.UUID) -> bytes:
+        """The heatmap PNG of a succeeded comparison (on A's pixel grid).
+
+        Follows the API's redirect to short-lived storage URLs (without sending the API key
+        there), or reads the PNG the API streams itself.
+
+        Returns
+        -------
+        bytes
+            The PNG file.
+        """
+        path = f"/v1/comparisons/{comparison_id}/heatmap"
+        response = self._send("GET", path, headers={"Accept": "image/png"})
+        if response.status_code in _REDIRECTS:
+            location = response.headers.get("location")
+            if not location:
+                raise DiffallError(
+                    status=response.status_code,
+                    code="unexpected_response",
+                    detail=f"GET {path}: redirect without a Location",
+                )
+            target = str(response.url.join(location))
+            try:
+                response = self._plain.get(target)
+            except httpx.TransportError as exc:
+                raise DiffallError(
+                    status=0, code="transport_error", detail=f"GET heatmap: {exc}"
+                ) from exc
+            if response.status_code >= 400:
+                raise DiffallError(
+                    status=response.status_code,
+                    code="heatmap_unavailable",
+                    detail=f"storage answered {response.status_code} for the heatmap",
+                )
+        return response.content
+
+    def iter_comparisons(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every comparison matching ``filters``, newest first, following the cursors.
+
+        Parameters
+        ----------
+        **filters
+            Query parameters of ``GET /v1/comparisons``: ``state``, ``batch_id``,
+            ``created_after``, ``created_before`` (datetimes are sent as ISO 8601), ``limit``
+            (page size 1..100). None values are left out.
+
+        Yields
+        ------
+        dict
+            One comparison resource at a time; pages are fetched as needed.
+        """
+        params = {key: _query_value(value) for key, value in filters.items() if value is not None}
+        yield from self._paginate("/v1/comparisons", params)
+
+    def _paginate(self, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Follow ``next_cursor`` from page to page of a listing."""
+        cursor: str | None = None
+        while True:
+            query = dict(params)
+            if cursor is not None:
+                query["cursor"] = cursor
+            page = self._json("GET", path, params=query)
+            yield from page.get("items", [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        pairs: Sequence[tuple[ImageRef, ImageRef] | Mapping[str, Any]],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue many comparisons in one request (``POST /v1/batches``).
+
+        Parameters
+        ----------
+        pairs
+            Each pair is ``(a, b)`` or a mapping ``{"a": ..., "b": ..., "options": {...},
+            "metadata": {...}}``; ``a`` and ``b`` are image ids, paths or bytes (paths and bytes
+            are uploaded first, each distinct file once).
+        metadata
+            Your own reference for the whole batch.
+        webhook_url
+            Where to deliver the batch's outcome.
+        idempotency_key
+            Sent as ``Idempotency-Key``.
+
+        Returns
+        -------
+        dict
+            The API's answer: the batch (``id``, counts) and one outcome per pair (a comparison
+            id, or an error for a pair that was refused; the other pairs still run).
+        """
+        uploaded: dict[Path | bytes, str] = {}
+        items: list[dict[str, Any]] = []
+        for pair in pairs:
+            if isinstance(pair, Mapping):
+                item = dict(pair)
+                item["a"] = self._image_id(item["a"], uploaded)
+                item["b"] = self._image_id(item["b"], uploaded)
+            else:
+                a, b = pair
+                item = {"a": self._image_id(a, uploaded), "b": self._image_id(b, uploaded)}
+            items.append(item)
+        body: dict[str, Any] = {"pairs": items}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        return self._json("POST", "/v1/batches", json=body, idempotency_key=idempotency_key)
+
+    def get_batch(self, batch_id: str | uuid.UUID) -> dict[str, Any]:
+        """The batch (``GET /v1/batches/{id}``): counts by state, progress, verdicts."""
+        return self._json("GET", f"/v1/batches/{batch_id}")
+
+    def iter_batch_comparisons(
+        self, batch_id: str | uuid.UUID, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every comparison of a batch (``GET /v1/batches/{id}/comparisons``), all pages."""
+        params = {key: _query_value(value) for key, value in filters.items() if value is not None}
+        yield from self._paginate(f"/v1/batches/{batch_id}/comparisons", params)

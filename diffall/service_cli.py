@@ -1,0 +1,554 @@
+"""Service commands of the ``diffall`` command line: ``serve``, ``keys create``, ``db upgrade``.
+
+``diffall serve`` runs the whole service on one machine: the API (uvicorn, ``api.main:create_app``)
+and a Celery worker with the beat scheduler embedded (so the sweeper runs) as child processes.
+With no configuration it is the embedded default: SQLite, local storage and Celery's filesystem
+broker, all under ``DIFFALL_DATA_DIR`` (``./diffall-data``). There the database is created or
+upgraded on start (there is no separate migrate step) and a local API key is made on first start
+and kept in ``<data_dir>/local-api-key`` (mode 0600) so later starts can print it again. On
+PostgreSQL, ``serve`` refuses to start unless the schema is at the latest revision: run
+``diffall db upgrade`` (an explicit step, like the compose ``migrate`` service).
+
+Children are started in their own process groups; SIGINT and SIGTERM are forwarded as SIGTERM
+(graceful: uvicorn drains requests, Celery finishes running tasks), and after
+:data:`STOP_GRACE_S` seconds (or a second Ctrl+C) whatever is left is killed. ``serve`` exits 0
+after a requested stop and 1 when a child dies on its own. Logs of the children go to stderr;
+stdout carries only the start-up banner (URL, key, a curl example).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+__all__ = [
+    "API_APP",
+    "LOCAL_KEY_FILE",
+    "LOCAL_TENANT",
+    "STOP_GRACE_S",
+    "ensure_local_key",
+    "register",
+    "schema_revisions",
+]
+
+#: The API's app factory, as uvicorn imports it.
+API_APP = "api.main:create_app"
+#: The Celery app, as ``celery --app`` imports it.
+CELERY_APP = "worker.celery_app"
+#: Tenant of the key the embedded default creates on first start.
+LOCAL_TENANT = "local"
+#: File under ``data_dir`` keeping the local key, so later starts can print it (mode 0600).
+LOCAL_KEY_FILE = "local-api-key"
+#: Seconds children get to stop after SIGTERM before they are killed.
+STOP_GRACE_S = 30.0
+#: Seconds the API gets to answer ``/healthz`` after it was started.
+STARTUP_TIMEOUT_S = 60.0
+#: Exit code when the configuration, database or arguments are not usable.
+EXIT_BAD_SETUP = 2
+
+_SERVE_HELP = (
+    "Run the whole service on this machine: the API, a worker and the sweeper. "
+    "With no configuration everything lives under DIFFALL_DATA_DIR (./diffall-data): a SQLite "
+    "database (created or upgraded here), local storage and a broker that needs no server; a "
+    "local API key is created on first start and printed. Ctrl+C stops everything."
+)
+
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``keys`` and ``db`` to the ``diffall`` command line.
+
+    Parameters
+    ----------
+    app
+        The ``diffall`` Typer application.
+    """
+    app.command("serve", help=_SERVE_HELP)(serve_command)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(db_app, name="db")
+
+
+def _fail(message: str, code: int = EXIT_BAD_SETUP) -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    print(f"diffall: error: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def _note(message: str) -> None:
+    """Print a progress line on stderr."""
+    print(f"diffall: {message}", file=sys.stderr, flush=True)
+
+
+def _load_settings() -> Settings:
+    """Build the settings, turning a validation error into one line and exit 2."""
+    from pydantic import ValidationError
+
+    from core.config import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        _fail(f"invalid DIFFALL_ settings: {problems}")
+
+
+def _safe_url(url: str) -> str:
+    """The database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def _is_sqlite(url: str) -> bool:
+    """Whether ``url`` is a SQLite URL (the embedded database)."""
+    return url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite"
+
+
+@contextlib.contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """Turn "cannot connect" errors into one line on stderr and exit 2."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        _fail(f"cannot use the database at {_safe_url(url)}: {reason}")
+
+
+def schema_revisions(url: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Read the database's Alembic revision(s) and the latest revision(s) of the migrations.
+
+    Parameters
+    ----------
+    url
+        Database URL.
+
+    Returns
+    -------
+    tuple of frozenset of str
+        ``(current, heads)``: the revisions stamped in the database (empty when it has no schema)
+        and the head revisions of ``migrations/``. The schema is up to date when they are equal.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from core.db.session import alembic_config, make_engine
+
+    heads = frozenset(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = frozenset(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+    return current, heads
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Create or upgrade the embedded SQLite database; require an up-to-date schema elsewhere."""
+    from core.db.session import upgrade_database
+
+    url = settings.database_url_resolved
+    with _database_errors(url):
+        if _is_sqlite(url):
+            current, heads = schema_revisions(url)
+            if current != heads:
+                _note(f"creating or upgrading the embedded database at {_safe_url(url)}")
+                upgrade_database(url)
+            return
+        current, heads = schema_revisions(url)
+    if current != heads:
+        have = ", ".join(sorted(current)) or "no schema"
+        want = ", ".join(sorted(heads))
+        _fail(
+            f"the database at {_safe_url(url)} is not at the latest schema ({have}; latest "
+            f"{want}): run `diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)"
+        )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def ensure_local_key(settings: Settings) -> tuple[str, bool]:
+    """Return the local API key of the embedded default, creating it on first start.
+
+    The key (tenant :data:`LOCAL_TENANT`) is kept in ``<data_dir>/local-api-key`` with mode
+    0600, so a later start can print it again: a local convenience, not how keys are handled in
+    production (there they are shown once by ``diffall keys create``). A kept key the database
+    no longer knows (database deleted) is replaced.
+
+    Parameters
+    ----------
+    settings
+        Settings whose ``data_dir`` and database are used; the schema must be up to date.
+
+    Returns
+    -------
+    tuple of (str, bool)
+        The key, and whether it was created now.
+    """
+    from core.db.session import get_sessionmaker
+    from core.services import keys
+    from core.services.errors import Unauthorized
+
+    path = settings.data_dir / LOCAL_KEY_FILE
+    sessions = get_sessionmaker(settings.database_url_resolved)
+    if path.is_file():
+        kept = path.read_text(encoding="ascii", errors="replace").strip()
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        try:
+            with sessions() as session:
+                keys.authenticate(session, kept)
+            return kept, False
+        except Unauthorized:
+            _note(f"the key in {path} is unknown to the database; creating a new one")
+    with sessions() as session:
+        key = keys.create_key(session, tenant_name=LOCAL_TENANT)
+    _write_private(path, key + "\n")
+    return key, True
+
+
+def _display_host(host: str) -> str:
+    """The host to put in URLs printed for, and probed by, this machine."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def _public_base_url_configured(settings: Settings) -> bool:
+    """Whether ``DIFFALL_API__PUBLIC_BASE_URL`` was set (environment or .env)."""
+    return "api" in settings.model_fields_set and "public_base_url" in settings.api.model_fields_set
+
+
+def _child_env(settings: Settings, base_url: str) -> dict[str, str]:
+    """Environment of the children: ours, the project importable, links built on ``base_url``."""
+    env = dict(os.environ)
+    project_root = str(Path(__file__).resolve().parents[1])
+    paths = [project_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    if not _public_base_url_configured(settings):
+        env["DIFFALL_API__PUBLIC_BASE_URL"] = base_url
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _child_setup(parent_pid: int) -> None:  # pragma: no cover - runs in the child
+    """In the child before exec: own process group; on Linux, SIGTERM when the parent dies."""
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+@dataclass
+class _Child:
+    """One supervised child process."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start the child (stdout and stderr go to our stderr)."""
+        parent = os.getpid()
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno(),
+            stderr=sys.stderr.fileno(),
+            preexec_fn=lambda: _child_setup(parent),  # safe: serve starts no threads
+        )
+
+    def exit_code(self) -> int | None:
+        """The exit code if the child has ended, else None."""
+        return None if self.process is None else self.process.poll()
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the child's process group (it and its own children)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
+    def terminate(self) -> None:
+        """Ask the child to stop gracefully (SIGTERM to the child only: it stops its pool)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+
+class _Signals:
+    """Record SIGINT/SIGTERM instead of raising, so the supervisor can stop children cleanly."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        """Install the handlers for SIGINT and SIGTERM."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+
+def _stop_children(children: list[_Child], signals: _Signals, *, grace_s: float) -> None:
+    """SIGTERM every child, wait up to ``grace_s`` seconds (or a further signal), then kill."""
+    for child in children:
+        child.terminate()
+    seen = len(signals.received)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and len(signals.received) == seen:
+        if all(child.exit_code() is not None for child in children):
+            break
+        time.sleep(0.1)
+    for child in children:
+        if child.exit_code() is None:
+            _note(f"{child.name} did not stop in time; killing it")
+        # Kill the whole group either way: no grandchild (a pool process) outlives serve.
+        child.signal_group(signal.SIGKILL)
+        if child.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=5)
+
+
+def _wait_until_healthy(url: str, children: list[_Child], signals: _Signals) -> _Child | None:
+    """Poll ``url`` until it answers 200; return a child that died meanwhile, else None."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline and not signals.received:
+        for child in children:
+            if child.exit_code() is not None:
+                return child
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return None
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    if not signals.received:
+        _fail(f"the API did not answer {url} within {STARTUP_TIMEOUT_S:.0f} s", code=1)
+    return None
+
+
+def _banner(settings: Settings, base_url: str, key: str | None, workers: int) -> str:
+    """The start-up message printed on stdout."""
+    storage = settings.storage
+    where = storage.local_dir if storage.backend == "local" else f"s3://{storage.s3_bucket}"
+    broker = settings.broker_url_resolved.split("://", 1)[0]
+    lines = [
+        f"DiffALL is running at {base_url}  (API docs: {base_url}/docs)",
+        f"  database {_safe_url(settings.database_url_resolved)}; storage {where}; "
+        f"broker {broker}; {workers} worker process{'es' if workers != 1 else ''}",
+    ]
+    if key is not None:
+        lines += [
+            f'API key (tenant "{LOCAL_TENANT}"): {key}',
+            f"  kept in {settings.data_dir / LOCAL_KEY_FILE} (mode 0600) so later starts print it"
+            " again; a local convenience. More keys: diffall keys create --tenant NAME",
+        ]
+    else:
+        key = "$DIFFALL_KEY"
+        lines.append("API keys: create one with `diffall keys create --tenant NAME`")
+    lines += [
+        "Try it:",
+        f'  curl -sS -H "Authorization: Bearer {key}" -F a=@A.png -F b=@B.png '
+        f"{base_url}/v1/comparisons",
+        "Press Ctrl+C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Comparisons run in parallel (worker processes).")
+    ] = 1,
+) -> None:
+    """Run the whole service on this machine: the API, a worker and the sweeper.
+
+    With no configuration everything lives under DIFFALL_DATA_DIR (./diffall-data): a SQLite
+    database (created or upgraded here), local storage and a broker that needs no server. A
+    local API key is created on first start and printed. Ctrl+C stops everything.
+    """
+    from core.config import ensure_broker_folders
+    from core.db.session import dispose_engine
+    from core.services import tasknames
+
+    settings = _load_settings()
+    url = settings.database_url_resolved
+    embedded = _is_sqlite(url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_database(settings)
+    ensure_broker_folders(settings)
+    key: str | None = None
+    if embedded:
+        with _database_errors(url):
+            key, created = ensure_local_key(settings)
+        if created:
+            _note(f'created the local API key (tenant "{LOCAL_TENANT}")')
+    dispose_engine()
+
+    base_url = f"http://{_display_host(host)}:{port}"
+    queues = ",".join(
+        (tasknames.QUEUE_INTERACTIVE, tasknames.QUEUE_BATCH, tasknames.QUEUE_MAINTENANCE)
+    )
+    python = sys.executable
+    children = [
+        _Child(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                f"--app={CELERY_APP}",
+                "worker",
+                "--beat",
+                f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+                f"--concurrency={workers}",
+                f"--queues={queues}",
+                f"--hostname=diffall-serve-{os.getpid()}@%h",
+                # Unused by the service; they only add broker traffic and a start-up delay.
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+            ],
+        ),
+        _Child(
+            "api",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                API_APP,
+                "--factory",
+                f"--host={host}",
+                f"--port={port}",
+                "--log-level=info",
+            ],
+        ),
+    ]
+    signals = _Signals()
+    signals.install()
+    env = _child_env(settings, base_url)
+    dead: _Child | None = None
+    try:
+        for child in children:
+            child.start(env)
+        dead = _wait_until_healthy(f"{base_url}/healthz", children, signals)
+        if dead is None and not signals.received:
+            print(_banner(settings, base_url, key, workers), flush=True)
+        while dead is None and not signals.received:
+            dead = next((c for c in children if c.exit_code() is not None), None)
+            time.sleep(0.2)
+    finally:
+        if dead is not None:
+            _note(f"{dead.name} exited with code {dead.exit_code()}; stopping the service")
+        elif signals.received:
+            _note("stopping (Ctrl+C again to kill)")
+        _stop_children(children, signals, grace_s=STOP_GRACE_S)
+    if dead is not None:
+        raise typer.Exit(1)
+    _note("stopped")
+
+
+@keys_app.command(
+    "create",
+    help="Create an API key for TENANT and print it alone on stdout (shown once, stored "
+    "hashed). Works before the first `diffall serve`: the embedded database is created when "
+    "there is none.",
+)
+def keys_create_command(
+    tenant: Annotated[str, typer.Option(help="Tenant name (created if new).", show_default=False)],
+) -> None:
+    """Create an API key for TENANT and print it alone on stdout (shown once, stored hashed).
+
+    Works before the first `diffall serve`: the embedded database is created when there is none.
+    """
+    from core.db.session import dispose_engine, get_sessionmaker
+    from core.services import keys
+    from core.services.errors import ServiceError
+
+    name = tenant.strip()
+    if not name or len(name) > 200:
+        _fail("--tenant takes a name of 1 to 200 characters")
+    settings = _load_settings()
+    url = settings.database_url_resolved
+    _prepare_database(settings)
+    try:
+        with _database_errors(url), get_sessionmaker(url)() as session:
+            key = keys.create_key(session, tenant_name=name)
+    except ServiceError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+    finally:
+        dispose_engine()
+    print(key, flush=True)
+
+
+@db_app.command(
+    "upgrade", help="Bring the database schema to REVISION (default: the latest). Safe to rerun."
+)
+def db_upgrade_command(
+    revision: Annotated[str, typer.Option(help="Target Alembic revision.")] = "head",
+) -> None:
+    """Bring the database schema to REVISION (default: the latest). Safe to run again."""
+    from core.db.session import upgrade_database
+
+    settings = _load_settings()
+    url = settings.database_url_resolved
+    with _database_errors(url):
+        upgrade_database(url, revision=revision)
+        current, _heads = schema_revisions(url)
+    _note(f"database {_safe_url(url)} is at revision {', '.join(sorted(current)) or 'none'}")

@@ -1,0 +1,102 @@
+"""Fixtures of the end-to-end tests: fresh PostgreSQL databases and a Redis database; the
+logs of the service processes are attached to any failed test's report."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Generator, Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from core.db.session import upgrade_database
+from tests.conftest import PG_ADMIN_URL
+from tests.e2e.procs import RUNNING, STARTED
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+_FIRST_STARTED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remember which processes were started before this test."""
+    item.stash[_FIRST_STARTED] = len(STARTED)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach to a failed test's report the logs of the processes it started (stopped or not)
+    and of every process still running (e.g. a module's stack)."""
+    report = yield
+    if report.failed:
+        mine = STARTED[item.stash.get(_FIRST_STARTED, len(STARTED)) :]
+        shown = mine + [service for service in RUNNING if service not in mine]
+        if shown:
+            text = "\n".join(service.describe() for service in shown)
+            report.sections.append(("service processes", text))
+    return report
+
+
+@pytest.fixture(scope="module")
+def fresh_pg_url() -> Iterator[Callable[[], str]]:
+    """Make fresh, empty PostgreSQL databases (dropped at the end of the module)."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"diffall_e2e_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except sa.exc.OperationalError as exc:
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.orig}", pytrace=False)
+        names.append(name)
+        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        with admin.connect() as connection:
+            for name in names:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def migrated_pg_url(fresh_pg_url: Callable[[], str]) -> str:
+    """A fresh PostgreSQL database brought to the latest schema."""
+    url = fresh_pg_url()
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis database (1..15) that was empty, flushed afterwards."""
+    numbers = list(range(1, 16))
+    random.Random().shuffle(numbers)  # any free db will do
+    chosen: redis.Redis | None = None
+    try:
+        for number in numbers:
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
+            if client.dbsize() == 0:
+                chosen = client
+                break
+            client.close()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}", pytrace=False)
+    if chosen is None:
+        pytest.fail("no empty Redis database among 1..15", pytrace=False)
+    number = chosen.connection_pool.connection_kwargs["db"]
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+    finally:
+        chosen.flushdb()
+        chosen.close()

@@ -15,27 +15,29 @@ Exposed (per API process; each app has its own registry):
 ``diffall_comparison_failures_recent{code}``
     Gauge, read from the database at scrape time: comparisons that ended ``failed`` in the last
     :data:`FAILURE_WINDOW_S` seconds, by error code.
+``diffall_job_stage_duration_seconds{stage, quantile}``
+    Gauge, read from the database at scrape time: median (0.5) and 95th percentile (0.95) of
+    each engine stage (decode, metrics, align, regions, heatmap, total) over the last
+    ``RECENT_JOBS`` succeeded comparisons (from their results' ``timings_ms``).
 ``diffall_metrics_database_up``
     1 when the scrape-time database queries succeeded, else 0 (and the gauges above are absent).
 
-Job durations by stage are measured where jobs run: they belong to the worker's metrics (each
-result also carries ``timings_ms``), not to the API.
+The scrape-time figures come from ``core.services.stats`` (PostgreSQL is the source of truth
+for job state, so every API process reports the same numbers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Final
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.models import Comparison, ComparisonQueue, ComparisonState, utcnow
+from core.services.stats import RECENT_JOBS, job_stats
 
 __all__ = ["FAILURE_WINDOW_S", "ApiMetrics", "DatabaseCollector"]
 
@@ -71,25 +73,7 @@ class DatabaseCollector(Collector):
             return
         try:
             with self.sessions() as session, session.begin():
-                queued = dict(
-                    session.execute(
-                        sa.select(Comparison.queue, sa.func.count())
-                        .where(Comparison.state == ComparisonState.QUEUED)
-                        .group_by(Comparison.queue)
-                    ).all()
-                )
-                running = session.scalar(
-                    sa.select(sa.func.count()).where(Comparison.state == ComparisonState.RUNNING)
-                )
-                since = utcnow() - timedelta(seconds=FAILURE_WINDOW_S)
-                failures = session.execute(
-                    sa.select(Comparison.error_code, sa.func.count())
-                    .where(
-                        Comparison.state == ComparisonState.FAILED,
-                        Comparison.updated_at >= since,
-                    )
-                    .group_by(Comparison.error_code)
-                ).all()
+                stats = job_stats(session, failure_window_s=FAILURE_WINDOW_S)
         except Exception as exc:  # a scrape must not fail because the database is down
             log.warning("metrics_database_query_failed", error=type(exc).__name__)
             up.add_metric([], 0.0)
@@ -100,20 +84,29 @@ class DatabaseCollector(Collector):
         depth = GaugeMetricFamily(
             "diffall_queue_depth", "Comparisons queued, by queue", labels=["queue"]
         )
-        for queue in ComparisonQueue:
-            depth.add_metric([queue.value], float(queued.get(queue, 0)))
+        for queue, count in sorted(stats.queued.items()):
+            depth.add_metric([queue], float(count))
         yield depth
         yield GaugeMetricFamily(
-            "diffall_comparisons_running", "Comparisons running now", value=float(running or 0)
+            "diffall_comparisons_running", "Comparisons running now", value=float(stats.running)
         )
         recent = GaugeMetricFamily(
             "diffall_comparison_failures_recent",
             f"Comparisons failed in the last {FAILURE_WINDOW_S} s, by error code",
             labels=["code"],
         )
-        for code, count in failures:
-            recent.add_metric([code or "unknown"], float(count))
+        for code, count in sorted(stats.failures.items()):
+            recent.add_metric([code], float(count))
         yield recent
+        stages = GaugeMetricFamily(
+            "diffall_job_stage_duration_seconds",
+            f"Engine stage durations of the last {RECENT_JOBS} succeeded comparisons",
+            labels=["stage", "quantile"],
+        )
+        for stage, quantiles in sorted(stats.stage_seconds.items()):
+            for quantile, seconds in quantiles.items():
+                stages.add_metric([stage, quantile], seconds)
+        yield stages
 
 
 class ApiMetrics:

@@ -107,62 +107,13 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         pa, pb, data_range = harmonise(image_a.pixels, image_b.pixels)
     height, width = pa.shape[:2]
     ignored = _clip_rects(opts.ignore, width, height)
-    ignore_mask = _ignore_mask(ignored, width, height)
-    same_size = pa.shape == pb.shape
-
-    alignment: Alignment
-    detected: Alignment | None = None
+    job = _Job(pa, pb, data_range, _ignore_mask(ignored, width, height), opts, timer)
     if opts.mode == "pixel":
-        if not same_size:
-            raise ImagingError(
-                ErrorCode.SIZE_MISMATCH,
-                f"pixel mode needs equal sizes: A is {width}x{height},"
-                f" B is {pb.shape[1]}x{pb.shape[0]}; use auto or align mode",
-            )
-        alignment = _not_aligned("pixel mode never aligns")
-        m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
-        verdict, summary = _classify(m, alignment)
-        if verdict in MISREGISTRATION_SUSPECTS:
-            with timer.stage("align"):
-                detected = _diagnose(pa, pb)
-            if detected is not None:
-                verdict, summary = _classify(m, alignment, detected)
-                alignment = replace(detected, applied=False, reason="pixel mode: not applied")
-    elif opts.mode == "align" or not same_size:
-        with timer.stage("align"):
-            alignment = estimate_alignment(pa, pb)
-        if alignment.applied:
-            m = _measure_aligned(pa, pb, alignment, ignore_mask, data_range, opts, timer)
-        elif opts.mode == "align":
-            raise ImagingError(
-                ErrorCode.ALIGNMENT_FAILED, f"no trustworthy transform: {alignment.reason}"
-            )
-        else:
-            alignment = _not_aligned(
-                f"{alignment.reason}; B was resized to A's size to compare what can be compared"
-            )
-            with timer.stage("align"):
-                pb = cv2.resize(pb, (width, height), interpolation=cv2.INTER_AREA)
-            m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
-        verdict, summary = _classify(m, alignment)
+        m, alignment, verdict, summary = _compare_pixel(job)
+    elif opts.mode == "align" or pa.shape != pb.shape:
+        m, alignment, verdict, summary = _compare_aligned(job)
     else:
-        alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
-        m = _measure(pa, pb, None, ignore_mask, data_range, opts.tolerance, timer)
-        verdict, summary = _classify(m, alignment)
-        if verdict in MISREGISTRATION_SUSPECTS:
-            with timer.stage("align"):
-                candidate = estimate_alignment(pa, pb)
-            if not candidate.applied:
-                alignment = _not_aligned(f"tried: {candidate.reason}")
-            elif candidate.homography is None or is_identity(candidate.homography, (height, width)):
-                alignment = _not_aligned("tried: the best transform is the identity")
-            else:
-                aligned = _measure_aligned(pa, pb, candidate, ignore_mask, data_range, opts, timer)
-                if aligned.ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN:
-                    m, alignment = aligned, candidate
-                    verdict, summary = _classify(m, alignment)
-                else:
-                    alignment = _not_aligned("tried: aligning did not improve the comparison")
+        m, alignment, verdict, summary = _compare_auto(job)
 
     with timer.stage("heatmap"):
         heatmap_png = render_heatmap(m.diff, valid=m.valid)
@@ -197,6 +148,95 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         heatmap_png=heatmap_png,
         preview_png=preview_png,
     )
+
+
+@dataclass
+class _Job:
+    """One comparison's harmonised inputs and settings, passed to the per-mode functions."""
+
+    pa: np.ndarray
+    pb: np.ndarray
+    data_range: int
+    ignore_mask: np.ndarray | None
+    opts: CompareOptions
+    timer: _Timer
+
+    def measure(self, pb: np.ndarray, overlap: np.ndarray | None = None) -> _Measurement:
+        return _measure(
+            self.pa, pb, overlap, self.ignore_mask, self.data_range, self.opts.tolerance, self.timer
+        )
+
+    def measure_aligned(self, alignment: Alignment) -> _Measurement:
+        assert alignment.homography is not None
+        with self.timer.stage("warp"):
+            warped, overlap = warp_into(self.pb, alignment.homography, self.pa.shape[:2])
+        return self.measure(warped, overlap)
+
+
+_Outcome = tuple[_Measurement, Alignment, str, str]
+
+
+def _compare_pixel(job: _Job) -> _Outcome:
+    """Never warp; sizes must match. A suspected misregistration is diagnosed, not applied."""
+    height, width = job.pa.shape[:2]
+    if job.pa.shape != job.pb.shape:
+        raise ImagingError(
+            ErrorCode.SIZE_MISMATCH,
+            f"pixel mode needs equal sizes: A is {width}x{height},"
+            f" B is {job.pb.shape[1]}x{job.pb.shape[0]}; use auto or align mode",
+        )
+    alignment = _not_aligned("pixel mode never aligns")
+    m = job.measure(job.pb)
+    verdict, summary = _classify(m, alignment)
+    if verdict in MISREGISTRATION_SUSPECTS:
+        with job.timer.stage("align"):
+            detected = _diagnose(job.pa, job.pb)
+        if detected is not None:
+            verdict, summary = _classify(m, alignment, detected)
+            alignment = replace(detected, applied=False, reason="pixel mode: not applied")
+    return m, alignment, verdict, summary
+
+
+def _compare_aligned(job: _Job) -> _Outcome:
+    """Align B onto A first (align mode, or auto mode with different sizes)."""
+    with job.timer.stage("align"):
+        alignment = estimate_alignment(job.pa, job.pb)
+    if alignment.applied:
+        m = job.measure_aligned(alignment)
+    elif job.opts.mode == "align":
+        raise ImagingError(
+            ErrorCode.ALIGNMENT_FAILED, f"no trustworthy transform: {alignment.reason}"
+        )
+    else:
+        alignment = _not_aligned(
+            f"{alignment.reason}; B was resized to A's size to compare what can be compared"
+        )
+        height, width = job.pa.shape[:2]
+        with job.timer.stage("align"):
+            resized = cv2.resize(job.pb, (width, height), interpolation=cv2.INTER_AREA)
+        m = job.measure(resized)
+    return (m, alignment, *_classify(m, alignment))
+
+
+def _compare_auto(job: _Job) -> _Outcome:
+    """Compare directly; align only when the direct verdict suggests misregistration and a
+    confident, non-identity transform improves SSIM by at least ``AUTO_ALIGN_MIN_GAIN``."""
+    alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
+    m = job.measure(job.pb)
+    verdict, summary = _classify(m, alignment)
+    if verdict not in MISREGISTRATION_SUSPECTS:
+        return m, alignment, verdict, summary
+    with job.timer.stage("align"):
+        candidate = estimate_alignment(job.pa, job.pb)
+    if not candidate.applied or candidate.homography is None:
+        return m, _not_aligned(f"tried: {candidate.reason}"), verdict, summary
+    if is_identity(candidate.homography, job.pa.shape[:2]):
+        return m, _not_aligned("tried: the best transform is the identity"), verdict, summary
+    aligned = job.measure_aligned(candidate)
+    if aligned.ssim < m.ssim + AUTO_ALIGN_MIN_GAIN:
+        reason = "tried: aligning did not improve the comparison"
+        return m, _not_aligned(reason), verdict, summary
+    return (aligned, candidate, *_classify(aligned, candidate))
 
 
 def _decode(data: bytes, name: str, opts: CompareOptions) -> DecodedImage:
@@ -249,21 +289,6 @@ def _measure(
         compared_pixels=compared,
         nonzero_pixels=int(nonzero),
     )
-
-
-def _measure_aligned(
-    pa: np.ndarray,
-    pb: np.ndarray,
-    alignment: Alignment,
-    ignore_mask: np.ndarray | None,
-    data_range: int,
-    opts: CompareOptions,
-    timer: _Timer,
-) -> _Measurement:
-    assert alignment.homography is not None
-    with timer.stage("warp"):
-        warped, overlap = warp_into(pb, alignment.homography, pa.shape[:2])
-    return _measure(pa, warped, overlap, ignore_mask, data_range, opts.tolerance, timer)
 
 
 def _classify(

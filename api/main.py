@@ -27,7 +27,7 @@ from api.idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import TokenBucketLimiter
-from api.routes import batches, comparisons, health, images, problems
+from api.routes import batches, comparisons, health, images, problems, webhooks
 from api.schemas import ComparisonCreate
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
@@ -55,7 +55,8 @@ Find every difference between two images, at volume.
 
 Upload images (`POST /v1/images`, or presigned uploads), submit comparisons
 (`POST /v1/comparisons`, or up to 10,000 pairs with `POST /v1/batches`), poll
-`GET /v1/comparisons/{id}` until the state is final, fetch the heatmap.
+`GET /v1/comparisons/{id}` until the state is final, fetch the heatmap. Or register a webhook
+(`POST /v1/webhooks`) and be called back, with signed, retried and logged deliveries.
 
 Every request needs `Authorization: Bearer <API key>`. Errors are `application/problem+json`
 (RFC 9457) with a stable `code` (see `GET /problems`). Every POST honours `Idempotency-Key`.
@@ -204,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rate_per_minute=settings.limits.rate_limit_per_minute
     )
     install_error_handlers(app)
-    for module in (images, comparisons, batches, health, problems):
+    for module in (images, comparisons, batches, webhooks, health, problems):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes

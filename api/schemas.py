@@ -13,9 +13,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.db.models import Batch, Comparison, ComparisonState, Image, ImageStatus
+from core.db.models import (
+    Batch,
+    Comparison,
+    ComparisonState,
+    Image,
+    ImageStatus,
+    WebhookAttempt,
+    WebhookDeliveryState,
+    WebhookDisabledReason,
+    WebhookEndpoint,
+    WebhookTenantSecret,
+)
 from core.services.batches import BatchSummary, ItemOutcome
 from core.services.images import PresignedUpload
+from core.services.webhooks import SUBSCRIBABLE_EVENTS, DeliveryView, webhook_id
 
 __all__ = [
     "BatchCreate",
@@ -31,6 +43,13 @@ __all__ = [
     "PresignOut",
     "Problem",
     "Readiness",
+    "WebhookCreate",
+    "WebhookDeliveryOut",
+    "WebhookOut",
+    "WebhookRecoverOut",
+    "WebhookSecretOut",
+    "WebhookUpdate",
+    "WebhookWithSecretOut",
 ]
 
 #: Longest webhook URL accepted, in characters (the database column's size).
@@ -442,3 +461,244 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(
         description="Per dependency (`database`, `broker`, `storage`): `ok` or `error: ...`."
     )
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+EVENTS_DESCRIPTION = (
+    "Event types delivered to this endpoint: "
+    + ", ".join(f"`{name}`" for name in SUBSCRIBABLE_EVENTS)
+    + ". Omitted or null: all of them. `ping` is sent on request only."
+)
+
+
+class WebhookCreate(_In):
+    """JSON body of ``POST /v1/webhooks``."""
+
+    url: str = Field(
+        max_length=MAX_URL_LENGTH,
+        description="http(s) URL reached with a POST per event; it must resolve to public "
+        "addresses (422 `webhook_url_forbidden` otherwise).",
+    )
+    events: list[str] | None = Field(default=None, description=EVENTS_DESCRIPTION)
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool = Field(default=True, description="False registers it disabled.")
+
+
+class WebhookUpdate(_In):
+    """JSON body of ``PATCH /v1/webhooks/{id}``: only the fields sent are changed."""
+
+    url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    events: list[str] | None = Field(
+        default=None, description="New event types; null subscribes to all of them."
+    )
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool | None = Field(
+        default=None,
+        description="false disables it (pending deliveries fail); true enables it again.",
+    )
+
+
+class WebhookLinks(_Model):
+    self_: str = Field(alias="self")
+    deliveries: str
+
+
+class WebhookOut(_Model):
+    """A registered webhook endpoint (its secret is shown only when created or rotated)."""
+
+    id: uuid.UUID
+    url: str
+    description: str | None
+    events: list[str]
+    enabled: bool
+    disabled_reason: WebhookDisabledReason | None = Field(
+        description="`manual`, `gone` (the receiver answered 410) or `failing` (every attempt "
+        "failed for days); null while enabled."
+    )
+    disabled_at: datetime | None
+    failing_since: datetime | None = Field(
+        description="First failed attempt since the last success; null while healthy."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a rotation: until then the previous secret signs deliveries too."
+    )
+    created_at: datetime
+    updated_at: datetime
+    links: WebhookLinks
+
+    @classmethod
+    def fields_from(cls, endpoint: WebhookEndpoint, *, base_url: str) -> dict[str, Any]:
+        """The resource's fields from a row (shared with :class:`WebhookWithSecretOut`)."""
+        url = f"{base_url}/v1/webhooks/{endpoint.id}"
+        return {
+            "id": endpoint.id,
+            "url": endpoint.url,
+            "description": endpoint.description,
+            "events": list(endpoint.events or []),
+            "enabled": endpoint.enabled,
+            "disabled_reason": endpoint.disabled_reason,
+            "disabled_at": endpoint.disabled_at,
+            "failing_since": endpoint.failing_since,
+            "previous_secret_expires_at": endpoint.previous_secret_expires_at,
+            "created_at": endpoint.created_at,
+            "updated_at": endpoint.updated_at,
+            "links": WebhookLinks.model_validate({"self": url, "deliveries": f"{url}/deliveries"}),
+        }
+
+    @classmethod
+    def from_endpoint(cls, endpoint: WebhookEndpoint, *, base_url: str) -> WebhookOut:
+        """Build the resource from a row.
+
+        Parameters
+        ----------
+        endpoint
+            The endpoint row.
+        base_url
+            ``settings.api.public_base_url``.
+
+        Returns
+        -------
+        WebhookOut
+            The response body.
+        """
+        return cls(**cls.fields_from(endpoint, base_url=base_url))
+
+
+class WebhookWithSecretOut(WebhookOut):
+    """A webhook endpoint with its signing secret: shown once, when created or rotated."""
+
+    secret: str = Field(
+        description="`whsec_` + base64 of 32 random bytes: verify deliveries with it "
+        "(Standard Webhooks). Not shown again."
+    )
+
+    @classmethod
+    def from_endpoint_with_secret(
+        cls, endpoint: WebhookEndpoint, *, base_url: str
+    ) -> WebhookWithSecretOut:
+        """Build the resource, secret included, from a row."""
+        return cls(**cls.fields_from(endpoint, base_url=base_url), secret=endpoint.secret)
+
+
+class WebhookSecretOut(_Model):
+    """The tenant's default secret: it signs deliveries to a comparison's or batch's
+    ``webhook_url``."""
+
+    secret: str = Field(description="`whsec_` + base64 of 32 random bytes.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a rotation: until then the previous secret signs deliveries too."
+    )
+    created_at: datetime
+    rotated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: WebhookTenantSecret) -> WebhookSecretOut:
+        """Build the resource from a row."""
+        return cls(
+            secret=row.secret,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+            created_at=row.created_at,
+            rotated_at=row.rotated_at,
+        )
+
+
+class WebhookAttemptOut(_Model):
+    """One HTTP attempt of a delivery."""
+
+    number: int = Field(description="1 for the first attempt.")
+    started_at: datetime
+    duration_ms: int | None
+    status_code: int | None = Field(description="The receiver's HTTP status; null if none.")
+    error: ErrorInfo | None = Field(
+        description="Null on success; else `http_<status>`, `timeout`, `connection_error`, "
+        "`forbidden_destination`, `tls_error` or `worker_lost`."
+    )
+    response_body: str | None = Field(description="The first kilobyte of the answer.")
+
+    @classmethod
+    def from_attempt(cls, attempt: WebhookAttempt) -> WebhookAttemptOut:
+        """Build the resource from a row."""
+        error = None
+        if attempt.error_code is not None:
+            error = ErrorInfo(code=attempt.error_code, message=attempt.error_message or "")
+        return cls(
+            number=attempt.number,
+            started_at=attempt.started_at,
+            duration_ms=attempt.duration_ms,
+            status_code=attempt.status_code,
+            error=error,
+            response_body=attempt.response_body,
+        )
+
+
+class WebhookDeliveryLinks(_Model):
+    self_: str = Field(alias="self")
+    retry: str
+
+
+class WebhookDeliveryOut(_Model):
+    """One event's delivery to one endpoint, with every attempt."""
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    webhook_id: str = Field(description="The `webhook-id` header: the same on every attempt.")
+    event_type: str
+    endpoint_id: uuid.UUID | None
+    url: str
+    state: WebhookDeliveryState = Field(
+        description="`pending` (next attempt at `next_attempt_at`), `sending`, `succeeded` or "
+        "`failed` (final; retry or recover it)."
+    )
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempts: list[WebhookAttemptOut]
+    links: WebhookDeliveryLinks
+
+    @classmethod
+    def from_view(cls, view: DeliveryView, *, base_url: str) -> WebhookDeliveryOut:
+        """Build the resource from the service's view (delivery, event type, attempts).
+
+        Parameters
+        ----------
+        view
+            What ``core.services.webhooks`` returns.
+        base_url
+            ``settings.api.public_base_url``.
+
+        Returns
+        -------
+        WebhookDeliveryOut
+            The response body.
+        """
+        delivery = view.delivery
+        url = f"{base_url}/v1/webhooks/{delivery.endpoint_id}/deliveries/{delivery.id}"
+        pending = delivery.state == WebhookDeliveryState.PENDING
+        return cls(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            webhook_id=webhook_id(delivery.event_id),
+            event_type=view.event_type,
+            endpoint_id=delivery.endpoint_id,
+            url=delivery.url,
+            state=delivery.state,
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=delivery.due_at if pending else None,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            created_at=delivery.created_at,
+            finished_at=delivery.finished_at,
+            attempts=[WebhookAttemptOut.from_attempt(a) for a in view.attempts],
+            links=WebhookDeliveryLinks.model_validate({"self": url, "retry": f"{url}/retry"}),
+        )
+
+
+class WebhookRecoverOut(_Model):
+    """``POST /v1/webhooks/{id}/recover``: the failed deliveries sent again."""
+
+    recovered: int = Field(description="Deliveries made pending again (one attempt each).")
+    delivery_ids: list[uuid.UUID]

@@ -14,12 +14,14 @@ Defaults are the embedded, server-less setup: everything lives under ``data_dir`
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "PLACEHOLDER_SECRETS",
@@ -27,6 +29,7 @@ __all__ = [
     "LimitsSettings",
     "Settings",
     "StorageSettings",
+    "WebhookSettings",
     "WorkerSettings",
     "ensure_broker_folders",
     "get_settings",
@@ -196,6 +199,85 @@ class ApiSettings(_Group):
         return value.rstrip("/")
 
 
+#: Default retry schedule of webhook deliveries, in seconds: the wait before each attempt after
+#: the previous one failed (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
+DEFAULT_WEBHOOK_SCHEDULE_S: tuple[float, ...] = (
+    0.0,
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
+
+
+class WebhookSettings(_Group):
+    """Webhook delivery (``DIFFALL_WEBHOOKS__*``)."""
+
+    retry_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_WEBHOOK_SCHEDULE_S, min_length=1, max_length=50
+    )
+    """Seconds to wait before each attempt of a delivery, counted from the previous attempt;
+    the first entry is 0 (the first attempt is made as soon as the event is committed) and the
+    length is the number of attempts (1 to 50). In the environment: comma-separated numbers
+    (``0,5,300``) or a JSON list."""
+
+    jitter: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Random spread of each wait, as a fraction: 0.2 gives +-20 % (0 to < 1)."""
+
+    timeout_s: float = Field(default=15.0, gt=0.0, le=120.0)
+    """Total seconds one delivery may take (name resolution, connect, send, read the answer;
+    up to 120)."""
+
+    disable_after_s: float = Field(default=5 * 24 * 3600.0, gt=0.0)
+    """An endpoint whose deliveries all failed for this long is disabled (default 5 days)."""
+
+    dispatch_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    """Seconds between two passes of the dispatcher (the periodic safety net; a finished
+    comparison also dispatches its deliveries at once)."""
+
+    lease_s: float = Field(default=60.0, gt=0.0)
+    """Seconds a dispatched delivery is reserved for its task; a task not started by then
+    (message lost, e.g. a broker restart) is re-sent by the dispatcher. Must exceed
+    ``timeout_s``."""
+
+    @field_validator("retry_schedule_s", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        """Accept comma-separated text or a JSON list (environment, .env) as well as a list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        """Require finite waits between 0 and 7 days."""
+        for wait in value:
+            if not 0.0 <= wait <= 7 * 24 * 3600.0:
+                raise ValueError(f"webhook retry waits must be within 0..604800 s, got {wait}")
+        if value[0] != 0.0:
+            raise ValueError("the first webhook retry wait must be 0: the first attempt is at once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> WebhookSettings:
+        """Refuse a lease that would expire while a receiver may still be answering."""
+        if self.lease_s <= self.timeout_s:
+            raise ValueError(
+                f"webhooks.lease_s ({self.lease_s}) must be greater than webhooks.timeout_s "
+                f"({self.timeout_s})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of DiffALL. Build it with :func:`get_settings`, not at import time."""
 
@@ -224,10 +306,31 @@ class Settings(BaseSettings):
     """Celery broker URL (e.g. ``redis://127.0.0.1:6379/0``); None means Celery's filesystem
     transport under ``<data_dir>/broker``. Read :attr:`broker_url_resolved`."""
 
+    webhook_allowed_networks: str = ""
+    """CIDRs (comma-separated) webhooks may reach although they are private, loopback
+    or otherwise refused, e.g. ``127.0.0.0/8`` for tests and on-premise receivers; empty by
+    default (only public addresses)."""
+
     storage: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        """Require comma-separated CIDR networks (host bits clear), or nothing."""
+        for item in value.split(","):
+            item = item.strip()
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=True)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"webhook_allowed_networks: {item!r} is not a CIDR network ({exc})"
+                    ) from exc
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -11,8 +11,11 @@ API produces with); this module adds what only the worker needs:
 - structlog, rendering one JSON object per line through Celery's log handlers, with the
   context bound by the tasks (``comparison_id``, ``task_id``) on every line.
 
-The periodic sweeper needs one beat: ``celery -A worker.celery_app worker -B ...`` in a single
-worker (the embedded default), or a separate ``celery -A worker.celery_app beat`` process.
+The periodic sweeper and webhook dispatcher need one beat: ``celery -A worker.celery_app worker
+-B ...`` in a single worker (the embedded default, ``diffall serve``), or a separate
+``celery -A worker.celery_app beat`` process. Webhook deliveries run on the ``maintenance`` queue:
+each holds a pool process for up to ``webhooks.timeout_s`` seconds, so give the workers enough
+concurrency (or a worker of their own on ``-Q maintenance``).
 Recommended worker flags: ``--without-gossip --without-mingle --without-heartbeat`` (the
 service does not use them; they only add broker traffic and a start-up delay).
 """
@@ -30,26 +33,47 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
 from core.services.factories import job_queue_from_settings, store_from_settings
-from core.services.jobqueue import CeleryJobQueue, make_celery_app
+from core.services.jobqueue import QUEUE_PRIORITY, CeleryJobQueue, make_celery_app
+from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DISPATCH
+from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy
 from core.storage import ObjectStore
 
 __all__ = [
     "app",
     "configure_logging",
+    "get_delivery_queue",
     "get_queue",
     "get_sessions",
     "get_store",
     "reset_resources",
     "settings",
+    "webhook_policy",
 ]
 
 settings: Settings = get_settings()
 app = make_celery_app(settings)
 app.conf.include = ["worker.tasks"]
+# The webhook dispatcher runs next to the sweeper, every webhooks.dispatch_interval_s seconds.
+app.conf.beat_schedule = {
+    **app.conf.beat_schedule,
+    "diffall-webhooks-dispatch": {
+        "task": WEBHOOK_DISPATCH,
+        "schedule": float(settings.webhooks.dispatch_interval_s),
+        "options": {
+            "queue": QUEUE_MAINTENANCE,
+            "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
+            # A pass that waited longer than one interval is superseded by the next.
+            "expires": float(settings.webhooks.dispatch_interval_s),
+        },
+    },
+}
 
 _lock = threading.Lock()
 _store: ObjectStore | None = None
 _queue: CeleryJobQueue | None = None
+_delivery_queue: CeleryDeliveryQueue | None = None
+#: Webhook delivery settings of this worker (schedule, timeout, lease, base URL, networks).
+webhook_policy: DeliveryPolicy = DeliveryPolicy.from_settings(settings)
 
 
 def get_sessions() -> sessionmaker[Session]:
@@ -75,11 +99,20 @@ def get_queue() -> CeleryJobQueue:
         return _queue
 
 
+def get_delivery_queue() -> CeleryDeliveryQueue:
+    """Sends webhook deliver tasks over this worker's own app (used by the dispatcher)."""
+    global _delivery_queue
+    with _lock:
+        if _delivery_queue is None:
+            _delivery_queue = CeleryDeliveryQueue(app, expires_s=webhook_policy.lease_s)
+        return _delivery_queue
+
+
 def reset_resources() -> None:
-    """Forget this process's store and queue; the next use creates new ones."""
-    global _store, _queue, _lock
+    """Forget this process's store and queues; the next use creates new ones."""
+    global _store, _queue, _delivery_queue, _lock
     _lock = threading.Lock()  # it may have been copied while held
-    store, _store, _queue = _store, None, None
+    store, _store, _queue, _delivery_queue = _store, None, None, None
     reset = getattr(store, "reset", None)
     if callable(reset):
         reset()

@@ -13,13 +13,35 @@ import uuid
 import structlog
 from celery import Task
 
-from core.services import batches, comparisons, sweeper
+from core.services import batches, comparisons, sweeper, webhook_delivery, webhooks
 from core.services.errors import Unavailable
 from core.services.jobqueue import broker_flags_redeliveries
-from core.services.tasknames import ENQUEUE_BATCH, RUN_COMPARISON, SWEEP
-from worker.celery_app import app, get_queue, get_sessions, get_store, settings
+from core.services.tasknames import (
+    ENQUEUE_BATCH,
+    RUN_COMPARISON,
+    SWEEP,
+    WEBHOOK_DELIVER,
+    WEBHOOK_DISPATCH,
+)
+from worker.celery_app import (
+    app,
+    get_delivery_queue,
+    get_queue,
+    get_sessions,
+    get_store,
+    settings,
+    webhook_policy,
+)
 
-__all__ = ["RETRY_BACKOFF_MAX_S", "RETRY_MAX", "enqueue_batch", "run_comparison", "sweep"]
+__all__ = [
+    "RETRY_BACKOFF_MAX_S",
+    "RETRY_MAX",
+    "deliver_webhook",
+    "dispatch_webhooks",
+    "enqueue_batch",
+    "run_comparison",
+    "sweep",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +81,7 @@ def run_comparison(self: Task, comparison_id: str) -> None:
     with structlog.contextvars.bound_contextvars(
         comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
     ):
+        written = webhooks.outbox_writes()
         comparisons.run_comparison(
             get_sessions(),
             get_store(),
@@ -67,6 +90,18 @@ def run_comparison(self: Task, comparison_id: str) -> None:
             lease_s=settings.worker.stale_running_after_s,
             redelivered=redelivered,
         )
+        if webhooks.outbox_writes() != written:
+            _dispatch_now()
+
+
+def _dispatch_now() -> None:
+    """Best effort: dispatch the webhook deliveries just committed (the periodic dispatcher
+    is the safety net)."""
+    try:
+        with get_sessions()() as session:
+            webhook_delivery.dispatch_due(session, get_delivery_queue(), policy=webhook_policy)
+    except Unavailable as exc:
+        log.warning("webhook.dispatch_skipped", error=str(exc))
 
 
 @app.task(
@@ -116,3 +151,49 @@ def sweep() -> None:
             )
         except Unavailable as exc:
             log.warning("sweeper.skipped", error=str(exc))
+
+
+@app.task(name=WEBHOOK_DISPATCH, ignore_result=True, acks_late=True)
+def dispatch_webhooks() -> None:
+    """One pass of the webhook dispatcher (``core.services.webhook_delivery.dispatch_due``);
+    beat sends it every ``webhooks.dispatch_interval_s`` seconds.
+
+    Not retried: a pass that finds the database down is skipped (the next one comes soon).
+    """
+    with structlog.contextvars.bound_contextvars(task="webhooks.dispatch"):
+        _dispatch_now()
+
+
+@app.task(
+    name=WEBHOOK_DELIVER,
+    bind=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
+    max_retries=RETRY_MAX,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def deliver_webhook(self: Task, delivery_id: str, claim_id: str) -> None:
+    """Make one attempt of a webhook delivery (``core.services.webhook_delivery.deliver``).
+
+    Parameters
+    ----------
+    delivery_id, claim_id
+        UUIDs as strings: the delivery and the dispatcher's claim (a superseded claim is a
+        no-op).
+    """
+    try:
+        delivery = uuid.UUID(delivery_id)
+        claim = uuid.UUID(claim_id)
+    except (TypeError, ValueError, AttributeError):
+        log.error("task.bad_argument", delivery_id=repr(delivery_id)[:100])
+        return
+    with structlog.contextvars.bound_contextvars(
+        delivery_id=str(delivery), task_id=self.request.id, retries=self.request.retries
+    ):
+        webhook_delivery.deliver(
+            get_sessions(), delivery_id=delivery, claim_id=claim, policy=webhook_policy
+        )

@@ -17,7 +17,11 @@ Conventions
 - There are no ORM relationships: services query what they need explicitly (no lazy loads after
   the session closed, no hidden N+1 queries).
 - ``ON DELETE``: deleting a tenant deletes everything it owns; deleting a batch deletes its
-  comparisons; an image referenced by a comparison cannot be deleted.
+  comparisons; an image referenced by a comparison cannot be deleted; deleting a webhook
+  endpoint deletes its deliveries and their attempts.
+- Webhook signing secrets (``whsec_...``) are stored in clear: they are HMAC keys the service
+  must read to sign every delivery (a one-way hash cannot sign). Protect the database (and its
+  backups) accordingly; API keys, which only need checking, are stored hashed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ __all__ = [
     "JSONType",
     "Tenant",
     "UTCDateTime",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDeliveryState",
+    "WebhookDisabledReason",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookEventType",
+    "WebhookTenantSecret",
     "utcnow",
 ]
 
@@ -139,6 +151,34 @@ class ComparisonState(enum.StrEnum):
 _FINAL_STATES = frozenset(
     {ComparisonState.SUCCEEDED, ComparisonState.FAILED, ComparisonState.CANCELED}
 )
+
+
+class WebhookEventType(enum.StrEnum):
+    """Type of a webhook event (the ``type`` of its payload)."""
+
+    COMPARISON_SUCCEEDED = "comparison.succeeded"
+    COMPARISON_FAILED = "comparison.failed"
+    BATCH_COMPLETED = "batch.completed"
+    PING = "ping"
+    ENDPOINT_DISABLED = "endpoint.disabled"
+
+
+class WebhookDeliveryState(enum.StrEnum):
+    """State of one event's delivery to one target; ``succeeded`` and ``failed`` are final
+    (a final delivery can be sent again by hand: retry, recover)."""
+
+    PENDING = "pending"  # waiting for ``due_at``
+    SENDING = "sending"  # claimed by a dispatcher pass; ``due_at`` is the end of the lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WebhookDisabledReason(enum.StrEnum):
+    """Why a webhook endpoint is disabled."""
+
+    MANUAL = "manual"  # the tenant disabled it
+    GONE = "gone"  # the receiver answered 410 Gone
+    FAILING = "failing"  # every delivery failed for ``webhooks.disable_after_s``
 
 
 class IdempotencyState(enum.StrEnum):
@@ -361,4 +401,165 @@ class IdempotencyKey(Base):
         sa.CheckConstraint(
             "state <> 'done' OR status_code IS NOT NULL", name="done_has_status_code"
         ),
+    )
+
+
+#: Length of a ``whsec_`` secret column (``whsec_`` + 44 base64 characters fit with room).
+SECRET_LENGTH = 100
+
+
+class WebhookEndpoint(Base):
+    """A URL a tenant registered to receive webhook events, with its own signing secret.
+
+    ``secret`` signs every delivery; after a rotation ``previous_secret`` signs too until
+    ``previous_secret_expires_at`` (two ``v1,`` signatures in one header). Secrets are stored in
+    clear (see the module docstring).
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(sa.String(URL_LENGTH))
+    description: Mapped[str | None] = mapped_column(sa.String(500))
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    """Event types delivered to this endpoint (``ping`` is always allowed)."""
+    enabled: Mapped[bool] = mapped_column(default=True)
+    disabled_reason: Mapped[WebhookDisabledReason | None] = mapped_column(
+        _str_enum(WebhookDisabledReason, "webhook_disabled_reason")
+    )
+    disabled_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]
+    """First failed attempt since the last success (None while healthy)."""
+    secret: Mapped[str] = mapped_column(sa.String(SECRET_LENGTH))
+    previous_secret: Mapped[str | None] = mapped_column(sa.String(SECRET_LENGTH))
+    previous_secret_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "id"),
+        sa.Index("ix_webhook_endpoints_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+
+class WebhookTenantSecret(Base):
+    """A tenant's default signing secret: signs deliveries to per-comparison and per-batch
+    ``webhook_url`` targets. Created on first need; rotated like an endpoint's secret."""
+
+    __tablename__ = "webhook_tenant_secrets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(sa.String(SECRET_LENGTH))
+    previous_secret: Mapped[str | None] = mapped_column(sa.String(SECRET_LENGTH))
+    previous_secret_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+    rotated_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """An outbox event: written in the transaction that caused it; its id is the
+    ``webhook-id`` of every delivery and retry of it."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    type: Mapped[WebhookEventType] = mapped_column(
+        _str_enum(WebhookEventType, "webhook_event_type")
+    )
+    subject_id: Mapped[uuid.UUID | None]
+    """The comparison, batch or endpoint the event is about."""
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """The payload's ``data`` (links relative to the API's base URL)."""
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "id"),
+        sa.Index("ix_webhook_events_subject", "subject_id", "type"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event to one target (a registered endpoint, or an ad-hoc ``webhook_url``).
+
+    The schedule lives here: the dispatcher picks rows whose ``due_at`` has passed
+    (``pending``: the next attempt is due; ``sending``: the claim's lease expired) and sends one
+    task per row, fenced by ``claim_id``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID]
+    endpoint_id: Mapped[uuid.UUID | None]
+    """The registered endpoint, or None for an ad-hoc ``webhook_url`` (tenant default secret)."""
+    url: Mapped[str] = mapped_column(sa.String(URL_LENGTH))
+    """Target when the delivery was created (an endpoint's current URL is used when sending)."""
+    state: Mapped[WebhookDeliveryState] = mapped_column(
+        _str_enum(WebhookDeliveryState, "webhook_delivery_state"),
+        default=WebhookDeliveryState.PENDING,
+    )
+    attempt_count: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int | None]
+    """Attempts after which a failing delivery ends ``failed``; None means the length of the
+    retry schedule (``webhooks.retry_schedule_s``); a manual retry sets it to one more."""
+    due_at: Mapped[datetime | None]
+    """``pending``: when the next attempt is due; ``sending``: end of the lease; else None."""
+    claim_id: Mapped[uuid.UUID | None]
+    """Fencing token of the current claim (the task carries it)."""
+    attempt_started_at: Mapped[datetime | None]
+    """Set while a task is posting (a claim found with it set lost its worker)."""
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "event_id"],
+            ["webhook_events.tenant_id", "webhook_events.id"],
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "endpoint_id"],
+            ["webhook_endpoints.tenant_id", "webhook_endpoints.id"],
+            ondelete="CASCADE",
+        ),
+        # Dispatcher: WHERE due_at <= now ORDER BY due_at (final rows have NULL).
+        sa.Index("ix_webhook_deliveries_due", "due_at"),
+        # Delivery log: one endpoint's deliveries, newest first.
+        sa.Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at", "id"),
+        sa.Index("ix_webhook_deliveries_event", "event_id"),
+        sa.CheckConstraint("attempt_count >= 0", name="attempt_count_nonnegative"),
+        sa.CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery (or a lost one: ``error_code`` ``worker_lost``)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    number: Mapped[int]
+    """1 for the first attempt of the delivery."""
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int | None]
+    status_code: Mapped[int | None]
+    error_code: Mapped[str | None] = mapped_column(sa.String(64))
+    error_message: Mapped[str | None] = mapped_column(sa.String(500))
+    response_body: Mapped[str | None] = mapped_column(sa.Text)
+    """The first kilobyte of the response (decoded as UTF-8, errors replaced)."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("delivery_id", "number"),
+        sa.CheckConstraint("number >= 1", name="number_positive"),
     )

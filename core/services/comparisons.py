@@ -46,7 +46,12 @@ from core.services.errors import (
     Unavailable,
 )
 from core.services.jobqueue import JobQueue
-from core.services.lifecycle import WORKER_CRASHED, complete_batch_if_done, mark_unsent
+from core.services.lifecycle import (
+    WORKER_CRASHED,
+    comparison_ended,
+    complete_batch_if_done,
+    mark_unsent,
+)
 from core.storage import ObjectNotFound, ObjectStore
 
 __all__ = [
@@ -466,6 +471,7 @@ def _claim(
                 ).items():
                     setattr(row, key, value)
                 session.flush()
+                comparison_ended(session, row.id, now=now)
                 if row.batch_id is not None:
                     complete_batch_if_done(session, row.batch_id, now=now)
                 log.error("comparison.failed", error_code=WORKER_CRASHED)
@@ -497,8 +503,8 @@ def _claim(
 
 
 def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, Any]) -> bool:
-    """Step 3: write the outcome if the attempt still holds; complete the batch. True if
-    written."""
+    """Step 3: write the outcome if the attempt still holds, its webhook event (outbox) and
+    complete the batch, in one transaction. True if written."""
     with map_db_errors("finish"), sessions.begin() as session:
         result = session.execute(
             sa.update(Comparison)
@@ -513,6 +519,7 @@ def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, An
         if result.rowcount != 1:  # type: ignore[attr-defined]
             log.warning("comparison.attempt_superseded", attempt=claim.attempt)
             return False
+        comparison_ended(session, claim.comparison_id, now=values.get("finished_at"))
         if claim.batch_id is not None:
             complete_batch_if_done(session, claim.batch_id, now=values.get("finished_at"))
     return True

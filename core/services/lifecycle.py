@@ -1,8 +1,9 @@
 """State transitions shared by the worker's run, the sweeper and cancellation.
 
-One place decides what "a comparison reached a final state" implies: today, completing its
-batch (``batches.completed_at``, set exactly once). The webhooks issue adds the outbox events
-(``comparison.completed``, ``batch.completed``) here, in the same transactions.
+One place decides what "a comparison reached a final state" implies: its webhook event
+(``comparison.succeeded`` / ``comparison.failed``, :func:`comparison_ended`) and completing its
+batch (``batches.completed_at``, set exactly once, with its ``batch.completed`` event), both in
+the transaction that made the change (the outbox, :mod:`core.services.webhooks`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ import structlog
 from sqlalchemy.orm import Session
 
 from core.db.models import Batch, Comparison, ComparisonState, utcnow
+from core.services import webhooks
 
-__all__ = ["NON_FINAL_STATES", "WORKER_CRASHED", "complete_batch_if_done", "mark_unsent"]
+__all__ = [
+    "NON_FINAL_STATES",
+    "WORKER_CRASHED",
+    "comparison_ended",
+    "complete_batch_if_done",
+    "mark_unsent",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +32,28 @@ log = structlog.get_logger(__name__)
 WORKER_CRASHED = "worker_crashed"
 #: States a comparison can still leave.
 NON_FINAL_STATES = (ComparisonState.QUEUED, ComparisonState.RUNNING)
+
+
+def comparison_ended(
+    session: Session, comparison_id: uuid.UUID, *, now: datetime | None = None
+) -> None:
+    """Record what a comparison reaching ``succeeded`` or ``failed`` implies: its webhook event.
+
+    Call it inside the transaction that wrote the final state, after that write (then call
+    :func:`complete_batch_if_done` for a batch's comparison). Writes the outbox event and one
+    delivery per target (the tenant's subscribed endpoints, the comparison's ``webhook_url``),
+    nothing when there is no target or the state is ``canceled``.
+
+    Parameters
+    ----------
+    session
+        The session of the transaction that finished the comparison (not committed here).
+    comparison_id
+        The comparison.
+    now
+        Event time (default: now, UTC).
+    """
+    webhooks.record_comparison_event(session, comparison_id, now=now)
 
 
 def complete_batch_if_done(
@@ -49,7 +79,8 @@ def complete_batch_if_done(
     Returns
     -------
     bool
-        True for the one call that completed the batch (the ``batch.completed`` event hook).
+        True for the one call that completed the batch; that call also writes the
+        ``batch.completed`` webhook event, so it exists exactly once per batch.
     """
     session.execute(sa.select(Batch.id).where(Batch.id == batch_id).with_for_update())
     remaining = (
@@ -66,6 +97,7 @@ def complete_batch_if_done(
     completed = result.rowcount == 1  # type: ignore[attr-defined]
     if completed:
         log.info("batch.completed", batch_id=str(batch_id))
+        webhooks.record_batch_completed(session, batch_id, now=now)
     return completed
 
 

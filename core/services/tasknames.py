@@ -12,9 +12,14 @@ SWEEP = "diffall.sweeper.sweep"
 #: Send the run tasks of a large batch's comparisons from a worker; args: [batch_id: str].
 ENQUEUE_BATCH = "diffall.batches.enqueue"
 
+#: Periodic: claim the webhook deliveries that are due and send one deliver task each.
+WEBHOOK_DISPATCH = "diffall.webhooks.dispatch"
+#: Send one webhook delivery (one HTTP attempt); args: [delivery_id: str, claim_id: str].
+WEBHOOK_DELIVER = "diffall.webhooks.deliver"
+
 #: Queue of single comparisons submitted interactively: served before batch work.
 QUEUE_INTERACTIVE = "interactive"
 #: Queue of comparisons submitted in batches.
 QUEUE_BATCH = "batch"
-#: Queue of housekeeping tasks (the sweeper).
+#: Queue of housekeeping tasks (the sweeper, the webhook dispatcher and deliveries).
 QUEUE_MAINTENANCE = "maintenance"

@@ -1,0 +1,362 @@
+"""``/v1/webhooks``: register endpoints, rotate secrets, ping, read and replay the delivery log.
+
+Deliveries are sent by the workers (``core.services.webhook_delivery``); the routes that create
+deliveries (ping, retry, recover) dispatch them right after their commit, so they go out at once
+(the periodic dispatcher sends them otherwise).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.idempotency import IdempotentRoute
+from api.routes import problem_responses
+from api.routes.comparisons import Cursor, Limit, page_limit
+from api.schemas import (
+    Page,
+    WebhookCreate,
+    WebhookDeliveryOut,
+    WebhookOut,
+    WebhookRecoverOut,
+    WebhookSecretOut,
+    WebhookUpdate,
+    WebhookWithSecretOut,
+)
+from core.config import Settings
+from core.db.models import WebhookDeliveryState
+from core.services import webhooks
+from core.services.errors import InvalidRequest, Unavailable
+from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy, dispatch_due
+from core.services.webhooks_ssrf import IPNetwork, parse_allowed_networks
+
+router = APIRouter(route_class=IdempotentRoute, tags=["webhooks"])
+
+log = structlog.get_logger("api.webhooks")
+
+
+def get_delivery_queue(request: Request) -> CeleryDeliveryQueue:
+    """Sends webhook deliver tasks through the app's Celery producer."""
+    settings: Settings = request.app.state.settings
+    return CeleryDeliveryQueue(request.app.state.celery, expires_s=settings.webhooks.lease_s)
+
+
+DeliveryQueueDep = Annotated[CeleryDeliveryQueue, Depends(get_delivery_queue)]
+
+
+def _networks(settings: Settings) -> tuple[IPNetwork, ...]:
+    return parse_allowed_networks(settings.webhook_allowed_networks)
+
+
+def _dispatch(
+    session: Session, queue: CeleryDeliveryQueue, settings: Settings, ids: list[uuid.UUID]
+) -> None:
+    """Best effort: send the deliveries just committed (else the periodic dispatcher does)."""
+    if not ids:
+        return
+    try:
+        dispatch_due(session, queue, policy=DeliveryPolicy.from_settings(settings), only_ids=ids)
+    except Unavailable as exc:
+        log.warning("webhook.dispatch_skipped", error=str(exc))
+
+
+def _view(
+    session: Session, tenant_id: uuid.UUID, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+) -> webhooks.DeliveryView:
+    return webhooks.get_delivery(
+        session, tenant_id=tenant_id, endpoint_id=webhook_id, delivery_id=delivery_id
+    )
+
+
+@router.post(
+    "/v1/webhooks",
+    status_code=201,
+    response_model=WebhookWithSecretOut,
+    summary="Register a webhook endpoint",
+    responses=problem_responses(422),
+)
+def create_webhook(
+    body: WebhookCreate,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> WebhookWithSecretOut:
+    """Register a URL to receive events, signed per the Standard Webhooks specification.
+
+    The answer holds the endpoint's signing ``secret`` (``whsec_...``): it is shown this once.
+    A URL that resolves to a private, loopback or otherwise internal address is refused (422
+    ``webhook_url_forbidden``).
+    """
+    endpoint = webhooks.create_endpoint(
+        session,
+        tenant_id=tenant.id,
+        url=body.url,
+        events=body.events,
+        description=body.description,
+        enabled=body.enabled,
+        allowed_networks=_networks(settings),
+    )
+    out = WebhookWithSecretOut.from_endpoint_with_secret(
+        endpoint, base_url=settings.api.public_base_url
+    )
+    response.headers["Location"] = out.links.self_
+    return out
+
+
+@router.get(
+    "/v1/webhooks",
+    response_model=Page[WebhookOut],
+    summary="List webhook endpoints",
+    responses=problem_responses(422),
+)
+def list_webhooks(
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Cursor = None,
+    limit: Limit = None,
+) -> Page[WebhookOut]:
+    """Your endpoints, newest first; walk pages with ``cursor``."""
+    page = webhooks.list_endpoints(
+        session, tenant_id=tenant.id, cursor=cursor, limit=page_limit(limit, settings)
+    )
+    base = settings.api.public_base_url
+    return Page[WebhookOut](
+        items=[WebhookOut.from_endpoint(e, base_url=base) for e in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/v1/webhooks/default-secret",
+    response_model=WebhookSecretOut,
+    summary="Get the default signing secret",
+)
+def get_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecretOut:
+    """The secret signing deliveries to the ``webhook_url`` of your comparisons and batches.
+
+    Created on first use; readable again (unlike an endpoint's secret, it may have been created
+    by a delivery).
+    """
+    return WebhookSecretOut.from_row(webhooks.get_default_secret(session, tenant_id=tenant.id))
+
+
+@router.post(
+    "/v1/webhooks/default-secret/rotate",
+    response_model=WebhookSecretOut,
+    summary="Rotate the default signing secret",
+)
+def rotate_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecretOut:
+    """Replace the default secret; for 24 h the previous one signs every delivery too."""
+    return WebhookSecretOut.from_row(webhooks.rotate_default_secret(session, tenant_id=tenant.id))
+
+
+@router.get(
+    "/v1/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Get a webhook endpoint",
+    responses=problem_responses(404),
+)
+def get_webhook(
+    webhook_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> WebhookOut:
+    """One of your endpoints (without its secret)."""
+    endpoint = webhooks.get_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    return WebhookOut.from_endpoint(endpoint, base_url=settings.api.public_base_url)
+
+
+@router.patch(
+    "/v1/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Update a webhook endpoint",
+    responses=problem_responses(404, 422),
+)
+def update_webhook(
+    webhook_id: uuid.UUID,
+    body: WebhookUpdate,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> WebhookOut:
+    """Change the URL, events, description, or enable/disable it; fields not sent are kept.
+
+    Disabling fails its pending deliveries (recover them after enabling it again).
+    """
+    sent = body.model_fields_set
+    if body.url is None and "url" in sent:
+        raise InvalidRequest("url cannot be null")
+    if body.enabled is None and "enabled" in sent:
+        raise InvalidRequest("enabled cannot be null")
+    endpoint = webhooks.update_endpoint(
+        session,
+        tenant_id=tenant.id,
+        endpoint_id=webhook_id,
+        url=webhooks.UNSET if body.url is None else body.url,
+        events=body.events if "events" in sent else webhooks.UNSET,
+        description=body.description if "description" in sent else webhooks.UNSET,
+        enabled=webhooks.UNSET if body.enabled is None else body.enabled,
+        allowed_networks=_networks(settings),
+    )
+    return WebhookOut.from_endpoint(endpoint, base_url=settings.api.public_base_url)
+
+
+@router.delete(
+    "/v1/webhooks/{webhook_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a webhook endpoint",
+    responses=problem_responses(404),
+)
+def delete_webhook(webhook_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> Response:
+    """Delete the endpoint, its deliveries and their log."""
+    webhooks.delete_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/rotate-secret",
+    response_model=WebhookWithSecretOut,
+    summary="Rotate an endpoint's signing secret",
+    responses=problem_responses(404),
+)
+def rotate_secret(
+    webhook_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> WebhookWithSecretOut:
+    """Give the endpoint a new secret (shown this once). For 24 h every delivery carries two
+    signatures, one per secret, so receivers holding either one verify it."""
+    endpoint = webhooks.rotate_endpoint_secret(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    return WebhookWithSecretOut.from_endpoint_with_secret(
+        endpoint, base_url=settings.api.public_base_url
+    )
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/ping",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    summary="Send a test event",
+    responses=problem_responses(404),
+)
+def ping_webhook(
+    webhook_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: DeliveryQueueDep,
+) -> WebhookDeliveryOut:
+    """Send a ``ping`` event to the endpoint now (also when it is disabled); follow it in the
+    delivery log."""
+    delivery = webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    _dispatch(session, queue, settings, [delivery.id])
+    view = _view(session, tenant.id, webhook_id, delivery.id)
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+
+
+@router.get(
+    "/v1/webhooks/{webhook_id}/deliveries",
+    response_model=Page[WebhookDeliveryOut],
+    summary="List an endpoint's deliveries",
+    responses=problem_responses(404, 422),
+)
+def list_deliveries(
+    webhook_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: WebhookDeliveryState | None = None,
+    cursor: Cursor = None,
+    limit: Limit = None,
+) -> Page[WebhookDeliveryOut]:
+    """The endpoint's deliveries, newest first, each with its attempts (status code, duration,
+    error, the first kilobyte of the answer)."""
+    page = webhooks.list_deliveries(
+        session,
+        tenant_id=tenant.id,
+        endpoint_id=webhook_id,
+        state=state,
+        cursor=cursor,
+        limit=page_limit(limit, settings),
+    )
+    base = settings.api.public_base_url
+    return Page[WebhookDeliveryOut](
+        items=[WebhookDeliveryOut.from_view(v, base_url=base) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}",
+    response_model=WebhookDeliveryOut,
+    summary="Get one delivery",
+    responses=problem_responses(404),
+)
+def get_delivery(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> WebhookDeliveryOut:
+    """One delivery of the endpoint with its attempts."""
+    view = _view(session, tenant.id, webhook_id, delivery_id)
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    summary="Send a delivery again",
+    responses=problem_responses(404, 409),
+)
+def retry_delivery(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: DeliveryQueueDep,
+) -> WebhookDeliveryOut:
+    """One more attempt now, with the original ``webhook-id``. 409 ``delivery_in_progress``
+    while it is being sent, 409 ``webhook_disabled`` if the endpoint is disabled."""
+    webhooks.retry_delivery(
+        session, tenant_id=tenant.id, endpoint_id=webhook_id, delivery_id=delivery_id
+    )
+    _dispatch(session, queue, settings, [delivery_id])
+    view = _view(session, tenant.id, webhook_id, delivery_id)
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/recover",
+    status_code=202,
+    response_model=WebhookRecoverOut,
+    summary="Re-send failed deliveries",
+    responses=problem_responses(404, 409, 422),
+)
+def recover(
+    webhook_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: DeliveryQueueDep,
+    since: Annotated[
+        AwareDatetime,
+        Query(description="Re-send the failed deliveries created at or after this time."),
+    ],
+) -> WebhookRecoverOut:
+    """Send every ``failed`` delivery created since ``since`` once more, each with its original
+    ``webhook-id`` (e.g. after an outage of your receiver). 409 ``webhook_disabled`` if the
+    endpoint is disabled."""
+    ids = webhooks.recover_deliveries(
+        session, tenant_id=tenant.id, endpoint_id=webhook_id, since=since
+    )
+    _dispatch(session, queue, settings, ids)
+    return WebhookRecoverOut(recovered=len(ids), delivery_ids=ids)

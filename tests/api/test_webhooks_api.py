@@ -1,0 +1,303 @@
+"""``/v1/webhooks``: endpoints, secrets, ping, the delivery log, retry and recover, over HTTP.
+
+The app runs on SQLite and PostgreSQL with a real Redis producer and loopback allow-listed
+(``DIFFALL_WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8``), as tests and on-premise installs set it.
+A ping is followed to a real receiver: the deliver task found in Redis is run in-process.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from api.main import create_app
+from core.config import Settings, StorageSettings
+from core.db.models import WebhookDelivery, WebhookDeliveryState
+from core.db.session import upgrade_database
+from core.services.tasknames import WEBHOOK_DELIVER
+from core.services.webhook_delivery import DeliveryPolicy, deliver
+from tests.api.conftest import REDIS_HOST, REDIS_PORT, Api, TestClient, assert_problem
+from tests.api.conftest import queued_messages as _queued
+from tests.core.services.test_webhooks_receiver import Receiver, running_receiver, verify
+
+
+@pytest.fixture
+def hooks_api(database_url: str, tmp_path: Path, redis_db: redis.Redis) -> Iterator[Api]:
+    """The app with loopback webhooks allowed (SQLite and PostgreSQL)."""
+    upgrade_database(database_url)
+    number = redis_db.connection_pool.connection_kwargs["db"]
+    settings = Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}",
+        storage=StorageSettings(backend="local"),
+        webhook_allowed_networks="127.0.0.0/8",
+        webhooks={"retry_schedule_s": (0, 0.05), "jitter": 0, "timeout_s": 2, "lease_s": 5},
+    )
+    app = create_app(settings)
+    client = TestClient(app)
+    client.__enter__()
+    try:
+        yield Api(app=app, client=client, settings=settings, broker=redis_db)
+    finally:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+def _register(api: Api, url: str = HOOK, tenant: str = "acme", **body: Any) -> dict[str, Any]:
+    response = api.client.post("/v1/webhooks", json={"url": url, **body}, headers=api.auth(tenant))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    assert response.headers["location"] == created["links"]["self"]
+    return created
+
+
+def _deliver_messages(api: Api, delivery_id: str) -> list[list[str]]:
+    """The args of the deliver tasks queued in Redis for ``delivery_id``."""
+    return [
+        m["args"]
+        for m in _queued(api.broker)
+        if m["task"] == WEBHOOK_DELIVER and m["args"] and m["args"][0] == delivery_id
+    ]
+
+
+def _set_failed(api: Api, *ids: str) -> None:
+    with api.sessions.begin() as session:
+        session.execute(
+            sa.update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([uuid.UUID(i) for i in ids]))
+            .values(
+                state=WebhookDeliveryState.FAILED,
+                attempt_count=2,
+                due_at=None,
+                claim_id=None,
+                finished_at=datetime.now(UTC),
+            )
+        )
+
+
+def test_register_get_list_update_delete(hooks_api: Api) -> None:
+    api = hooks_api
+    created = _register(api, description="ci", events=["comparison.failed", "batch.completed"])
+    secret = created["secret"]
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    assert created["events"] == ["comparison.failed", "batch.completed"]
+    assert created["enabled"] and created["disabled_reason"] is None
+    url = f"/v1/webhooks/{created['id']}"
+    got = api.client.get(url, headers=api.auth())
+    assert got.status_code == 200 and "secret" not in got.json()  # shown once
+    assert got.json()["links"]["deliveries"].endswith(f"{url}/deliveries")
+    for i in range(2):
+        _register(api, url=f"http://127.0.0.1:9/{i}")
+    first = api.client.get("/v1/webhooks", params={"limit": 2}, headers=api.auth()).json()
+    second = api.client.get(
+        "/v1/webhooks", params={"limit": 2, "cursor": first["next_cursor"]}, headers=api.auth()
+    ).json()
+    assert len(first["items"]) == 2 and len(second["items"]) == 1
+    assert second["next_cursor"] is None
+    assert all("secret" not in item for item in first["items"] + second["items"])
+    patched = api.client.patch(
+        url,
+        json={"description": None, "events": None, "url": "http://127.0.0.1:9/new"},
+        headers=api.auth(),
+    )
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert body["description"] is None and body["url"] == "http://127.0.0.1:9/new"
+    assert len(body["events"]) == 4  # null: every event type
+    disabled = api.client.patch(url, json={"enabled": False}, headers=api.auth()).json()
+    assert not disabled["enabled"] and disabled["disabled_reason"] == "manual"
+    assert_problem(
+        api.client.patch(url, json={"enabled": None}, headers=api.auth()), 422, "invalid_request"
+    )
+    # Another tenant sees none of it.
+    assert_problem(api.client.get(url, headers=api.auth("globex")), 404, "not_found")
+    assert api.client.get("/v1/webhooks", headers=api.auth("globex")).json()["items"] == []
+    assert api.client.delete(url, headers=api.auth()).status_code == 204
+    assert_problem(api.client.get(url, headers=api.auth()), 404, "not_found")
+    assert_problem(api.client.delete(url, headers=api.auth()), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "webhook_url_forbidden"),
+        ({"url": "http://10.1.2.3/hook"}, "webhook_url_forbidden"),
+        ({"url": "http://[::ffff:169.254.169.254]/"}, "webhook_url_forbidden"),
+        ({"url": "gopher://127.0.0.1/"}, "webhook_url_forbidden"),
+        ({"url": HOOK, "events": ["comparison.deleted"]}, "invalid_request"),
+        ({"url": HOOK, "events": []}, "invalid_request"),
+        ({"url": HOOK, "secret": "mine"}, "validation_error"),
+        ({}, "validation_error"),
+    ],
+)
+def test_bad_registrations_are_refused(hooks_api: Api, body: dict[str, Any], code: str) -> None:
+    response = hooks_api.client.post("/v1/webhooks", json=body, headers=hooks_api.auth())
+    assert_problem(response, 422, code)
+
+
+def test_loopback_is_refused_without_the_allow_list(sqlite_api: Api) -> None:
+    response = sqlite_api.client.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:8080/hook"}, headers=sqlite_api.auth()
+    )
+    body = assert_problem(response, 422, "webhook_url_forbidden")
+    assert body["reason"] == "address"
+
+
+def test_rotate_secret_and_default_secret(hooks_api: Api) -> None:
+    api = hooks_api
+    created = _register(api)
+    rotated = api.client.post(f"/v1/webhooks/{created['id']}/rotate-secret", headers=api.auth())
+    assert rotated.status_code == 200, rotated.text
+    body = rotated.json()
+    assert body["secret"].startswith("whsec_") and body["secret"] != created["secret"]
+    expires = datetime.fromisoformat(body["previous_secret_expires_at"])
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+    first = api.client.get("/v1/webhooks/default-secret", headers=api.auth()).json()
+    again = api.client.get("/v1/webhooks/default-secret", headers=api.auth()).json()
+    assert first["secret"] == again["secret"] and first["secret"].startswith("whsec_")
+    theirs = api.client.get("/v1/webhooks/default-secret", headers=api.auth("globex")).json()
+    assert theirs["secret"] != first["secret"]
+    new = api.client.post("/v1/webhooks/default-secret/rotate", headers=api.auth()).json()
+    assert new["secret"] != first["secret"] and new["previous_secret_expires_at"] is not None
+
+
+def test_ping_is_dispatched_and_arrives_signed(hooks_api: Api, receiver: Receiver) -> None:
+    api = hooks_api
+    created = _register(api, url=receiver.url("/ping"))
+    response = api.client.post(f"/v1/webhooks/{created['id']}/ping", headers=api.auth())
+    assert response.status_code == 202, response.text
+    ping = response.json()
+    assert (
+        ping["event_type"] == "ping"
+        and ping["webhook_id"] == f"msg_{uuid.UUID(ping['event_id']).hex}"
+    )
+    assert ping["state"] == "sending"  # claimed and handed to the queue at once
+    ((delivery_id, claim_id),) = _deliver_messages(api, ping["id"])
+    # A worker runs the task: the receiver gets the ping, signed with the endpoint's secret.
+    result = deliver(
+        api.sessions,
+        delivery_id=uuid.UUID(delivery_id),
+        claim_id=uuid.UUID(claim_id),
+        policy=DeliveryPolicy.from_settings(api.settings),
+    )
+    assert result is not None and result.state is WebhookDeliveryState.SUCCEEDED
+    (request,) = receiver.received("/ping")
+    payload = verify(created["secret"], request)
+    assert payload["type"] == "ping" and request.headers["webhook-id"] == ping["webhook_id"]
+    assert payload["data"]["links"]["endpoint"] == created["links"]["self"]
+    log = api.client.get(f"/v1/webhooks/{created['id']}/deliveries", headers=api.auth()).json()
+    (item,) = log["items"]
+    assert item["state"] == "succeeded" and item["attempt_count"] == 1
+    (attempt,) = item["attempts"]
+    assert attempt["number"] == 1 and attempt["status_code"] == 200
+    assert attempt["error"] is None and attempt["response_body"] == "ok"
+    assert attempt["duration_ms"] >= 0
+
+
+def test_delivery_log_retry_and_recover(hooks_api: Api) -> None:
+    api = hooks_api
+    created = _register(api)
+    base = f"/v1/webhooks/{created['id']}"
+    ids = [api.client.post(f"{base}/ping", headers=api.auth()).json()["id"] for _ in range(3)]
+    page = api.client.get(f"{base}/deliveries", params={"limit": 2}, headers=api.auth()).json()
+    rest = api.client.get(
+        f"{base}/deliveries", params={"cursor": page["next_cursor"]}, headers=api.auth()
+    ).json()
+    assert [d["id"] for d in page["items"] + rest["items"]] == ids[::-1]  # newest first
+    sending = api.client.get(
+        f"{base}/deliveries", params={"state": "sending"}, headers=api.auth()
+    ).json()
+    assert len(sending["items"]) == 3
+    assert_problem(
+        api.client.post(f"{base}/deliveries/{ids[0]}/retry", headers=api.auth()),
+        409,
+        "delivery_in_progress",
+    )
+    _set_failed(api, *ids)
+    retried = api.client.post(f"{base}/deliveries/{ids[0]}/retry", headers=api.auth())
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["state"] == "sending"
+    assert len(_deliver_messages(api, ids[0])) == 2  # the ping's, and the retry's
+    one = api.client.get(f"{base}/deliveries/{ids[0]}", headers=api.auth()).json()
+    assert one["id"] == ids[0] and one["links"]["retry"].endswith(f"{ids[0]}/retry")
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    recovered = api.client.post(f"{base}/recover", params={"since": since}, headers=api.auth())
+    assert recovered.status_code == 202, recovered.text
+    assert sorted(recovered.json()["delivery_ids"]) == sorted(ids[1:])
+    assert recovered.json()["recovered"] == 2
+    assert all(len(_deliver_messages(api, i)) == 2 for i in ids[1:])
+    assert_problem(api.client.post(f"{base}/recover", headers=api.auth()), 422, "validation_error")
+    assert_problem(
+        api.client.post(
+            f"{base}/recover", params={"since": "2024-01-01T00:00:00"}, headers=api.auth()
+        ),
+        422,
+        "validation_error",
+    )
+    assert_problem(
+        api.client.get(f"{base}/deliveries/{uuid.uuid4()}", headers=api.auth()), 404, "not_found"
+    )
+    assert_problem(
+        api.client.get(f"{base}/deliveries", headers=api.auth("globex")), 404, "not_found"
+    )
+    api.client.patch(base, json={"enabled": False}, headers=api.auth())
+    assert_problem(
+        api.client.post(f"{base}/recover", params={"since": since}, headers=api.auth()),
+        409,
+        "webhook_disabled",
+    )
+    assert_problem(
+        api.client.post(f"{base}/deliveries/{ids[0]}/retry", headers=api.auth()),
+        409,
+        "webhook_disabled",
+    )
+
+
+def test_registration_honours_idempotency_keys(hooks_api: Api) -> None:
+    api = hooks_api
+    headers = api.auth(**{"Idempotency-Key": f"hook-{uuid.uuid4()}"})
+    first = api.client.post("/v1/webhooks", json={"url": HOOK}, headers=headers)
+    replay = api.client.post("/v1/webhooks", json={"url": HOOK}, headers=headers)
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+    listed = api.client.get("/v1/webhooks", headers=api.auth()).json()["items"]
+    assert len(listed) == 1
+
+
+def test_openapi_documents_the_webhook_routes(sqlite_api: Api) -> None:
+    spec = sqlite_api.client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path, methods in {
+        "/v1/webhooks": {"get", "post"},
+        "/v1/webhooks/{webhook_id}": {"get", "patch", "delete"},
+        "/v1/webhooks/{webhook_id}/rotate-secret": {"post"},
+        "/v1/webhooks/{webhook_id}/ping": {"post"},
+        "/v1/webhooks/{webhook_id}/deliveries": {"get"},
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {"post"},
+        "/v1/webhooks/{webhook_id}/recover": {"post"},
+        "/v1/webhooks/default-secret": {"get"},
+    }.items():
+        assert methods <= set(paths[path]), path
+    post = paths["/v1/webhooks"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
+    assert "secret" in spec["components"]["schemas"]["WebhookWithSecretOut"]["properties"]

@@ -27,6 +27,7 @@ from core.db.models import Tenant
 from core.services import keys
 from core.services.errors import RateLimited, Unauthorized
 from core.services.jobqueue import JobQueue
+from core.services.webhooks_ssrf import IPNetwork, parse_allowed_networks
 from core.storage import ObjectStore
 
 __all__ = [
@@ -215,3 +216,8 @@ SessionDep = Annotated[Session, _session]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
+
+
+def webhook_networks(settings: Settings) -> tuple[IPNetwork, ...]:
+    """Networks webhooks may reach despite the SSRF rules (``DIFFALL_WEBHOOK_ALLOWED_NETWORKS``)."""
+    return parse_allowed_networks(settings.webhook_allowed_networks)

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep
+from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
 from api.routes import problem_responses
 from api.routes.comparisons import Cursor, Limit, page_limit
@@ -56,6 +56,7 @@ def create_batch(
         ],
         metadata=body.metadata,
         webhook_url=body.webhook_url,
+        allowed_networks=webhook_networks(settings),
         max_pairs=settings.limits.max_batch_pairs,
     )
     base = settings.api.public_base_url

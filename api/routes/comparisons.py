@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
-from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
 from api.routes import problem_responses
 from api.routes.bodies import (
@@ -107,6 +107,7 @@ def create_comparison(
         options=submission.options,
         metadata=submission.metadata,
         webhook_url=submission.webhook_url,
+        allowed_networks=webhook_networks(settings),
     )
     out = ComparisonOut.from_comparison(comparison, base_url=settings.api.public_base_url)
     response.headers["Location"] = out.links.self_

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
+from api.deps import SessionDep, SettingsDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
 from api.routes import problem_responses
 from api.routes.comparisons import Cursor, Limit, page_limit
@@ -34,7 +34,6 @@ from core.db.models import WebhookDeliveryState
 from core.services import webhooks
 from core.services.errors import InvalidRequest, Unavailable
 from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy, dispatch_due
-from core.services.webhooks_ssrf import IPNetwork, parse_allowed_networks
 
 router = APIRouter(route_class=IdempotentRoute, tags=["webhooks"])
 
@@ -48,10 +47,6 @@ def get_delivery_queue(request: Request) -> CeleryDeliveryQueue:
 
 
 DeliveryQueueDep = Annotated[CeleryDeliveryQueue, Depends(get_delivery_queue)]
-
-
-def _networks(settings: Settings) -> tuple[IPNetwork, ...]:
-    return parse_allowed_networks(settings.webhook_allowed_networks)
 
 
 def _dispatch(
@@ -101,7 +96,7 @@ def create_webhook(
         events=body.events,
         description=body.description,
         enabled=body.enabled,
-        allowed_networks=_networks(settings),
+        allowed_networks=webhook_networks(settings),
     )
     out = WebhookWithSecretOut.from_endpoint_with_secret(
         endpoint, base_url=settings.api.public_base_url
@@ -202,7 +197,7 @@ def update_webhook(
         events=body.events if "events" in sent else webhooks.UNSET,
         description=body.description if "description" in sent else webhooks.UNSET,
         enabled=webhooks.UNSET if body.enabled is None else body.enabled,
-        allowed_networks=_networks(settings),
+        allowed_networks=webhook_networks(settings),
     )
     return WebhookOut.from_endpoint(endpoint, base_url=settings.api.public_base_url)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from core.services.errors import InvalidRequest, ServiceError, Unavailable
+from core.services.webhooks_ssrf import IPNetwork, check_webhook_url_offline
 from core.storage import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = [
@@ -86,16 +86,12 @@ def validate_metadata(metadata: Any, *, what: str = "metadata") -> dict[str, Any
     return metadata
 
 
-def validate_webhook_url(url: Any) -> str | None:
-    """Check a webhook URL: None or an absolute http(s) URL of at most 2048 characters."""
+def validate_webhook_url(url: Any, *, allowed_networks: Sequence[IPNetwork] = ()) -> str | None:
+    """Check a per-comparison or per-batch webhook URL: None, or an http(s) URL of at most 2048
+    characters that is not a forbidden destination as far as can be told without DNS
+    (``webhooks_ssrf.check_webhook_url_offline``; names are checked again when sent)."""
     if url is None:
         return None
-    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+    if not isinstance(url, str):
         raise InvalidRequest(f"webhook_url must be a URL of at most {MAX_URL_LENGTH} characters")
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise InvalidRequest(f"webhook_url is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("webhook_url must be an absolute http(s) URL")
-    return url
+    return check_webhook_url_offline(url, allowed_networks=allowed_networks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from core.services.errors import (
 )
 from core.services.jobqueue import BatchJobQueue, BulkJobQueue, JobQueue
 from core.services.lifecycle import mark_unsent
+from core.services.webhooks_ssrf import IPNetwork
 
 __all__ = [
     "BatchCreated",
@@ -184,6 +186,7 @@ def create_batch(
     metadata: dict[str, Any] | None,
     webhook_url: str | None,
     max_pairs: int,
+    allowed_networks: Sequence[IPNetwork] = (),
 ) -> BatchCreated:
     """Validate every item (images exist and are ready, options valid), insert the batch and
     its valid comparisons (batch queue) in ONE transaction, commit, then enqueue them.
@@ -209,7 +212,7 @@ def create_batch(
             details={"max_pairs": max_pairs, "pairs": len(items)},
         )
     metadata = validate_metadata(metadata)
-    webhook_url = validate_webhook_url(webhook_url)
+    webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
     # Options repeat across items (usually one set for the whole batch): validate each once.
     options_cache: dict[str, dict[str, Any] | ServiceError] = {}
 

@@ -13,6 +13,7 @@ import binascii
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,7 @@ from core.services.lifecycle import (
     complete_batch_if_done,
     mark_unsent,
 )
+from core.services.webhooks_ssrf import IPNetwork
 from core.storage import ObjectNotFound, ObjectStore
 
 __all__ = [
@@ -214,6 +216,7 @@ def create_comparison(
     options: dict[str, Any] | None,
     metadata: dict[str, Any] | None,
     webhook_url: str | None,
+    allowed_networks: Sequence[IPNetwork] = (),
 ) -> Comparison:
     """Write a ``queued`` comparison on the interactive queue, COMMIT, then enqueue it.
 
@@ -226,7 +229,7 @@ def create_comparison(
     """
     normalised = validate_options(options)
     metadata = validate_metadata(metadata)
-    webhook_url = validate_webhook_url(webhook_url)
+    webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
     with map_db_errors("create comparison"):
         statuses = _ready_images(session, tenant_id, [image_a_id, image_b_id])
         for name, image_id in (("a", image_a_id), ("b", image_b_id)):

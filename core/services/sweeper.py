@@ -32,7 +32,12 @@ from core.services._common import map_db_errors
 from core.services.errors import Unavailable
 from core.services.idempotency import purge_expired
 from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
-from core.services.lifecycle import WORKER_CRASHED, complete_batch_if_done, mark_unsent
+from core.services.lifecycle import (
+    WORKER_CRASHED,
+    comparison_ended,
+    complete_batch_if_done,
+    mark_unsent,
+)
 
 __all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "sweep"]
 
@@ -101,6 +106,7 @@ def _recover_running(
             .with_for_update(skip_locked=True)
         ).all()
         batches: set[uuid.UUID] = set()
+        failed: list[uuid.UUID] = []
         for row in rows:
             row.crash_count += 1
             row.lease_expires_at = None
@@ -116,6 +122,7 @@ def _recover_running(
                 row.heatmap_key = None
                 row.finished_at = now
                 crashed += 1
+                failed.append(row.id)
                 if row.batch_id is not None:
                     batches.add(row.batch_id)
                 bound.error("comparison.failed", error_code=WORKER_CRASHED, by="sweeper")
@@ -125,6 +132,8 @@ def _recover_running(
                 to_send.setdefault(row.queue, []).append(row.id)
                 bound.warning("comparison.lease_expired", crash_count=row.crash_count)
         session.flush()
+        for comparison_id in failed:  # outbox: comparison.failed, in this same transaction
+            comparison_ended(session, comparison_id, now=now)
         for batch_id in sorted(batches):
             complete_batch_if_done(session, batch_id, now=now)
     return to_send, crashed

@@ -605,6 +605,35 @@ def validate_webhook_url(
     resolve_pinned(url, allowed_networks=allowed_networks, resolve_timeout_s=resolve_timeout_s)
 
 
+def check_webhook_url_offline(url: str, *, allowed_networks: Sequence[IPNetwork] = ()) -> str:
+    """Check a webhook URL without resolving it: syntax, scheme, port, and the address rules
+    for IP literals and ``localhost`` names. Returns the URL unchanged.
+
+    For URLs given per comparison or per batch: refused at once when they can be judged
+    without DNS; a host name is resolved and checked when the webhook is sent
+    (:func:`pinned_post`), so a name that later resolves to a private address is still refused.
+
+    Raises
+    ------
+    ForbiddenDestination
+        As :func:`validate_webhook_url`, for what can be decided without DNS.
+    """
+    parsed = _parse_url(url)
+    if parsed.literal is not None:
+        candidates: list[str] = [str(parsed.literal)]
+    elif _is_localhost_name(parsed.host):
+        candidates = ["127.0.0.1", "::1"]
+    else:
+        return url
+    for address in candidates:
+        reason = forbidden_reason(address, allowed_networks=allowed_networks)
+        if reason is not None:
+            raise _forbid(
+                f"Webhooks may not be sent to {parsed.host} ({reason}).", "address", address=address
+            )
+    return url
+
+
 # --------------------------------------------------------------------------------------------
 # Pinned transport
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from core.db.models import Comparison, ComparisonState, utcnow
@@ -270,3 +271,29 @@ def test_comparisons_are_invisible_to_other_tenants(api: Api) -> None:
     )
     listing = api.client.get("/v1/comparisons", headers=other)
     assert listing.status_code == 200 and listing.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata (link-local)
+        "http://10.1.2.3/hook",  # private
+        "http://2130706433/hook",  # 127.0.0.1 in decimal
+        "http://localhost:8080/hook",  # loopback by name, decided without DNS
+    ],
+)
+def test_forbidden_per_comparison_and_batch_webhook_urls_are_refused(api: Api, url: str) -> None:
+    a = api.upload(png_bytes(seed=1))
+    b = api.upload(png_bytes(seed=2))
+    response = api.client.post(
+        "/v1/comparisons",
+        json={"a": a["id"], "b": b["id"], "webhook_url": url},
+        headers=api.auth(),
+    )
+    assert_problem(response, 422, "webhook_url_forbidden")
+    batch = api.client.post(
+        "/v1/batches",
+        json={"pairs": [{"a": a["id"], "b": b["id"]}], "webhook_url": url},
+        headers=api.auth(),
+    )
+    assert_problem(batch, 422, "webhook_url_forbidden")

@@ -35,7 +35,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.services import comparisons, lifecycle, webhooks
+from core.services import comparisons, lifecycle, sweeper, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhook_delivery import (
     DeliveryPolicy,
@@ -519,6 +519,33 @@ def test_worker_crashed_comparisons_write_comparison_failed(
     )
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True
+    )
+    (event,) = _events(sessions, subject_id=cid)
+    assert event.type is WebhookEventType.COMPARISON_FAILED
+    assert event.data["error"]["code"] == lifecycle.WORKER_CRASHED
+
+
+def test_the_sweeper_failing_a_crashed_job_writes_comparison_failed(
+    sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, queue: Any
+) -> None:
+    # A job whose lease expired for the last time is failed by the sweeper (not by a worker):
+    # the sweeper's transaction writes the event too.
+    _endpoint(sessions, tenant)
+    cid = _comparison(
+        sessions,
+        local_store,
+        tenant,
+        state=ComparisonState.RUNNING,
+        attempt=3,
+        crash_count=2,
+        lease_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    sweeper.sweep(
+        sessions,
+        queue,
+        stale_queued_after_s=60,
+        stale_running_after_s=60,
+        max_crashes=3,
     )
     (event,) = _events(sessions, subject_id=cid)
     assert event.type is WebhookEventType.COMPARISON_FAILED

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from svix.webhooks import Webhook as SvixWebhook
 
 from core.services.webhook_delivery import DeliveryPolicy, DeliveryResult, deliver, dispatch_due
 
@@ -144,9 +145,12 @@ def running_receiver() -> Iterator[Receiver]:
 def verify(secret: str, request: Received) -> dict[str, Any]:
     """Verify a request's signature with ``standardwebhooks`` and return the parsed payload.
 
-    Raises ``WebhookVerificationError`` when no signature matches ``secret``.
+    Raises ``WebhookVerificationError`` when no signature matches ``secret``; the delivery must
+    also verify with svix's verifier.
     """
     payload: dict[str, Any] = Webhook(secret).verify(request.body, request.headers)
+    # svix's verifier (a second, independently packaged Standard Webhooks consumer) must agree.
+    SvixWebhook(secret).verify(request.body, dict(request.headers))
     return payload
 
 

@@ -13,9 +13,11 @@ API produces with); this module adds what only the worker needs:
 
 The periodic sweeper and webhook dispatcher need one beat: ``celery -A worker.celery_app worker
 -B ...`` in a single worker (the embedded default, ``diffall serve``), or a separate
-``celery -A worker.celery_app beat`` process. Webhook deliveries run on the ``maintenance`` queue:
-each holds a pool process for up to ``webhooks.timeout_s`` seconds, so give the workers enough
-concurrency (or a worker of their own on ``-Q maintenance``).
+``celery -A worker.celery_app beat`` process. Webhook deliveries run on the ``maintenance`` queue,
+which comparison workers serve only when no comparison waits: run a worker of their own on
+``-Q maintenance --pool=threads`` (``diffall serve`` and compose's ``webhooks`` service do), or
+deliveries wait for the whole comparison backlog (bench/bench_webhooks.py: 8.6 s median delay
+at 37 comparisons/s on 2 cores without it, 0.05 s with 4 delivery threads).
 Recommended worker flags: ``--without-gossip --without-mingle --without-heartbeat`` (the
 service does not use them; they only add broker traffic and a start-up delay).
 """

@@ -154,6 +154,10 @@ class WorkerSettings(_Group):
     stale_queued_after_s: int = Field(default=60, ge=1)
     """Seconds a comparison may stay ``queued`` before the sweeper re-sends its message."""
 
+    image_cache_mb: int = Field(default=256, ge=0)
+    """Per worker process: memory for recently read images (content-addressed, so never stale),
+    in MiB; 0 turns the cache off."""
+
     visibility_timeout_s: int = Field(default=3600, ge=1)
     """Redis broker visibility timeout, in seconds: an unacknowledged message is redelivered
     after it. Must exceed the hard time limit (late acks hold the message while running)."""

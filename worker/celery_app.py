@@ -39,6 +39,7 @@ from core.services.jobqueue import QUEUE_PRIORITY, CeleryJobQueue, make_celery_a
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DISPATCH
 from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy
 from core.storage import ObjectStore
+from core.storage.cache import CachingObjectStore
 
 __all__ = [
     "app",
@@ -88,7 +89,10 @@ def get_store() -> ObjectStore:
     global _store
     with _lock:
         if _store is None:
-            _store = store_from_settings(settings)
+            _store = CachingObjectStore(
+                store_from_settings(settings),
+                max_bytes=settings.worker.image_cache_mb * 1024 * 1024,
+            )
         return _store
 
 

@@ -1,0 +1,1706 @@
+"""Service benchmark: the whole stack's throughput against the bare engine's, in one run.
+
+Run it from the repository root (PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 must be
+up)::
+
+    .venv/bin/python -m bench.bench_service [--workers N] [--pairs P] [--distinct D]
+                                            [--batch-accept 10000] [--rounds 3] [--json OUT]
+                                            [--max-rounds 8] [--concurrency C]
+
+Set-up (untimed): D distinct 1920x1080 PNG pairs from :func:`bench.images.photographic_pair`
+(seeds ``seed + i``); a fresh PostgreSQL database migrated with
+:func:`core.db.session.upgrade_database`, an empty Redis database, moto's S3 server, ONE Celery
+worker (``--concurrency N``) and the API (uvicorn), as subprocesses; a key from
+``diffall keys create``; the 2D images uploaded once; a warm-up batch of 2N pairs.
+
+Then ``--rounds`` rounds (default 3), each of two timed windows, in alternating order
+(bare, service; service, bare; ...), plus extra rounds (up to ``--max-rounds``, default 8, in
+all) while there is no quiet window of each kind:
+
+- **bare engine**: N processes (``spawn``, each warmed up by one comparison) loop
+  ``core.imaging.compare(a, b)`` (default options: auto mode) over P pairs (the D pairs reused
+  cyclically), handed out one at a time from a shared counter; rate = P / wall time from the
+  start signal to the last result.
+- **service**: ``POST /v1/batches`` of the same P pairs (image ids) until
+  ``GET /v1/batches/{id}``, polled every 0.2 s, reports every comparison final; rate = P / that
+  time.
+
+Each window shows the CPU seconds other processes used meanwhile (``/proc/stat`` minus ours); it
+is noisy above 3 % of the machine. The judged ratio is best service rate / best bare rate over
+the quiet windows (other processes only ever slow a window down, so the fastest quiet window of
+each kind is the least disturbed); target >= 0.85; without a quiet window of each kind it is
+shown but not judged. Beside it: the ratio of medians, and a CPU-bound estimate that depends
+little on the load (bare engine CPU per comparison / all our components' CPU per comparison
+through the service).
+
+Last, **batch acceptance**: the worker stopped (nothing runs), ``POST /v1/batches`` of 10,000
+pairs, timed from the request to the 202 answer, median of 3; target < 2 s. Every subprocess is
+stopped, the database dropped and the Redis database flushed in any case. The script exits 0
+either way: it reports, it does not gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Size of the benchmark's images, in pixels.
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
+#: Comparisons of the timed service batch (and of each bare engine run).
+DEFAULT_PAIRS = 40
+#: Distinct image pairs, reused cyclically.
+DEFAULT_DISTINCT = 4
+#: Pairs of the batch-acceptance request.
+DEFAULT_BATCH_ACCEPT = 10_000
+#: Seed of the first image pair (pair i uses seed + i).
+DEFAULT_SEED = 2024
+#: Seconds between two polls of the timed batch.
+POLL_S = 0.2
+#: Timed acceptance requests (the median is judged).
+ACCEPT_REPEAT = 3
+#: Rounds of (bare engine run, service batch), in alternating order.
+ROUNDS = 3
+#: Rounds in all at most, extra rounds being run while no window of a kind was quiet.
+MAX_ROUNDS = 8
+#: Target: service throughput / bare engine throughput, at least.
+TARGET_RATIO = 0.85
+#: Target: seconds from POST to 202 for a batch of ``DEFAULT_BATCH_ACCEPT`` pairs, below.
+TARGET_ACCEPT_S = 2.0
+
+#: Admin URL of the PostgreSQL server (a database is created and dropped through it).
+PG_ADMIN_URL = os.environ.get(
+    "DIFFALL_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+#: Credentials and region used against moto's S3 server (it accepts any).
+S3_KEY, S3_SECRET, S3_REGION = "bench", "bench-secret", "us-east-1"
+#: Marker key written into the chosen Redis database so no other run picks it.
+REDIS_MARKER = "diffall-bench:claimed"
+
+#: Windows where other processes took more than this share of the machine are marked noisy.
+NOISY_SHARE = 0.03
+#: Key of the machine's busy CPU seconds in the ``cpu_s`` dictionaries.
+MACHINE_BUSY = "machine busy"
+#: Key of the bare engine processes' CPU seconds.
+ENGINE_PROCESSES = "engine processes"
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration, images, machine
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What one benchmark run does.
+
+    Attributes
+    ----------
+    workers : int
+        N: bare engine processes, and the Celery worker's concurrency unless ``concurrency``
+        is set (>= 1).
+    pairs : int
+        Comparisons timed, bare and through the service (>= 1).
+    distinct : int
+        Distinct image pairs, reused cyclically (>= 1).
+    batch_accept : int
+        Pairs of each batch-acceptance request (>= 1; 0 skips that step).
+    width, height : int
+        Image size in pixels (>= 16 each).
+    seed : int
+        Seed of the first image pair.
+    rounds : int
+        Rounds of one bare engine run and one service batch each (>= 1).
+    max_rounds : int
+        Extra rounds are run, up to this many in all, while there is no quiet window (see
+        :data:`NOISY_SHARE`) of each kind.
+    accept_repeat : int
+        Timed batch-acceptance requests (>= 1).
+    poll_s : float
+        Seconds between two polls of the timed batch (> 0).
+    timeout_s : float
+        Seconds any single step (a batch draining, a process starting) may take.
+    concurrency : int or None
+        Celery worker concurrency when it should differ from ``workers`` (an experiment: the
+        issue's target is judged with ``concurrency == workers``); None means ``workers``.
+    """
+
+    workers: int
+    pairs: int = DEFAULT_PAIRS
+    distinct: int = DEFAULT_DISTINCT
+    batch_accept: int = DEFAULT_BATCH_ACCEPT
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    seed: int = DEFAULT_SEED
+    rounds: int = ROUNDS
+    max_rounds: int = MAX_ROUNDS
+    accept_repeat: int = ACCEPT_REPEAT
+    poll_s: float = POLL_S
+    timeout_s: float = 300.0
+    concurrency: int | None = None
+
+    @property
+    def worker_concurrency(self) -> int:
+        """The Celery worker's ``--concurrency``."""
+        return self.workers if self.concurrency is None else self.concurrency
+
+    def __post_init__(self) -> None:
+        if min(self.workers, self.pairs, self.distinct, self.rounds, self.accept_repeat) < 1:
+            raise ValueError("workers, pairs, distinct, rounds and accept_repeat must be >= 1")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if self.batch_accept < 0 or self.poll_s <= 0 or self.timeout_s <= 0:
+            raise ValueError("batch_accept must be >= 0, poll_s and timeout_s > 0")
+
+
+def default_workers() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def make_pairs(distinct: int, width: int, height: int, *, seed: int) -> list[tuple[bytes, bytes]]:
+    """PNG bytes of ``distinct`` photographic pairs (pair i from ``photographic_pair`` with
+    ``seed + i``).
+
+    Parameters
+    ----------
+    distinct : int
+        Number of pairs (>= 1).
+    width, height : int
+        Size in pixels (>= 16 each).
+    seed : int
+        Seed of the first pair.
+
+    Returns
+    -------
+    list of tuple of bytes
+        ``[(png_a, png_b), ...]``; the two images of a pair differ (B is a revision of A).
+    """
+    from bench.images import photographic_pair, png_bytes
+
+    out = []
+    for i in range(distinct):
+        a, b = photographic_pair(width, height, seed=seed + i)
+        out.append((png_bytes(a), png_bytes(b)))
+    return out
+
+
+def machine_cpus() -> int:
+    """CPUs of the machine (``os.cpu_count()``), at least 1."""
+    return os.cpu_count() or 1
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded to 0.01."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy since boot (all CPUs; ``/proc/stat``: user,
+    nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    return busy / _CLK_TCK
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, float]]:
+    """Every live process: (pid, comm, process group, CPU seconds user + system)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        head, _, tail = stat.rpartition(")")
+        comm = head.split("(", 1)[1] if "(" in head else ""
+        fields = tail.split()
+        if len(fields) < 13 or fields[0] == "Z":
+            continue
+        yield int(entry.name), comm, int(fields[2]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def cpu_snapshot(
+    groups: dict[str, int], *, main_pids: dict[str, int] | None = None
+) -> dict[str, float]:
+    """CPU seconds (user + system, since each process started) used so far by named groups.
+
+    Parameters
+    ----------
+    groups : dict of str to int
+        Name -> process group id (each subprocess runs in its own group, so this includes its
+        children, e.g. Celery's pool processes).
+    main_pids : dict of str to int, optional
+        Name -> pid of a group's leader to count apart: its CPU goes to ``"<name> main"`` and
+        the rest of its group to ``"<name> pool"``.
+
+    Returns
+    -------
+    dict of str to float
+        Seconds per name, plus ``postgres`` (every process named ``postgres``, any client's) and
+        ``redis`` (every ``redis-server``), and ``machine busy`` (:func:`machine_busy_cpu_s`).
+    """
+    main_pids = main_pids or {}
+    by_group = {pgid: name for name, pgid in groups.items()}
+    out: dict[str, float] = {}
+    for name in groups:
+        if name in main_pids:
+            out[f"{name} main"] = 0.0
+            out[f"{name} pool"] = 0.0
+        else:
+            out[name] = 0.0
+    out["postgres"] = 0.0
+    out["redis"] = 0.0
+    for pid, comm, pgrp, cpu in _proc_stats():
+        group = by_group.get(pgrp)
+        if group is not None:
+            if group in main_pids:
+                out[f"{group} {'main' if pid == main_pids[group] else 'pool'}"] += cpu
+            else:
+                out[group] += cpu
+        elif comm == "postgres":
+            out["postgres"] += cpu
+        elif comm == "redis-server":
+            out["redis"] += cpu
+    out[MACHINE_BUSY] = machine_busy_cpu_s()
+    return out
+
+
+def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: round(max(0.0, v - before.get(k, 0.0)), 3) for k, v in after.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Bare engine
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """One timed window (a bare engine run or a service batch) and the CPU it used.
+
+    Attributes
+    ----------
+    pairs : int
+        Comparisons done in the window.
+    wall_s : float
+        Its wall time, seconds.
+    cpu_s : dict of str to float
+        CPU seconds used during the window by each of our components, plus ``machine busy``
+        (every CPU of the machine, whoever used it).
+    cpus : int
+        CPUs of the machine (the capacity is ``cpus * wall_s`` CPU seconds).
+    load_start : list of float
+        Load averages (1, 5, 15 min) when the window opened.
+    """
+
+    pairs: int
+    wall_s: float
+    cpu_s: dict[str, float]
+    cpus: int
+    load_start: list[float]
+
+    @property
+    def rate(self) -> float:
+        """Comparisons per second (``pairs / wall_s``)."""
+        return self.pairs / self.wall_s
+
+    @property
+    def ours_cpu_s(self) -> float:
+        """CPU seconds of our components (everything in ``cpu_s`` but ``machine busy``)."""
+        return sum(v for k, v in self.cpu_s.items() if k != MACHINE_BUSY)
+
+    @property
+    def foreign_cpu_s(self) -> float:
+        """CPU seconds other processes used during the window (machine busy - ours, >= 0)."""
+        return max(0.0, self.cpu_s.get(MACHINE_BUSY, 0.0) - self.ours_cpu_s)
+
+    @property
+    def foreign_share(self) -> float:
+        """``foreign_cpu_s`` as a share of the machine's capacity in the window (0..1)."""
+        return self.foreign_cpu_s / (self.cpus * self.wall_s)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether other processes took more than ``NOISY_SHARE`` of the machine."""
+        return self.foreign_share > NOISY_SHARE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (rate and foreign load included)."""
+        return {
+            **asdict(self),
+            "rate_per_s": round(self.rate, 4),
+            "foreign_cpu_s": round(self.foreign_cpu_s, 3),
+            "foreign_share": round(self.foreign_share, 4),
+        }
+
+
+@dataclass
+class BareRun(Window):
+    """One bare engine run (see :class:`Window`).
+
+    Attributes
+    ----------
+    workers : int
+        Engine processes.
+    per_worker : list of int
+        Comparisons each process did.
+    engine_ms : list of float
+        Each comparison's duration (the ``compare`` call, ms).
+    """
+
+    workers: int
+    per_worker: list[int]
+    engine_ms: list[float]
+
+
+def _bare_worker(
+    pngs: list[tuple[bytes, bytes]],
+    pairs: int,
+    counter: Any,
+    start: Any,
+    results: Any,
+) -> None:
+    """Body of one bare engine process (module level so that ``spawn`` can import it)."""
+    try:
+        from core.imaging import compare
+
+        compare(*pngs[0])  # warm-up: imports, thread pool, first-use costs
+        results.put(("ready", os.getpid()))
+        start.wait()
+        cpu0 = time.process_time()
+        durations: list[float] = []
+        while True:
+            with counter.get_lock():
+                index = counter.value
+                if index >= pairs:
+                    break
+                counter.value = index + 1
+            a, b = pngs[index % len(pngs)]
+            t0 = time.perf_counter()
+            compare(a, b)
+            durations.append((time.perf_counter() - t0) * 1000)
+        results.put(("done", os.getpid(), durations, time.process_time() - cpu0))
+    except BaseException:  # report anything, the parent raises it
+        results.put(("error", os.getpid(), traceback.format_exc()))
+
+
+def _get_message(results: Any, processes: Sequence[Any], deadline: float) -> tuple[Any, ...]:
+    while True:
+        try:
+            message: tuple[Any, ...] = results.get(timeout=0.5)
+            return message
+        except queue_mod.Empty:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("bare engine processes did not answer in time")
+        dead = [p for p in processes if not p.is_alive() and p.exitcode not in (0, None)]
+        if dead:
+            raise RuntimeError(f"a bare engine process died (exit code {dead[0].exitcode})")
+
+
+def run_bare_engine(
+    pngs: list[tuple[bytes, bytes]], *, workers: int, pairs: int, timeout_s: float = 300.0
+) -> BareRun:
+    """Time ``workers`` processes comparing ``pairs`` pairs (cycling over ``pngs``).
+
+    Parameters
+    ----------
+    pngs : list of tuple of bytes
+        The distinct pairs (PNG bytes of A and B).
+    workers : int
+        Processes (>= 1), started with ``spawn`` and warmed up before the clock starts.
+    pairs : int
+        Comparisons in all (>= 1), handed out one at a time.
+    timeout_s : float
+        Seconds the whole run may take.
+
+    Returns
+    -------
+    BareRun
+        Wall time, per-comparison durations and CPU seconds.
+    """
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("i", 0)
+    start = ctx.Event()
+    results = ctx.Queue()
+    processes = [
+        ctx.Process(
+            target=_bare_worker,
+            args=(pngs, pairs, counter, start, results),
+            name=f"bench-engine-{i}",
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    deadline = time.monotonic() + timeout_s
+    try:
+        for process in processes:
+            process.start()
+        for _ in range(workers):
+            message = _get_message(results, processes, deadline)
+            if message[0] == "error":
+                raise RuntimeError(f"bare engine process failed:\n{message[2]}")
+        load_start = load_average()
+        busy0, bench0 = machine_busy_cpu_s(), time.process_time()
+        t0 = time.perf_counter()
+        start.set()
+        durations: list[float] = []
+        per_worker: list[int] = []
+        cpu = 0.0
+        for _ in range(workers):
+            message = _get_message(results, processes, deadline)
+            if message[0] == "error":
+                raise RuntimeError(f"bare engine process failed:\n{message[2]}")
+            durations.extend(message[2])
+            per_worker.append(len(message[2]))
+            cpu += message[3]
+        wall = time.perf_counter() - t0
+        busy, bench = machine_busy_cpu_s() - busy0, time.process_time() - bench0
+    finally:
+        for process in processes:
+            if process.pid is None:  # never started
+                continue
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        results.close()
+    return BareRun(
+        pairs=pairs,
+        wall_s=round(wall, 4),
+        cpu_s={
+            ENGINE_PROCESSES: round(cpu, 3),
+            "bench": round(bench, 3),
+            MACHINE_BUSY: round(busy, 3),
+        },
+        cpus=machine_cpus(),
+        load_start=load_start,
+        workers=workers,
+        per_worker=per_worker,
+        engine_ms=[round(d, 2) for d in durations],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The service stack
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A subprocess in its own process group, its output in a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Whether it is still running."""
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 4000) -> str:
+        """The end of its log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, *, grace_s: float = 10.0) -> None:
+        """SIGTERM its process group, SIGKILL it after ``grace_s`` seconds."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+def _start(name: str, argv: list[str], *, env: dict[str, str], root: Path) -> Proc:
+    log_path = root / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log_path)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(
+    condition: Callable[[], bool], *, what: str, timeout_s: float, procs: Sequence[Proc] = ()
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def _port_open(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+class ServiceStack:
+    """PostgreSQL database, Redis database, moto S3, API and one Celery worker, on this machine.
+
+    Use as a context manager: everything started is stopped, the database dropped and the
+    Redis database flushed on exit, whatever happened.
+
+    Parameters
+    ----------
+    workers : int
+        Celery worker concurrency (prefork pool processes, >= 1).
+    timeout_s : float
+        Seconds a process may take to start.
+    """
+
+    def __init__(self, *, workers: int, timeout_s: float = 60.0) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.root = Path(tempfile.mkdtemp(prefix="diffall-bench-"))
+        self.database_name = f"diffall_bench_{uuid.uuid4().hex[:12]}"
+        self.database_url = ""
+        self.redis_db: int | None = None
+        self.base_url = ""
+        self.key = ""
+        self.procs: dict[str, Proc] = {}
+        self._redis: Any = None
+        self._db_created = False
+        self._stopped_logs: list[str] = []
+        self.env: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> ServiceStack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Create the database and Redis database, start S3, the worker and the API, make a key."""
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+
+        from core.db.session import upgrade_database
+
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{self.database_name}"')
+            self._db_created = True
+        finally:
+            admin.dispose()
+        self.database_url = (
+            make_url(PG_ADMIN_URL)
+            .set(database=self.database_name)
+            .render_as_string(hide_password=False)
+        )
+        upgrade_database(self.database_url)
+        self._claim_redis_db()
+
+        s3_port, api_port = _free_port(), _free_port()
+        s3_url = f"http://127.0.0.1:{s3_port}"
+        self.base_url = f"http://127.0.0.1:{api_port}"
+        python = sys.executable
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFALL_")}
+        paths = [str(ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env["PYTHONUNBUFFERED"] = "1"
+        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        env.update(
+            {
+                "DIFFALL_ENV": "test",
+                "DIFFALL_DATA_DIR": str(self.root / "data"),
+                "DIFFALL_DATABASE_URL": self.database_url,
+                "DIFFALL_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
+                "DIFFALL_STORAGE__BACKEND": "s3",
+                "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
+                "DIFFALL_STORAGE__S3_BUCKET": bucket,
+                "DIFFALL_STORAGE__S3_REGION": S3_REGION,
+                "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
+                "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
+                "DIFFALL_API__PUBLIC_BASE_URL": self.base_url,
+                # The benchmark measures throughput, not the per-key rate limiter.
+                "DIFFALL_LIMITS__RATE_LIMIT_PER_MINUTE": "1000000",
+            }
+        )
+        self.env = env
+        s3 = _start(
+            "s3",
+            [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+            env=env,
+            root=self.root,
+        )
+        self.procs["s3"] = s3
+        _wait_for(_port_open(s3_port), what="moto S3", timeout_s=self.timeout_s, procs=[s3])
+        import boto3
+
+        s3_client = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+        )
+        try:
+            s3_client.create_bucket(Bucket=bucket)
+        finally:
+            s3_client.close()
+        self.start_worker()
+        self.procs["api"] = _start(
+            "api",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "api.main:create_app",
+                "--factory",
+                "--host=127.0.0.1",
+                f"--port={api_port}",
+                "--log-level=warning",
+            ],
+            env=env,
+            root=self.root,
+        )
+        keys = subprocess.run(
+            [python, "-m", "diffall.cli", "keys", "create", "--tenant", "bench"],
+            env=env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout_s,
+            check=False,
+        )
+        if keys.returncode != 0 or not keys.stdout.strip():
+            raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
+        self.key = keys.stdout.strip().splitlines()[-1]
+        _wait_for(
+            _http_ok(f"{self.base_url}/healthz"),
+            what="the API",
+            timeout_s=self.timeout_s,
+            procs=list(self.procs.values()),
+        )
+
+    def start_worker(self) -> None:
+        """Start the Celery worker (``--concurrency workers``) and wait until it is ready."""
+        worker = _start(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "--app=worker.celery_app",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={self.workers}",
+                "--queues=interactive,batch,maintenance",
+                f"--hostname=bench-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+            ],
+            env=self.env,
+            root=self.root,
+        )
+        self.procs["worker"] = worker
+        _wait_for(
+            lambda: " ready." in worker.tail(100_000),
+            what="the Celery worker",
+            timeout_s=self.timeout_s,
+            procs=[worker],
+        )
+
+    def stop_worker(self) -> None:
+        """Stop the worker (warm shutdown, then SIGKILL); queued jobs stay queued."""
+        worker = self.procs.pop("worker", None)
+        if worker is not None:
+            worker.stop()
+            self._stopped_logs.append(worker.tail())
+
+    def _claim_redis_db(self) -> None:
+        import redis
+
+        numbers = list(range(1, 16))
+        random.Random().shuffle(numbers)
+        for number in numbers:
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
+            if client.dbsize() == 0 and client.set(REDIS_MARKER, "1", nx=True):
+                if client.dbsize() == 1:
+                    self._redis, self.redis_db = client, number
+                    return
+                client.delete(REDIS_MARKER)
+            client.close()
+        raise RuntimeError("no empty Redis database among 1..15")
+
+    def close(self) -> None:
+        """Stop every process, drop the database, flush the Redis database, remove temp files."""
+        errors: list[str] = []
+        for name in ("api", "worker", "s3"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                try:
+                    proc.stop()
+                except Exception as exc:  # keep cleaning up
+                    errors.append(f"stop {name}: {exc}")
+        if self._db_created:
+            try:
+                import sqlalchemy as sa
+
+                admin = sa.create_engine(
+                    PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+                )
+                try:
+                    with admin.connect() as connection:
+                        connection.exec_driver_sql(
+                            f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'
+                        )
+                    self._db_created = False
+                finally:
+                    admin.dispose()
+            except Exception as exc:
+                errors.append(f"drop database: {exc}")
+        if self._redis is not None:
+            try:
+                self._redis.flushdb()
+                self._redis.close()
+                self._redis = None
+            except Exception as exc:
+                errors.append(f"flush redis: {exc}")
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise RuntimeError("clean-up failed: " + "; ".join(errors))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def groups(self) -> dict[str, int]:
+        """Name -> process group id of every running subprocess."""
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def client(self, *, timeout: float = 60.0) -> httpx.Client:
+        """An httpx client on the API with the key."""
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=timeout,
+        )
+
+    def describe_failure(self) -> str:
+        """The log tails of every process (for an error message)."""
+        parts = [f"=== {name} ===\n{proc.tail()}" for name, proc in self.procs.items()]
+        parts += [f"=== stopped worker ===\n{t}" for t in self._stopped_logs]
+        return "\n".join(parts)
+
+
+def upload_pairs(stack: ServiceStack, pngs: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Upload every image once (``POST /v1/images``); return the image ids of each pair."""
+    ids: list[tuple[str, str]] = []
+    with stack.client() as http:
+        for a, b in pngs:
+            pair = []
+            for data in (a, b):
+                response = http.post(
+                    "/v1/images", files={"file": ("image.png", data, "application/octet-stream")}
+                )
+                if response.status_code >= 300:
+                    raise RuntimeError(f"upload failed: {response.status_code} {response.text}")
+                pair.append(str(response.json()["id"]))
+            ids.append((pair[0], pair[1]))
+    return ids
+
+
+def batch_body(ids: Sequence[tuple[str, str]], pairs: int) -> bytes:
+    """JSON body of ``POST /v1/batches`` with ``pairs`` pairs cycling over ``ids``."""
+    items = [{"a": ids[i % len(ids)][0], "b": ids[i % len(ids)][1]} for i in range(pairs)]
+    return json.dumps({"pairs": items, "metadata": {"bench": "service"}}).encode()
+
+
+FINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass
+class BatchOutcome:
+    """A batch run to completion through the service."""
+
+    batch_id: str
+    submit_s: float
+    wall_s: float
+    polls: int
+    counts: dict[str, int]
+
+
+def run_batch(
+    http: httpx.Client,
+    ids: Sequence[tuple[str, str]],
+    pairs: int,
+    *,
+    poll_s: float,
+    timeout_s: float,
+    stack: ServiceStack | None = None,
+) -> BatchOutcome:
+    """POST a batch of ``pairs`` pairs and poll it every ``poll_s`` s until every comparison is
+    final; time from the request to that poll's answer.
+
+    Returns
+    -------
+    BatchOutcome
+        ``submit_s`` (POST to 202) and ``wall_s`` (POST to all final), in seconds.
+    """
+    body = batch_body(ids, pairs)
+    headers = {"Content-Type": "application/json"}
+    t0 = time.perf_counter()
+    response = http.post("/v1/batches", content=body, headers=headers)
+    submit = time.perf_counter() - t0
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /v1/batches: {response.status_code} {response.text[:500]}")
+    created = response.json()
+    if created["accepted"] != pairs:
+        raise RuntimeError(f"batch accepted {created['accepted']} of {pairs} pairs")
+    batch_id = str(created["id"])
+    polls = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        time.sleep(poll_s)
+        batch = http.get(f"/v1/batches/{batch_id}")
+        polls += 1
+        batch.raise_for_status()
+        counts = batch.json()["counts"]
+        if sum(counts.get(state, 0) for state in FINAL) >= pairs:
+            wall = time.perf_counter() - t0
+            break
+        if time.monotonic() > deadline:
+            extra = stack.describe_failure() if stack is not None else ""
+            raise TimeoutError(
+                f"batch {batch_id} not done after {timeout_s:g} s: {counts}\n{extra}"
+            )
+    return BatchOutcome(batch_id, round(submit, 4), round(wall, 4), polls, counts)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def batch_job_stats(http: httpx.Client, batch_id: str) -> dict[str, Any]:
+    """Per-job figures of a finished batch, from its comparisons (``GET
+    /v1/batches/{id}/comparisons``): medians in ms of queue wait (created -> started), run
+    (started -> finished: storage reads, the engine, the heatmap write), the engine's own
+    total, and run - engine (the per-job overhead inside the worker); the first job's start
+    after the batch was created (ms, dispatch latency); the server-side makespan (first
+    created -> last finished, s) and the sum of the runs (s); attempts; failures."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "100", **({"cursor": cursor} if cursor else {})}
+        page = http.get(f"/v1/batches/{batch_id}/comparisons", params=params)
+        page.raise_for_status()
+        body = page.json()
+        items.extend(body.get("items", []))
+        cursor = body.get("next_cursor")
+        if not cursor:
+            break
+    wait_ms: list[float] = []
+    run_ms: list[float] = []
+    engine_ms: list[float] = []
+    overhead_ms: list[float] = []
+    created: list[datetime] = []
+    started: list[datetime] = []
+    finished: list[datetime] = []
+    errors: dict[str, int] = {}
+    for item in items:
+        c, s, f = (_parse_time(item.get(k)) for k in ("created_at", "started_at", "finished_at"))
+        if c is not None:
+            created.append(c)
+        if s is not None:
+            started.append(s)
+        if f is not None:
+            finished.append(f)
+        if c is not None and s is not None:
+            wait_ms.append((s - c).total_seconds() * 1000)
+        if s is not None and f is not None:
+            run = (f - s).total_seconds() * 1000
+            run_ms.append(run)
+            total = ((item.get("result") or {}).get("timings_ms") or {}).get("total")
+            if isinstance(total, int | float):
+                engine_ms.append(float(total))
+                overhead_ms.append(run - float(total))
+        if item.get("error"):
+            code = str(item["error"].get("code"))
+            errors[code] = errors.get(code, 0) + 1
+
+    def med(values: list[float]) -> float | None:
+        return round(statistics.median(values), 1) if values else None
+
+    return {
+        "comparisons": len(items),
+        "states": _count(item.get("state") for item in items),
+        "max_attempts": max((int(item.get("attempts") or 0) for item in items), default=0),
+        "errors": errors,
+        "queue_wait_ms_median": med(wait_ms),
+        "run_ms_median": med(run_ms),
+        "run_s_total": round(sum(run_ms) / 1000, 3),
+        "engine_ms_median": med(engine_ms),
+        "overhead_ms_median": med(overhead_ms),
+        "overhead_ms_mean": round(statistics.fmean(overhead_ms), 1) if overhead_ms else None,
+        "first_start_ms": (
+            round((min(started) - min(created)).total_seconds() * 1000, 1)
+            if created and started
+            else None
+        ),
+        "server_makespan_s": (
+            round((max(finished) - min(created)).total_seconds(), 3)
+            if created and finished
+            else None
+        ),
+    }
+
+
+def _count(values: Iterator[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[str(value)] = out.get(str(value), 0) + 1
+    return out
+
+
+@dataclass
+class ServiceRun(Window):
+    """One timed service batch (see :class:`Window`; ``cpu_s`` has the worker's main and pool
+    processes, the API, moto S3, PostgreSQL, Redis and ``bench``, this polling process).
+
+    Attributes
+    ----------
+    workers : int
+        Worker concurrency.
+    submit_s : float
+        POST /v1/batches to 202, seconds.
+    polls : int
+        GET /v1/batches/{id} requests made.
+    jobs : dict
+        :func:`batch_job_stats` of the batch.
+    """
+
+    workers: int
+    submit_s: float
+    polls: int
+    jobs: dict[str, Any]
+
+
+def warm_up(
+    stack: ServiceStack,
+    ids: Sequence[tuple[str, str]],
+    *,
+    poll_s: float = POLL_S,
+    timeout_s: float = 300.0,
+) -> float:
+    """Run an untimed batch of 2N pairs so every pool process has done its first job
+    (connections, clients, thread pools); return its wall time in seconds."""
+    with stack.client() as http:
+        outcome = run_batch(
+            http, ids, 2 * stack.workers, poll_s=poll_s, timeout_s=timeout_s, stack=stack
+        )
+    return outcome.wall_s
+
+
+def run_service(
+    stack: ServiceStack,
+    ids: Sequence[tuple[str, str]],
+    *,
+    pairs: int,
+    poll_s: float = POLL_S,
+    timeout_s: float = 300.0,
+) -> ServiceRun:
+    """Time one batch of ``pairs`` pairs through the service, from POST to all final.
+
+    Parameters
+    ----------
+    stack : ServiceStack
+        A started stack with its worker running (warmed up with :func:`warm_up`).
+    ids : sequence of (str, str)
+        Image ids of the uploaded pairs.
+    pairs : int
+        Comparisons of the batch (>= 1).
+    poll_s : float
+        Seconds between two polls of ``GET /v1/batches/{id}``.
+    timeout_s : float
+        Seconds the batch may take.
+
+    Returns
+    -------
+    ServiceRun
+        The figures of the batch, per-job statistics and CPU seconds by component.
+    """
+    with stack.client() as http:
+        groups = stack.groups()
+        main_pids = {"worker": stack.procs["worker"].pid}
+        load_start = load_average()
+        before = cpu_snapshot(groups, main_pids=main_pids)
+        bench0 = time.process_time()
+        outcome = run_batch(http, ids, pairs, poll_s=poll_s, timeout_s=timeout_s, stack=stack)
+        cpu = _diff(cpu_snapshot(groups, main_pids=main_pids), before)
+        cpu["bench"] = round(time.process_time() - bench0, 3)
+        jobs = batch_job_stats(http, outcome.batch_id)
+    return ServiceRun(
+        pairs=pairs,
+        wall_s=outcome.wall_s,
+        cpu_s=cpu,
+        cpus=machine_cpus(),
+        load_start=load_start,
+        workers=stack.workers,
+        submit_s=outcome.submit_s,
+        polls=outcome.polls,
+        jobs=jobs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Batch acceptance
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AcceptRun:
+    """Batch-acceptance requests: seconds from POST to 202 and pairs accepted, each request."""
+
+    pairs: int
+    times_s: list[float]
+    accepted: list[int]
+    load_start: list[float]
+
+    @property
+    def median_s(self) -> float:
+        """Median seconds from POST to 202."""
+        return float(statistics.median(self.times_s))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (median included)."""
+        return {**asdict(self), "median_s": round(self.median_s, 4)}
+
+
+def run_accept(
+    stack: ServiceStack, ids: Sequence[tuple[str, str]], *, pairs: int, repeat: int
+) -> AcceptRun:
+    """Time ``repeat`` POSTs of a ``pairs``-pair batch, with the worker stopped (the
+    comparisons stay ``queued``; dropping the database discards them).
+
+    Parameters
+    ----------
+    stack : ServiceStack
+        The stack, its worker stopped (:meth:`ServiceStack.stop_worker`).
+    ids : sequence of (str, str)
+        Image ids of the uploaded pairs (the batch cycles over them).
+    pairs : int
+        Pairs per request (>= 1).
+    repeat : int
+        Requests (>= 1).
+
+    Returns
+    -------
+    AcceptRun
+        Seconds from POST to 202 of each request.
+    """
+    if "worker" in stack.procs:
+        raise RuntimeError("stop the worker before timing batch acceptance")
+    body = batch_body(ids, pairs)
+    headers = {"Content-Type": "application/json"}
+    load_start = load_average()
+    times: list[float] = []
+    accepted: list[int] = []
+    with stack.client(timeout=120.0) as http:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            response = http.post("/v1/batches", content=body, headers=headers)
+            elapsed = time.perf_counter() - t0
+            if response.status_code != 202:
+                raise RuntimeError(
+                    f"POST /v1/batches ({pairs} pairs): {response.status_code} "
+                    f"{response.text[:500]}"
+                )
+            times.append(round(elapsed, 4))
+            accepted.append(int(response.json()["accepted"]))
+    return AcceptRun(pairs=pairs, times_s=times, accepted=accepted, load_start=load_start)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run, targets, output
+# --------------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+@dataclass
+class Report:
+    """Everything one run measured.
+
+    The judged ratio is best service rate / best bare rate over the *quiet* windows (other
+    processes took at most ``NOISY_SHARE`` of the machine): other processes on a shared machine
+    only ever slow a window down, so the fastest quiet window of each kind is the least
+    disturbed estimate of what it can do. Without a quiet window of each kind the ratio of the
+    best windows is shown but not judged (status ``noisy``). The ratio of medians and a
+    CPU-bound estimate (bare engine CPU per comparison / all our components' CPU per comparison
+    through the service), which depends little on the load, are shown beside it.
+    """
+
+    config: BenchConfig
+    machine: dict[str, Any]
+    bare: list[BareRun] = field(default_factory=list)
+    service: list[ServiceRun] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    warmup_s: float | None = None
+    accept: AcceptRun | None = None
+    stack: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quiet(self) -> bool:
+        """Whether there is at least one quiet window of each kind (the ratio is judged)."""
+        return any(not r.noisy for r in self.bare) and any(not r.noisy for r in self.service)
+
+    @property
+    def ratio(self) -> float | None:
+        """Best service rate / best bare engine rate, over the quiet windows when each kind
+        has one (then the figure is judged), else over all windows."""
+        if not self.bare or not self.service:
+            return None
+        bare: Sequence[Window] = self.bare
+        service: Sequence[Window] = self.service
+        if self.quiet:
+            bare = [r for r in self.bare if not r.noisy]
+            service = [r for r in self.service if not r.noisy]
+        return max(r.rate for r in service) / max(r.rate for r in bare)
+
+    @property
+    def ratio_of_medians(self) -> float | None:
+        """Median service rate / median bare engine rate."""
+        bare = _median([r.rate for r in self.bare])
+        service = _median([r.rate for r in self.service])
+        return None if not bare or service is None else service / bare
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """Median bare engine CPU ms per comparison / median service CPU ms per comparison
+        (worker, API, S3, PostgreSQL, Redis, polling client): the ratio a CPU-bound machine
+        reaches whatever the load of other processes."""
+        bare = _median([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
+        service = _median([r.ours_cpu_s / r.pairs for r in self.service])
+        return None if bare is None or not service else bare / service
+
+    @property
+    def cpu_ratio_without_s3(self) -> float | None:
+        """:attr:`cpu_ratio` leaving out moto's S3 server, a test double sharing the machine
+        here (in production the object store runs elsewhere)."""
+        bare = _median([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
+        service = _median([(r.ours_cpu_s - r.cpu_s.get("s3", 0.0)) / r.pairs for r in self.service])
+        return None if bare is None or not service else bare / service
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The two targets: name, measured value, limit, status (PASS, FAIL, info or n/a)."""
+        ratio = self.ratio
+        accept = self.accept.median_s if self.accept is not None else None
+        full = self.config.batch_accept >= DEFAULT_BATCH_ACCEPT
+        same_n = self.config.worker_concurrency == self.config.workers
+        ratio_status = "n/a"
+        if ratio is not None:
+            ratio_status = "PASS" if ratio >= TARGET_RATIO else "FAIL"
+            if not same_n:
+                ratio_status = "info"
+            elif not self.quiet:
+                ratio_status = "noisy"
+        return [
+            {
+                "target": "service / bare engine throughput (best quiet windows)",
+                "measured": None if ratio is None else round(ratio, 3),
+                "limit": f">= {TARGET_RATIO:g}" + ("" if same_n else " (judged at concurrency N)"),
+                "status": ratio_status,
+            },
+            {
+                "target": (
+                    f"batch of {self.config.batch_accept:,} pairs accepted (median s)"
+                    if self.config.batch_accept
+                    else "batch acceptance (skipped)"
+                ),
+                "measured": None if accept is None else round(accept, 3),
+                "limit": f"< {TARGET_ACCEPT_S:g} s"
+                + ("" if full else f" (judged at {DEFAULT_BATCH_ACCEPT:,})"),
+                "status": (
+                    "n/a"
+                    if accept is None
+                    else ("info" if not full else ("PASS" if accept < TARGET_ACCEPT_S else "FAIL"))
+                ),
+            },
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+
+        def rnd(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
+        return {
+            "config": asdict(self.config),
+            "machine": self.machine,
+            "order": self.order,
+            "bare": [r.to_dict() for r in self.bare],
+            "service": [r.to_dict() for r in self.service],
+            "warmup_s": self.warmup_s,
+            "ratio_best": rnd(self.ratio),
+            "ratio_judged_on_quiet_windows": self.quiet,
+            "ratio_of_medians": rnd(self.ratio_of_medians),
+            "cpu_ratio": rnd(self.cpu_ratio),
+            "cpu_ratio_without_s3": rnd(self.cpu_ratio_without_s3),
+            "accept": None if self.accept is None else self.accept.to_dict(),
+            "targets": self.targets(),
+            "stack": self.stack,
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, library versions, OpenCV's and the pipeline's thread counts and
+    the load average now."""
+    from bench.bench_engine import machine_info as engine_machine_info
+    from core.imaging.parallel import thread_count
+
+    info = engine_machine_info()
+    info.pop("tools", None)
+    info["pipeline_threads"] = thread_count()
+    return info
+
+
+def run(config: BenchConfig, *, console: Console | None = None) -> Report:
+    """Run the whole benchmark (rounds of bare engine and service, then batch acceptance);
+    every subprocess, the database and the Redis database are cleaned up whatever happens.
+
+    Round i runs the bare engine then the service batch when i is odd, the other way round
+    when it is even, so a slow drift of the machine's load falls on both alike.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        What to run.
+    console : rich.console.Console, optional
+        Where to print progress lines (none when omitted).
+
+    Returns
+    -------
+    Report
+        The figures; :func:`render` prints them.
+    """
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')} {text}[/dim]")
+
+    report = Report(config=config, machine=machine_info())
+    say(f"generating {config.distinct} pairs of {config.width}x{config.height} PNGs")
+    pngs = make_pairs(config.distinct, config.width, config.height, seed=config.seed)
+    report.machine["png_mb"] = round(statistics.fmean(len(x) for p in pngs for x in p) / 1e6, 2)
+    say("starting the stack: PostgreSQL database, Redis database, moto S3, worker, API")
+    with ServiceStack(
+        workers=config.worker_concurrency, timeout_s=min(config.timeout_s, 120.0)
+    ) as stack:
+        report.stack = {
+            "database": stack.database_name,
+            "redis_db": stack.redis_db,
+            "base_url": stack.base_url,
+            "pids": {name: proc.pid for name, proc in stack.procs.items()},
+        }
+        say(
+            f"uploading {2 * config.distinct} images; warm-up batch of "
+            f"{2 * config.worker_concurrency}"
+        )
+        ids = upload_pairs(stack, pngs)
+        try:
+            report.warmup_s = warm_up(stack, ids, poll_s=config.poll_s, timeout_s=config.timeout_s)
+            index = 0
+            while index < config.rounds or (not report.quiet and index < config.max_rounds):
+                if index == config.rounds:
+                    say("no quiet window of each kind yet: extra rounds (up to --max-rounds)")
+                steps = ("bare", "service") if index % 2 == 0 else ("service", "bare")
+                index += 1
+                for step in steps:
+                    say(f"round {index}: {step}, {config.pairs} comparisons")
+                    report.order.append(step)
+                    if step == "bare":
+                        report.bare.append(
+                            run_bare_engine(
+                                pngs,
+                                workers=config.workers,
+                                pairs=config.pairs,
+                                timeout_s=config.timeout_s,
+                            )
+                        )
+                    else:
+                        report.service.append(
+                            run_service(
+                                stack,
+                                ids,
+                                pairs=config.pairs,
+                                poll_s=config.poll_s,
+                                timeout_s=config.timeout_s,
+                            )
+                        )
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n{stack.describe_failure()}") from exc
+        stack.stop_worker()
+        if config.batch_accept:
+            say(
+                f"batch acceptance: {config.accept_repeat} x {config.batch_accept:,} pairs "
+                "(worker stopped)"
+            )
+            report.accept = run_accept(
+                stack, ids, pairs=config.batch_accept, repeat=config.accept_repeat
+            )
+        say("cleaning up: processes, database, Redis database")
+    report.machine["load_average_end"] = load_average()
+    return report
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _foreign(window: Window) -> str:
+    text = f"{window.foreign_cpu_s:.1f} ({window.foreign_share:.0%})"
+    return f"[yellow]{text} noisy[/yellow]" if window.noisy else text
+
+
+def render(console: Console, report: Report) -> None:
+    """Print the report's tables.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+        Where to print.
+    report : Report
+        What :func:`run` measured.
+    """
+    m, c = report.machine, report.config
+    console.print(
+        f"[bold]DiffALL service benchmark[/bold] on {m['cpu_model']}: {m['cpu_count']} cores "
+        f"({m['cpu_affinity']} usable), cv2 threads {m['cv2_threads']}, pipeline threads "
+        f"{m['pipeline_threads']} per process"
+    )
+    end = m.get("load_average_end")
+    console.print(
+        "load average (1, 5, 15 min): at start "
+        + " ".join(str(v) for v in m["load_average"])
+        + ("" if end is None else "; at end " + " ".join(str(v) for v in end))
+    )
+    console.print(
+        f"python {m['python']}, numpy {m['numpy']}, opencv {m['opencv']}; N = {c.workers} "
+        f"processes, P = {c.pairs} comparisons per window over D = {c.distinct} distinct pairs "
+        f"of {c.width}x{c.height} PNGs (mean {m.get('png_mb', 0):.1f} MB), auto mode, "
+        f"{len(report.order) // 2} rounds"
+        + (
+            ""
+            if c.concurrency is None
+            else f"; [yellow]worker concurrency {c.concurrency} (not N: an experiment)[/yellow]"
+        )
+    )
+
+    table = Table(title="Throughput, every timed window in order", title_justify="left")
+    table.add_column("window")
+    for name in (
+        "wall s",
+        "per s",
+        "engine ms (median)",
+        "CPU ms / comparison",
+        "other processes CPU-s (share)",
+        "load 1 min",
+    ):
+        table.add_column(name, justify="right")
+    bare_iter, service_iter = iter(report.bare), iter(report.service)
+    for position, step in enumerate(report.order):
+        round_no = position // 2 + 1
+        window: Window
+        if step == "bare":
+            window = bare = next(bare_iter)
+            label = f"{round_no} bare engine"
+            engine = _median(bare.engine_ms)
+        else:
+            window = service = next(service_iter)
+            label = f"{round_no} service (POST to all final)"
+            engine = service.jobs.get("engine_ms_median")
+        table.add_row(
+            label,
+            _fmt(window.wall_s),
+            _fmt(window.rate),
+            _fmt(engine, 0),
+            _fmt(window.ours_cpu_s / window.pairs * 1000, 0),
+            _foreign(window),
+            _fmt(window.load_start[0]),
+        )
+    console.print(table)
+    if report.bare and report.service:
+
+        def best(windows: Sequence[Window]) -> str:
+            quiet = [w.rate for w in windows if not w.noisy]
+            text = f"{max(quiet):.2f}/s (best of {len(quiet)} quiet)" if quiet else "-"
+            return text + f", {max(w.rate for w in windows):.2f}/s (best of all)"
+
+        bare_rates = [r.rate for r in report.bare]
+        service_rates = [r.rate for r in report.service]
+        basis = "quiet windows" if report.quiet else "all windows: NOT JUDGED"
+        console.print(
+            f"  bare engine {best(report.bare)}; service {best(report.service)}; ratio "
+            f"{_fmt(report.ratio, 3)} ({basis})"
+        )
+        console.print(
+            f"  medians: bare {_fmt(_median(bare_rates))}/s, service "
+            f"{_fmt(_median(service_rates))}/s, ratio {_fmt(report.ratio_of_medians, 3)}; "
+            f"CPU-bound estimate (engine CPU / service CPU per comparison) "
+            f"{_fmt(report.cpu_ratio, 3)}, {_fmt(report.cpu_ratio_without_s3, 3)} without the "
+            "S3 test server's CPU"
+        )
+        if not report.quiet:
+            console.print(
+                f"  [yellow]no quiet window (other processes <= {NOISY_SHARE:.0%} of the "
+                "machine) of each kind: the throughput ratio is not judged; run again when the "
+                "machine is quieter[/yellow]"
+            )
+
+    if report.service:
+        jobs = Table(title="Service batches, per job (ms, medians)", title_justify="left")
+        jobs.add_column("round")
+        for name in (
+            "POST to 202",
+            "first start",
+            "queue wait",
+            "started -> finished",
+            "engine",
+            "overhead (run - engine)",
+            "idle slot / job",
+            "server makespan s",
+            "polled wall s",
+            "states",
+        ):
+            jobs.add_column(name, justify="right")
+        for index, s in enumerate(report.service):
+            j = s.jobs
+            makespan, busy = j.get("server_makespan_s"), j.get("run_s_total")
+            idle = None
+            if makespan is not None and busy is not None:
+                idle = (makespan * s.workers - busy) / s.pairs * 1000
+            states = ", ".join(f"{k} {v}" for k, v in sorted(j.get("states", {}).items()))
+            if j.get("errors"):
+                states += f"; errors {j['errors']}"
+            jobs.add_row(
+                str(index + 1),
+                _fmt(s.submit_s * 1000, 0),
+                _fmt(j.get("first_start_ms"), 0),
+                _fmt(j.get("queue_wait_ms_median"), 0),
+                _fmt(j.get("run_ms_median"), 0),
+                _fmt(j.get("engine_ms_median"), 0),
+                _fmt(j.get("overhead_ms_median"), 0),
+                _fmt(idle, 0),
+                _fmt(j.get("server_makespan_s")),
+                _fmt(s.wall_s),
+                states,
+            )
+        console.print(jobs)
+        if report.warmup_s is not None:
+            console.print(
+                f"  warm-up batch of {2 * c.worker_concurrency} (untimed): "
+                f"{report.warmup_s:.2f} s; polled "
+                f"every {c.poll_s:g} s"
+            )
+
+        cpu = Table(
+            title="CPU per comparison by component (ms; sum over the windows / comparisons)",
+            title_justify="left",
+        )
+        cpu.add_column("component")
+        cpu.add_column("bare engine", justify="right")
+        cpu.add_column("service", justify="right")
+        bare_pairs = sum(r.pairs for r in report.bare)
+        service_pairs = sum(r.pairs for r in report.service)
+        names: list[str] = []
+        for window in (*report.bare, *report.service):
+            names += [k for k in window.cpu_s if k not in names and k != MACHINE_BUSY]
+
+        def per_cmp(windows: Sequence[Window], name: str, pairs: int) -> str:
+            if not windows or not any(name in w.cpu_s for w in windows):
+                return "-"
+            return _fmt(sum(w.cpu_s.get(name, 0.0) for w in windows) / pairs * 1000, 0)
+
+        totals = {name: sum(s.cpu_s.get(name, 0.0) for s in report.service) for name in names}
+        for name in sorted(names, key=lambda n: -totals.get(n, 0.0)):
+            cpu.add_row(
+                name,
+                per_cmp(report.bare, name, bare_pairs),
+                per_cmp(report.service, name, service_pairs),
+            )
+        cpu.add_row(
+            "[bold]ours, total[/bold]",
+            _fmt(sum(r.ours_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
+            _fmt(sum(s.ours_cpu_s for s in report.service) / service_pairs * 1000, 0),
+        )
+        cpu.add_row(
+            "other processes",
+            _fmt(sum(r.foreign_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
+            _fmt(sum(s.foreign_cpu_s for s in report.service) / service_pairs * 1000, 0),
+        )
+        console.print(cpu)
+        console.print(
+            "  postgres and redis count every process of those servers (other clients' too); "
+            "'worker pool' includes the engine."
+        )
+
+    a = report.accept
+    if a is not None:
+        console.print(
+            f"  batch acceptance ({a.pairs:,} pairs, worker stopped): "
+            + ", ".join(f"{t:.3f}" for t in a.times_s)
+            + f" s; median {a.median_s:.3f} s; accepted {a.accepted}"
+        )
+
+    targets = Table(title="Targets", title_justify="left")
+    for name in ("target", "measured", "limit", "status"):
+        targets.add_column(name, justify="right" if name == "measured" else "left")
+    colours = {"PASS": "green", "FAIL": "red"}
+    for t in report.targets():
+        colour = colours.get(t["status"], "dim")
+        targets.add_row(
+            t["target"],
+            _fmt(t["measured"], 3),
+            t["limit"],
+            f"[{colour}]{t['status']}[/{colour}]",
+        )
+    console.print(targets)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path | None]:
+    """Parse the command line into a :class:`BenchConfig` and the JSON output path (or None)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_service",
+        description="Service throughput against the bare engine's, and batch acceptance time.",
+    )
+    add = parser.add_argument
+    add("--workers", type=int, default=default_workers(), help="N processes (default: CPUs)")
+    add("--pairs", type=int, default=DEFAULT_PAIRS, help="P comparisons per timed window")
+    add("--distinct", type=int, default=DEFAULT_DISTINCT, help="D distinct image pairs")
+    add("--batch-accept", type=int, default=DEFAULT_BATCH_ACCEPT, help="pairs (0: skip)")
+    add("--size", default=f"{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}", help="image size WxH")
+    add("--seed", type=int, default=DEFAULT_SEED, help="seed of the first image pair")
+    add("--rounds", type=int, default=ROUNDS, help="rounds of (bare engine, service)")
+    add("--max-rounds", type=int, default=MAX_ROUNDS, help="rounds at most, if noisy")
+    add("--concurrency", type=int, default=None, help="worker concurrency if not N (experiment)")
+    add("--accept-repeat", type=int, default=ACCEPT_REPEAT, help="timed acceptance requests")
+    add("--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size must be WxH, got {args.size!r}")
+    try:
+        config = BenchConfig(
+            workers=args.workers,
+            pairs=args.pairs,
+            distinct=args.distinct,
+            batch_accept=args.batch_accept,
+            width=width,
+            height=height,
+            seed=args.seed,
+            rounds=args.rounds,
+            max_rounds=args.max_rounds,
+            accept_repeat=args.accept_repeat,
+            concurrency=args.concurrency,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return config, args.json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0: it reports, it does not gate)."""
+    config, json_out = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    report = run(config, console=console)
+    render(console, report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        console.print(f"JSON written to {json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

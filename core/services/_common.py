@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,3 +99,22 @@ def validate_webhook_url(url: Any, *, allowed_networks: Sequence[IPNetwork] = ()
     if not isinstance(url, str):
         raise InvalidRequest(f"webhook_url must be a URL of at most {MAX_URL_LENGTH} characters")
     return check_webhook_url_offline(url, allowed_networks=allowed_networks)
+
+
+def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
+    """An opaque keyset-pagination cursor for the row at (``created_at``, ``ident``)."""
+    raw = json.dumps([created_at.isoformat(), ident.hex], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) of :func:`encode_cursor`; ``InvalidRequest`` if malformed."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive time")
+        return created_at, uuid.UUID(hex=ident)
+    except (ValueError, TypeError, binascii.Error, UnicodeError, AttributeError) as exc:
+        raise InvalidRequest("malformed cursor: pass a next_cursor from a previous page") from exc

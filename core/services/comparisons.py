@@ -8,9 +8,6 @@ only while its attempt still holds (``UPDATE ... WHERE id = ? AND attempt = ? AN
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -34,6 +31,8 @@ from core.db.models import (
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.options import DEFAULT_TOLERANCE
 from core.services._common import (
+    decode_cursor,
+    encode_cursor,
     map_db_errors,
     map_storage_errors,
     validate_metadata,
@@ -293,23 +292,6 @@ class Page:
     next_cursor: str | None
 
 
-def _encode_cursor(created_at: datetime, comparison_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), comparison_id.hex], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
-        return created_at, uuid.UUID(hex=ident)
-    except (ValueError, TypeError, binascii.Error, UnicodeError, AttributeError) as exc:
-        raise InvalidRequest("malformed cursor: pass a next_cursor from a previous page") from exc
-
-
 def _aware(value: datetime | None, name: str) -> datetime | None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
         raise InvalidRequest(f"{name} needs a time zone (e.g. 2024-01-01T00:00:00Z)")
@@ -351,7 +333,7 @@ def list_comparisons(
     if created_before is not None:
         query = query.where(Comparison.created_at < created_before)
     if cursor:
-        after_created, after_id = _decode_cursor(cursor)
+        after_created, after_id = decode_cursor(cursor)
         query = query.where(
             sa.tuple_(Comparison.created_at, Comparison.id) < sa.tuple_(after_created, after_id)
         )
@@ -362,7 +344,7 @@ def list_comparisons(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = _encode_cursor(last.created_at, last.id)
+        next_cursor = encode_cursor(last.created_at, last.id)
     return Page(items=rows, next_cursor=next_cursor)
 
 

@@ -30,7 +30,6 @@ object's id, state, metadata, scores and verdict (the result contract without it
 from __future__ import annotations
 
 import base64
-import binascii
 import contextvars
 import json
 import secrets
@@ -59,7 +58,7 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import VERDICTS
-from core.services._common import map_db_errors
+from core.services._common import decode_cursor, encode_cursor, map_db_errors
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhooks_ssrf import IPNetwork, validate_webhook_url
 
@@ -394,23 +393,6 @@ class EndpointPage:
     next_cursor: str | None
 
 
-def _encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), ident.hex], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
-        return created_at, uuid.UUID(hex=ident)
-    except (ValueError, TypeError, binascii.Error, UnicodeError, AttributeError) as exc:
-        raise InvalidRequest("malformed cursor: pass a next_cursor from a previous page") from exc
-
-
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, not {limit!r}")
@@ -426,7 +408,7 @@ def list_endpoints(
     _check_limit(limit)
     query = sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
     if cursor:
-        after_created, after_id = _decode_cursor(cursor)
+        after_created, after_id = decode_cursor(cursor)
         query = query.where(
             sa.tuple_(WebhookEndpoint.created_at, WebhookEndpoint.id)
             < sa.tuple_(after_created, after_id)
@@ -440,7 +422,7 @@ def list_endpoints(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id)
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
     return EndpointPage(items=rows, next_cursor=next_cursor)
 
 
@@ -1070,7 +1052,7 @@ def list_deliveries(
             except ValueError as exc:
                 raise InvalidRequest(f"unknown delivery state {state!r}") from exc
         if cursor:
-            after_created, after_id = _decode_cursor(cursor)
+            after_created, after_id = decode_cursor(cursor)
             query = query.where(
                 sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
                 < sa.tuple_(after_created, after_id)
@@ -1082,7 +1064,7 @@ def list_deliveries(
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id)
+            next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
         views = _views(session, rows)
         session.commit()
     return DeliveryPage(items=views, next_cursor=next_cursor)

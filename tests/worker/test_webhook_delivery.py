@@ -142,6 +142,7 @@ def test_embedded_worker_delivers_and_retries_with_its_beat(
                 options=None,
                 metadata={"job": 1},
                 webhook_url=receiver.url("/adhoc"),
+                allowed_networks=LOOPBACK,
             )
         row = env.wait_for(comparison.id, lambda r: r.state.is_final, worker=worker)
         (event,) = receiver.wait_for("/events", 1, timeout=30)

@@ -244,6 +244,11 @@ class WebhookSettings(_Group):
     """Seconds between two passes of the dispatcher (the periodic safety net; a finished
     comparison also dispatches its deliveries at once)."""
 
+    retention_s: float = Field(default=30 * 24 * 3600.0, gt=0.0)
+    """Seconds webhook events are kept once every delivery of theirs is final (succeeded or
+    failed); the sweeper then deletes them with their deliveries and attempts. Default 30 days
+    (longer than the retry schedule, so ``recover`` can still replay recent failures)."""
+
     lease_s: float = Field(default=60.0, gt=0.0)
     """Seconds a dispatched delivery is reserved for its task; a task not started by then
     (message lost, e.g. a broker restart) is re-sent by the dispatcher. Must exceed

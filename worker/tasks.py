@@ -148,6 +148,7 @@ def sweep() -> None:
                 stale_queued_after_s=worker.stale_queued_after_s,
                 stale_running_after_s=worker.stale_running_after_s,
                 max_crashes=worker.max_attempts,
+                webhook_retention_s=settings.webhooks.retention_s,
             )
         except Unavailable as exc:
             log.warning("sweeper.skipped", error=str(exc))

@@ -38,6 +38,7 @@ from core.services.lifecycle import (
     complete_batch_if_done,
     mark_unsent,
 )
+from core.services.webhooks import purge_old_events
 
 __all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "sweep"]
 
@@ -67,6 +68,8 @@ class SweepReport:
         Queues whose stale jobs were left alone because messages still wait in them.
     purged_idempotency_keys
         Expired ``Idempotency-Key`` records deleted.
+    purged_webhook_events
+        Webhook events past their retention deleted (with their deliveries and attempts).
     """
 
     resent: int = 0
@@ -75,6 +78,7 @@ class SweepReport:
     send_failures: int = 0
     waiting_queues: tuple[str, ...] = field(default_factory=tuple)
     purged_idempotency_keys: int = 0
+    purged_webhook_events: int = 0
 
 
 def _recover_running(
@@ -213,6 +217,7 @@ def sweep(
     stale_running_after_s: float,
     max_crashes: int,
     limit: int = DEFAULT_SWEEP_LIMIT,
+    webhook_retention_s: float | None = None,
 ) -> SweepReport:
     """One pass of the sweeper (see the module docstring).
 
@@ -265,6 +270,10 @@ def sweep(
     stale_failures = _send(sessions, queue, stale)
     with sessions() as session:
         purged = purge_expired(session)
+        if webhook_retention_s is not None:
+            purged_events = purge_old_events(session, older_than_s=webhook_retention_s)
+        else:
+            purged_events = 0
     report = SweepReport(
         resent=sum(map(len, stale.values())) - stale_failures,
         requeued=requeued,
@@ -272,6 +281,7 @@ def sweep(
         send_failures=failures + stale_failures,
         waiting_queues=waiting,
         purged_idempotency_keys=purged,
+        purged_webhook_events=purged_events,
     )
     if report.resent or report.requeued or report.crashed or report.send_failures:
         log.info("sweeper.pass", **{k: v for k, v in report.__dict__.items()})

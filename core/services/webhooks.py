@@ -1213,3 +1213,21 @@ def recover_deliveries(
         session.commit()
     log.info("webhook.recovered", endpoint_id=str(endpoint_id), count=len(rows))
     return [row.id for row in rows]
+
+
+def purge_old_events(session: Session, *, older_than_s: float) -> int:
+    """Delete events older than ``older_than_s`` seconds whose deliveries are all final;
+    their deliveries and attempts go with them (ON DELETE CASCADE). Commits; returns how many."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    unfinished = sa.exists().where(
+        WebhookDelivery.event_id == WebhookEvent.id,
+        WebhookDelivery.state.in_([WebhookDeliveryState.PENDING, WebhookDeliveryState.SENDING]),
+    )
+    with map_db_errors("purge webhook events"):
+        result = session.execute(
+            sa.delete(WebhookEvent)
+            .where(WebhookEvent.created_at < cutoff, ~unfinished)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

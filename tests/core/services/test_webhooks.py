@@ -797,3 +797,36 @@ def test_delivery_policy_from_settings(tmp_path: Any) -> None:
             settings_for(tmp_path, webhooks=bad)
     with pytest.raises(ValueError, match="CIDR"):
         settings_for(tmp_path, webhook_allowed_networks="127.0.0.1/8")
+
+
+def test_old_finished_events_are_purged_with_their_log(
+    sessions: SessionFactory, tenant: Tenant
+) -> None:
+    endpoint = _endpoint(sessions, tenant)
+    deliveries = [_ping(sessions, tenant, endpoint) for _ in range(3)]  # delivery ids
+    with sessions() as session:
+        old_done, old_pending, recent_done = (
+            session.get_one(WebhookDelivery, ident).event_id for ident in deliveries
+        )
+    long_ago = utcnow() - timedelta(days=40)
+    with sessions() as session, session.begin():
+        for event_id in (old_done, old_pending):
+            session.execute(
+                sa.update(WebhookEvent)
+                .where(WebhookEvent.id == event_id)
+                .values(created_at=long_ago)
+            )
+        for event_id in (old_done, recent_done):
+            session.execute(
+                sa.update(WebhookDelivery)
+                .where(WebhookDelivery.event_id == event_id)
+                .values(state=WebhookDeliveryState.SUCCEEDED)
+            )
+        session.add(WebhookAttempt(delivery_id=deliveries[0], number=1, started_at=long_ago))
+    with sessions() as session:
+        assert webhooks.purge_old_events(session, older_than_s=30 * 24 * 3600) == 1
+    remaining = {event.id for event in _events(sessions)}
+    assert remaining == {old_pending, recent_done}  # pending deliveries and recent events stay
+    assert _deliveries(sessions, event_id=old_done) == []
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 0

@@ -113,6 +113,7 @@ def compare_command(
             mode=mode,  # type: ignore[arg-type]  # validated by CompareOptions
             ignore=rects,
             tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            preview_max_side=None,  # the command line writes no preview: do not render one
         )
         result = compare(data_a, data_b, options)
     except ImagingError as exc:

@@ -81,17 +81,18 @@ def run_comparison(self: Task, comparison_id: str) -> None:
     with structlog.contextvars.bound_contextvars(
         comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
     ):
-        written = webhooks.outbox_writes()
-        comparisons.run_comparison(
-            get_sessions(),
-            get_store(),
-            comparison_id=ident,
-            max_crashes=settings.worker.max_attempts,
-            lease_s=settings.worker.stale_running_after_s,
-            redelivered=redelivered,
-        )
-        if webhooks.outbox_writes() != written:
-            _dispatch_now()
+        # The outbox rows are written claimed, so their tasks go out right after the commit.
+        with webhooks.preclaimed_deliveries(webhook_policy.lease_s) as claimed:
+            comparisons.run_comparison(
+                get_sessions(),
+                get_store(),
+                comparison_id=ident,
+                max_crashes=settings.worker.max_attempts,
+                lease_s=settings.worker.stale_running_after_s,
+                redelivered=redelivered,
+            )
+        if claimed.delivery_ids:
+            webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)
 
 
 def _dispatch_now() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.db.models import (
     Comparison,
@@ -427,13 +427,30 @@ def _claim(
     redelivered: bool | None,
 ) -> _Claim | None:
     """Step 1 of :func:`run_comparison`: claim the row in one short transaction."""
+    image_a, image_b = aliased(Image), aliased(Image)
     with map_db_errors("claim"), sessions.begin() as session:
-        row = session.scalars(
-            sa.select(Comparison).where(Comparison.id == comparison_id).with_for_update()
+        # One round trip: the row (locked) and both images' storage keys (tenant-checked).
+        found = session.execute(
+            sa.select(Comparison, image_a.storage_key, image_b.storage_key)
+            .outerjoin(
+                image_a,
+                sa.and_(
+                    image_a.id == Comparison.image_a_id, image_a.tenant_id == Comparison.tenant_id
+                ),
+            )
+            .outerjoin(
+                image_b,
+                sa.and_(
+                    image_b.id == Comparison.image_b_id, image_b.tenant_id == Comparison.tenant_id
+                ),
+            )
+            .where(Comparison.id == comparison_id)
+            .with_for_update(of=Comparison)
         ).one_or_none()
-        if row is None:
+        if found is None:
             log.warning("comparison.unknown")
             return None
+        row, key_a, key_b = found
         if row.state not in (ComparisonState.QUEUED, ComparisonState.RUNNING):
             log.info("comparison.already_final", state=row.state.value)
             return None
@@ -461,15 +478,6 @@ def _claim(
                     complete_batch_if_done(session, row.batch_id, now=now)
                 log.error("comparison.failed", error_code=WORKER_CRASHED)
                 return None
-        keys: dict[uuid.UUID, str] = {
-            image_id: key
-            for image_id, key in session.execute(
-                sa.select(Image.id, Image.storage_key).where(
-                    Image.tenant_id == row.tenant_id,
-                    Image.id.in_([row.image_a_id, row.image_b_id]),
-                )
-            )
-        }
         row.state = ComparisonState.RUNNING
         row.attempt += 1
         row.started_at = now
@@ -479,8 +487,8 @@ def _claim(
             comparison_id=row.id,
             attempt=row.attempt,
             batch_id=row.batch_id,
-            key_a=keys.get(row.image_a_id, ""),
-            key_b=keys.get(row.image_b_id, ""),
+            key_a=key_a or "",
+            key_b=key_b or "",
             options=dict(row.options or {}),
         )
     log.info("comparison.claimed", attempt=claim.attempt)
@@ -491,7 +499,8 @@ def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, An
     """Step 3: write the outcome if the attempt still holds, its webhook event (outbox) and
     complete the batch, in one transaction. True if written."""
     with map_db_errors("finish"), sessions.begin() as session:
-        result = session.execute(
+        # RETURNING hands the row as written to the outbox: no second read of it.
+        row = session.scalars(
             sa.update(Comparison)
             .where(
                 Comparison.id == claim.comparison_id,
@@ -499,12 +508,13 @@ def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, An
                 Comparison.state == ComparisonState.RUNNING,
             )
             .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+            .returning(Comparison)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        ).one_or_none()
+        if row is None:
             log.warning("comparison.attempt_superseded", attempt=claim.attempt)
             return False
-        comparison_ended(session, claim.comparison_id, now=values.get("finished_at"))
+        comparison_ended(session, row, now=values.get("finished_at"))
         if claim.batch_id is not None:
             complete_batch_if_done(session, claim.batch_id, now=values.get("finished_at"))
     return True

@@ -35,7 +35,7 @@ NON_FINAL_STATES = (ComparisonState.QUEUED, ComparisonState.RUNNING)
 
 
 def comparison_ended(
-    session: Session, comparison_id: uuid.UUID, *, now: datetime | None = None
+    session: Session, comparison: uuid.UUID | Comparison, *, now: datetime | None = None
 ) -> None:
     """Record what a comparison reaching ``succeeded`` or ``failed`` implies: its webhook event.
 
@@ -48,12 +48,12 @@ def comparison_ended(
     ----------
     session
         The session of the transaction that finished the comparison (not committed here).
-    comparison_id
-        The comparison.
+    comparison
+        The comparison's id, or its row as the final write left it (saves a read).
     now
         Event time (default: now, UTC).
     """
-    webhooks.record_comparison_event(session, comparison_id, now=now)
+    webhooks.record_comparison_event(session, comparison, now=now)
 
 
 def complete_batch_if_done(

@@ -8,6 +8,9 @@ The schedule lives in the database (``webhook_deliveries.due_at``), never in bro
    LOCKED`` (PostgreSQL; on SQLite transactions are serialised, so two dispatchers never pick the
    same row), marks them ``sending`` with a fresh ``claim_id`` and a lease
    (``webhooks.lease_s``), commits, then sends one ``diffall.webhooks.deliver`` task per row.
+   The comparison worker skips that pass for the events it writes: inside
+   ``webhooks.preclaimed_deliveries`` the outbox writes them ``sending`` under a claim and
+   lease already, and :func:`send_preclaimed` sends their tasks right after the commit.
 3. :func:`deliver` (the task) checks that its claim still holds, counts the attempt, signs the
    payload with every active secret (``standardwebhooks``; the ``webhook-id`` is the event's id,
    the same on every retry; timestamp and signatures are fresh), posts it with
@@ -482,6 +485,32 @@ def dispatch_due(
     return report
 
 
+def send_preclaimed(queue: DeliveryQueue, claim: webhooks.PreClaim) -> int:
+    """Send the tasks of deliveries written pre-claimed (``webhooks.preclaimed_deliveries``),
+    after the transaction that wrote them committed: no dispatcher pass needed.
+
+    Best effort: if the broker is down, the deliveries stay ``sending`` under the claim and the
+    dispatcher re-sends them when the lease (``claim.lease_s``) ends.
+
+    Returns
+    -------
+    int
+        Tasks sent (<= ``len(claim.delivery_ids)``).
+    """
+    for index, delivery_id in enumerate(claim.delivery_ids):
+        try:
+            queue.send_delivery(delivery_id, claim.claim_id)
+        except Unavailable as exc:
+            log.warning(
+                "webhook.dispatch_send_failed",
+                count=len(claim.delivery_ids) - index,
+                error=str(exc),
+                retry_after_s=claim.lease_s,
+            )
+            return index
+    return len(claim.delivery_ids)
+
+
 # -- the send task's use case -----------------------------------------------------------------
 
 
@@ -500,6 +529,8 @@ class _Prepared:
     secrets: list[str]
     endpoint_id: uuid.UUID | None
     event_type: str
+    endpoint_failing: bool = False
+    """The endpoint had ``failing_since`` set when the attempt began (a success clears it)."""
 
 
 @dataclass(frozen=True)
@@ -548,10 +579,21 @@ def _begin_attempt(
 ) -> _Prepared | None:
     """Step 1 of :func:`deliver`: check the claim, count the attempt, render and commit."""
     with map_db_errors("begin webhook attempt"), sessions.begin() as session:
-        row = session.scalars(
-            sa.select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update()
+        # One round trip: the delivery (locked), its event and its endpoint, if any.
+        found = session.execute(
+            sa.select(WebhookDelivery, WebhookEvent, WebhookEndpoint)
+            .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+            .outerjoin(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(WebhookDelivery.id == delivery_id)
+            .with_for_update(of=WebhookDelivery)
         ).one_or_none()
-        if row is None or row.state != WebhookDeliveryState.SENDING or row.claim_id != claim_id:
+        row, event, endpoint = (None, None, None) if found is None else found
+        if (
+            row is None
+            or event is None
+            or row.state != WebhookDeliveryState.SENDING
+            or row.claim_id != claim_id
+        ):
             log.info("webhook.claim_superseded", state=None if row is None else row.state.value)
             return None
         now = utcnow()
@@ -564,10 +606,6 @@ def _begin_attempt(
             if row.attempt_count >= max_attempts:
                 _finalise(row, WebhookDeliveryState.FAILED, now)
                 return None
-        event = session.get_one(WebhookEvent, row.event_id)
-        endpoint = (
-            session.get(WebhookEndpoint, row.endpoint_id) if row.endpoint_id is not None else None
-        )
         event_type = WebhookEventType(event.type)
         if endpoint is not None:
             if not endpoint.enabled and event_type is not WebhookEventType.PING:
@@ -609,6 +647,7 @@ def _begin_attempt(
             secrets=secrets,
             endpoint_id=row.endpoint_id,
             event_type=event_type.value,
+            endpoint_failing=endpoint is not None and endpoint.failing_since is not None,
         )
 
 
@@ -714,7 +753,7 @@ def _record(
         row.last_status_code = answer.status_code
         row.last_error = answer.error_code
         endpoint = None
-        if row.endpoint_id is not None:
+        if row.endpoint_id is not None and not answer.ok:  # a failure may change the endpoint
             endpoint = session.scalars(
                 sa.select(WebhookEndpoint)
                 .where(WebhookEndpoint.id == row.endpoint_id)
@@ -722,8 +761,18 @@ def _record(
             ).one_or_none()
         if answer.ok:
             _finalise(row, WebhookDeliveryState.SUCCEEDED, now)
-            if endpoint is not None and endpoint.failing_since is not None:
-                endpoint.failing_since = None
+            if row.endpoint_id is not None and prepared.endpoint_failing:
+                # Healthy again. (A failure recorded since the attempt began, seen here as
+                # ``failing_since`` set while it was not then, is left for the next success.)
+                session.execute(
+                    sa.update(WebhookEndpoint)
+                    .where(
+                        WebhookEndpoint.id == row.endpoint_id,
+                        WebhookEndpoint.failing_since.is_not(None),
+                    )
+                    .values(failing_since=None)
+                    .execution_options(synchronize_session=False)
+                )
         elif answer.status_code == 410:
             _finalise(row, WebhookDeliveryState.FAILED, now)
             if endpoint is not None:

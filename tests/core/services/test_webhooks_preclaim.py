@@ -1,0 +1,178 @@
+"""Pre-claimed outbox deliveries: the comparison worker writes its events' deliveries already
+claimed and sends their tasks right after its commit, with the dispatcher as the safety net.
+
+Real database (SQLite and PostgreSQL), a real loopback receiver verifying signatures with
+``standardwebhooks``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db.models import (
+    Tenant,
+    WebhookDelivery,
+    WebhookDeliveryState,
+    WebhookEventType,
+    utcnow,
+)
+from core.services import comparisons, webhooks
+from core.services.errors import Unavailable
+from core.services.webhook_delivery import (
+    DeliveryPolicy,
+    deliver,
+    dispatch_due,
+    send_preclaimed,
+)
+from core.services.webhooks_ssrf import parse_allowed_networks
+from core.storage import LocalObjectStore
+from tests.core.services.test_webhooks import _comparison
+from tests.core.services.test_webhooks_receiver import (
+    InlineQueue,
+    Receiver,
+    running_receiver,
+    verify,
+)
+
+SessionFactory = sessionmaker[Session]
+
+LOOPBACK = parse_allowed_networks("127.0.0.0/8")
+POLICY = DeliveryPolicy(
+    schedule_s=(0.0, 0.05),
+    jitter=0.0,
+    timeout_s=2.0,
+    lease_s=5.0,
+    base_url="https://diffall.example.com",
+    allowed_networks=LOOPBACK,
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+class DownQueue:
+    """A ``DeliveryQueue`` whose broker is down."""
+
+    def send_delivery(self, delivery_id: uuid.UUID, claim_id: uuid.UUID) -> None:
+        raise Unavailable("broker down")
+
+
+def _deliveries(sessions: SessionFactory) -> list[WebhookDelivery]:
+    with sessions() as session:
+        return list(session.scalars(sa.select(WebhookDelivery).order_by(WebhookDelivery.url)))
+
+
+def _run_preclaimed(
+    sessions: SessionFactory,
+    store: LocalObjectStore,
+    tenant: Tenant,
+    receiver: Receiver,
+    *,
+    lease_s: float,
+) -> tuple[uuid.UUID, webhooks.PreClaim]:
+    """An endpoint and an ad-hoc URL; one comparison run inside ``preclaimed_deliveries``."""
+    with sessions() as session:
+        webhooks.create_endpoint(
+            session,
+            tenant_id=tenant.id,
+            url=receiver.url("/endpoint"),
+            events=[WebhookEventType.COMPARISON_SUCCEEDED.value],
+            allowed_networks=LOOPBACK,
+        )
+    cid = _comparison(sessions, store, tenant, webhook_url=receiver.url("/adhoc"))
+    with webhooks.preclaimed_deliveries(lease_s) as claim:
+        comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    return cid, claim
+
+
+def test_deliveries_are_written_claimed_and_sent_after_the_commit(
+    sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
+) -> None:
+    before = utcnow()
+    cid, claim = _run_preclaimed(sessions, local_store, tenant, receiver, lease_s=POLICY.lease_s)
+    rows = _deliveries(sessions)
+    assert sorted(row.id for row in rows) == sorted(claim.delivery_ids)
+    assert len(rows) == 2  # the endpoint's and the comparison's own webhook_url
+    for row in rows:
+        assert row.state == WebhookDeliveryState.SENDING
+        assert row.claim_id == claim.claim_id
+        assert row.attempt_count == 0 and row.attempt_started_at is None
+        assert row.due_at is not None
+        lease_end = row.due_at - before
+        assert timedelta(seconds=4) < lease_end < timedelta(seconds=10)
+    # Already claimed: a dispatcher pass leaves them to the writer.
+    with sessions() as session:
+        assert dispatch_due(session, InlineQueue(), policy=POLICY).sent == 0
+    queue = InlineQueue()
+    assert send_preclaimed(queue, claim) == 2
+    assert sorted(queue.sent) == sorted((ident, claim.claim_id) for ident in claim.delivery_ids)
+    results = queue.drain(sessions, POLICY)
+    assert all(r is not None and r.state == WebhookDeliveryState.SUCCEEDED for r in results)
+    (request,) = receiver.received("/endpoint")
+    with sessions() as session:
+        endpoint_secret = webhooks.list_endpoints(session, tenant_id=tenant.id).items[0].secret
+        default_secret = webhooks.get_default_secret(session, tenant_id=tenant.id).secret
+    assert verify(endpoint_secret, request)["data"]["id"] == str(cid)
+    (adhoc,) = receiver.received("/adhoc")
+    assert verify(default_secret, adhoc)["data"]["id"] == str(cid)
+
+
+def test_unsent_preclaimed_delivery_is_dispatched_when_its_lease_ends(
+    sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
+) -> None:
+    # The worker died between its commit and sending the tasks (or the broker was down).
+    _, claim = _run_preclaimed(sessions, local_store, tenant, receiver, lease_s=0.3)
+    assert send_preclaimed(DownQueue(), claim) == 0
+    with sessions() as session:
+        assert dispatch_due(session, InlineQueue(), policy=POLICY).sent == 0  # lease held
+    time.sleep(0.4)
+    queue = InlineQueue()
+    with sessions() as session:
+        report = dispatch_due(session, queue, policy=POLICY)
+    assert report.sent == 2 and report.lost == 0  # no attempt had started: nothing lost
+    assert {claim_id for _, claim_id in queue.sent} != {claim.claim_id}
+    # A late task of the first claim is a no-op; the dispatcher's claim delivers, once each.
+    for ident in claim.delivery_ids:
+        assert deliver(sessions, delivery_id=ident, claim_id=claim.claim_id, policy=POLICY) is None
+    queue.drain(sessions, POLICY)
+    assert len(receiver.received("/endpoint")) == 1
+    assert len(receiver.received("/adhoc")) == 1
+    assert {row.state for row in _deliveries(sessions)} == {WebhookDeliveryState.SUCCEEDED}
+
+
+def test_a_task_whose_delivery_never_committed_does_nothing(
+    sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
+) -> None:
+    # The ids are collected as rows are written; a rolled-back write leaves ids without rows.
+    # Deleting the committed rows stands for that.
+    _, claim = _run_preclaimed(sessions, local_store, tenant, receiver, lease_s=POLICY.lease_s)
+    with sessions.begin() as session:
+        session.execute(sa.delete(WebhookDelivery))
+    queue = InlineQueue()
+    assert send_preclaimed(queue, claim) == 2
+    assert queue.drain(sessions, POLICY) == [None, None]
+    assert receiver.received() == []
+
+
+def test_outside_the_block_deliveries_are_pending_and_due(
+    sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
+) -> None:
+    cid = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
+    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    (row,) = _deliveries(sessions)
+    assert row.state == WebhookDeliveryState.PENDING and row.claim_id is None
+
+
+def test_lease_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lease_s"), webhooks.preclaimed_deliveries(0):
+        pass

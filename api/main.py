@@ -27,7 +27,15 @@ from api.idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import TokenBucketLimiter
-from api.routes import batches, comparisons, health, images, problems, webhooks
+from api.routes import (
+    batches,
+    comparisons,
+    health,
+    images,
+    problems,
+    webhook_deliveries,
+    webhooks,
+)
 from api.schemas import ComparisonCreate
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
@@ -205,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rate_per_minute=settings.limits.rate_limit_per_minute
     )
     install_error_handlers(app)
-    for module in (images, comparisons, batches, webhooks, health, problems):
+    for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes

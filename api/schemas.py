@@ -638,14 +638,24 @@ class WebhookDeliveryLinks(_Model):
 
 
 class WebhookDeliveryOut(_Model):
-    """One event's delivery to one endpoint, with every attempt."""
+    """One event's delivery to one target (an endpoint, or an ad-hoc `webhook_url`), with
+    every attempt."""
 
     id: uuid.UUID
     event_id: uuid.UUID
     webhook_id: str = Field(description="The `webhook-id` header: the same on every attempt.")
     event_type: str
-    endpoint_id: uuid.UUID | None
-    url: str
+    subject_id: uuid.UUID | None = Field(
+        description="The comparison, batch or endpoint the event is about."
+    )
+    endpoint_id: uuid.UUID | None = Field(
+        description="The registered endpoint; null for the ad-hoc `webhook_url` of a "
+        "comparison or a batch (signed with the default secret)."
+    )
+    url: str = Field(
+        description="The target when the delivery was created (an endpoint's current URL is "
+        "used when sending)."
+    )
     state: WebhookDeliveryState = Field(
         description="`pending` (next attempt at `next_attempt_at`), `sending`, `succeeded` or "
         "`failed` (final; retry or recover it)."
@@ -676,13 +686,17 @@ class WebhookDeliveryOut(_Model):
             The response body.
         """
         delivery = view.delivery
-        url = f"{base_url}/v1/webhooks/{delivery.endpoint_id}/deliveries/{delivery.id}"
+        if delivery.endpoint_id is None:  # ad hoc: only in the tenant-wide log
+            url = f"{base_url}/v1/webhook-deliveries/{delivery.id}"
+        else:
+            url = f"{base_url}/v1/webhooks/{delivery.endpoint_id}/deliveries/{delivery.id}"
         pending = delivery.state == WebhookDeliveryState.PENDING
         return cls(
             id=delivery.id,
             event_id=delivery.event_id,
             webhook_id=webhook_id(delivery.event_id),
             event_type=view.event_type,
+            subject_id=view.subject_id,
             endpoint_id=delivery.endpoint_id,
             url=delivery.url,
             state=delivery.state,
@@ -698,7 +712,8 @@ class WebhookDeliveryOut(_Model):
 
 
 class WebhookRecoverOut(_Model):
-    """``POST /v1/webhooks/{id}/recover``: the failed deliveries sent again."""
+    """``POST /v1/webhooks/{id}/recover`` and ``POST /v1/webhook-deliveries/recover``: the
+    failed deliveries sent again."""
 
     recovered: int = Field(description="Deliveries made pending again (one attempt each).")
     delivery_ids: list[uuid.UUID]

@@ -533,3 +533,88 @@ class DiffallClient:
         """Every comparison of a batch (``GET /v1/batches/{id}/comparisons``), all pages."""
         params = {key: _query_value(value) for key, value in filters.items() if value is not None}
         yield from self._paginate(f"/v1/batches/{batch_id}/comparisons", params)
+
+    # -- webhook deliveries ----------------------------------------------------------------
+
+    def iter_webhook_deliveries(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every webhook delivery of yours, newest first, following the cursors
+        (``GET /v1/webhook-deliveries``): to your endpoints and to the ``webhook_url`` of a
+        comparison or a batch (``endpoint_id`` None).
+
+        Parameters
+        ----------
+        **filters
+            ``target`` (``endpoint`` | ``ad_hoc``), ``subject_id`` (a comparison or batch id:
+            the deliveries of events about it), ``event_type`` (e.g. ``batch.completed``),
+            ``state`` (``pending``, ``sending``, ``succeeded``, ``failed``), ``limit`` (page
+            size 1..100). None values are left out.
+
+        Yields
+        ------
+        dict
+            One delivery at a time: ``id``, ``webhook_id``, ``event_type``, ``subject_id``,
+            ``endpoint_id``, ``url``, ``state``, ``attempt_count``, ``attempts``, ...
+        """
+        params = {key: _query_value(value) for key, value in filters.items() if value is not None}
+        yield from self._paginate("/v1/webhook-deliveries", params)
+
+    def get_webhook_delivery(self, delivery_id: str | uuid.UUID) -> dict[str, Any]:
+        """One delivery with its attempts (``GET /v1/webhook-deliveries/{id}``)."""
+        return self._json("GET", f"/v1/webhook-deliveries/{delivery_id}")
+
+    def retry_webhook_delivery(
+        self, delivery_id: str | uuid.UUID, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send a delivery once more now, with its original ``webhook-id``
+        (``POST /v1/webhook-deliveries/{id}/retry``).
+
+        Raises :class:`DiffallError` ``delivery_in_progress`` (409) while it is being sent,
+        ``webhook_disabled`` (409) when its endpoint is disabled, ``not_found`` (404).
+
+        Returns
+        -------
+        dict
+            The delivery, ``pending`` or already ``sending``.
+        """
+        return self._json(
+            "POST",
+            f"/v1/webhook-deliveries/{delivery_id}/retry",
+            idempotency_key=idempotency_key,
+        )
+
+    def recover_webhook_deliveries(
+        self,
+        since: datetime,
+        *,
+        subject_id: str | uuid.UUID | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Send once more each ``failed`` ad-hoc delivery (to the ``webhook_url`` of a
+        comparison or a batch) created at or after ``since``
+        (``POST /v1/webhook-deliveries/recover``).
+
+        Parameters
+        ----------
+        since
+            An aware datetime (a naive one raises ValueError).
+        subject_id
+            Only the deliveries of events about this comparison or batch.
+        idempotency_key
+            Sent as ``Idempotency-Key``.
+
+        Returns
+        -------
+        dict
+            ``recovered`` (how many) and ``delivery_ids``.
+        """
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("since needs a time zone (e.g. datetime.now(UTC))")
+        params = {"since": _query_value(since)}
+        if subject_id is not None:
+            params["subject_id"] = str(subject_id)
+        return self._json(
+            "POST",
+            "/v1/webhook-deliveries/recover",
+            params=params,
+            idempotency_key=idempotency_key,
+        )

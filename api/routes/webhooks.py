@@ -2,7 +2,8 @@
 
 Deliveries are sent by the workers (``core.services.webhook_delivery``); the routes that create
 deliveries (ping, retry, recover) dispatch them right after their commit, so they go out at once
-(the periodic dispatcher sends them otherwise).
+(the periodic dispatcher sends them otherwise). The tenant-wide delivery log, ad-hoc
+``webhook_url`` deliveries included, is ``/v1/webhook-deliveries`` (``webhook_deliveries.py``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ def get_delivery_queue(request: Request) -> CeleryDeliveryQueue:
 
 
 DeliveryQueueDep = Annotated[CeleryDeliveryQueue, Depends(get_delivery_queue)]
+#: The ``since`` of a recover request.
+Since = Annotated[
+    AwareDatetime,
+    Query(description="Re-send the failed deliveries created at or after this time."),
+]
 
 
-def _dispatch(
+def dispatch_deliveries(
     session: Session, queue: CeleryDeliveryQueue, settings: Settings, ids: list[uuid.UUID]
 ) -> None:
     """Best effort: send the deliveries just committed (else the periodic dispatcher does)."""
@@ -61,11 +67,44 @@ def _dispatch(
         log.warning("webhook.dispatch_skipped", error=str(exc))
 
 
-def _view(
-    session: Session, tenant_id: uuid.UUID, webhook_id: uuid.UUID, delivery_id: uuid.UUID
-) -> webhooks.DeliveryView:
-    return webhooks.get_delivery(
-        session, tenant_id=tenant_id, endpoint_id=webhook_id, delivery_id=delivery_id
+def delivery_out(
+    session: Session,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    *,
+    endpoint_id: uuid.UUID | None = None,
+) -> WebhookDeliveryOut:
+    """The delivery as the API shows it (of ``endpoint_id`` when given; 404 otherwise)."""
+    view = webhooks.get_delivery(
+        session, tenant_id=tenant_id, delivery_id=delivery_id, endpoint_id=endpoint_id
+    )
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+
+
+def retry_and_dispatch(
+    session: Session,
+    queue: CeleryDeliveryQueue,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    *,
+    endpoint_id: uuid.UUID | None = None,
+) -> WebhookDeliveryOut:
+    """Retry a delivery (of ``endpoint_id`` when given), send it at once, and show it."""
+    webhooks.retry_delivery(
+        session, tenant_id=tenant_id, delivery_id=delivery_id, endpoint_id=endpoint_id
+    )
+    dispatch_deliveries(session, queue, settings, [delivery_id])
+    return delivery_out(session, settings, tenant_id, delivery_id, endpoint_id=endpoint_id)
+
+
+def delivery_page_out(page: webhooks.DeliveryPage, settings: Settings) -> Page[WebhookDeliveryOut]:
+    """A page of the delivery log as the API shows it."""
+    base = settings.api.public_base_url
+    return Page[WebhookDeliveryOut](
+        items=[WebhookDeliveryOut.from_view(v, base_url=base) for v in page.items],
+        next_cursor=page.next_cursor,
     )
 
 
@@ -249,9 +288,8 @@ def ping_webhook(
     """Send a ``ping`` event to the endpoint now (also when it is disabled); follow it in the
     delivery log."""
     delivery = webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=webhook_id)
-    _dispatch(session, queue, settings, [delivery.id])
-    view = _view(session, tenant.id, webhook_id, delivery.id)
-    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+    dispatch_deliveries(session, queue, settings, [delivery.id])
+    return delivery_out(session, settings, tenant.id, delivery.id, endpoint_id=webhook_id)
 
 
 @router.get(
@@ -279,11 +317,7 @@ def list_deliveries(
         cursor=cursor,
         limit=page_limit(limit, settings),
     )
-    base = settings.api.public_base_url
-    return Page[WebhookDeliveryOut](
-        items=[WebhookDeliveryOut.from_view(v, base_url=base) for v in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return delivery_page_out(page, settings)
 
 
 @router.get(
@@ -300,8 +334,7 @@ def get_delivery(
     settings: SettingsDep,
 ) -> WebhookDeliveryOut:
     """One delivery of the endpoint with its attempts."""
-    view = _view(session, tenant.id, webhook_id, delivery_id)
-    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
+    return delivery_out(session, settings, tenant.id, delivery_id, endpoint_id=webhook_id)
 
 
 @router.post(
@@ -321,12 +354,9 @@ def retry_delivery(
 ) -> WebhookDeliveryOut:
     """One more attempt now, with the original ``webhook-id``. 409 ``delivery_in_progress``
     while it is being sent, 409 ``webhook_disabled`` if the endpoint is disabled."""
-    webhooks.retry_delivery(
-        session, tenant_id=tenant.id, endpoint_id=webhook_id, delivery_id=delivery_id
+    return retry_and_dispatch(
+        session, queue, settings, tenant.id, delivery_id, endpoint_id=webhook_id
     )
-    _dispatch(session, queue, settings, [delivery_id])
-    view = _view(session, tenant.id, webhook_id, delivery_id)
-    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
 
 
 @router.post(
@@ -342,10 +372,7 @@ def recover(
     session: SessionDep,
     settings: SettingsDep,
     queue: DeliveryQueueDep,
-    since: Annotated[
-        AwareDatetime,
-        Query(description="Re-send the failed deliveries created at or after this time."),
-    ],
+    since: Since,
 ) -> WebhookRecoverOut:
     """Send every ``failed`` delivery created since ``since`` once more, each with its original
     ``webhook-id`` (e.g. after an outage of your receiver). 409 ``webhook_disabled`` if the
@@ -353,5 +380,5 @@ def recover(
     ids = webhooks.recover_deliveries(
         session, tenant_id=tenant.id, endpoint_id=webhook_id, since=since
     )
-    _dispatch(session, queue, settings, ids)
+    dispatch_deliveries(session, queue, settings, ids)
     return WebhookRecoverOut(recovered=len(ids), delivery_ids=ids)

@@ -25,16 +25,24 @@ Payload
 object's id, state, metadata, scores and verdict (the result contract without its ``regions``,
 ``ignored`` and ``timings_ms`` lists) and ``links``; it is kept under :data:`MAX_PAYLOAD_BYTES`
 (metadata, then the result, are left out of an event that would be larger, with a flag saying so).
+
+The delivery log
+----------------
+Every delivery, to an endpoint or to an ad-hoc ``webhook_url``, is listed with its attempts
+(:func:`list_deliveries`, :func:`get_delivery`: the tenant's, or one endpoint's) and can be sent
+again once with its original ``webhook-id`` (:func:`retry_delivery`; :func:`recover_deliveries`
+for every ``failed`` one of an endpoint, or every failed ad-hoc one, since a time).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -63,6 +71,7 @@ from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhooks_ssrf import IPNetwork, validate_webhook_url
 
 __all__ = [
+    "DELIVERY_TARGETS",
     "MAX_PAYLOAD_BYTES",
     "SECRET_OVERLAP_S",
     "SUBSCRIBABLE_EVENTS",
@@ -70,6 +79,7 @@ __all__ = [
     "DeliveryPage",
     "DeliveryView",
     "EndpointPage",
+    "PreClaim",
     "create_endpoint",
     "create_ping",
     "delete_endpoint",
@@ -82,6 +92,7 @@ __all__ = [
     "list_endpoints",
     "new_secret",
     "outbox_writes",
+    "preclaimed_deliveries",
     "record_batch_completed",
     "record_comparison_event",
     "record_endpoint_disabled",
@@ -154,6 +165,59 @@ def outbox_writes() -> int:
         A counter that only grows (>= 0).
     """
     return _OUTBOX_WRITES.get()
+
+
+@dataclass
+class PreClaim:
+    """Deliveries written already claimed, for the writer to send right after its commit.
+
+    Attributes
+    ----------
+    claim_id
+        The claim every delivery written in the block carries (the tasks' fencing token).
+    lease_s
+        Seconds the claim is held (> 0): a delivery whose task is never sent (the writer died
+        between its commit and the send) is re-sent by the dispatcher when the lease ends.
+    delivery_ids
+        The deliveries written in the block (a rolled-back write leaves an id whose task finds
+        no row: a no-op).
+    """
+
+    claim_id: uuid.UUID
+    lease_s: float
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+_PRE_CLAIM: contextvars.ContextVar[PreClaim | None] = contextvars.ContextVar(
+    "diffall_webhook_pre_claim", default=None
+)
+
+
+@contextlib.contextmanager
+def preclaimed_deliveries(lease_s: float) -> Iterator[PreClaim]:
+    """Within the block, the outbox writes its deliveries ``sending`` under one claim with a
+    lease of ``lease_s`` seconds (instead of ``pending`` and due), so the caller can send their
+    tasks after its commit (``webhook_delivery.send_preclaimed``) without a dispatcher pass.
+
+    Parameters
+    ----------
+    lease_s
+        Seconds until the dispatcher may take an unsent delivery back (> 0; the policy's
+        ``lease_s``).
+
+    Yields
+    ------
+    PreClaim
+        Collects the ids of the deliveries written in the block.
+    """
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be positive, got {lease_s}")
+    claim = PreClaim(claim_id=uuid.uuid4(), lease_s=lease_s)
+    token = _PRE_CLAIM.set(claim)
+    try:
+        yield claim
+    finally:
+        _PRE_CLAIM.reset(token)
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -665,25 +729,39 @@ def _write_event(
     session.add(event)
     session.flush()
     if targets:
+        pre_claim = _PRE_CLAIM.get()
+        ids = [uuid.uuid4() for _ in targets]
+        claimed: dict[str, Any] = {
+            "state": WebhookDeliveryState.PENDING,
+            "claim_id": None,
+            "due_at": now,
+        }
+        if pre_claim is not None:
+            claimed = {
+                "state": WebhookDeliveryState.SENDING,
+                "claim_id": pre_claim.claim_id,
+                "due_at": now + timedelta(seconds=pre_claim.lease_s),
+            }
         session.execute(
             sa.insert(WebhookDelivery),
             [
                 {
-                    "id": uuid.uuid4(),
+                    "id": ident,
                     "tenant_id": tenant_id,
                     "event_id": event.id,
                     "endpoint_id": target.endpoint_id,
                     "url": target.url,
-                    "state": WebhookDeliveryState.PENDING,
                     "attempt_count": 0,
                     "max_attempts": None,
-                    "due_at": now,
                     "created_at": now,
                     "updated_at": now,
+                    **claimed,
                 }
-                for target in targets
+                for ident, target in zip(ids, targets, strict=True)
             ],
         )
+        if pre_claim is not None:
+            pre_claim.delivery_ids.extend(ids)
         _OUTBOX_WRITES.set(_OUTBOX_WRITES.get() + len(targets))
     log.info(
         "webhook.event_recorded",
@@ -747,7 +825,7 @@ def comparison_data(comparison: Comparison) -> dict[str, Any]:
 
 
 def record_comparison_event(
-    session: Session, comparison_id: uuid.UUID, *, now: datetime | None = None
+    session: Session, comparison: uuid.UUID | Comparison, *, now: datetime | None = None
 ) -> WebhookEvent | None:
     """Write ``comparison.succeeded`` or ``comparison.failed`` for a comparison that just ended.
 
@@ -760,8 +838,9 @@ def record_comparison_event(
     ----------
     session
         The open transaction (not committed here).
-    comparison_id
-        The comparison.
+    comparison
+        The comparison's id, or its row as that write left it (e.g. from ``UPDATE ...
+        RETURNING``), which saves reading it again.
     now
         Event time (default: now, UTC).
 
@@ -770,31 +849,36 @@ def record_comparison_event(
     WebhookEvent or None
         The event written, if any.
     """
-    # A narrow read first: most comparisons have no target, and their result can be large.
-    head = session.execute(
-        sa.select(Comparison.tenant_id, Comparison.state, Comparison.webhook_url).where(
-            Comparison.id == comparison_id
-        )
-    ).one_or_none()
-    if head is None:
-        return None
-    state = ComparisonState(head.state)
-    if state is ComparisonState.SUCCEEDED:
+    if isinstance(comparison, Comparison):
+        tenant_id, state = comparison.tenant_id, comparison.state
+        webhook_url = comparison.webhook_url
+    else:
+        # A narrow read first: most comparisons have no target, and their result can be large.
+        head = session.execute(
+            sa.select(Comparison.tenant_id, Comparison.state, Comparison.webhook_url).where(
+                Comparison.id == comparison
+            )
+        ).one_or_none()
+        if head is None:
+            return None
+        tenant_id, state, webhook_url = head.tenant_id, head.state, head.webhook_url
+    if ComparisonState(state) is ComparisonState.SUCCEEDED:
         event_type = WebhookEventType.COMPARISON_SUCCEEDED
-    elif state is ComparisonState.FAILED:
+    elif ComparisonState(state) is ComparisonState.FAILED:
         event_type = WebhookEventType.COMPARISON_FAILED
     else:
         return None
-    targets = _endpoint_targets(session, head.tenant_id, event_type)
-    if head.webhook_url:
-        targets.append(_Target(endpoint_id=None, url=head.webhook_url))
+    targets = _endpoint_targets(session, tenant_id, event_type)
+    if webhook_url:
+        targets.append(_Target(endpoint_id=None, url=webhook_url))
     if not targets:
         return None
-    comparison = session.scalars(
-        sa.select(Comparison)
-        .where(Comparison.id == comparison_id)
-        .execution_options(populate_existing=True)
-    ).one()
+    if not isinstance(comparison, Comparison):
+        comparison = session.scalars(
+            sa.select(Comparison)
+            .where(Comparison.id == comparison)
+            .execution_options(populate_existing=True)
+        ).one()
     return _write_event(
         session,
         tenant_id=comparison.tenant_id,
@@ -979,19 +1063,25 @@ def render_payload(
 
 # -- the delivery log -------------------------------------------------------------------------
 
+#: Values of the delivery log's ``target`` filter: deliveries to registered endpoints, or to the
+#: ad-hoc ``webhook_url`` of a comparison or a batch (deliveries without an endpoint).
+DELIVERY_TARGETS: Final[tuple[str, ...]] = ("endpoint", "ad_hoc")
+
 
 @dataclass(frozen=True)
 class DeliveryView:
-    """A delivery with its event's type and every attempt, oldest first."""
+    """A delivery with its event's type and subject, and every attempt, oldest first."""
 
     delivery: WebhookDelivery
     event_type: str
     attempts: list[WebhookAttempt] = field(default_factory=list)
+    subject_id: uuid.UUID | None = None
+    """The comparison, batch or endpoint the event is about."""
 
 
 @dataclass(frozen=True)
 class DeliveryPage:
-    """One page of an endpoint's deliveries, newest first."""
+    """One page of deliveries, newest first."""
 
     items: list[DeliveryView]
     next_cursor: str | None
@@ -1001,10 +1091,10 @@ def _views(session: Session, rows: list[WebhookDelivery]) -> list[DeliveryView]:
     if not rows:
         return []
     ids = [row.id for row in rows]
-    types = {
-        event_id: str(kind)
-        for event_id, kind in session.execute(
-            sa.select(WebhookEvent.id, WebhookEvent.type).where(
+    events = {
+        event_id: (str(kind), subject_id)
+        for event_id, kind, subject_id in session.execute(
+            sa.select(WebhookEvent.id, WebhookEvent.type, WebhookEvent.subject_id).where(
                 WebhookEvent.id.in_({row.event_id for row in rows})
             )
         )
@@ -1019,45 +1109,112 @@ def _views(session: Session, rows: list[WebhookDelivery]) -> list[DeliveryView]:
     return [
         DeliveryView(
             delivery=row,
-            event_type=WebhookEventType(types[row.event_id]).value,
+            event_type=WebhookEventType(events[row.event_id][0]).value,
             attempts=attempts[row.id],
+            subject_id=events[row.event_id][1],
         )
         for row in rows
     ]
+
+
+def _select_deliveries(
+    tenant_id: uuid.UUID,
+    *,
+    endpoint_id: uuid.UUID | None = None,
+    target: str | None = None,
+    subject_id: uuid.UUID | None = None,
+    event_type: WebhookEventType | str | None = None,
+    state: WebhookDeliveryState | str | None = None,
+) -> sa.Select[WebhookDelivery]:
+    """The query of the tenant's deliveries matching every filter given (None: no filter).
+
+    ``endpoint_id`` keeps one endpoint's; ``target`` (:data:`DELIVERY_TARGETS`) keeps those to
+    endpoints or the ad-hoc ones; ``subject_id`` and ``event_type`` select by the delivery's
+    event. ``InvalidRequest`` for an unknown target, event type or state.
+    """
+    query = sa.select(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant_id)
+    if endpoint_id is not None:
+        query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
+    if target is not None:
+        if target not in DELIVERY_TARGETS:
+            raise InvalidRequest(
+                f"unknown delivery target {target!r}; accepted: {', '.join(DELIVERY_TARGETS)}"
+            )
+        is_ad_hoc = WebhookDelivery.endpoint_id.is_(None)
+        query = query.where(is_ad_hoc if target == "ad_hoc" else ~is_ad_hoc)
+    if state is not None:
+        try:
+            query = query.where(WebhookDelivery.state == WebhookDeliveryState(state))
+        except ValueError as exc:
+            raise InvalidRequest(f"unknown delivery state {state!r}") from exc
+    if subject_id is not None or event_type is not None:
+        events = sa.select(WebhookEvent.id).where(WebhookEvent.tenant_id == tenant_id)
+        if subject_id is not None:
+            events = events.where(WebhookEvent.subject_id == subject_id)
+        if event_type is not None:
+            try:
+                events = events.where(WebhookEvent.type == WebhookEventType(event_type))
+            except ValueError as exc:
+                raise InvalidRequest(f"unknown event type {event_type!r}") from exc
+        query = query.where(WebhookDelivery.event_id.in_(events))
+    return query
 
 
 def list_deliveries(
     session: Session,
     *,
     tenant_id: uuid.UUID,
-    endpoint_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None = None,
+    target: str | None = None,
+    subject_id: uuid.UUID | None = None,
+    event_type: WebhookEventType | str | None = None,
     state: WebhookDeliveryState | str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> DeliveryPage:
-    """The endpoint's deliveries, newest first, with their attempts; keyset-paginated.
+    """The tenant's deliveries, newest first, with their attempts; keyset-paginated.
 
-    ``NotFound`` for an endpoint that is not the tenant's; ``InvalidRequest`` for a malformed
-    cursor, an unknown state or a limit outside 1..100.
+    ``InvalidRequest`` for a malformed cursor, an unknown target, event type or state, or a
+    limit outside 1..100.
+
+    Parameters
+    ----------
+    endpoint_id
+        Only this endpoint's deliveries (``NotFound`` if it is not the tenant's); None: the
+        deliveries of every kind, to endpoints and to ad-hoc ``webhook_url`` targets.
+    target
+        ``endpoint`` or ``ad_hoc`` (:data:`DELIVERY_TARGETS`); None: both.
+    subject_id
+        Only the deliveries of events about this comparison, batch or endpoint.
+    event_type, state
+        Only deliveries of events of this type, or in this state.
+    cursor, limit
+        ``next_cursor`` of the previous page; page size 1..100.
+
+    Returns
+    -------
+    DeliveryPage
+        The views (delivery, event type and subject, attempts) and the next page's cursor.
     """
     _check_limit(limit)
-    with map_db_errors("list webhook deliveries"):
-        _endpoint(session, tenant_id, endpoint_id)
-        query = sa.select(WebhookDelivery).where(
-            WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.endpoint_id == endpoint_id
+    query = _select_deliveries(
+        tenant_id,
+        endpoint_id=endpoint_id,
+        target=target,
+        subject_id=subject_id,
+        event_type=event_type,
+        state=state,
+    )
+    if cursor:
+        after_created, after_id = decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
+            < sa.tuple_(after_created, after_id)
         )
-        if state is not None:
-            try:
-                query = query.where(WebhookDelivery.state == WebhookDeliveryState(state))
-            except ValueError as exc:
-                raise InvalidRequest(f"unknown delivery state {state!r}") from exc
-        if cursor:
-            after_created, after_id = decode_cursor(cursor)
-            query = query.where(
-                sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
-                < sa.tuple_(after_created, after_id)
-            )
-        query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    with map_db_errors("list webhook deliveries"):
+        if endpoint_id is not None:
+            _endpoint(session, tenant_id, endpoint_id)
         rows = list(
             session.scalars(query.limit(limit + 1).execution_options(populate_existing=True))
         )
@@ -1073,18 +1230,15 @@ def list_deliveries(
 def _delivery(
     session: Session,
     tenant_id: uuid.UUID,
-    endpoint_id: uuid.UUID,
     delivery_id: uuid.UUID,
     *,
+    endpoint_id: uuid.UUID | None = None,
     lock: bool = False,
 ) -> WebhookDelivery:
+    """The tenant's delivery (of ``endpoint_id`` when given); ``NotFound`` otherwise."""
     query = (
-        sa.select(WebhookDelivery)
-        .where(
-            WebhookDelivery.tenant_id == tenant_id,
-            WebhookDelivery.endpoint_id == endpoint_id,
-            WebhookDelivery.id == delivery_id,
-        )
+        _select_deliveries(tenant_id, endpoint_id=endpoint_id)
+        .where(WebhookDelivery.id == delivery_id)
         .execution_options(populate_existing=True)  # rows may have changed through Core
     )
     if lock:
@@ -1092,16 +1246,33 @@ def _delivery(
     row = session.scalars(query).one_or_none()
     if row is None:
         session.rollback()
-        raise NotFound(f"delivery {delivery_id} of webhook endpoint {endpoint_id} not found")
+        of = "" if endpoint_id is None else f" of webhook endpoint {endpoint_id}"
+        raise NotFound(f"delivery {delivery_id}{of} not found")
     return row
 
 
+def _require_enabled(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> None:
+    """``NotFound`` unless the endpoint is the tenant's; ``Conflict`` (``webhook_disabled``)
+    when it is disabled (the transaction is rolled back)."""
+    if not _endpoint(session, tenant_id, endpoint_id).enabled:
+        session.rollback()
+        raise Conflict(
+            f"webhook endpoint {endpoint_id} is disabled: enable it first",
+            code="webhook_disabled",
+        )
+
+
 def get_delivery(
-    session: Session, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None = None,
 ) -> DeliveryView:
-    """One delivery of the tenant's endpoint with its attempts; ``NotFound`` otherwise."""
+    """One of the tenant's deliveries (of any kind; of ``endpoint_id`` when given) with its
+    attempts; ``NotFound`` otherwise (also for another tenant's id)."""
     with map_db_errors("get webhook delivery"):
-        row = _delivery(session, tenant_id, endpoint_id, delivery_id)
+        row = _delivery(session, tenant_id, delivery_id, endpoint_id=endpoint_id)
         view = _views(session, [row])[0]
         session.commit()
     return view
@@ -1119,13 +1290,19 @@ def _resend(row: WebhookDelivery, now: datetime) -> None:
 
 
 def retry_delivery(
-    session: Session, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None = None,
 ) -> WebhookDelivery:
     """Send a delivery again now, once, with its original ``webhook-id``. Commits.
 
-    A final delivery (``failed`` or ``succeeded``) gets one more attempt; a ``pending`` one is
-    made due now. ``Conflict`` (``delivery_in_progress``) while it is being sent;
-    ``Conflict`` (``webhook_disabled``) when the endpoint is disabled.
+    Any delivery of the tenant (to an endpoint or an ad-hoc ``webhook_url``); only one of
+    ``endpoint_id``'s when it is given. A final delivery (``failed`` or ``succeeded``) gets one
+    more attempt; a ``pending`` one is made due now. ``NotFound`` for a delivery that is not
+    the tenant's; ``Conflict`` (``delivery_in_progress``) while it is being sent; ``Conflict``
+    (``webhook_disabled``) when its endpoint is disabled.
 
     Returns
     -------
@@ -1134,14 +1311,9 @@ def retry_delivery(
     """
     now = utcnow()
     with map_db_errors("retry webhook delivery"):
-        endpoint = _endpoint(session, tenant_id, endpoint_id)
-        if not endpoint.enabled:
-            session.rollback()
-            raise Conflict(
-                f"webhook endpoint {endpoint_id} is disabled: enable it first",
-                code="webhook_disabled",
-            )
-        row = _delivery(session, tenant_id, endpoint_id, delivery_id, lock=True)
+        row = _delivery(session, tenant_id, delivery_id, endpoint_id=endpoint_id, lock=True)
+        if row.endpoint_id is not None:
+            _require_enabled(session, tenant_id, row.endpoint_id)
         if row.state == WebhookDeliveryState.SENDING:
             session.rollback()
             raise Conflict(
@@ -1161,20 +1333,27 @@ def recover_deliveries(
     session: Session,
     *,
     tenant_id: uuid.UUID,
-    endpoint_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None,
     since: datetime,
+    subject_id: uuid.UUID | None = None,
     limit: int = 10_000,
 ) -> list[uuid.UUID]:
-    """Re-send once each ``failed`` delivery of the endpoint created at or after ``since``.
+    """Re-send once each ``failed`` delivery of the endpoint (or each failed ad-hoc one)
+    created at or after ``since``.
 
     Each keeps its original ``webhook-id`` (its event's) and gets exactly one more attempt.
-    ``Conflict`` (``webhook_disabled``) when the endpoint is disabled; ``InvalidRequest`` for a
-    naive ``since``. Commits.
+    ``NotFound`` for an endpoint that is not the tenant's; ``Conflict`` (``webhook_disabled``)
+    when it is disabled; ``InvalidRequest`` for a naive ``since``. Commits.
 
     Parameters
     ----------
+    endpoint_id
+        The endpoint whose deliveries to recover; None: the tenant's ad-hoc deliveries (to the
+        ``webhook_url`` of a comparison or a batch), which belong to no endpoint.
     since
         Aware datetime; deliveries created before it are left alone.
+    subject_id
+        Only the deliveries of events about this comparison or batch.
     limit
         Most deliveries recovered by one call (oldest first); call again for the rest.
 
@@ -1185,33 +1364,33 @@ def recover_deliveries(
     """
     if since.tzinfo is None or since.utcoffset() is None:
         raise InvalidRequest("since needs a time zone (e.g. 2024-01-01T00:00:00Z)")
+    query = (
+        _select_deliveries(
+            tenant_id,
+            endpoint_id=endpoint_id,
+            target=None if endpoint_id is not None else "ad_hoc",
+            subject_id=subject_id,
+            state=WebhookDeliveryState.FAILED,
+        )
+        .where(WebhookDelivery.created_at >= since)
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        .limit(limit)
+        .with_for_update()
+    )
     now = utcnow()
     with map_db_errors("recover webhook deliveries"):
-        endpoint = _endpoint(session, tenant_id, endpoint_id)
-        if not endpoint.enabled:
-            session.rollback()
-            raise Conflict(
-                f"webhook endpoint {endpoint_id} is disabled: enable it first",
-                code="webhook_disabled",
-            )
-        rows = list(
-            session.scalars(
-                sa.select(WebhookDelivery)
-                .where(
-                    WebhookDelivery.tenant_id == tenant_id,
-                    WebhookDelivery.endpoint_id == endpoint_id,
-                    WebhookDelivery.state == WebhookDeliveryState.FAILED,
-                    WebhookDelivery.created_at >= since,
-                )
-                .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
-                .limit(limit)
-                .with_for_update()
-            )
-        )
+        if endpoint_id is not None:
+            _require_enabled(session, tenant_id, endpoint_id)
+        rows = list(session.scalars(query))
         for row in rows:
             _resend(row, now)
         session.commit()
-    log.info("webhook.recovered", endpoint_id=str(endpoint_id), count=len(rows))
+    log.info(
+        "webhook.recovered",
+        endpoint_id=str(endpoint_id) if endpoint_id else None,
+        subject_id=str(subject_id) if subject_id else None,
+        count=len(rows),
+    )
     return [row.id for row in rows]
 
 

@@ -22,9 +22,17 @@ from api.main import create_app
 from core.config import Settings, StorageSettings
 from core.db.models import WebhookDelivery, WebhookDeliveryState
 from core.db.session import upgrade_database
+from core.services import comparisons
 from core.services.tasknames import WEBHOOK_DELIVER
 from core.services.webhook_delivery import DeliveryPolicy, deliver
-from tests.api.conftest import REDIS_HOST, REDIS_PORT, Api, TestClient, assert_problem
+from tests.api.conftest import (
+    REDIS_HOST,
+    REDIS_PORT,
+    Api,
+    TestClient,
+    assert_problem,
+    png_bytes,
+)
 from tests.api.conftest import queued_messages as _queued
 from tests.core.services.test_webhooks_receiver import Receiver, running_receiver, verify
 
@@ -296,8 +304,169 @@ def test_openapi_documents_the_webhook_routes(sqlite_api: Api) -> None:
         "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {"post"},
         "/v1/webhooks/{webhook_id}/recover": {"post"},
         "/v1/webhooks/default-secret": {"get"},
+        "/v1/webhook-deliveries": {"get"},
+        "/v1/webhook-deliveries/{delivery_id}": {"get"},
+        "/v1/webhook-deliveries/{delivery_id}/retry": {"post"},
+        "/v1/webhook-deliveries/recover": {"post"},
     }.items():
         assert methods <= set(paths[path]), path
     post = paths["/v1/webhooks"]["post"]
     assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
     assert "secret" in spec["components"]["schemas"]["WebhookWithSecretOut"]["properties"]
+
+
+# -- the tenant-wide delivery log (/v1/webhook-deliveries) -----------------------------------
+
+ADHOC = "http://127.0.0.1:9/adhoc"
+LOG = "/v1/webhook-deliveries"
+
+
+def _finished_comparison(api: Api, tenant: str = "acme", *, seed: int = 0) -> str:
+    """A comparison submitted with a ``webhook_url`` and run (what the worker does)."""
+    a = api.upload(png_bytes(seed=seed), tenant)["id"]
+    b = api.upload(png_bytes(seed=seed + 1), tenant)["id"]
+    cid = str(api.compare(a, b, tenant, webhook_url=ADHOC)["id"])
+    store = api.app.state.store
+    comparisons.run_comparison(api.sessions, store, comparison_id=uuid.UUID(cid), max_crashes=3)
+    return cid
+
+
+def _log(api: Api, tenant: str = "acme", **params: Any) -> list[dict[str, Any]]:
+    response = api.client.get(LOG, params={"limit": 100, **params}, headers=api.auth(tenant))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["next_cursor"] is None
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+def _row(api: Api, delivery_id: str) -> WebhookDelivery:
+    with api.sessions() as session:
+        return session.get_one(WebhookDelivery, uuid.UUID(delivery_id))
+
+
+def test_the_log_shows_ad_hoc_deliveries_with_filters(hooks_api: Api) -> None:
+    api = hooks_api
+    endpoint = _register(api, events=["comparison.succeeded"])
+    cid = _finished_comparison(api)
+    items = _log(api)
+    assert {item["endpoint_id"] for item in items} == {None, endpoint["id"]}
+    (ad_hoc,) = (item for item in items if item["endpoint_id"] is None)
+    assert ad_hoc["url"] == ADHOC and ad_hoc["subject_id"] == cid
+    assert ad_hoc["event_type"] == "comparison.succeeded"
+    assert ad_hoc["webhook_id"] == f"msg_{uuid.UUID(ad_hoc['event_id']).hex}"
+    assert ad_hoc["state"] == "pending" and ad_hoc["attempt_count"] == 0
+    assert ad_hoc["attempts"] == []
+    own = f"{api.settings.api.public_base_url}{LOG}/{ad_hoc['id']}"
+    assert ad_hoc["links"] == {"self": own, "retry": f"{own}/retry"}
+    one = api.client.get(f"{LOG}/{ad_hoc['id']}", headers=api.auth())
+    assert one.status_code == 200 and one.json() == ad_hoc
+    # Filters.
+    assert [i["id"] for i in _log(api, target="ad_hoc")] == [ad_hoc["id"]]
+    assert [i["endpoint_id"] for i in _log(api, target="endpoint")] == [endpoint["id"]]
+    assert len(_log(api, subject_id=cid)) == 2
+    assert _log(api, subject_id=str(uuid.uuid4())) == []
+    assert len(_log(api, event_type="comparison.succeeded", state="pending")) == 2
+    assert _log(api, event_type="batch.completed") == []
+    assert _log(api, state="failed") == []
+    # The endpoint's own log does not hold the ad-hoc delivery.
+    scoped = api.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=api.auth())
+    assert [i["endpoint_id"] for i in scoped.json()["items"]] == [endpoint["id"]]
+    # Another tenant: an empty log, and 404 for this tenant's delivery.
+    assert _log(api, "globex") == []
+    for method, path in (("get", f"{LOG}/{ad_hoc['id']}"), ("post", f"{LOG}/{ad_hoc['id']}/retry")):
+        response = api.client.request(method, path, headers=api.auth("globex"))
+        assert_problem(response, 404, "not_found")
+    assert_problem(api.client.get(f"{LOG}/{uuid.uuid4()}", headers=api.auth()), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"cursor": "!!"}, "invalid_request"),
+        ({"state": "lost"}, "validation_error"),
+        ({"target": "webhook"}, "validation_error"),
+        ({"event_type": "comparison.deleted"}, "validation_error"),
+        ({"subject_id": "batch-1"}, "validation_error"),
+        ({"limit": 0}, "validation_error"),
+    ],
+)
+def test_bad_log_queries_are_problems(sqlite_api: Api, params: dict[str, Any], code: str) -> None:
+    response = sqlite_api.client.get(LOG, params=params, headers=sqlite_api.auth())
+    assert_problem(response, 422, code)
+
+
+def test_the_log_pages_without_duplicates_or_gaps(hooks_api: Api) -> None:
+    api = hooks_api
+    endpoint = _register(api)
+    for _ in range(3):
+        api.client.post(f"/v1/webhooks/{endpoint['id']}/ping", headers=api.auth())
+    for seed in (0, 10):
+        _finished_comparison(api, seed=seed)  # each: to the endpoint, and ad hoc
+    everything = [item["id"] for item in _log(api)]
+    assert len(everything) == len(set(everything)) == 7
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        page = api.client.get(LOG, params=params, headers=api.auth()).json()
+        assert 1 <= len(page["items"]) <= 2
+        seen += [item["id"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seen == everything
+    created = [item["created_at"] for item in _log(api)]
+    assert created == sorted(created, reverse=True)  # newest first
+
+
+def test_retry_and_recover_ad_hoc_deliveries(hooks_api: Api) -> None:
+    api = hooks_api
+    first, second = _finished_comparison(api, seed=0), _finished_comparison(api, seed=10)
+    (one,) = _log(api, subject_id=first)
+    (two,) = _log(api, subject_id=second)
+    # A failed ad-hoc delivery: one more attempt, sent at once, with its webhook-id.
+    _set_failed(api, one["id"], two["id"])
+    retried = api.client.post(f"{LOG}/{one['id']}/retry", headers=api.auth())
+    assert retried.status_code == 202, retried.text
+    body = retried.json()
+    assert body["state"] == "sending" and body["webhook_id"] == one["webhook_id"]
+    assert body["endpoint_id"] is None and body["event_id"] == one["event_id"]
+    row = _row(api, one["id"])
+    assert row.max_attempts == 3 and row.attempt_count == 2  # _set_failed: 2 attempts
+    assert len(_deliver_messages(api, one["id"])) == 1
+    assert_problem(
+        api.client.post(f"{LOG}/{one['id']}/retry", headers=api.auth()),
+        409,
+        "delivery_in_progress",
+    )
+    # Recover: failed ad-hoc deliveries since the time, optionally about one subject.
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    endpoint = _register(api)
+    ping = api.client.post(f"/v1/webhooks/{endpoint['id']}/ping", headers=api.auth()).json()
+    _set_failed(api, one["id"], ping["id"])
+    recovered = api.client.post(
+        f"{LOG}/recover", params={"since": since, "subject_id": first}, headers=api.auth()
+    )
+    assert recovered.status_code == 202, recovered.text
+    assert recovered.json() == {"recovered": 1, "delivery_ids": [one["id"]]}
+    everything = api.client.post(f"{LOG}/recover", params={"since": since}, headers=api.auth())
+    assert everything.json() == {"recovered": 1, "delivery_ids": [two["id"]]}
+    assert len(_deliver_messages(api, two["id"])) == 1
+    assert _row(api, ping["id"]).state is WebhookDeliveryState.FAILED  # the endpoint's own
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    _set_failed(api, one["id"], two["id"])
+    nothing = api.client.post(f"{LOG}/recover", params={"since": later}, headers=api.auth())
+    assert nothing.json() == {"recovered": 0, "delivery_ids": []}
+    theirs = api.client.post(f"{LOG}/recover", params={"since": since}, headers=api.auth("globex"))
+    assert theirs.json() == {"recovered": 0, "delivery_ids": []}
+    for params in ({}, {"since": "2024-01-01T00:00:00"}):
+        response = api.client.post(f"{LOG}/recover", params=params, headers=api.auth())
+        assert_problem(response, 422, "validation_error")
+    # An endpoint's delivery is retried here too, unless the endpoint is disabled.
+    retried = api.client.post(f"{LOG}/{ping['id']}/retry", headers=api.auth())
+    assert retried.status_code == 202 and retried.json()["endpoint_id"] == endpoint["id"]
+    _set_failed(api, ping["id"])
+    api.client.patch(f"/v1/webhooks/{endpoint['id']}", json={"enabled": False}, headers=api.auth())
+    assert_problem(
+        api.client.post(f"{LOG}/{ping['id']}/retry", headers=api.auth()), 409, "webhook_disabled"
+    )

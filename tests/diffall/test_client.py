@@ -351,3 +351,55 @@ def test_constructor_refuses_bad_arguments() -> None:
         DiffallClient(BASE, "")
     with pytest.raises(ValueError, match="timeout"):
         DiffallClient(BASE, KEY, timeout=0)
+
+
+def test_webhook_delivery_log_methods() -> None:
+    delivery_id = str(uuid.uuid4())
+    pages = {None: ([delivery_id], "cur-1"), "cur-1": (["d2"], None)}
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path, query = request.url.path, dict(request.url.params)
+        if path == "/v1/webhook-deliveries":
+            ids, next_cursor = pages[query.get("cursor")]
+            return httpx.Response(
+                200, json={"items": [{"id": i} for i in ids], "next_cursor": next_cursor}
+            )
+        if path == "/v1/webhook-deliveries/recover":
+            return httpx.Response(202, json={"recovered": 1, "delivery_ids": [delivery_id]})
+        if path == f"/v1/webhook-deliveries/{delivery_id}/retry":
+            return problem(409, "delivery_in_progress", "being sent")
+        return httpx.Response(200, json={"id": path.rsplit("/", 1)[1], "state": "failed"})
+
+    batch_id = uuid.uuid4()
+    since = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with make_client(handler) as client:
+        found = [
+            d["id"]
+            for d in client.iter_webhook_deliveries(
+                target="ad_hoc", subject_id=batch_id, state=None, limit=50
+            )
+        ]
+        assert found == [delivery_id, "d2"]
+        assert client.get_webhook_delivery(delivery_id)["state"] == "failed"
+        with pytest.raises(DiffallError) as info:
+            client.retry_webhook_delivery(delivery_id, idempotency_key="retry-1")
+        assert (info.value.status, info.value.code) == (409, "delivery_in_progress")
+        answer = client.recover_webhook_deliveries(since, subject_id=batch_id)
+        assert answer == {"recovered": 1, "delivery_ids": [delivery_id]}
+        with pytest.raises(ValueError, match="time zone"):
+            client.recover_webhook_deliveries(datetime(2025, 1, 2))
+    filters = {"target": "ad_hoc", "subject_id": str(batch_id), "limit": "50"}
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in seen] == [
+        ("GET", "/v1/webhook-deliveries", filters),
+        ("GET", "/v1/webhook-deliveries", {**filters, "cursor": "cur-1"}),
+        ("GET", f"/v1/webhook-deliveries/{delivery_id}", {}),
+        ("POST", f"/v1/webhook-deliveries/{delivery_id}/retry", {}),
+        (
+            "POST",
+            "/v1/webhook-deliveries/recover",
+            {"since": "2025-01-02T03:04:05+00:00", "subject_id": str(batch_id)},
+        ),
+    ]
+    assert seen[3].headers["idempotency-key"] == "retry-1"

@@ -90,6 +90,7 @@ def run_comparison(self: Task, comparison_id: str) -> None:
                 max_crashes=settings.worker.max_attempts,
                 lease_s=settings.worker.stale_running_after_s,
                 redelivered=redelivered,
+                limits=settings.limits,
             )
         if claimed.delivery_ids:
             webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)

@@ -20,6 +20,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from core.config import LimitsSettings
 from core.db.models import (
     Comparison,
     ComparisonQueue,
@@ -180,16 +181,20 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return normalised
 
 
-def engine_options(options: dict[str, Any]) -> CompareOptions:
+def engine_options(options: dict[str, Any], limits: LimitsSettings | None = None) -> CompareOptions:
     """Map stored (normalised) options onto ``core.imaging.CompareOptions``.
 
     ``fail_under`` is the client's gate and not an engine option; no preview is rendered
-    (the service serves the full heatmap only).
+    (the service serves the full heatmap only). The engine's decoding limits are the ones the
+    API accepted the images under (``limits``; default: the settings' defaults).
     """
+    limits = limits or LimitsSettings()
     return CompareOptions(
         mode=options.get("mode", "auto"),
         ignore=tuple(tuple(int(v) for v in rect) for rect in options.get("ignore") or ()),  # type: ignore[misc]
         tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
+        max_pixels=limits.max_pixels,
+        max_bytes=limits.max_upload_bytes,
         preview_max_side=None,
     )
 
@@ -578,6 +583,7 @@ def run_comparison(
     max_crashes: int,
     lease_s: float = DEFAULT_LEASE_S,
     redelivered: bool | None = None,
+    limits: LimitsSettings | None = None,
 ) -> None:
     """The worker's use case; safe to run twice (idempotent).
 
@@ -611,6 +617,9 @@ def run_comparison(
         ``running`` row whose lease is still held belongs to a live worker and the message is
         a duplicate: no-op. ``None`` (the broker cannot tell; the default): a ``running`` row
         is taken for a dead worker's, as in step 1.
+    limits
+        The API's limits (``settings.limits``): the engine decodes up to the size the images
+        were accepted at (default: the settings' defaults).
 
     Raises
     ------
@@ -641,7 +650,7 @@ def run_comparison(
             _fail(sessions, claim, IMAGE_MISSING, f"an image's bytes are missing: {exc}")
             return
         try:
-            result = compare(data_a, data_b, engine_options(claim.options))
+            result = compare(data_a, data_b, engine_options(claim.options, limits))
         except ImagingError as exc:
             _fail(sessions, claim, exc.code.value, _imaging_message(exc))
             return

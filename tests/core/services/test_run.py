@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.config import LimitsSettings
 from core.db.models import (
     Batch,
     Comparison,
@@ -95,6 +96,23 @@ def test_runs_to_succeeded_with_the_engine_result(
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     again = _row(sessions, cid)
     assert (again.attempt, again.updated_at, again.result) == (1, row.updated_at, row.result)
+
+
+def test_the_engine_decodes_under_the_api_limits(
+    sessions: SessionFactory, store: ObjectStore, tenant: Tenant
+) -> None:
+    # The worker passes settings.limits to the engine: a pair over the configured pixel limit
+    # (64 x 48 = 3,072 pixels here) fails with the engine's code, not with a default limit.
+    cid = _comparison(sessions, store, tenant, a=png_bytes(64, 48, seed=3), b=png_bytes(64, 48))
+    small = LimitsSettings(max_pixels=3_000)
+    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3, limits=small)
+    row = _row(sessions, cid)
+    assert (row.state, row.error_code) == (ComparisonState.FAILED, "image_too_large")
+    options = comparisons.engine_options({}, LimitsSettings(max_pixels=7, max_upload_bytes=9))
+    assert (options.max_pixels, options.max_bytes) == (7, 9)
+    default = comparisons.engine_options({})
+    assert default.max_pixels == LimitsSettings().max_pixels
+    assert default.max_bytes == LimitsSettings().max_upload_bytes
 
 
 @pytest.mark.parametrize(

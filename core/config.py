@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -190,9 +191,6 @@ class ApiSettings(_Group):
     public_base_url: str = "http://127.0.0.1:8000"
     """Base URL clients reach the API at; used to build links (no trailing slash)."""
 
-    webhook_signing_secret: SecretStr | None = None
-    """Default secret signing webhook deliveries (Standard Webhooks); None until configured."""
-
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -254,6 +252,15 @@ class WebhookSettings(_Group):
     (message lost, e.g. a broker restart) is re-sent by the dispatcher. Must exceed
     ``timeout_s``."""
 
+    secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(default=(), max_length=20)
+    """Fernet keys encrypting the webhook signing secrets stored in the database (secret): the
+    first key encrypts, every key decrypts, so a key is rotated by putting the new one first and
+    keeping the old ones until ``diffall db encrypt-secrets`` has rewritten the stored secrets.
+    Empty (the default) stores them in clear; refused when ``env`` is ``production``. In the
+    environment: comma-separated keys or a JSON list. Make a key with
+    ``python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"``.
+    """
+
     @field_validator("retry_schedule_s", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
@@ -264,6 +271,34 @@ class WebhookSettings(_Group):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _parse_secret_keys(cls, value: Any) -> Any:
+        """Accept comma-separated text or a JSON list (environment, .env) as well as a list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_secret_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        """Require Fernet keys (32 url-safe base64-encoded bytes); never echo one."""
+        keys = tuple(SecretStr(key.get_secret_value().strip()) for key in value)
+        for position, key in enumerate(keys, start=1):
+            try:
+                Fernet(key.get_secret_value().encode("ascii", errors="replace"))
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"webhooks.secret_keys: key {position} is not a Fernet key (32 url-safe "
+                    "base64-encoded bytes; make one with Fernet.generate_key())"
+                ) from None
+        if len({key.get_secret_value() for key in keys}) != len(keys):
+            raise ValueError("webhooks.secret_keys: a key is listed twice")
+        return keys
 
     @field_validator("retry_schedule_s")
     @classmethod
@@ -302,7 +337,8 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "test", "production"] = "development"
-    """Deployment kind; ``production`` refuses placeholder secrets."""
+    """Deployment kind; ``production`` refuses placeholder secrets and an empty
+    ``webhooks.secret_keys``."""
 
     data_dir: Path = Path("./diffall-data")
     """Directory of the embedded defaults (database, storage, broker); made absolute."""
@@ -368,13 +404,15 @@ class Settings(BaseSettings):
         secrets: dict[str, SecretStr | None] = {
             "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": self.storage.s3_access_key_id,
             "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": self.storage.s3_secret_access_key,
-            "DIFFALL_API__WEBHOOK_SIGNING_SECRET": self.api.webhook_signing_secret,
         }
         bad = [
             name
             for name, secret in secrets.items()
             if secret is not None and _is_placeholder(secret.get_secret_value())
         ]
+        if not self.webhooks.secret_keys:
+            # Webhook signing secrets would be stored in clear.
+            bad.append("DIFFALL_WEBHOOKS__SECRET_KEYS (empty)")
         for name, url in (
             ("DIFFALL_DATABASE_URL", self.database_url),
             ("DIFFALL_BROKER_URL", self.broker_url),

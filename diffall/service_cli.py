@@ -1,4 +1,5 @@
-"""Service commands of the ``diffall`` command line: ``serve``, ``keys create``, ``db upgrade``.
+"""Service commands of the ``diffall`` command line: ``serve``, ``keys create``, ``db upgrade``,
+``db encrypt-secrets``.
 
 ``diffall serve`` runs the whole service on one machine: the API (uvicorn, ``api.main:create_app``)
 and a Celery worker with the beat scheduler embedded (so the sweeper runs) as child processes.
@@ -8,6 +9,8 @@ upgraded on start (there is no separate migrate step) and a local API key is mad
 and kept in ``<data_dir>/local-api-key`` (mode 0600) so later starts can print it again. On
 PostgreSQL, ``serve`` refuses to start unless the schema is at the latest revision: run
 ``diffall db upgrade`` (an explicit step, like the compose ``migrate`` service).
+``diffall db encrypt-secrets`` rewrites the stored webhook signing secrets under the first key of
+``DIFFALL_WEBHOOKS__SECRET_KEYS`` (after a key is first configured, or rotated).
 
 Children are started in their own process groups; SIGINT and SIGTERM are forwarded as SIGTERM
 (graceful: uvicorn drains requests, Celery finishes running tasks), and after
@@ -570,3 +573,43 @@ def db_upgrade_command(
         upgrade_database(url, revision=revision)
         current, _heads = schema_revisions(url)
     _note(f"database {_safe_url(url)} is at revision {', '.join(sorted(current)) or 'none'}")
+
+
+@db_app.command(
+    "encrypt-secrets",
+    help="Rewrite every stored webhook signing secret under the first key of "
+    "DIFFALL_WEBHOOKS__SECRET_KEYS: encrypt clear ones, re-encrypt those under an older key. "
+    "Safe to rerun; prints how many rows changed.",
+)
+def db_encrypt_secrets_command() -> None:
+    """Rewrite every stored webhook signing secret under the first configured key.
+
+    Clear secrets (stored before a key was configured) are encrypted and secrets under an older
+    key of the list are re-encrypted; once it has run, the older keys can be removed. Safe to run
+    again (it then changes nothing). Prints how many rows changed.
+    """
+    from core.db.session import dispose_engine, get_sessionmaker
+    from core.services.errors import ServiceError
+    from core.services.secret_encryption import encrypt_stored_secrets
+
+    settings = _load_settings()
+    url = settings.database_url_resolved
+    with _database_errors(url):
+        current, heads = schema_revisions(url)
+    if current != heads:
+        _fail(
+            f"the database at {_safe_url(url)} is not at the latest schema: run "
+            "`diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)"
+        )
+    try:
+        with _database_errors(url):
+            report = encrypt_stored_secrets(get_sessionmaker(url))
+    except ServiceError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+    finally:
+        dispose_engine()
+    print(
+        f"{report.changed} row(s) changed (webhook_endpoints: {report.endpoints}, "
+        f"webhook_tenant_secrets: {report.tenant_secrets}) of {report.examined}",
+        flush=True,
+    )

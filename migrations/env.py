@@ -1,7 +1,7 @@
 """Alembic environment for DiffALL.
 
-Imports only the models (``core.db``) and the settings (``core.config``). The database comes
-from, in order: ``config.attributes["connection"]`` (an open connection, for tests),
+Imports only the models and column types (``core.db``) and the settings (``core.config``). The
+database comes from, in order: ``config.attributes["connection"]`` (an open connection, for tests),
 ``config.attributes["database_url"]`` (set by ``core.db.session.alembic_config``),
 ``alembic -x url=...``, ``sqlalchemy.url`` in alembic.ini, then the settings
 (``DIFFALL_DATABASE_URL`` or the embedded SQLite file).
@@ -22,6 +22,7 @@ from alembic.autogenerate.api import AutogenContext
 
 from core.config import get_settings
 from core.db.models import Base, UTCDateTime
+from core.db.secretbox import EncryptedSecret
 from core.db.session import make_engine, normalise_url
 
 config = context.config
@@ -53,6 +54,8 @@ def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str |
     """Render our column types as plain SQLAlchemy types in generated revisions."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, EncryptedSecret):
+        return f"sa.String(length={obj.impl_instance.length})"
     return False
 
 

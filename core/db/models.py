@@ -19,9 +19,14 @@ Conventions
 - ``ON DELETE``: deleting a tenant deletes everything it owns; deleting a batch deletes its
   comparisons; an image referenced by a comparison cannot be deleted; deleting a webhook
   endpoint deletes its deliveries and their attempts.
-- Webhook signing secrets (``whsec_...``) are stored in clear: they are HMAC keys the service
-  must read to sign every delivery (a one-way hash cannot sign). Protect the database (and its
-  backups) accordingly; API keys, which only need checking, are stored hashed.
+- Webhook signing secrets (``whsec_...``) are HMAC keys the service must read back to sign every
+  delivery (a one-way hash cannot sign), so they are stored encrypted, not hashed: the
+  :class:`~core.db.secretbox.EncryptedSecret` columns hold ``fernet:v1:<token>`` under the first
+  key of ``DIFFALL_WEBHOOKS__SECRET_KEYS`` and services see the clear secret. With no key
+  configured (the embedded default; refused in production) they are stored in clear, and a clear
+  value is always read as such, so rows written before a key was set keep working until
+  ``diffall db encrypt-secrets`` rewrites them. API keys, which only need checking, are stored
+  hashed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.db.secretbox import EncryptedSecret
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -404,16 +411,17 @@ class IdempotencyKey(Base):
     )
 
 
-#: Length of a ``whsec_`` secret column (``whsec_`` + 44 base64 characters fit with room).
-SECRET_LENGTH = 100
+#: Length of a signing secret column, in characters: its stored form is ``fernet:v1:`` + a Fernet
+#: token, 174 characters for a 50-character ``whsec_`` secret; 512 leaves room for longer ones.
+SECRET_LENGTH = 512
 
 
 class WebhookEndpoint(Base):
     """A URL a tenant registered to receive webhook events, with its own signing secret.
 
     ``secret`` signs every delivery; after a rotation ``previous_secret`` signs too until
-    ``previous_secret_expires_at`` (two ``v1,`` signatures in one header). Secrets are stored in
-    clear (see the module docstring).
+    ``previous_secret_expires_at`` (two ``v1,`` signatures in one header). Secrets are encrypted
+    at rest (see the module docstring).
     """
 
     __tablename__ = "webhook_endpoints"
@@ -431,8 +439,8 @@ class WebhookEndpoint(Base):
     disabled_at: Mapped[datetime | None]
     failing_since: Mapped[datetime | None]
     """First failed attempt since the last success (None while healthy)."""
-    secret: Mapped[str] = mapped_column(sa.String(SECRET_LENGTH))
-    previous_secret: Mapped[str | None] = mapped_column(sa.String(SECRET_LENGTH))
+    secret: Mapped[str] = mapped_column(EncryptedSecret(SECRET_LENGTH))
+    previous_secret: Mapped[str | None] = mapped_column(EncryptedSecret(SECRET_LENGTH))
     previous_secret_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -452,8 +460,8 @@ class WebhookTenantSecret(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
-    secret: Mapped[str] = mapped_column(sa.String(SECRET_LENGTH))
-    previous_secret: Mapped[str | None] = mapped_column(sa.String(SECRET_LENGTH))
+    secret: Mapped[str] = mapped_column(EncryptedSecret(SECRET_LENGTH))
+    previous_secret: Mapped[str | None] = mapped_column(EncryptedSecret(SECRET_LENGTH))
     previous_secret_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created_at()
     rotated_at: Mapped[datetime | None]

@@ -10,19 +10,26 @@ that reads and then writes can never fail half-way with "database is locked" (it
 write lock up front, for at most the busy timeout), and the row-locking patterns written for
 PostgreSQL (``SELECT ... FOR UPDATE``, which SQLite ignores) stay correct. Keep transactions
 short: on SQLite even a read-only one holds the write lock until it ends.
+
+Each engine carries the key ring that encrypts webhook signing secrets at rest
+(:mod:`core.db.secretbox`): the one given to :func:`make_engine`, or by default the settings'
+``webhooks.secret_keys``.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import get_settings
+from core.db.secretbox import SecretBox, attach_secret_box
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -111,7 +118,12 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+def make_engine(
+    url: str | URL,
+    *,
+    echo: bool = False,
+    secret_keys: Sequence[str | bytes | SecretStr] | None = None,
+) -> Engine:
     """Create an engine configured for the database behind ``url``.
 
     SQLite: WAL journal, ``busy_timeout`` (:data:`SQLITE_BUSY_TIMEOUT_MS`), ``foreign_keys=ON``,
@@ -126,12 +138,32 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
         SQLAlchemy database URL (``postgresql://`` is served by psycopg 3).
     echo
         Log every SQL statement (debugging).
+    secret_keys
+        The key ring encrypting secrets at rest through this engine (:mod:`core.db.secretbox`):
+        Fernet keys, the encrypting one first; ``()`` stores clear text. None (the default) uses
+        the settings' ``webhooks.secret_keys`` of the process, read when a secret is first
+        written or read. Pass ``settings.webhooks.secret_keys`` when the engine is built from a
+        settings object other than :func:`core.config.get_settings`'s.
 
     Returns
     -------
     Engine
         A new engine; the caller disposes it.
+
+    Raises
+    ------
+    ValueError
+        When a key of ``secret_keys`` is not a Fernet key.
     """
+    box = None if secret_keys is None else SecretBox(secret_keys)
+    engine = _create_engine(url, echo=echo)
+    if box is not None:
+        attach_secret_box(engine, box)
+    return engine
+
+
+def _create_engine(url: str | URL, *, echo: bool) -> Engine:
+    """The engine of :func:`make_engine`, before its key ring is attached."""
     parsed = normalise_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 from core.config import Settings, ensure_broker_folders, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A valid Fernet key (``Fernet.generate_key()``), for settings that need one.
+FERNET_KEY = "h2J1bhWAmUmCzp6J4J-GWjN8BM1wIS2gJUIUaJ-y9Kk="
 
 
 @pytest.fixture(autouse=True)
@@ -128,10 +130,10 @@ def test_dotenv_file_is_read_and_environment_wins(
 def test_secrets_never_printed() -> None:
     settings = _settings(
         storage={"s3_access_key_id": "AKIAEXAMPLEKEY123", "s3_secret_access_key": "hunter2-xyz"},
-        api={"webhook_signing_secret": "whsec_c2VjcmV0c2VjcmV0"},
+        webhooks={"secret_keys": [FERNET_KEY]},
     )
     for text in (repr(settings), str(settings), settings.model_dump_json()):
-        for secret in ("AKIAEXAMPLEKEY123", "hunter2-xyz", "whsec_c2VjcmV0c2VjcmV0"):
+        for secret in ("AKIAEXAMPLEKEY123", "hunter2-xyz", FERNET_KEY):
             assert secret not in text
 
 
@@ -141,7 +143,6 @@ def test_secrets_never_printed() -> None:
     [
         ({"storage": {"s3_access_key_id": "{}"}}, "DIFFALL_STORAGE__S3_ACCESS_KEY_ID"),
         ({"storage": {"s3_secret_access_key": "{}"}}, "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY"),
-        ({"api": {"webhook_signing_secret": "{}"}}, "DIFFALL_API__WEBHOOK_SIGNING_SECRET"),
     ],
 )
 def test_production_refuses_placeholder_secrets(
@@ -150,7 +151,7 @@ def test_production_refuses_placeholder_secrets(
     group, values = next(iter(field.items()))
     kwargs = {group: {k: v.format(placeholder) for k, v in values.items()}}
     with pytest.raises(ValidationError, match=variable) as info:
-        _settings(env="production", **kwargs)
+        _settings(env="production", webhooks={"secret_keys": [FERNET_KEY]}, **kwargs)
     assert "production" in str(info.value)
     # The refusal does not echo the submitted values.
     assert "input_value" not in str(info.value)
@@ -171,11 +172,12 @@ def test_production_accepts_real_secrets() -> None:
         env="production",
         database_url="postgresql://diffall:Zq8%40kP2vLw9@db/diffall",
         storage={"s3_access_key_id": "AKIA4REALKEY", "s3_secret_access_key": "k9Vb7Tq2Xw5Lm3"},
-        api={"webhook_signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+        webhooks={"secret_keys": [FERNET_KEY]},
     )
     assert settings.env == "production"
-    # Unset secrets (boto3's credential chain, no default webhook secret) are not placeholders.
-    assert _settings(env="production").storage.s3_access_key_id is None
+    # Unset secrets (boto3's credential chain) are not placeholders.
+    production = _settings(env="production", webhooks={"secret_keys": [FERNET_KEY]})
+    assert production.storage.s3_access_key_id is None
 
 
 @pytest.mark.parametrize(

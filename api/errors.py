@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db.secretbox import SecretDecryptionError
 from core.imaging.errors import ErrorCode
 from core.services.errors import (
     Conflict,
@@ -117,6 +118,8 @@ CODE_STATUS: Final[dict[str, int]] = {
     "rate_limited": 429,
     "internal_error": 500,
     "storage_error": 500,
+    "secret_key_missing": 500,
+    "secret_format_unknown": 500,
     "service_unavailable": 503,
     "storage_unavailable": 503,
     "database_unavailable": 503,
@@ -153,6 +156,8 @@ _TITLES: Final[dict[str, str]] = {
     "rate_limited": "Too many requests",
     "internal_error": "Internal server error",
     "storage_error": "Storage error",
+    "secret_key_missing": "A stored secret cannot be decrypted",
+    "secret_format_unknown": "A stored secret has an unknown format",
     "service_unavailable": "Service unavailable",
     "storage_unavailable": "Storage unavailable",
     "database_unavailable": "Database unavailable",
@@ -313,6 +318,14 @@ def problem_for_exception(exc: BaseException) -> ApiProblem | None:
         )
     if isinstance(exc, ObjectNotFound):
         return ApiProblem(404, "not_found", "the stored object does not exist")
+    if isinstance(exc, SecretDecryptionError):  # the server's keys, not the request
+        log.error("api.secret_undecryptable", code=exc.code)
+        return ApiProblem(
+            500,
+            exc.code,
+            "a stored webhook signing secret cannot be decrypted with the configured keys "
+            "(DIFFALL_WEBHOOKS__SECRET_KEYS); the operator has been told in the log",
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         return ApiProblem(
             503,
@@ -430,6 +443,7 @@ def install_error_handlers(app: FastAPI) -> None:
         StarletteHTTPException,
         StorageUnavailable,
         ObjectNotFound,
+        SecretDecryptionError,
         OperationalError,
         InterfaceError,
     ):

@@ -106,7 +106,7 @@ def open_resources(settings: Settings) -> Resources:
     Resources
         Engine, session factory, object store, Celery producer app and job queue.
     """
-    engine = make_engine(settings.database_url_resolved)
+    engine = make_engine(settings.database_url_resolved, secret_keys=settings.webhooks.secret_keys)
     store = store_from_settings(settings)
     celery = make_celery_app(settings)  # creates the filesystem broker's folders if needed
     return Resources(

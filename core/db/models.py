@@ -542,6 +542,8 @@ class WebhookDelivery(Base):
         sa.Index("ix_webhook_deliveries_due", "due_at"),
         # Delivery log: one endpoint's deliveries, newest first.
         sa.Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at", "id"),
+        # Delivery log: the tenant's deliveries, newest first (/v1/webhook-deliveries).
+        sa.Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at", "id"),
         sa.Index("ix_webhook_deliveries_event", "event_id"),
         sa.CheckConstraint("attempt_count >= 0", name="attempt_count_nonnegative"),
         sa.CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),

@@ -8,7 +8,8 @@ up)::
 
 Set-up (untimed): the real stack of :mod:`bench.bench_service` (a fresh PostgreSQL database, an
 empty Redis database, moto's S3 server, the API under uvicorn) with the normal worker set-up:
-ONE Celery worker with ``--concurrency N`` (default: the CPUs) consuming
+ONE Celery worker with ``--concurrency N`` (default: the service's default,
+``WorkerSettings.processes``: the CPUs + 1) consuming
 ``interactive,batch,maintenance`` with its beat embedded (``--beat``, which sends the webhook
 dispatcher every ``webhooks.dispatch_interval_s``), as ``diffall serve`` runs it; every service
 setting at its default but ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32``. A receiver on
@@ -57,6 +58,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import bench_service as bsv
+from core.config import WorkerSettings
 
 #: ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS`` of the stack: the receiver listens on 127.0.0.1.
 ALLOWED_NETWORKS = "127.0.0.1/32"
@@ -1508,7 +1510,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[WebhookBenchConfig, P
     add = parser.add_argument
     add("--rate", type=float, default=DEFAULT_RATE, help="comparisons submitted per second")
     add("--seconds", type=float, default=DEFAULT_SECONDS, help="seconds of paced submission")
-    add("--workers", type=int, default=bsv.default_workers(), help="worker concurrency (CPUs)")
+    add(
+        "--workers",
+        type=int,
+        default=WorkerSettings().processes,
+        help="worker concurrency (default: the service's, the CPUs + 1)",
+    )
     add("--deliveries", type=int, default=DEFAULT_DELIVERIES, help="backlog (0: skip)")
     add("--size", type=int, default=DEFAULT_SIZE, help="side of the square test PNGs")
     add("--distinct", type=int, default=DEFAULT_DISTINCT, help="distinct image pairs")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -155,6 +156,10 @@ class WorkerSettings(_Group):
     stale_queued_after_s: int = Field(default=60, ge=1)
     """Seconds a comparison may stay ``queued`` before the sweeper re-sends its message."""
 
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    """Comparison worker processes per worker (``diffall serve``, compose's ``worker``); None:
+    the CPUs + 1 (see :attr:`processes`)."""
+
     image_cache_mb: int = Field(default=256, ge=0)
     """Per worker process: memory for recently read images (content-addressed, so never stale),
     in MiB; 0 turns the cache off."""
@@ -162,6 +167,19 @@ class WorkerSettings(_Group):
     visibility_timeout_s: int = Field(default=3600, ge=1)
     """Redis broker visibility timeout, in seconds: an unacknowledged message is redelivered
     after it. Must exceed the hard time limit (late acks hold the message while running)."""
+
+    @property
+    def processes(self) -> int:
+        """Comparison worker processes: ``concurrency``, or by default the CPUs usable by this
+        process + 1 (a comparison also waits on storage and the database; one process more
+        than CPUs keeps them busy meanwhile; bench/bench_webhooks.py measured it)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+        return cpus + 1
 
     @model_validator(mode="after")
     def _check_time_limits(self) -> WorkerSettings:

@@ -418,8 +418,15 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")] = 8000,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Comparisons run in parallel (worker processes).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Comparisons run in parallel (worker processes); default "
+            "DIFFALL_WORKER__CONCURRENCY, or the CPUs + 1.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the whole service on this machine: the API, a worker and the sweeper.
 
@@ -432,6 +439,7 @@ def serve_command(
     from core.services import tasknames
 
     settings = _load_settings()
+    processes = workers if workers is not None else settings.worker.processes
     url = settings.database_url_resolved
     embedded = _is_sqlite(url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -475,7 +483,7 @@ def serve_command(
             "worker",
             "--beat",
             f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
-            f"--concurrency={workers}",
+            f"--concurrency={processes}",
             f"--queues={queues}",
         ),
         # Webhook deliveries (maintenance queue) get threads of their own: the main worker
@@ -510,7 +518,7 @@ def serve_command(
             child.start(env)
         dead = _wait_until_healthy(f"{base_url}/healthz", children, signals)
         if dead is None and not signals.received:
-            print(_banner(settings, base_url, key, workers), flush=True)
+            print(_banner(settings, base_url, key, processes), flush=True)
         while dead is None and not signals.received:
             dead = next((c for c in children if c.exit_code() is not None), None)
             time.sleep(0.2)

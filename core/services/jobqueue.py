@@ -223,6 +223,8 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
+        # Pool size when the command line gives none (compose's worker): worker.processes.
+        worker_concurrency=worker.processes,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_soft_time_limit=worker.soft_time_limit_s,
         task_time_limit=worker.hard_time_limit_s,

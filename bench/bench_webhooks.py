@@ -127,8 +127,9 @@ class WebhookBenchConfig:
     timeout_s : float
         Seconds a process may take to start (> 0).
     webhook_workers : int
-        Threads of an extra worker consuming only the ``maintenance`` queue (>= 0; 0, the
-        default, is the normal set-up of ``diffall serve``; see :func:`webhook_worker_argv`).
+        Threads of the delivery worker consuming only the ``maintenance`` queue (>= 0; 0: none,
+        the set-up before ``diffall serve`` and compose ran one; see
+        :func:`webhook_worker_argv`).
     """
 
     workers: int
@@ -371,7 +372,7 @@ def worker_argv(*, concurrency: int, schedule: Path) -> list[str]:
 
 
 def webhook_worker_argv(*, threads: int) -> list[str]:
-    """The optional dedicated delivery worker (``--webhook-worker N``): only the
+    """The delivery worker (``--webhook-worker N``, as ``diffall serve`` runs it): only the
     ``maintenance`` queue (deliveries, dispatcher passes, sweeps), a pool of ``threads``
     threads (a delivery waits on the network, not the CPU), no beat."""
     return [
@@ -1371,10 +1372,10 @@ def render(console: Console, report: Report) -> None:
         f"cores ({m.get('cpu_affinity')} usable); ONE worker, concurrency {c.workers}, queues "
         f"interactive,batch,maintenance, beat embedded (dispatcher every 1 s)"
         + (
-            f", [yellow]plus a delivery worker of {c.webhook_workers} threads on maintenance "
-            "only (not the normal set-up)[/yellow]"
+            f", plus a delivery worker of {c.webhook_workers} threads on maintenance only "
+            "(the normal set-up of diffall serve and compose)"
             if c.webhook_workers
-            else " (the normal set-up of diffall serve)"
+            else ", [yellow]no delivery worker (not the normal set-up)[/yellow]"
         )
         + f"; allow-list {ALLOWED_NETWORKS}"
     )

@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bench import bench_service as bsv
 from bench import bench_webhooks as bwh
+from core.config import WorkerSettings
 
 TINY = bwh.WebhookBenchConfig(
     workers=1, rate=5.0, seconds=2.0, deliveries=10, senders=2, drain_s=60.0
@@ -232,7 +233,8 @@ def test_command_line_defaults_and_errors() -> None:
     config, out = bwh.parse_args([])
     assert out is None
     assert (config.rate, config.seconds, config.comparisons) == (50.0, 10.0, 500)
-    assert config.workers == bsv.default_workers() >= 1
+    # The service's default worker processes (DIFFALL_WORKER__CONCURRENCY, or CPUs + 1).
+    assert config.workers == WorkerSettings().processes >= 2
     assert (config.deliveries, config.size, config.webhook_workers) == (500, 32, 4)
     config, out = bwh.parse_args(
         ["--rate", "5", "--seconds", "2", "--workers", "1", "--webhook-worker", "4", "--json", "o"]

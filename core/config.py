@@ -279,20 +279,9 @@ class WebhookSettings(_Group):
     ``python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"``.
     """
 
-    @field_validator("retry_schedule_s", mode="before")
+    @field_validator("retry_schedule_s", "secret_keys", mode="before")
     @classmethod
-    def _parse_schedule(cls, value: Any) -> Any:
-        """Accept comma-separated text or a JSON list (environment, .env) as well as a list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
-    @field_validator("secret_keys", mode="before")
-    @classmethod
-    def _parse_secret_keys(cls, value: Any) -> Any:
+    def _parse_list(cls, value: Any) -> Any:
         """Accept comma-separated text or a JSON list (environment, .env) as well as a list."""
         if isinstance(value, str):
             text = value.strip()

@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -118,3 +118,41 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return created_at, uuid.UUID(hex=ident)
     except (ValueError, TypeError, binascii.Error, UnicodeError, AttributeError) as exc:
         raise InvalidRequest("malformed cursor: pass a next_cursor from a previous page") from exc
+
+
+class _Keyed(Protocol):
+    """A row with the keyset of the listings."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+_Row = TypeVar("_Row", bound=_Keyed)
+_Query = TypeVar("_Query", bound="sa.Select[Any]")
+
+
+def newest_first(
+    query: _Query,
+    created_at: Any,
+    ident: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> _Query:
+    """``query`` in keyset order, newest first, after ``cursor`` (of :func:`encode_cursor`),
+    with ``limit + 1`` rows at most (the extra row tells a next page exists; see
+    :func:`cut_page`). ``created_at`` and ``ident`` are the model's columns;
+    ``InvalidRequest`` for a malformed cursor."""
+    if cursor:
+        after_created, after_id = decode_cursor(cursor)
+        query = query.where(sa.tuple_(created_at, ident) < sa.tuple_(after_created, after_id))
+    return query.order_by(created_at.desc(), ident.desc()).limit(limit + 1)
+
+
+def cut_page(rows: list[_Row], limit: int) -> tuple[list[_Row], str | None]:
+    """The first ``limit`` rows of a :func:`newest_first` result and the cursor of the next
+    page (None on the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)

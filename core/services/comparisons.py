@@ -32,10 +32,10 @@ from core.db.models import (
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.options import DEFAULT_TOLERANCE
 from core.services._common import (
-    decode_cursor,
-    encode_cursor,
+    cut_page,
     map_db_errors,
     map_storage_errors,
+    newest_first,
     validate_metadata,
     validate_webhook_url,
 )
@@ -337,19 +337,9 @@ def list_comparisons(
         query = query.where(Comparison.created_at >= created_after)
     if created_before is not None:
         query = query.where(Comparison.created_at < created_before)
-    if cursor:
-        after_created, after_id = decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(Comparison.created_at, Comparison.id) < sa.tuple_(after_created, after_id)
-        )
-    query = query.order_by(Comparison.created_at.desc(), Comparison.id.desc()).limit(limit + 1)
+    query = newest_first(query, Comparison.created_at, Comparison.id, cursor=cursor, limit=limit)
     with map_db_errors("list comparisons"):
-        rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(last.created_at, last.id)
+        rows, next_cursor = cut_page(list(session.scalars(query)), limit)
     return Page(items=rows, next_cursor=next_cursor)
 
 

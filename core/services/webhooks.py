@@ -66,7 +66,7 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import VERDICTS
-from core.services._common import decode_cursor, encode_cursor, map_db_errors
+from core.services._common import cut_page, map_db_errors, newest_first
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhooks_ssrf import IPNetwork, validate_webhook_url
 
@@ -470,23 +470,17 @@ def list_endpoints(
     ``InvalidRequest`` for a malformed cursor or a limit outside 1..100.
     """
     _check_limit(limit)
-    query = sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
-    if cursor:
-        after_created, after_id = decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(WebhookEndpoint.created_at, WebhookEndpoint.id)
-            < sa.tuple_(after_created, after_id)
-        )
-    query = query.order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+    query = newest_first(
+        sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id),
+        WebhookEndpoint.created_at,
+        WebhookEndpoint.id,
+        cursor=cursor,
+        limit=limit,
+    )
     with map_db_errors("list webhooks"):
-        rows = list(
-            session.scalars(query.limit(limit + 1).execution_options(populate_existing=True))
-        )
+        rows = list(session.scalars(query.execution_options(populate_existing=True)))
         session.commit()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    rows, next_cursor = cut_page(rows, limit)
     return EndpointPage(items=rows, next_cursor=next_cursor)
 
 
@@ -1205,23 +1199,15 @@ def list_deliveries(
         event_type=event_type,
         state=state,
     )
-    if cursor:
-        after_created, after_id = decode_cursor(cursor)
-        query = query.where(
-            sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
-            < sa.tuple_(after_created, after_id)
-        )
-    query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    query = newest_first(
+        query, WebhookDelivery.created_at, WebhookDelivery.id, cursor=cursor, limit=limit
+    )
     with map_db_errors("list webhook deliveries"):
         if endpoint_id is not None:
             _endpoint(session, tenant_id, endpoint_id)
-        rows = list(
-            session.scalars(query.limit(limit + 1).execution_options(populate_existing=True))
+        rows, next_cursor = cut_page(
+            list(session.scalars(query.execution_options(populate_existing=True))), limit
         )
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
         views = _views(session, rows)
         session.commit()
     return DeliveryPage(items=views, next_cursor=next_cursor)

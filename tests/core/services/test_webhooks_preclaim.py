@@ -26,14 +26,13 @@ from core.db.models import (
 from core.services import comparisons, webhooks
 from core.services.errors import Unavailable
 from core.services.webhook_delivery import (
-    DeliveryPolicy,
     deliver,
     dispatch_due,
     send_preclaimed,
 )
-from core.services.webhooks_ssrf import parse_allowed_networks
 from core.storage import LocalObjectStore
 from tests.core.services.test_webhooks import _comparison
+from tests.core.services.test_webhooks_delivery import FAST, LOOPBACK
 from tests.core.services.test_webhooks_receiver import (
     InlineQueue,
     Receiver,
@@ -43,15 +42,8 @@ from tests.core.services.test_webhooks_receiver import (
 
 SessionFactory = sessionmaker[Session]
 
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
-POLICY = DeliveryPolicy(
-    schedule_s=(0.0, 0.05),
-    jitter=0.0,
-    timeout_s=2.0,
-    lease_s=5.0,
-    base_url="https://diffall.example.com",
-    allowed_networks=LOOPBACK,
-)
+#: The delivery tests' policy: compressed schedule, loopback allowed, a 5 s lease.
+POLICY = FAST
 
 
 @pytest.fixture

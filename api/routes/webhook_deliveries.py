@@ -21,6 +21,7 @@ from api.routes.comparisons import Cursor, Limit, page_limit
 from api.routes.webhooks import (
     DeliveryQueueDep,
     Since,
+    SubjectId,
     delivery_out,
     delivery_page_out,
     dispatch_deliveries,
@@ -38,10 +39,6 @@ Target = Annotated[
         description="`endpoint`: deliveries to registered endpoints; `ad_hoc`: deliveries to the "
         "`webhook_url` of a comparison or a batch. Both when left out."
     ),
-]
-SubjectId = Annotated[
-    uuid.UUID | None,
-    Query(description="A comparison or batch id: only the deliveries of events about it."),
 ]
 
 

@@ -31,7 +31,7 @@ from api.schemas import (
     WebhookWithSecretOut,
 )
 from core.config import Settings
-from core.db.models import WebhookDeliveryState
+from core.db.models import WebhookDeliveryState, WebhookEventType
 from core.services import webhooks
 from core.services.errors import InvalidRequest, Unavailable
 from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy, dispatch_due
@@ -48,6 +48,11 @@ def get_delivery_queue(request: Request) -> CeleryDeliveryQueue:
 
 
 DeliveryQueueDep = Annotated[CeleryDeliveryQueue, Depends(get_delivery_queue)]
+#: A delivery-log filter: the deliveries of events about one comparison or batch.
+SubjectId = Annotated[
+    uuid.UUID | None,
+    Query(description="A comparison or batch id: only the deliveries of events about it."),
+]
 #: The ``since`` of a recover request.
 Since = Annotated[
     AwareDatetime,
@@ -303,16 +308,20 @@ def list_deliveries(
     tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
+    subject_id: SubjectId = None,
+    event_type: WebhookEventType | None = None,
     state: WebhookDeliveryState | None = None,
     cursor: Cursor = None,
     limit: Limit = None,
 ) -> Page[WebhookDeliveryOut]:
     """The endpoint's deliveries, newest first, each with its attempts (status code, duration,
-    error, the first kilobyte of the answer)."""
+    error, the first kilobyte of the answer); filters as ``GET /v1/webhook-deliveries``."""
     page = webhooks.list_deliveries(
         session,
         tenant_id=tenant.id,
         endpoint_id=webhook_id,
+        subject_id=subject_id,
+        event_type=event_type,
         state=state,
         cursor=cursor,
         limit=page_limit(limit, settings),

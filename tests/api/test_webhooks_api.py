@@ -370,8 +370,18 @@ def test_the_log_shows_ad_hoc_deliveries_with_filters(hooks_api: Api) -> None:
     assert _log(api, event_type="batch.completed") == []
     assert _log(api, state="failed") == []
     # The endpoint's own log does not hold the ad-hoc delivery.
-    scoped = api.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=api.auth())
+    scoped_path = f"/v1/webhooks/{endpoint['id']}/deliveries"
+    scoped = api.client.get(scoped_path, headers=api.auth())
     assert [i["endpoint_id"] for i in scoped.json()["items"]] == [endpoint["id"]]
+    # It takes the same subject and event type filters.
+    for params, count in (
+        ({"subject_id": cid}, 1),
+        ({"subject_id": str(uuid.uuid4())}, 0),
+        ({"event_type": "comparison.succeeded"}, 1),
+        ({"event_type": "batch.completed"}, 0),
+    ):
+        answer = api.client.get(scoped_path, params=params, headers=api.auth())
+        assert answer.status_code == 200 and len(answer.json()["items"]) == count, params
     # Another tenant: an empty log, and 404 for this tenant's delivery.
     assert _log(api, "globex") == []
     for method, path in (("get", f"{LOG}/{ad_hoc['id']}"), ("post", f"{LOG}/{ad_hoc['id']}/retry")):

@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.ratelimit import TokenBucketLimiter
+from api.ratelimit import RateLimiter, retry_after
 from core.config import Settings
 from core.db.models import Tenant
 from core.services import keys
@@ -169,7 +169,7 @@ def resolve_tenant(request: Request) -> Tenant:
     Unauthorized
         Missing, malformed, unknown or revoked key (HTTP 401).
     RateLimited
-        The key exceeded ``limits.rate_limit_per_minute`` in this process (HTTP 429).
+        The key exceeded ``limits.rate_limit_per_minute`` (HTTP 429; see :mod:`api.ratelimit`).
     """
     cached: Tenant | None = getattr(request.state, "tenant", None)
     if cached is not None:
@@ -182,14 +182,14 @@ def resolve_tenant(request: Request) -> Tenant:
     except BaseException:
         session.rollback()
         raise
-    limiter: TokenBucketLimiter = request.app.state.rate_limiter
+    limiter: RateLimiter = request.app.state.rate_limiter
     wait_s = limiter.acquire(_rate_limit_key(token))
     if wait_s > 0:
-        retry_after = TokenBucketLimiter.retry_after(wait_s)
+        wait = retry_after(wait_s)
         raise RateLimited(
             f"rate limit of {request.app.state.settings.limits.rate_limit_per_minute} requests "
-            f"per minute exceeded for this API key; retry in {retry_after} s",
-            retry_after_s=retry_after,
+            f"per minute exceeded for this API key; retry in {wait} s",
+            retry_after_s=wait,
         )
     request.state.tenant = tenant
     request.state.tenant_id = str(tenant.id)

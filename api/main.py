@@ -26,7 +26,7 @@ from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from api.ratelimit import TokenBucketLimiter
+from api.ratelimit import RateLimiter, SharedTokenBucketLimiter, TokenBucketLimiter
 from api.routes import (
     batches,
     comparisons,
@@ -160,6 +160,16 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def make_rate_limiter(settings: Settings) -> RateLimiter:
+    """The per-key limiter: shared through Redis when the broker is Redis (every API process
+    draws from the same buckets), else in this process's memory (the embedded default)."""
+    rate = settings.limits.rate_limit_per_minute
+    broker = settings.broker_url_resolved
+    if broker.split("://", 1)[0].lower() in ("redis", "rediss"):
+        return SharedTokenBucketLimiter.from_url(broker, rate_per_minute=rate)
+    return TokenBucketLimiter(rate_per_minute=rate)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the DiffALL API application.
 
@@ -196,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             metrics.database.sessions = None
             await run_in_threadpool(close_resources, resources)
+            app.state.rate_limiter.close()
             log.info("api_stopped")
 
     app = FastAPI(
@@ -209,9 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.rate_limiter = TokenBucketLimiter(
-        rate_per_minute=settings.limits.rate_limit_per_minute
-    )
+    app.state.rate_limiter = make_rate_limiter(settings)
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)

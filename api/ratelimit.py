@@ -1,13 +1,20 @@
-"""Per-API-key rate limiting: a token bucket per key, kept in this process's memory.
+"""Per-API-key rate limiting: a token bucket per key.
 
-The limit is ``settings.limits.rate_limit_per_minute`` requests per key and per API process:
-each key's bucket holds at most that many tokens (the burst) and refills continuously at
-``rate / 60`` tokens per second. With N API processes behind a load balancer a key can make up
-to N times the limit; a shared limiter (Redis) would be the next step if that matters.
+The limit is ``settings.limits.rate_limit_per_minute`` requests per key: each key's bucket holds
+at most that many tokens (the burst) and refills continuously at ``rate / 60`` tokens per second.
 
-Buckets are keyed by the SHA-256 of the API key (the key itself is never kept), and the least
-recently used buckets are forgotten beyond ``max_keys`` (a forgotten bucket comes back full,
-which is what an idle key would have anyway once a minute has passed).
+- :class:`SharedTokenBucketLimiter` keeps the buckets in Redis (the broker's database), so every
+  API process behind a load balancer draws from the same bucket: the limit holds per key for the
+  whole deployment. One Lua script does the check and the update atomically (GCRA: the bucket is
+  one "theoretical arrival time" per key, on Redis's clock, expiring when full again). If Redis
+  cannot be reached, the process falls back to its own buckets for a few seconds rather than
+  refusing or slowing every request.
+- :class:`TokenBucketLimiter` keeps them in this process's memory: the embedded default (no
+  Redis), and the fallback above. With N processes a key could make up to N times the limit.
+
+Buckets are keyed by the SHA-256 of the API key (the key itself is never kept); the in-memory
+limiter forgets the least recently used buckets beyond ``max_keys`` (a forgotten bucket comes back
+full, which is what an idle key would have anyway once a minute has passed).
 """
 
 from __future__ import annotations
@@ -17,8 +24,68 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final, Protocol
 
-__all__ = ["TokenBucketLimiter"]
+import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = ["RateLimiter", "SharedTokenBucketLimiter", "TokenBucketLimiter", "retry_after"]
+
+log = structlog.get_logger(__name__)
+
+#: Prefix of the bucket keys in Redis.
+REDIS_PREFIX: Final = "diffall:ratelimit:"
+#: Seconds a Redis-backed limiter uses its in-memory fallback after Redis failed.
+FALLBACK_S: Final = 5.0
+#: Seconds to wait for Redis before falling back (connect and each command).
+REDIS_TIMEOUT_S: Final = 0.25
+
+# GCRA on Redis's clock. KEYS[1]: the bucket; ARGV[1]: seconds per token; ARGV[2]: capacity.
+# Returns "0" (allowed: the token is taken) or the seconds until a token is available, as text
+# (a Lua number returned to Redis would be truncated to an integer).
+_GCRA: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - capacity * interval
+if now < allow_at then return tostring(allow_at - now) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1)
+return '0'
+"""
+
+
+class RateLimiter(Protocol):
+    """What the API asks of a limiter."""
+
+    def acquire(self, key: str) -> float:
+        """Take one token of ``key``'s bucket: 0.0 if allowed, else the seconds to wait."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (the app's shutdown)."""
+        ...
+
+
+def retry_after(wait_s: float) -> int:
+    """Whole seconds for a ``Retry-After`` header: ``ceil(wait_s)``, at least 1.
+
+    Parameters
+    ----------
+    wait_s
+        Seconds to wait, >= 0.
+
+    Returns
+    -------
+    int
+        Seconds, >= 1.
+    """
+    return max(1, math.ceil(wait_s))
 
 
 class TokenBucketLimiter:
@@ -87,18 +154,74 @@ class TokenBucketLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
-    @staticmethod
-    def retry_after(wait_s: float) -> int:
-        """Whole seconds for a ``Retry-After`` header: ``ceil(wait_s)``, at least 1.
+    def close(self) -> None:
+        """Nothing to release."""
 
-        Parameters
-        ----------
-        wait_s
-            Seconds to wait, >= 0.
 
-        Returns
-        -------
-        int
-            Seconds, >= 1.
+class SharedTokenBucketLimiter:
+    """Token buckets in Redis, shared by every API process using the same Redis database.
+
+    Parameters
+    ----------
+    client
+        A Redis client; its timeouts and retries bound how long a request can wait for the
+        limiter when Redis hangs (:meth:`from_url` makes one with 0.25 s and no retry).
+    rate_per_minute
+        Tokens added per minute (>= 1); also the bucket capacity unless ``burst`` is given.
+    burst
+        Bucket capacity in tokens (>= 1); None means ``rate_per_minute``.
+    fallback_s
+        Seconds the in-memory fallback is used after a Redis error (> 0).
+    clock
+        Monotonic clock for the fallback period, in seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        rate_per_minute: int,
+        burst: int | None = None,
+        fallback_s: float = FALLBACK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fallback = TokenBucketLimiter(rate_per_minute=rate_per_minute, burst=burst)
+        if not fallback_s > 0:
+            raise ValueError("fallback_s must be positive")
+        self.interval_s = 60.0 / rate_per_minute
+        self.capacity = int(self.fallback.capacity)
+        self.fallback_s = fallback_s
+        self._client = client
+        self._script = client.register_script(_GCRA)
+        self._clock = clock
+        self._fallback_until = float("-inf")
+
+    @classmethod
+    def from_url(cls, url: str, *, rate_per_minute: int) -> SharedTokenBucketLimiter:
+        """A limiter on the Redis database at ``url`` (the broker's), with short timeouts."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),  # redis-py's default retries would wait ~7 s
+        )
+        return cls(client, rate_per_minute=rate_per_minute)
+
+    def acquire(self, key: str) -> float:
+        """Take one token from ``key``'s shared bucket (see :meth:`TokenBucketLimiter.acquire`).
+
+        Falls back to this process's buckets for ``fallback_s`` seconds when Redis fails.
         """
-        return max(1, math.ceil(wait_s))
+        if self._clock() < self._fallback_until:
+            return self.fallback.acquire(key)
+        try:
+            answer = self._script(keys=[REDIS_PREFIX + key], args=[self.interval_s, self.capacity])
+        except redis.RedisError as exc:
+            self._fallback_until = self._clock() + self.fallback_s
+            log.warning("ratelimit.redis_unavailable", error=str(exc), fallback_s=self.fallback_s)
+            return self.fallback.acquire(key)
+        return float(answer.decode() if isinstance(answer, bytes) else answer)
+
+    def close(self) -> None:
+        """Close the Redis connections."""
+        self._client.close()

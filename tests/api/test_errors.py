@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.errors import CODE_STATUS, PayloadTooLarge, problem_for_exception
 from api.middleware import JSON_BODY_MAX_BYTES, MULTIPART_OVERHEAD_BYTES, body_limit_for
-from api.ratelimit import TokenBucketLimiter
+from api.ratelimit import TokenBucketLimiter, retry_after
 from core.services import comparisons
 from core.services.errors import (
     Conflict,
@@ -127,8 +127,8 @@ def test_token_bucket_allows_the_burst_then_refills_at_the_rate() -> None:
     now[0] += 3600  # refills up to the capacity only
     assert [limiter.acquire("k") for _ in range(60)] == [0.0] * 60
     assert limiter.acquire("k") > 0
-    assert TokenBucketLimiter.retry_after(0.01) == 1
-    assert TokenBucketLimiter.retry_after(2.2) == 3
+    assert retry_after(0.01) == 1
+    assert retry_after(2.2) == 3
 
 
 def test_token_bucket_forgets_least_recently_used_keys() -> None:

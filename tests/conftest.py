@@ -101,3 +101,19 @@ def s3_endpoint() -> Iterator[str]:
         yield server.endpoint_url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def clean_diffall_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No ``DIFFALL_`` variable from the outside, no ``.env`` file (the working directory is
+    ``tmp_path``), a fresh settings cache; engines made from the settings are disposed after."""
+    from core.config import get_settings
+
+    for name in list(os.environ):
+        if name.upper().startswith("DIFFALL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    dispose_engine()
+    get_settings.cache_clear()

@@ -3,9 +3,6 @@ webhook signing secrets at rest, and the removal of ``api.webhook_signing_secret
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +15,7 @@ NEW_KEY = "X6tN7bHq3bYcP0k3nW0mJp7m5x0f0YQz4cN3rQ9b2dE="
 REAL_URL = "postgresql://diffall:Zq8%40kP2vLw9@db/diffall"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No DIFFALL_ variable from the outside, no .env file, a fresh settings cache."""
-    for name in list(os.environ):
-        if name.upper().startswith("DIFFALL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_diffall_env")
 
 
 def _settings(**kwargs: Any) -> Settings:

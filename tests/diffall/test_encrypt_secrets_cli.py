@@ -4,8 +4,6 @@ stderr and exit 2 when it cannot run."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from typer.testing import CliRunner
 from core.config import get_settings
 from core.db.models import Tenant, WebhookEndpoint, WebhookTenantSecret
 from core.db.secretbox import PREFIX
-from core.db.session import dispose_engine, make_engine, make_session_factory, upgrade_database
+from core.db.session import make_engine, make_session_factory, upgrade_database
 from diffall.cli import app
 
 runner = CliRunner()
@@ -27,17 +25,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwZ3kT1u5yV0c="
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No DIFFALL_ variable from the outside, no .env file, fresh settings and engines."""
-    for name in list(os.environ):
-        if name.upper().startswith("DIFFALL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def clean_env(clean_diffall_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The clean environment of tests/conftest.py, with the data under ``tmp_path``."""
     monkeypatch.setenv("DIFFALL_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    yield
-    dispose_engine()
-    get_settings.cache_clear()
 
 
 def _seed_clear(url: str) -> None:

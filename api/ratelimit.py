@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 import redis
 import structlog
@@ -44,7 +45,8 @@ REDIS_TIMEOUT_S: Final = 0.25
 
 # GCRA on Redis's clock. KEYS[1]: the bucket; ARGV[1]: seconds per token; ARGV[2]: capacity.
 # Returns "0" (allowed: the token is taken) or the seconds until a token is available, as text
-# (a Lua number returned to Redis would be truncated to an integer).
+# (a Lua number returned to Redis would be truncated to an integer; tostring keeps only 14
+# digits, 0.1 ms of a Unix time, so times are formatted to the microsecond).
 _GCRA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -54,8 +56,9 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - capacity * interval
-if now < allow_at then return tostring(allow_at - now) end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1)
+if now < allow_at then return string.format('%.6f', allow_at - now) end
+local ttl_ms = math.ceil((new_tat - now) * 1000) + 1
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', ttl_ms)
 return '0'
 """
 
@@ -198,9 +201,14 @@ class SharedTokenBucketLimiter:
 
     @classmethod
     def from_url(cls, url: str, *, rate_per_minute: int) -> SharedTokenBucketLimiter:
-        """A limiter on the Redis database at ``url`` (the broker's), with short timeouts."""
+        """A limiter on the Redis database at ``url`` (the broker's), with short timeouts.
+
+        The URL's query (broker options such as kombu's ``ssl_cert_reqs``, which redis-py
+        spells differently or not at all) is left out: host, port, database, credentials and
+        ``rediss://`` (TLS) are what the limiter needs.
+        """
         client = redis.Redis.from_url(
-            url,
+            urlsplit(url)._replace(query="", fragment="").geturl(),
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # redis-py's default retries would wait ~7 s
@@ -216,9 +224,13 @@ class SharedTokenBucketLimiter:
             return self.fallback.acquire(key)
         try:
             answer = self._script(keys=[REDIS_PREFIX + key], args=[self.interval_s, self.capacity])
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis down, or misconfigured: limit locally, never fail
             self._fallback_until = self._clock() + self.fallback_s
-            log.warning("ratelimit.redis_unavailable", error=str(exc), fallback_s=self.fallback_s)
+            log.warning(
+                "ratelimit.redis_unavailable",
+                error=f"{type(exc).__name__}: {exc}",
+                fallback_s=self.fallback_s,
+            )
             return self.fallback.acquire(key)
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 

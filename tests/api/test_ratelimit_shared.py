@@ -136,3 +136,31 @@ def test_capacity_is_the_rate_by_default(redis_db: redis.Redis, rate: int) -> No
         assert limiter.acquire(key) > 0
     finally:
         limiter.close()
+
+
+def test_broker_options_in_the_url_do_not_break_the_limiter(redis_db: redis.Redis) -> None:
+    # Broker URLs may carry kombu options redis-py does not take: they are left out.
+    url = _url(redis_db) + "?ssl_cert_reqs=required&foo=bar"
+    limiter = SharedTokenBucketLimiter.from_url(url, rate_per_minute=2)
+    key = uuid.uuid4().hex
+    try:
+        assert [limiter.acquire(key) for _ in range(2)] == [0.0, 0.0]
+        assert limiter.acquire(key) > 0
+        assert redis_db.exists(REDIS_PREFIX + key)  # the shared bucket, not the fallback
+    finally:
+        limiter.close()
+
+
+def test_times_are_kept_to_the_microsecond(redis_db: redis.Redis) -> None:
+    # At 2,000,000 per minute a token is 30 us: Lua's tostring (14 digits, 0.1 ms of a Unix
+    # time) would store a time that never advances, and nothing would ever be refused.
+    limiter = SharedTokenBucketLimiter.from_url(_url(redis_db), rate_per_minute=2_000_000)
+    key = uuid.uuid4().hex
+    try:
+        assert limiter.acquire(key) == 0.0
+        stored = redis_db.get(REDIS_PREFIX + key)
+        assert stored is not None
+        whole, fraction = stored.decode().split(".")
+        assert len(fraction) == 6 and int(whole) > 1_700_000_000
+    finally:
+        limiter.close()

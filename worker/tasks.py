@@ -78,11 +78,15 @@ def run_comparison(self: Task, comparison_id: str) -> None:
         return
     delivery = self.request.delivery_info or {}
     redelivered = bool(delivery.get("redelivered")) if broker_flags_redeliveries(app) else None
-    with structlog.contextvars.bound_contextvars(
-        comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
+    # The outbox rows are written claimed, so their tasks go out right after the commit; also
+    # when the task fails after it (ids of rows never committed find nothing).
+    with (
+        structlog.contextvars.bound_contextvars(
+            comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
+        ),
+        webhooks.preclaimed_deliveries(webhook_policy.lease_s) as claimed,
     ):
-        # The outbox rows are written claimed, so their tasks go out right after the commit.
-        with webhooks.preclaimed_deliveries(webhook_policy.lease_s) as claimed:
+        try:
             comparisons.run_comparison(
                 get_sessions(),
                 get_store(),
@@ -92,8 +96,9 @@ def run_comparison(self: Task, comparison_id: str) -> None:
                 redelivered=redelivered,
                 limits=settings.limits,
             )
-        if claimed.delivery_ids:
-            webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)
+        finally:
+            if claimed.delivery_ids:
+                webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)
 
 
 def _dispatch_now() -> None:

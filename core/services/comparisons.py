@@ -494,8 +494,7 @@ def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, An
     """Step 3: write the outcome if the attempt still holds, its webhook event (outbox) and
     complete the batch, in one transaction. True if written."""
     with map_db_errors("finish"), sessions.begin() as session:
-        # RETURNING hands the row as written to the outbox: no second read of it.
-        row = session.scalars(
+        update = (
             sa.update(Comparison)
             .where(
                 Comparison.id == claim.comparison_id,
@@ -503,13 +502,24 @@ def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, An
                 Comparison.state == ComparisonState.RUNNING,
             )
             .values(**values)
-            .returning(Comparison)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        ).one_or_none()
-        if row is None:
-            log.warning("comparison.attempt_superseded", attempt=claim.attempt)
-            return False
-        comparison_ended(session, row, now=values.get("finished_at"))
+            .execution_options(synchronize_session=False)
+        )
+        ended: uuid.UUID | Comparison
+        if session.get_bind().dialect.update_returning:
+            # RETURNING hands the row as written to the outbox: no second read of it.
+            row = session.scalars(
+                update.returning(Comparison).execution_options(populate_existing=True)
+            ).one_or_none()
+            if row is None:
+                log.warning("comparison.attempt_superseded", attempt=claim.attempt)
+                return False
+            ended = row
+        else:  # SQLite before 3.35 has no RETURNING: the outbox reads the row
+            if session.execute(update).rowcount != 1:  # type: ignore[attr-defined]
+                log.warning("comparison.attempt_superseded", attempt=claim.attempt)
+                return False
+            ended = claim.comparison_id
+        comparison_ended(session, ended, now=values.get("finished_at"))
         if claim.batch_id is not None:
             complete_batch_if_done(session, claim.batch_id, now=values.get("finished_at"))
     return True

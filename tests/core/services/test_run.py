@@ -19,6 +19,7 @@ from core.db.models import (
     ComparisonState,
     Image,
     Tenant,
+    WebhookEvent,
     utcnow,
 )
 from core.imaging import compare
@@ -96,6 +97,40 @@ def test_runs_to_succeeded_with_the_engine_result(
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     again = _row(sessions, cid)
     assert (again.attempt, again.updated_at, again.result) == (1, row.updated_at, row.result)
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_the_final_write_with_and_without_returning(
+    sessions: SessionFactory,
+    store: ObjectStore,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    returning: bool,
+) -> None:
+    # Without UPDATE ... RETURNING (SQLite before 3.35) the outbox reads the row itself: the
+    # same outcome and the same event either way.
+    dialect = sessions.kw["bind"].dialect
+    monkeypatch.setattr(dialect, "update_returning", returning)
+    cid = _comparison(
+        sessions,
+        store,
+        tenant,
+        a=png_bytes(64, 48, seed=4),
+        b=edited_png(64, 48, seed=4),
+        webhook_url="https://hooks.example.com/in",
+    )
+    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    row = _row(sessions, cid)
+    assert row.state is ComparisonState.SUCCEEDED and row.result is not None
+    with sessions() as session:
+        event = session.scalars(sa.select(WebhookEvent).where(WebhookEvent.subject_id == cid)).one()
+    assert event.data["state"] == "succeeded"
+    assert event.data["result"]["verdict"] == row.result["verdict"]
+    # A superseded attempt writes nothing on either path.
+    stale = comparisons._Claim(
+        comparison_id=cid, attempt=99, batch_id=None, key_a="", key_b="", options={}
+    )
+    assert _finish(sessions, stale, {"state": ComparisonState.FAILED}) is False
 
 
 def test_the_engine_decodes_under_the_api_limits(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -129,6 +130,22 @@ class LimitsSettings(_Group):
     """Largest ``limit`` accepted by paginated listings, in items."""
 
 
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use (>= 1): its affinity mask, capped by a cgroup v2 CPU quota
+    (a container started with ``--cpus=2`` on a 64-core host gets 2, not 64)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity mask alone
+    return max(1, cpus)
+
+
 class WorkerSettings(_Group):
     """Celery workers and the sweeper (``DIFFALL_WORKER__*``)."""
 
@@ -170,16 +187,12 @@ class WorkerSettings(_Group):
 
     @property
     def processes(self) -> int:
-        """Comparison worker processes: ``concurrency``, or by default the CPUs usable by this
-        process + 1 (a comparison also waits on storage and the database; one process more
-        than CPUs keeps them busy meanwhile; bench/bench_webhooks.py measured it)."""
+        """Comparison worker processes: ``concurrency``, or by default :func:`usable_cpus` + 1
+        (a comparison also waits on storage and the database; one process more than CPUs keeps
+        them busy meanwhile; bench/bench_webhooks.py measured it)."""
         if self.concurrency is not None:
             return self.concurrency
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cpus = os.cpu_count() or 1
-        return cpus + 1
+        return usable_cpus() + 1
 
     @model_validator(mode="after")
     def _check_time_limits(self) -> WorkerSettings:

@@ -57,6 +57,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
+from core.db.secretbox import SecretDecryptionError
 from core.services import webhooks
 from core.services._common import map_db_errors
 from core.services.errors import Unavailable
@@ -531,6 +532,8 @@ class _Prepared:
     event_type: str
     endpoint_failing: bool = False
     """The endpoint had ``failing_since`` set when the attempt began (a success clears it)."""
+    secret_error: SecretDecryptionError | None = None
+    """Set when no signing secret could be decrypted: the attempt fails without a request."""
 
 
 @dataclass(frozen=True)
@@ -580,13 +583,20 @@ def _begin_attempt(
     """Step 1 of :func:`deliver`: check the claim, count the attempt, render and commit."""
     with map_db_errors("begin webhook attempt"), sessions.begin() as session:
         # One round trip: the delivery (locked), its event and its endpoint, if any.
-        found = session.execute(
+        query = (
             sa.select(WebhookDelivery, WebhookEvent, WebhookEndpoint)
             .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
             .outerjoin(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
             .where(WebhookDelivery.id == delivery_id)
             .with_for_update(of=WebhookDelivery)
-        ).one_or_none()
+            .execution_options(populate_existing=True)
+        )
+        try:
+            found = session.execute(query).one_or_none()
+        except SecretDecryptionError:  # the endpoint's secrets are unreadable: fails below
+            found = session.execute(
+                query.options(*webhooks.ENDPOINT_SECRETS_DEFERRED)
+            ).one_or_none()
         row, event, endpoint = (None, None, None) if found is None else found
         if (
             row is None
@@ -607,28 +617,24 @@ def _begin_attempt(
                 _finalise(row, WebhookDeliveryState.FAILED, now)
                 return None
         event_type = WebhookEventType(event.type)
-        if endpoint is not None:
-            if not endpoint.enabled and event_type is not WebhookEventType.PING:
-                row.last_error = webhooks.ENDPOINT_DISABLED
-                _finalise(row, WebhookDeliveryState.FAILED, now)
-                log.info("webhook.endpoint_disabled_skip", endpoint_id=str(endpoint.id))
-                return None
-            url = endpoint.url
+        if (
+            endpoint is not None
+            and not endpoint.enabled
+            and event_type is not WebhookEventType.PING
+        ):
+            row.last_error = webhooks.ENDPOINT_DISABLED
+            _finalise(row, WebhookDeliveryState.FAILED, now)
+            log.info("webhook.endpoint_disabled_skip", endpoint_id=str(endpoint.id))
+            return None
+        url = endpoint.url if endpoint is not None else row.url
+        secret_error: SecretDecryptionError | None = None
+        try:
+            holder = endpoint or webhooks.ensure_default_secret(session, row.tenant_id)
             secrets = webhooks.signing_secrets(
-                endpoint.secret,
-                endpoint.previous_secret,
-                endpoint.previous_secret_expires_at,
-                now=now,
+                holder.secret, holder.previous_secret, holder.previous_secret_expires_at, now=now
             )
-        else:
-            url = row.url
-            default = webhooks.ensure_default_secret(session, row.tenant_id)
-            secrets = webhooks.signing_secrets(
-                default.secret,
-                default.previous_secret,
-                default.previous_secret_expires_at,
-                now=now,
-            )
+        except SecretDecryptionError as exc:  # counted as a failed attempt; nothing is sent
+            secrets, secret_error = [], exc
         row.attempt_count += 1
         row.attempt_started_at = now
         row.due_at = now + timedelta(seconds=policy.lease_s)
@@ -648,6 +654,7 @@ def _begin_attempt(
             endpoint_id=row.endpoint_id,
             event_type=event_type.value,
             endpoint_failing=endpoint is not None and endpoint.failing_since is not None,
+            secret_error=secret_error,
         )
 
 
@@ -757,6 +764,7 @@ def _record(
             endpoint = session.scalars(
                 sa.select(WebhookEndpoint)
                 .where(WebhookEndpoint.id == row.endpoint_id)
+                .options(*webhooks.ENDPOINT_SECRETS_DEFERRED)
                 .with_for_update()
             ).one_or_none()
         if answer.ok:
@@ -850,7 +858,18 @@ def deliver(
     prepared = _begin_attempt(sessions, delivery_id, claim_id, policy)
     if prepared is None:
         return None
-    answer = _post(prepared, policy)
+    if prepared.secret_error is not None:  # never sign with what could not be decrypted
+        error = prepared.secret_error
+        answer = _Answer(
+            status_code=None,
+            duration_ms=0,
+            error_code=error.code,
+            error_message=error.message[:MAX_ERROR_MESSAGE],
+            response_body=None,
+            retry_after_s=None,
+        )
+    else:
+        answer = _post(prepared, policy)
     result = _record(sessions, prepared, answer, policy)
     log.info(
         "webhook.attempt",

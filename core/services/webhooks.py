@@ -49,7 +49,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from core.db.models import (
     Batch,
@@ -65,6 +65,7 @@ from core.db.models import (
     WebhookTenantSecret,
     utcnow,
 )
+from core.db.secretbox import SecretDecryptionError
 from core.imaging import VERDICTS
 from core.services._common import cut_page, map_db_errors, newest_first
 from core.services.errors import Conflict, InvalidRequest, NotFound
@@ -93,6 +94,7 @@ __all__ = [
     "new_secret",
     "outbox_writes",
     "preclaimed_deliveries",
+    "readable_secret",
     "record_batch_completed",
     "record_comparison_event",
     "record_endpoint_disabled",
@@ -107,6 +109,18 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# Load options leaving the secrets out of a row until they are read: rows are decrypted only to
+# sign or to show a secret, so an endpoint whose secret the configured keys cannot open can still
+# be listed, updated, disabled, rotated and deleted.
+ENDPOINT_SECRETS_DEFERRED: Final = (
+    defer(WebhookEndpoint.secret),
+    defer(WebhookEndpoint.previous_secret),
+)
+DEFAULT_SECRETS_DEFERRED: Final = (
+    defer(WebhookTenantSecret.secret),
+    defer(WebhookTenantSecret.previous_secret),
+)
 
 #: Prefix of every signing secret (Standard Webhooks).
 SECRET_PREFIX: Final = "whsec_"
@@ -259,6 +273,17 @@ def webhook_id(event_id: uuid.UUID) -> str:
     return f"msg_{event_id.hex}"
 
 
+def readable_secret(row: WebhookEndpoint | WebhookTenantSecret, name: str) -> str | None:
+    """``row.<name>`` (``secret`` or ``previous_secret``), or None when the configured keys
+    cannot decrypt it (logged with the stable code; such a secret cannot sign anyway)."""
+    try:
+        value: str | None = getattr(row, name)
+    except SecretDecryptionError as exc:
+        log.warning("webhook.secret_unreadable", code=exc.code, column=name)
+        return None
+    return value
+
+
 def ensure_default_secret(session: Session, tenant_id: uuid.UUID) -> WebhookTenantSecret:
     """The tenant's default secret, created now if it has none (not committed here).
 
@@ -318,9 +343,18 @@ def rotate_default_secret(
     """
     now = now or utcnow()
     with map_db_errors("rotate webhook secret"):
-        row = ensure_default_secret(session, tenant_id)
-        session.refresh(row, with_for_update=True)
-        row.previous_secret = row.secret
+        locked = (
+            sa.select(WebhookTenantSecret)
+            .where(WebhookTenantSecret.tenant_id == tenant_id)
+            .options(*DEFAULT_SECRETS_DEFERRED)  # an unreadable secret is replaced all the same
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        row = session.scalars(locked).one_or_none()
+        if row is None:
+            ensure_default_secret(session, tenant_id)
+            row = session.scalars(locked).one()
+        row.previous_secret = readable_secret(row, "secret")
         row.previous_secret_expires_at = now + timedelta(seconds=SECRET_OVERLAP_S)
         row.secret = new_secret()
         row.rotated_at = now
@@ -428,6 +462,7 @@ def _endpoint(
     query = (
         sa.select(WebhookEndpoint)
         .where(WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.id == endpoint_id)
+        .options(*ENDPOINT_SECRETS_DEFERRED)
         .execution_options(populate_existing=True)
     )
     if lock:
@@ -471,7 +506,9 @@ def list_endpoints(
     """
     _check_limit(limit)
     query = newest_first(
-        sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id),
+        sa.select(WebhookEndpoint)
+        .where(WebhookEndpoint.tenant_id == tenant_id)
+        .options(*ENDPOINT_SECRETS_DEFERRED),
         WebhookEndpoint.created_at,
         WebhookEndpoint.id,
         cursor=cursor,
@@ -642,7 +679,7 @@ def rotate_endpoint_secret(
     now = now or utcnow()
     with map_db_errors("rotate webhook secret"):
         row = _endpoint(session, tenant_id, endpoint_id, lock=True)
-        row.previous_secret = row.secret
+        row.previous_secret = readable_secret(row, "secret")
         row.previous_secret_expires_at = now + timedelta(seconds=SECRET_OVERLAP_S)
         row.secret = new_secret()
         row.updated_at = now

@@ -77,9 +77,15 @@ def test_secrets_are_sealed_with_the_apps_keys_and_a_missing_key_is_a_problem(
     assert secret not in stored
     assert Fernet(first).decrypt(stored[len(PREFIX) :].encode()).decode() == secret
     assert client.get("/v1/webhooks", headers=auth).status_code == 200
-    # Another app on the same database with a different key cannot open it: a clear problem.
+    default = client.get("/v1/webhooks/default-secret", headers=auth)
+    assert default.status_code == 200
+    # Another app on the same database with a different key cannot open them: the endpoints
+    # stay manageable (secrets are only decrypted to sign or to show them) ...
     stranger = start_app(database_url, other)  # type: ignore[operator]
-    answer = stranger.get("/v1/webhooks", headers=auth)
+    listed = stranger.get("/v1/webhooks", headers=auth)
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+    # ... and showing a secret is a clear problem, not a bare 500.
+    answer = stranger.get("/v1/webhooks/default-secret", headers=auth)
     body = assert_problem(answer, 500, "secret_key_missing")
     assert "DIFFALL_WEBHOOKS__SECRET_KEYS" in body["detail"]
-    assert secret not in answer.text and first.decode() not in answer.text
+    assert default.json()["secret"] not in answer.text and first.decode() not in answer.text

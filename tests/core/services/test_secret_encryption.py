@@ -30,7 +30,7 @@ from core.db.models import (
     WebhookTenantSecret,
     utcnow,
 )
-from core.db.secretbox import PREFIX, SecretDecryptionError
+from core.db.secretbox import PREFIX
 from core.db.session import make_engine, make_session_factory, upgrade_database
 from core.services import comparisons, webhooks
 from core.services.errors import ServiceError
@@ -280,20 +280,61 @@ def test_a_secret_no_key_decrypts_is_never_used_to_sign(
     queue = InlineQueue()
     with wrong() as session:
         assert dispatch_due(session, queue, policy=FAST).sent == 1
-    with pytest.raises(SecretDecryptionError) as info:
-        queue.drain(wrong, FAST)
-    assert info.value.code == "secret_key_missing"
+    (result,) = queue.drain(wrong, FAST)
+    # A failed attempt with the stable code, retried on the schedule: nothing was sent.
+    assert result is not None and result.error_code == "secret_key_missing"
+    assert result.state == WebhookDeliveryState.PENDING and result.status_code is None
     assert receiver.received("/hook") == []
     (ident,) = _delivery_ids(wrong)
     with wrong() as session:
         row = session.get_one(WebhookDelivery, ident)
-        assert row.state == WebhookDeliveryState.SENDING and row.attempt_count == 0
-        assert session.scalars(sa.select(WebhookAttempt)).all() == []
-    # With the key back (second), the dispatcher re-sends it after the lease and it is signed.
+        assert row.attempt_count == 1 and row.last_error == "secret_key_missing"
+        attempts = session.scalars(sa.select(WebhookAttempt)).all()
+        assert [a.error_code for a in attempts] == ["secret_key_missing"]
+    # The endpoint stays manageable without its key: listed, disabled and enabled again.
+    with wrong() as session:
+        listed = webhooks.list_endpoints(session, tenant_id=tenant.id).items
+        assert [e.id for e in listed] == [endpoint.id]
+        webhooks.update_endpoint(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, enabled=False
+        )
+        webhooks.update_endpoint(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, enabled=True
+        )
+    # With the key back (second), the scheduled retry is signed with the endpoint's secret.
     fixed = ring([NEW_KEY, OLD_KEY])
-    later = utcnow() + timedelta(seconds=FAST.lease_s + 1)
+    later = utcnow() + timedelta(seconds=1)
     with fixed() as session:
+        webhooks.retry_delivery(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, delivery_id=ident
+        )
         assert dispatch_due(session, queue, policy=FAST, now=later).sent == 1
     queue.drain(fixed, FAST)
     (request,) = receiver.received("/hook")
     assert verify(secret, request)["type"] == "ping"
+
+
+def test_an_unreadable_secret_is_replaced_by_a_rotation(
+    ring: Callable[[Sequence[str]], SessionFactory],
+) -> None:
+    written = ring([OLD_KEY])
+    tenant = make_tenant(written)
+    with written() as session:
+        endpoint = webhooks.create_endpoint(
+            session, tenant_id=tenant.id, url="http://127.0.0.1:9/in", allowed_networks=LOOPBACK
+        )
+        webhooks.ensure_default_secret(session, tenant.id)
+        session.commit()
+    wrong = ring([NEW_KEY])
+    with wrong() as session:
+        rotated = webhooks.rotate_endpoint_secret(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id
+        )
+        assert rotated.previous_secret is None  # the unreadable one cannot sign: dropped
+        new = rotated.secret
+        default = webhooks.rotate_default_secret(session, tenant_id=tenant.id)
+        assert default.previous_secret is None and default.secret.startswith("whsec_")
+    with wrong() as session:  # readable under the keys now configured
+        again = webhooks.get_endpoint(session, tenant_id=tenant.id, endpoint_id=endpoint.id)
+        assert again.secret == new
+        webhooks.delete_endpoint(session, tenant_id=tenant.id, endpoint_id=endpoint.id)

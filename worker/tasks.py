@@ -9,6 +9,7 @@ service (a corrupt image ends ``failed`` and is never retried).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import structlog
 from celery import Task
@@ -49,16 +50,31 @@ log = structlog.get_logger(__name__)
 RETRY_MAX = 8
 #: Longest wait between two retries, in seconds (before jitter).
 RETRY_BACKOFF_MAX_S = 60
+#: Task options: retry only ``Unavailable`` (database, storage or broker down), with exponential
+#: backoff and jitter.
+RETRY_WHEN_UNAVAILABLE: dict[str, Any] = {
+    "autoretry_for": (Unavailable,),
+    "retry_backoff": True,
+    "retry_backoff_max": RETRY_BACKOFF_MAX_S,
+    "retry_jitter": True,
+    "max_retries": RETRY_MAX,
+}
+
+
+def _uuids(**arguments: str) -> list[uuid.UUID] | None:
+    """The task's arguments as UUIDs, in order, or None (logged) if one is malformed: a bad
+    message is dropped, never retried."""
+    try:
+        return [uuid.UUID(value) for value in arguments.values()]
+    except (TypeError, ValueError, AttributeError):
+        log.error("task.bad_argument", **{k: repr(v)[:100] for k, v in arguments.items()})
+        return None
 
 
 @app.task(
     name=RUN_COMPARISON,
     bind=True,
-    autoretry_for=(Unavailable,),
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX_S,
-    retry_jitter=True,
-    max_retries=RETRY_MAX,
+    **RETRY_WHEN_UNAVAILABLE,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -71,11 +87,10 @@ def run_comparison(self: Task, comparison_id: str) -> None:
     comparison_id
         The comparison's UUID as a string (the only argument a message carries).
     """
-    try:
-        ident = uuid.UUID(comparison_id)
-    except (TypeError, ValueError, AttributeError):
-        log.error("task.bad_argument", comparison_id=repr(comparison_id)[:100])
+    parsed = _uuids(comparison_id=comparison_id)
+    if parsed is None:
         return
+    (ident,) = parsed
     delivery = self.request.delivery_info or {}
     redelivered = bool(delivery.get("redelivered")) if broker_flags_redeliveries(app) else None
     # The outbox rows are written claimed, so their tasks go out right after the commit; also
@@ -114,11 +129,7 @@ def _dispatch_now() -> None:
 @app.task(
     name=ENQUEUE_BATCH,
     bind=True,
-    autoretry_for=(Unavailable,),
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX_S,
-    retry_jitter=True,
-    max_retries=RETRY_MAX,
+    **RETRY_WHEN_UNAVAILABLE,
     acks_late=True,
     ignore_result=True,
 )
@@ -130,11 +141,10 @@ def enqueue_batch(self: Task, batch_id: str) -> None:
     batch_id
         The batch's UUID as a string.
     """
-    try:
-        ident = uuid.UUID(batch_id)
-    except (TypeError, ValueError, AttributeError):
-        log.error("task.bad_argument", batch_id=repr(batch_id)[:100])
+    parsed = _uuids(batch_id=batch_id)
+    if parsed is None:
         return
+    (ident,) = parsed
     with structlog.contextvars.bound_contextvars(batch_id=str(ident), task_id=self.request.id):
         batches.send_batch(get_sessions(), get_queue(), batch_id=ident)
 
@@ -175,11 +185,7 @@ def dispatch_webhooks() -> None:
 @app.task(
     name=WEBHOOK_DELIVER,
     bind=True,
-    autoretry_for=(Unavailable,),
-    retry_backoff=True,
-    retry_backoff_max=RETRY_BACKOFF_MAX_S,
-    retry_jitter=True,
-    max_retries=RETRY_MAX,
+    **RETRY_WHEN_UNAVAILABLE,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -193,12 +199,10 @@ def deliver_webhook(self: Task, delivery_id: str, claim_id: str) -> None:
         UUIDs as strings: the delivery and the dispatcher's claim (a superseded claim is a
         no-op).
     """
-    try:
-        delivery = uuid.UUID(delivery_id)
-        claim = uuid.UUID(claim_id)
-    except (TypeError, ValueError, AttributeError):
-        log.error("task.bad_argument", delivery_id=repr(delivery_id)[:100])
+    parsed = _uuids(delivery_id=delivery_id, claim_id=claim_id)
+    if parsed is None:
         return
+    delivery, claim = parsed
     with structlog.contextvars.bound_contextvars(
         delivery_id=str(delivery), task_id=self.request.id, retries=self.request.retries
     ):

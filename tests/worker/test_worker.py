@@ -17,7 +17,14 @@ from core.db.models import Comparison, ComparisonState
 from core.imaging import compare
 from core.services import batches, comparisons, images
 from core.services.batches import BatchItem
-from core.services.tasknames import QUEUE_INTERACTIVE, QUEUE_MAINTENANCE, SWEEP
+from core.services.tasknames import (
+    ENQUEUE_BATCH,
+    QUEUE_INTERACTIVE,
+    QUEUE_MAINTENANCE,
+    RUN_COMPARISON,
+    SWEEP,
+    WEBHOOK_DELIVER,
+)
 from tests.core.imaging.photos import jpeg, photo
 from tests.core.services.support import (
     corrupt_png,
@@ -66,6 +73,27 @@ def _submit(env: WorkerEnv, a: bytes, b: bytes, options: dict[str, Any] | None =
 
 def _submit_slow(env: WorkerEnv) -> uuid.UUID:
     return _submit(env, *_slow_pair(), {"mode": "align"})
+
+
+def test_messages_with_malformed_arguments_are_dropped(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    env = redis_worker_env
+    bad = [
+        (RUN_COMPARISON, ["not-a-uuid"], QUEUE_INTERACTIVE),
+        (ENQUEUE_BATCH, [12], QUEUE_MAINTENANCE),
+        (WEBHOOK_DELIVER, [str(uuid.uuid4()), "nope"], QUEUE_MAINTENANCE),
+    ]
+    for name, args, queue in bad:
+        env.queue.app.send_task(name, args=args, queue=queue)
+    deadline = time.monotonic() + 30
+    while redis_worker.log_path.read_text().count("task.bad_argument") < len(bad):
+        assert time.monotonic() < deadline, redis_worker.log_tail()
+        time.sleep(0.1)
+    # Logged once each, not retried, and the worker goes on with real work.
+    cid = _submit(env, png_bytes(64, 48, seed=41), edited_png(64, 48, seed=41))
+    assert env.wait_for(cid, _final, worker=redis_worker).state is ComparisonState.SUCCEEDED
+    assert redis_worker.log_path.read_text().count("task.bad_argument") == len(bad)
 
 
 def test_a_comparison_runs_to_succeeded_with_the_engines_scores(

@@ -1343,6 +1343,16 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def progress(console: Console | None) -> Callable[[str], None]:
+    """A function printing timestamped progress lines on ``console`` (none when omitted)."""
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')} {text}[/dim]")
+
+    return say
+
+
 def run(config: BenchConfig, *, console: Console | None = None) -> Report:
     """Run the whole benchmark (rounds of bare engine and service, then batch acceptance);
     every subprocess, the database and the Redis database are cleaned up whatever happens.
@@ -1363,9 +1373,7 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
         The figures; :func:`render` prints them.
     """
 
-    def say(text: str) -> None:
-        if console is not None:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')} {text}[/dim]")
+    say = progress(console)
 
     report = Report(config=config, machine=machine_info())
     say(f"generating {config.distinct} pairs of {config.width}x{config.height} PNGs")

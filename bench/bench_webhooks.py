@@ -1258,9 +1258,7 @@ def run(config: WebhookBenchConfig, *, console: Console | None = None) -> Report
         The figures; :func:`render` prints them.
     """
 
-    def say(text: str) -> None:
-        if console is not None:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')} {text}[/dim]")
+    say = bsv.progress(console)
 
     report = Report(config=config, machine=bsv.machine_info())
     pngs = make_pairs(config.distinct, config.size, seed=config.seed)

@@ -92,7 +92,6 @@ __all__ = [
     "list_deliveries",
     "list_endpoints",
     "new_secret",
-    "outbox_writes",
     "preclaimed_deliveries",
     "readable_secret",
     "record_batch_completed",
@@ -159,26 +158,6 @@ class _Unset:
 
 #: Default of :func:`update_endpoint`'s arguments: leave the field as it is.
 UNSET: Final = _Unset()
-
-# Outbox rows written in this context (see :func:`outbox_writes`).
-_OUTBOX_WRITES: contextvars.ContextVar[int] = contextvars.ContextVar(
-    "diffall_webhook_outbox_writes", default=0
-)
-
-
-def outbox_writes() -> int:
-    """How many deliveries the outbox wrote in this thread (context) so far.
-
-    A caller compares the value before and after a service call to know whether the call wrote
-    deliveries (e.g. the worker dispatches them at once after a comparison ended). Rolled-back
-    writes are counted too: the value only says that dispatching may find something.
-
-    Returns
-    -------
-    int
-        A counter that only grows (>= 0).
-    """
-    return _OUTBOX_WRITES.get()
 
 
 @dataclass
@@ -793,7 +772,6 @@ def _write_event(
         )
         if pre_claim is not None:
             pre_claim.delivery_ids.extend(ids)
-        _OUTBOX_WRITES.set(_OUTBOX_WRITES.get() + len(targets))
     log.info(
         "webhook.event_recorded",
         event_id=str(event.id),

@@ -17,12 +17,11 @@ RUN groupadd --system --gid 10001 diffall \
 
 WORKDIR /app
 
-# Dependencies first (their layer is reused until pyproject.toml changes); no dev extras.
+# Dependencies first, exactly as locked (requirements/runtime.txt is exported from uv.lock with
+# hashes by ./scripts/lock); their layer is reused until the lock changes. No dev tools.
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN pip install --require-hashes -r /tmp/runtime.txt && rm /tmp/runtime.txt
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
 
 # The project itself. Installed in place (editable): the Alembic migrations are found next to the
 # `core` package (core/db/session.py), so the source tree stays at /app.

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +33,9 @@ _TRUNCATE = 3.5
 _BAND_VALUES = 300_000
 #: Fewest output rows per band (each band also filters 2 x radius rows of halo).
 _MIN_BAND_ROWS = 32
+# cv2.max with dst= in place: OpenCV's stubs differ between 4.x and 5.x releases (one rejects
+# the call, the other accepts it), so the call goes through an untyped alias that both accept.
+_cv2_max: Callable[..., Any] = cv2.max
 #: Images with at least this many channel values get their two histograms on two threads.
 _PARALLEL_HISTOGRAM_VALUES = 1_000_000
 
@@ -243,10 +248,10 @@ class _SSIMBands:
         np.multiply(ma, ma, out=t2)
         np.subtract(v_a, t2, out=v_a)
         # var_a >= 0: a negative value is a rounding error.
-        cv2.max(v_a, 0.0, dst=v_a)  # type: ignore[call-overload]
+        _cv2_max(v_a, 0.0, dst=v_a)
         np.multiply(mb, mb, out=t2)
         np.subtract(v_b, t2, out=v_b)  # var_b
-        cv2.max(v_b, 0.0, dst=v_b)  # type: ignore[call-overload]
+        _cv2_max(v_b, 0.0, dst=v_b)
         # B2 = var_a + var_b + C2 (NumPy: an exactly commutative sum, then C2)
         np.add(v_a, v_b, out=t2)
         t2 += self.c2

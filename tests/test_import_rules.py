@@ -34,3 +34,15 @@ def test_core_imaging_imports_only_itself_and_libraries() -> None:
                 if top in OURS and not name.startswith("core.imaging"):
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offenders == []
+
+
+def test_the_layers_contract_states_the_design_direction() -> None:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ]
+    layers = [c["layers"] for c in contracts if c["type"] == "layers"]
+    assert layers == [
+        ["diffall", "api | worker", "core.services", "core.db | core.storage", "core.config"]
+    ]

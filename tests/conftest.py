@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.session import dispose_engine, make_engine, make_session_factory, upgrade_database
+from core.db.session import dispose_engine, make_engine, make_session_factory
+from tests.support.databases import migrate
 
 PG_ADMIN_URL = os.environ.get(
     "DIFFALL_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -77,7 +78,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on ``database_url`` migrated to head."""
-    upgrade_database(database_url)
+    migrate(database_url)
     engine = make_engine(database_url)
     try:
         yield engine

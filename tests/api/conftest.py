@@ -31,10 +31,10 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from api.main import create_app
 from core.config import LimitsSettings, Settings, StorageSettings
-from core.db.session import upgrade_database
 from core.services import keys
 from core.storage import S3ObjectStore
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
+from tests.support.databases import migrate
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 (not installed); httpx works the same for these tests.
@@ -262,7 +262,7 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
     broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
 
     def factory(database_url: str, *, storage: StorageSettings | None = None, **limits: Any) -> Api:
-        upgrade_database(database_url)
+        migrate(database_url)
         data_dir = tmp_path / f"data{len(started)}"
         settings = make_settings(
             data_dir=data_dir,

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from api.main import create_app
 from core.config import WebhookSettings
 from core.db.secretbox import PREFIX
-from core.db.session import upgrade_database
 from core.services import keys
 from tests.api.conftest import REDIS_HOST, REDIS_PORT, assert_problem, make_settings
+from tests.support.databases import migrate
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def start_app(tmp_path: Path, redis_db: redis.Redis) -> Iterator[object]:
 def test_secrets_are_sealed_with_the_apps_keys_and_a_missing_key_is_a_problem(
     start_app: object, database_url: str
 ) -> None:
-    upgrade_database(database_url)
+    migrate(database_url)
     first, other = Fernet.generate_key(), Fernet.generate_key()
     client = start_app(database_url, first)  # type: ignore[operator]
     with client.app.state.sessions() as session:

@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from api.main import create_app
 from core.config import Settings, StorageSettings
 from core.db.models import WebhookDelivery, WebhookDeliveryState
-from core.db.session import upgrade_database
 from core.services import comparisons
 from core.services.tasknames import WEBHOOK_DELIVER
 from core.services.webhook_delivery import DeliveryPolicy, deliver
@@ -35,12 +34,13 @@ from tests.api.conftest import (
 )
 from tests.api.conftest import queued_messages as _queued
 from tests.core.services.test_webhooks_receiver import Receiver, running_receiver, verify
+from tests.support.databases import migrate
 
 
 @pytest.fixture
 def hooks_api(database_url: str, tmp_path: Path, redis_db: redis.Redis) -> Iterator[Api]:
     """The app with loopback webhooks allowed (SQLite and PostgreSQL)."""
-    upgrade_database(database_url)
+    migrate(database_url)
     number = redis_db.connection_pool.connection_kwargs["db"]
     settings = Settings(
         env="test",

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from core.config import get_settings
 from core.db.models import Tenant, WebhookEndpoint, WebhookTenantSecret
 from core.db.secretbox import PREFIX
-from core.db.session import make_engine, make_session_factory, upgrade_database
+from core.db.session import make_engine, make_session_factory
 from diffall.cli import app
+from tests.support.databases import migrate
 
 runner = CliRunner()
 
@@ -69,7 +70,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, url: str, keys: str) -> tuple[int, str
 def test_encrypts_then_rotates_then_changes_nothing(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upgrade_database(database_url)
+    migrate(database_url)
     _seed_clear(database_url)
     code, out, err = _run(monkeypatch, database_url, OLD_KEY)
     assert code == 0, err
@@ -93,7 +94,7 @@ def test_encrypts_then_rotates_then_changes_nothing(
 def test_refuses_without_keys_or_without_the_old_key(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upgrade_database(database_url)
+    migrate(database_url)
     _seed_clear(database_url)
     code, out, err = _run(monkeypatch, database_url, "")
     assert code == 2 and out == ""

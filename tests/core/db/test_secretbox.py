@@ -29,6 +29,7 @@ from core.db.secretbox import (
     secret_box_for,
 )
 from core.db.session import alembic_config, make_engine, make_session_factory, upgrade_database
+from tests.support.databases import migrate
 
 SessionFactory = sessionmaker[Session]
 
@@ -122,7 +123,7 @@ def test_bad_keys_are_refused_without_echo() -> None:
 
 @pytest.fixture
 def migrated(database_url: str) -> str:
-    upgrade_database(database_url)
+    migrate(database_url)
     return database_url
 
 

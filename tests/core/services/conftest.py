@@ -13,7 +13,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Tenant
-from core.db.session import make_engine, make_session_factory, upgrade_database
+from core.db.session import make_engine, make_session_factory
 from core.services.jobqueue import CeleryJobQueue, make_celery_app
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from tests.core.services.support import (
@@ -25,6 +25,7 @@ from tests.core.services.support import (
     settings_for,
 )
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port
+from tests.support.databases import migrate
 
 SessionFactory = sessionmaker[Session]
 
@@ -42,7 +43,7 @@ def pg_sessions(pg_database_url: str) -> Iterator[SessionFactory]:
     from tests.conftest import _reset_pg_schema
 
     _reset_pg_schema(pg_database_url)
-    upgrade_database(pg_database_url)
+    migrate(pg_database_url)
     engine = make_engine(pg_database_url)
     yield make_session_factory(engine)
     engine.dispose()

@@ -31,7 +31,7 @@ from core.db.models import (
     utcnow,
 )
 from core.db.secretbox import PREFIX
-from core.db.session import make_engine, make_session_factory, upgrade_database
+from core.db.session import make_engine, make_session_factory
 from core.services import comparisons, webhooks
 from core.services.errors import ServiceError
 from core.services.secret_encryption import encrypt_stored_secrets
@@ -48,6 +48,7 @@ from tests.core.services.test_webhooks_receiver import (
     signatures,
     verify,
 )
+from tests.support.databases import migrate
 
 SessionFactory = sessionmaker[Session]
 
@@ -66,7 +67,7 @@ FAST = DeliveryPolicy(
 
 @pytest.fixture
 def migrated(database_url: str) -> str:
-    upgrade_database(database_url)
+    migrate(database_url)
     return database_url
 
 

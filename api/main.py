@@ -39,6 +39,7 @@ from api.routes import (
 from api.schemas import ComparisonCreate
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
+from core.logs import configure_logging
 from core.services.factories import store_from_settings
 from core.services.jobqueue import CeleryJobQueue, JobQueue, make_celery_app
 from core.storage import ObjectStore
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         opened by its lifespan (run it under an ASGI server, or ``with TestClient(app)``).
     """
     settings = settings if settings is not None else get_settings()
+    configure_logging(background=True)  # one format, no secrets, never on the event loop
     metrics = ApiMetrics()
 
     @asynccontextmanager

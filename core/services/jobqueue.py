@@ -21,7 +21,8 @@ processes is free. Which message it fetches then is decided by the broker:
   ``queue_order_strategy='priority'`` keeps the key order fixed (no round-robin rotation), so
   the order is deterministic within one priority too. A 10,000-pair batch therefore delays an
   interactive comparison by at most the run time of the jobs already executing.
-- **Filesystem** (the embedded default, one machine): the transport has no priorities and
+- **Filesystem** (used only when nothing is configured outside ``diffall serve``, which runs a
+  private Redis server: ``diffall.embedded_broker``): the transport has no priorities and
   polls the queues round-robin, one message at a time; interactive work is not strictly first,
   but it is never stuck behind a batch: between two of its fetches a worker takes at most one
   message from each other queue.
@@ -69,6 +70,8 @@ QUEUE_PRIORITY: dict[str, int] = {
     QUEUE_MAINTENANCE: 3,
     QUEUE_BATCH: 6,
 }
+#: URL schemes of kombu's Redis transport (``redis+socket``: the embedded default's server).
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 #: Priority steps of the Redis transport: one list per queue and step.
 PRIORITY_STEPS: list[int] = [0, 3, 6, 9]
 
@@ -163,7 +166,7 @@ def broker_flags_redeliveries(app: Celery) -> bool:
     bool
         True when a missing flag really means "first delivery".
     """
-    return _scheme(str(app.conf.broker_url or "")) in ("redis", "rediss", "sentinel")
+    return _scheme(str(app.conf.broker_url or "")) in REDIS_SCHEMES
 
 
 def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
@@ -193,7 +196,7 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
     scheme = _scheme(broker_url)
     ensure_broker_folders(settings)
     transport_options: dict[str, Any] = dict(settings.broker_transport_options)
-    if scheme in ("redis", "rediss", "sentinel"):
+    if scheme in REDIS_SCHEMES:
         transport_options.setdefault("queue_order_strategy", "priority")
         transport_options.setdefault("priority_steps", list(PRIORITY_STEPS))
         transport_options.setdefault("socket_connect_timeout", PUBLISH_CONNECT_TIMEOUT_S)

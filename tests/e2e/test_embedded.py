@@ -1,5 +1,5 @@
 """The embedded default end to end: `diffall serve` with no configuration (SQLite, local storage,
-Celery's filesystem broker, a real worker process), driven as a newcomer would: read the printed
+a private Redis broker, a real worker process), driven as a newcomer would: read the printed
 key, compare two files with the SDK and with the printed curl-style request, stop with SIGTERM.
 """
 
@@ -24,6 +24,7 @@ from diffall.client import DiffallClient, DiffallError
 from diffall.service_cli import LOCAL_KEY_FILE, ensure_local_key
 from tests.e2e.helpers import JOB_TIMEOUT_S, assert_same_scores, edited_pair, expected_result
 from tests.e2e.procs import (
+    ROOT,
     alive,
     descendants,
     python_argv,
@@ -92,7 +93,11 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert key_match and url_match, banner
         key, base_url = key_match.group(1), url_match.group(1)
         assert base_url == f"http://127.0.0.1:{port}"
-        assert f"-F a=@A.png -F b=@B.png {base_url}/v1/comparisons" in banner
+        samples = ROOT / "samples"
+        assert (
+            f"-F a=@{samples / 'reference.png'} -F b=@{samples / 'candidate.jpg'} "
+            f"{base_url}/v1/comparisons"
+        ) in banner
         key_file = data_dir / LOCAL_KEY_FILE
         assert key_file.read_text().strip() == key
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -125,7 +130,7 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
         # SIGTERM to serve alone: it stops its children and exits 0.
         children = descendants(serve.process.pid)
-        assert len(children) >= 3, children  # api, worker, and the worker's pool process
+        assert len(children) >= 6, children  # broker, api, worker + its pool, hooks, beat
         serve.process.send_signal(signal.SIGTERM)
         assert serve.process.wait(timeout=40) == 0, serve.describe()
         wait_until(

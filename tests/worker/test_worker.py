@@ -114,9 +114,9 @@ def test_a_comparison_runs_to_succeeded_with_the_engines_scores(
     assert (row.attempt, row.crash_count) == (1, 0)
     # Structured logs: every line about this job carries its id.
     lines = [
-        json.loads(line.split("] ", 1)[1])
+        json.loads(line)
         for line in redis_worker.log_path.read_text().splitlines()
-        if str(cid) in line and "] {" in line
+        if str(cid) in line and line.startswith("{")
     ]
     assert {entry["event"] for entry in lines} >= {"comparison.claimed", "comparison.succeeded"}
     assert all(entry["comparison_id"] == str(cid) for entry in lines)

@@ -121,6 +121,7 @@ CODE_STATUS: Final[dict[str, int]] = {
     "secret_key_missing": 500,
     "secret_format_unknown": 500,
     "service_unavailable": 503,
+    "too_many_uploads": 503,
     "storage_unavailable": 503,
     "database_unavailable": 503,
 }
@@ -159,6 +160,7 @@ _TITLES: Final[dict[str, str]] = {
     "secret_key_missing": "A stored secret cannot be decrypted",
     "secret_format_unknown": "A stored secret has an unknown format",
     "service_unavailable": "Service unavailable",
+    "too_many_uploads": "Too many uploads in progress",
     "storage_unavailable": "Storage unavailable",
     "database_unavailable": "Database unavailable",
 }

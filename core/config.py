@@ -36,6 +36,7 @@ __all__ = [
     "WorkerSettings",
     "ensure_broker_folders",
     "get_settings",
+    "machine_memory_bytes",
 ]
 
 #: Values refused as secrets when ``env == "production"`` (compared lower-cased and stripped).
@@ -128,6 +129,42 @@ class LimitsSettings(_Group):
 
     page_size_max: int = Field(default=100, ge=1)
     """Largest ``limit`` accepted by paginated listings, in items."""
+
+    job_memory_mb: int | None = Field(default=None, ge=1)
+    """Memory one comparison may use at its peak, in MiB (decoded images and the engine's
+    intermediates, estimated from the headers before decoding; above it, ``image_too_large``).
+    Unset: 75 % of this machine's memory (cgroup limit included) divided by the comparison
+    processes that may run at once (``worker.processes`` + 1, room for one more comparison process),
+    filled in when the settings are built (``core.imaging.budget.budget_from_memory``).
+    None only in a bare ``LimitsSettings()``: no budget."""
+
+    @property
+    def job_memory_bytes(self) -> int | None:
+        """:attr:`job_memory_mb` in bytes (None: no budget)."""
+        return None if self.job_memory_mb is None else self.job_memory_mb * _MiB
+
+    max_concurrent_uploads: int = Field(default=16, ge=1)
+    """Uploads one API process receives at once (bodies are spooled to disk); one more is
+    refused with 503 ``too_many_uploads`` and ``Retry-After``."""
+
+    upload_spool_memory_bytes: int = Field(default=1 * _MiB, ge=0)
+    """Bytes of an upload kept in memory before the rest is spooled to a temporary file."""
+
+
+def machine_memory_bytes(cgroup_memory_max: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
+    """Memory this process's machine or container has, in bytes: the physical memory, capped
+    by a cgroup v2 memory limit."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on Linux
+        memory = 8 * 1024 * _MiB
+    try:
+        limit = cgroup_memory_max.read_text().strip()
+        if limit != "max":
+            memory = min(memory, int(limit))
+    except (OSError, ValueError):
+        pass
+    return max(memory, 64 * _MiB)
 
 
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -409,6 +446,11 @@ class Settings(BaseSettings):
         local_dir = (self.data_dir / self.storage.local_dir.expanduser()).resolve()
         if local_dir != self.storage.local_dir:
             self.storage = self.storage.model_copy(update={"local_dir": local_dir})
+        if self.limits.job_memory_mb is None:
+            from core.imaging.budget import budget_from_memory  # pure arithmetic
+
+            share = budget_from_memory(machine_memory_bytes(), self.worker.processes + 1)
+            self.limits = self.limits.model_copy(update={"job_memory_mb": share // _MiB})
         if self.env == "production":
             bad = self._placeholder_secret_names()
             if bad:

@@ -3,12 +3,20 @@
 They run after authentication (declare them after ``TenantDep``), read the body through the
 size-limiting middleware, and raise ``RequestValidationError`` in FastAPI's format, so a bad
 form field gets the same 422 ``validation_error`` as a bad JSON field. No pixel is decoded here.
+
+Image uploads (``POST /v1/images``, ``PUT /v1/images/{id}/content``) are never held in memory
+whole: a raw body is hashed and spooled to a temporary file as it arrives
+(``core.services.images.UploadSpool``), a multipart file part is spooled by Starlette's parser
+and hashed from its file. Each holds one of the process's ``limits.max_concurrent_uploads``
+upload slots until the route returned; with none free the request is refused at once with 503
+``too_many_uploads`` and ``Retry-After``, before its body is read.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,12 +27,16 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ComparisonCreate
+from core.config import Settings
+from core.services.errors import Unavailable
+from core.services.images import ReceivedFile, UploadSpool
 
 __all__ = [
     "COMPARISON_REQUEST_BODY",
     "IMAGE_REQUEST_BODY",
     "RAW_REQUEST_BODY",
     "ComparisonSubmission",
+    "UploadSlots",
     "media_type",
     "read_comparison_submission",
     "read_image_upload",
@@ -56,32 +68,95 @@ def _invalid(*errors: dict[str, Any]) -> RequestValidationError:
     return RequestValidationError(list(errors))
 
 
-async def read_raw_body(request: Request) -> bytes:
-    """The raw request body (``PUT /v1/images/{id}/content``), at most the upload limit.
+class UploadSlots:
+    """Uploads one API process receives at once (used on the event loop only: no lock).
+
+    Parameters
+    ----------
+    limit
+        Most uploads at once (>= 1).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def acquire(self) -> None:
+        """Take a slot; ``Unavailable`` (503 ``too_many_uploads``) when all are taken."""
+        if self.used >= self.limit:
+            raise Unavailable(
+                f"this server is receiving {self.limit} uploads already; retry shortly",
+                code="too_many_uploads",
+                details={"max_concurrent_uploads": self.limit},
+            )
+        self.used += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.used = max(0, self.used - 1)
+
+
+def _upload_slots(request: Request) -> UploadSlots:
+    slots: UploadSlots | None = getattr(request.app.state, "upload_slots", None)
+    if slots is None:
+        settings: Settings = request.app.state.settings
+        slots = UploadSlots(settings.limits.max_concurrent_uploads)
+        request.app.state.upload_slots = slots
+    return slots
+
+
+async def _spool_body(request: Request) -> UploadSpool:
+    """Hash and spool the raw body as it arrives (closed by the caller)."""
+    limits = request.app.state.settings.limits
+    spool = UploadSpool(
+        max_bytes=limits.max_upload_bytes, memory_bytes=limits.upload_spool_memory_bytes
+    )
+    try:
+        async for piece in request.stream():
+            if piece:
+                spool.write(piece)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+async def read_raw_body(request: Request) -> AsyncIterator[ReceivedFile]:
+    """The raw request body (``PUT /v1/images/{id}/content``), spooled and hashed, at most the
+    upload limit; holds an upload slot until the route returned.
 
     Parameters
     ----------
     request
         The current request.
 
-    Returns
-    -------
-    bytes
-        The body as sent.
+    Yields
+    ------
+    ReceivedFile
+        The body as sent (deleted afterwards).
     """
-    return await request.body()
+    slots = _upload_slots(request)
+    slots.acquire()
+    try:
+        spool = await _spool_body(request)
+        try:
+            yield spool.finish()
+        finally:
+            spool.close()
+    finally:
+        slots.release()
 
 
-async def _read_file(form: FormData, field: str) -> bytes:
+async def _read_file(form: FormData, field: str) -> ReceivedFile:
     value = form.get(field)
     if value is None:
         raise _invalid(_error(field, "missing", "Field required: an image file"))
     if not isinstance(value, UploadFile):
         raise _invalid(_error(field, "file_type", "Expected a file upload"))
-    return await value.read()
+    return ReceivedFile.from_file(value.file)
 
 
-async def read_image_upload(request: Request) -> bytes:
+async def read_image_upload(request: Request) -> AsyncIterator[ReceivedFile]:
     """The image of ``POST /v1/images``: multipart field ``file``, or the raw body.
 
     A raw body is accepted with ``Content-Type: application/octet-stream`` or ``image/*``.
@@ -91,10 +166,11 @@ async def read_image_upload(request: Request) -> bytes:
     request
         The current request.
 
-    Returns
-    -------
-    bytes
-        The image file's bytes (validated later from its header by the service).
+    Yields
+    ------
+    ReceivedFile
+        The image file, spooled and hashed (validated later by the service; deleted once the
+        route returned).
 
     Raises
     ------
@@ -102,16 +178,26 @@ async def read_image_upload(request: Request) -> bytes:
         No ``file`` field (422 ``validation_error``).
     HTTPException
         Another media type (415 ``unsupported_media_type``).
+    Unavailable
+        Every upload slot is taken (503 ``too_many_uploads``).
     """
     media = media_type(request)
     if media == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_FORM_FIELD_BYTES)
+        slots = _upload_slots(request)
+        slots.acquire()
         try:
-            return await _read_file(form, "file")
+            form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_FORM_FIELD_BYTES)
+            try:
+                yield await _read_file(form, "file")
+            finally:
+                await form.close()
         finally:
-            await form.close()
+            slots.release()
+        return
     if media in _RAW_IMAGE_TYPES or media.startswith("image/"):
-        return await request.body()
+        async for received in read_raw_body(request):
+            yield received
+        return
     raise StarletteHTTPException(
         415,
         "send the image as multipart/form-data (field 'file') or as the raw body with "
@@ -157,7 +243,9 @@ async def _image_field(form: FormData, field: str) -> uuid.UUID | bytes:
             raise _invalid(
                 _error(field, "uuid_parsing", "Expected an image file or an image id")
             ) from exc
-    return await _read_file(form, field)
+    received = await _read_file(form, field)  # the comparison's route takes the bytes
+    received.file.seek(0)
+    return received.file.read()
 
 
 def _prefixed(exc: ValidationError) -> RequestValidationError:

@@ -18,11 +18,13 @@ from api.routes.bodies import (
 )
 from api.schemas import ImageOut, PresignOut
 from core.services import images
+from core.services.images import ReceivedFile
 
 router = APIRouter(route_class=IdempotentRoute, tags=["images"])
 
-ImageBytes = Annotated[bytes, Depends(read_image_upload)]
-RawBytes = Annotated[bytes, Depends(read_raw_body)]
+# Spooled files, deleted (and their upload slot freed) as soon as the route returned.
+ImageBytes = Annotated[ReceivedFile, Depends(read_image_upload, scope="function")]
+RawBytes = Annotated[ReceivedFile, Depends(read_raw_body, scope="function")]
 
 
 @router.post(
@@ -33,7 +35,7 @@ RawBytes = Annotated[bytes, Depends(read_raw_body)]
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={
         200: {"model": ImageOut, "description": "These bytes were uploaded before: same image."},
-        **problem_responses(400, 413, 415, 422),
+        **problem_responses(400, 413, 415, 422, 503),
     },
 )
 def upload_image(
@@ -47,8 +49,11 @@ def upload_image(
     """Store one image (multipart field ``file``, or the raw body), validated from its header.
 
     201 with ``Location`` for new bytes; 200 with the existing image when the same bytes were
-    uploaded before (content-addressed by SHA-256). Refused with 413 ``image_too_large`` or 422
-    ``empty_file`` / ``unsupported_format`` / ``corrupt_image`` before any job exists.
+    uploaded before (content-addressed by SHA-256). Refused with 413 ``image_too_large`` (bytes,
+    pixels, or the memory a comparison of it would need) or 422 ``empty_file`` /
+    ``unsupported_format`` / ``corrupt_image`` (including broken structure: missing or truncated
+    image data) before any job exists; 503 ``too_many_uploads`` with ``Retry-After`` when the
+    server is receiving its maximum of uploads.
     """
     image, created = images.store_image(
         session, store, tenant_id=tenant.id, data=data, limits=settings.limits
@@ -91,7 +96,7 @@ def presign_image(
     response_class=Response,
     summary="Upload the bytes of a pending image (local storage)",
     openapi_extra=RAW_REQUEST_BODY,
-    responses=problem_responses(404, 409, 413),
+    responses=problem_responses(404, 409, 413, 503),
 )
 def put_image_content(
     image_id: uuid.UUID,

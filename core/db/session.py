@@ -18,6 +18,7 @@ Each engine carries the key ring that encrypts webhook signing secrets at rest
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,6 +163,19 @@ def make_engine(
     return engine
 
 
+def _private_file(path: Path) -> None:
+    """Create the SQLite file's folder (0700 when new) and the file itself with mode 0600 when
+    missing, before SQLite opens it (its journal and WAL files take the file's mode)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    os.chmod(path, 0o600)  # whatever the umask
+
+
 def _create_engine(url: str | URL, *, echo: bool) -> Engine:
     """The engine of :func:`make_engine`, before its key ring is attached."""
     parsed = normalise_url(url)
@@ -169,7 +183,7 @@ def _create_engine(url: str | URL, *, echo: bool) -> Engine:
     if backend == "sqlite":
         database_file = _sqlite_file(parsed)
         if database_file is not None:
-            database_file.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(database_file)
         engine = sa.create_engine(
             parsed,
             echo=echo,

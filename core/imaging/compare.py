@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from core.imaging.align import Alignment, estimate_alignment, is_identity, warp_into
+from core.imaging.budget import check_pair
 from core.imaging.decode import DecodedImage, decode, harmonise
 from core.imaging.diffmap import difference_map
 from core.imaging.errors import ErrorCode, ImagingError
@@ -101,6 +102,14 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
     opts = options or CompareOptions()
     timer = _Timer()
     start = time.perf_counter()
+    if opts.max_job_bytes is not None:  # refuse from the headers, before any pixel is decoded
+        check_pair(
+            a,
+            b,
+            max_bytes=opts.max_bytes,
+            max_pixels=opts.max_pixels,
+            budget_bytes=opts.max_job_bytes,
+        )
     with timer.stage("decode"):
         # The two decodes run on two threads (the codecs release the GIL); A's error wins.
         image_a, image_b = parallel_map(lambda item: _decode(*item, opts), [(a, "a"), (b, "b")])

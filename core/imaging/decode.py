@@ -41,6 +41,7 @@ Alpha rule (``harmonise``)
 from __future__ import annotations
 
 import io
+import mmap
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,7 +168,10 @@ class _Parsed:
 
 
 def read_header(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes | mmap.mmap,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImageHeader:
     """Parse only the header of an encoded image and enforce the size limits.
 
@@ -177,7 +181,7 @@ def read_header(
     Parameters
     ----------
     data
-        The encoded file.
+        The encoded file, or a memory map of it (a spooled upload: read in place, not copied).
     max_bytes
         Largest accepted file size, in bytes.
     max_pixels
@@ -292,7 +296,7 @@ def harmonise(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int
 # Header
 
 
-def _parse(data: bytes, *, max_bytes: int, max_pixels: int) -> _Parsed:
+def _parse(data: bytes | mmap.mmap, *, max_bytes: int, max_pixels: int) -> _Parsed:
     size = len(data)
     if size == 0:
         raise ImagingError(ErrorCode.EMPTY_FILE, "the file is empty (0 bytes)")
@@ -314,9 +318,9 @@ def _parse(data: bytes, *, max_bytes: int, max_pixels: int) -> _Parsed:
     try:
         if fmt == "gif":  # GIF frame extents may enlarge the canvas, under PIL's bomb check
             with _quiet_bomb_warnings():
-                image = opener(io.BytesIO(data))
+                image = opener(_file(data))
         else:
-            image = opener(io.BytesIO(data))
+            image = opener(_file(data))
     except Image.DecompressionBombError as exc:
         raise ImagingError(ErrorCode.IMAGE_TOO_LARGE, f"{fmt} image too large: {exc}") from exc
     except Exception as exc:
@@ -358,10 +362,18 @@ def _parse(data: bytes, *, max_bytes: int, max_pixels: int) -> _Parsed:
     return _Parsed(header=header, image=image, png_bit_depth=png_bit_depth)
 
 
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(_PNG_SIGNATURE):
+def _file(data: bytes | mmap.mmap) -> io.BytesIO | mmap.mmap:
+    """A file object over ``data`` for PIL: a memory map is read in place (no copy)."""
+    if isinstance(data, mmap.mmap):
+        data.seek(0)
+        return data
+    return io.BytesIO(data)
+
+
+def _sniff(data: bytes | mmap.mmap) -> str | None:
+    if data[:8] == _PNG_SIGNATURE:
         return "png"
-    if data.startswith(b"\xff\xd8\xff"):
+    if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
@@ -377,7 +389,7 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def _unsupported_message(data: bytes) -> str:
+def _unsupported_message(data: bytes | mmap.mmap) -> str:
     expected = "expected PNG, JPEG, WebP, TIFF, BMP or GIF"
     head = data[:512]
     kind = next((name for magic, name in _KNOWN_OTHER if head.startswith(magic)), None)
@@ -410,7 +422,7 @@ def _stored_size(image: Image.Image, fmt: str) -> tuple[int, int]:
     return image.size
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
+def _webp_size(data: bytes | mmap.mmap) -> tuple[int, int] | None:
     """Canvas size from the first WebP chunk (VP8X, VP8L or VP8), or None if unreadable."""
     chunk = data[12:16]
     if chunk == b"VP8X" and len(data) >= 30:
@@ -441,14 +453,14 @@ def _tiff_bit_depth(image: Image.Image) -> int:
     return 16 if bits_max > 8 else 8
 
 
-def _check_complete(data: bytes, fmt: str) -> None:
+def _check_complete(data: bytes | mmap.mmap, fmt: str) -> None:
     """Refuse PNG/JPEG/WebP files whose end is missing (a truncated upload)."""
     if fmt == "png":
         # rfind scans from the end: instant when IEND is last, as it nearly always is.
         if data.rfind(_PNG_IEND) < 0:
             raise ImagingError(ErrorCode.CORRUPT_IMAGE, "truncated png: no IEND chunk")
     elif fmt == "jpeg":
-        if data.endswith(_JPEG_EOI):
+        if data[-2:] == _JPEG_EOI:
             return
         scan = _jpeg_scan_start(data)
         # FFD9 cannot occur inside entropy-coded data, so one after the first scan's start
@@ -464,7 +476,7 @@ def _check_complete(data: bytes, fmt: str) -> None:
             )
 
 
-def _jpeg_scan_start(data: bytes) -> int:
+def _jpeg_scan_start(data: bytes | mmap.mmap) -> int:
     """Offset of the first entropy-coded byte after the first SOS segment, or -1."""
     pos, size = 2, len(data)
     while pos + 4 <= size:

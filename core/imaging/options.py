@@ -45,6 +45,9 @@ class CompareOptions:
         Largest encoded file accepted, in bytes.
     preview_max_side
         Longest side of the heatmap preview in pixels, or ``None`` for no preview.
+    max_job_bytes
+        Memory budget of the comparison in bytes (decoded pair and intermediates, estimated
+        from the headers by ``core.imaging.budget`` before decoding), or ``None`` for none.
     """
 
     mode: Mode = "auto"
@@ -53,6 +56,7 @@ class CompareOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     preview_max_side: int | None = DEFAULT_PREVIEW_MAX_SIDE
+    max_job_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "pixel", "align"):

@@ -196,6 +196,7 @@ def engine_options(options: dict[str, Any], limits: LimitsSettings | None = None
         max_pixels=limits.max_pixels,
         max_bytes=limits.max_upload_bytes,
         preview_max_side=None,
+        max_job_bytes=limits.job_memory_bytes,
     )
 
 

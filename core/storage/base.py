@@ -7,7 +7,7 @@ here; backend exceptions (botocore, ``OSError``) are translated inside the backe
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import BinaryIO, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -146,6 +146,13 @@ class ObjectStore(Protocol):
         content_type : str
             MIME type recorded with the object where the backend can (S3; ignored locally).
         """
+        ...
+
+    def put_file(
+        self, key: str, file: BinaryIO, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store the contents of ``file`` (read from its start, in pieces: never held in
+        memory whole) under ``key``, replacing any existing object."""
         ...
 
     def get(self, key: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import BinaryIO
 
 from core.storage.base import ObjectStore
 
@@ -72,6 +73,13 @@ class CachingObjectStore:
         """Write through to the inner store (evicting any cached copy)."""
         self._evict(key)
         self.inner.put(key, data, content_type=content_type)
+
+    def put_file(
+        self, key: str, file: BinaryIO, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write a file through to the inner store (evicting any cached copy)."""
+        self._evict(key)
+        self.inner.put_file(key, file, content_type=content_type)
 
     def delete(self, key: str) -> None:
         """Delete from the inner store and the cache."""

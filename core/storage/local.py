@@ -7,8 +7,9 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from core.storage.base import (
     ObjectNotFound,
@@ -18,7 +19,14 @@ from core.storage.base import (
     validate_key,
 )
 
-__all__ = ["LocalObjectStore"]
+__all__ = ["DIR_MODE", "FILE_MODE", "LocalObjectStore"]
+
+#: Mode of every stored file: readable and writable by the service's user only.
+FILE_MODE = 0o600
+#: Mode of every directory the store creates (its root included): the service's user only.
+DIR_MODE = 0o700
+#: Bytes copied at a time by :meth:`LocalObjectStore.put_file`.
+_COPY_PIECE = 1024 * 1024
 
 # OSError numbers that describe a condition that may clear up by itself: retrying can succeed.
 _TRANSIENT_ERRNOS = frozenset(
@@ -55,7 +63,8 @@ class LocalObjectStore:
 
     Writes are atomic and durable: the bytes go to a temporary file in the destination directory,
     which is fsynced and then renamed over the destination (``os.replace``), and the directory is
-    fsynced. Concurrent writers of one key leave one complete file (the last rename wins).
+    fsynced. Files are private to the service's user (mode 0600, directories 0700), whatever
+    the umask. Concurrent writers of one key leave one complete file (the last rename wins).
     Content types are not recorded, and presigning is not supported (the methods return None).
 
     Parameters
@@ -93,18 +102,51 @@ class LocalObjectStore:
         StorageError
             On any other file-system error (for example a file where a directory is needed).
         """
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(
+        self, key: str, file: BinaryIO, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store the contents of ``file`` (read from its start, 1 MiB at a time) under ``key``
+        atomically; same errors as :meth:`put`."""
+        file.seek(0)
+
+        def copy(fh: BinaryIO) -> None:
+            while piece := file.read(_COPY_PIECE):
+                fh.write(piece)
+
+        self._write(key, copy)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents with mode 0700 (``mkdir``'s ``mode``
+        is not applied to parents)."""
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue  # created concurrently: its creator sets the mode
+            os.chmod(folder, DIR_MODE)  # whatever the umask
+
+    def _write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         path = self._path(key)
         with _map_os_errors(key, reading=False):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             fd, tmp_name = tempfile.mkstemp(
                 dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX
             )
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    write(fh)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.chmod(tmp_name, 0o644)
+                os.chmod(tmp_name, FILE_MODE)
                 os.replace(tmp_name, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -175,7 +217,7 @@ class LocalObjectStore:
             If the root cannot be created or is not a writable directory.
         """
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(self.root)
         except OSError as exc:
             raise StorageUnavailable(f"local storage root {str(self.root)!r}: {exc}") from exc
         if not os.access(self.root, os.W_OK | os.X_OK):

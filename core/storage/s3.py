@@ -18,7 +18,7 @@ import re
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -375,6 +375,25 @@ class S3ObjectStore:
         client = self._get_client()
         with map_botocore_exceptions(key=key):
             client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_file(
+        self, key: str, file: BinaryIO, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store the contents of ``file`` (read from its start) under ``key``, streamed: the
+        body is read from the file in pieces, never held in memory whole.
+
+        Raises
+        ------
+        StorageUnavailable
+            If S3 cannot be reached, is overloaded, or the bucket is missing.
+        StorageError
+            If S3 refuses the request.
+        """
+        validate_key(key)
+        client = self._get_client()
+        file.seek(0)
+        with map_botocore_exceptions(key=key):
+            client.put_object(Bucket=self.bucket, Key=key, Body=file, ContentType=content_type)
 
     def get(self, key: str) -> bytes:
         """Return the bytes stored under ``key``.

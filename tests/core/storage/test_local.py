@@ -212,3 +212,22 @@ def test_factory_refuses_bad_arguments(
             s3_secret_access_key=None,
             s3_presign_endpoint_url=None,
         )
+
+
+def test_files_and_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    import io
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = LocalObjectStore(tmp_path / "root")
+        store.put("images/abc", b"x")
+        store.put_file("heatmaps/h.png", io.BytesIO(b"y" * 3_000_000))
+    finally:
+        os.umask(old)
+    assert store.get("heatmaps/h.png") == b"y" * 3_000_000
+    for path in (tmp_path / "root" / "images" / "abc", tmp_path / "root" / "heatmaps" / "h.png"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for folder in (tmp_path / "root", tmp_path / "root" / "images"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -4,7 +4,8 @@ The engine's memory grows with the decoded size of the pair in its *working* for
 are brought to one channel count and sample width (``harmonise``: RGBA when either has alpha,
 16-bit when either is 16-bit). Its peak resident memory, intermediates included (float maps,
 masks, the warped image, the heatmap), is about :data:`ENGINE_PEAK_FACTOR` times that decoded
-size: ``bench/bench_memory.py`` measures it on 10, 50 and 100 megapixel pairs.
+size (measured once so far, on a 10 megapixel pair; a benchmark over 10, 50 and 100 megapixels is
+still to be written, see the reliability issue).
 
 A job whose estimate exceeds its budget is refused with ``image_too_large`` before decoding, the
 budget in the message. Everything here is arithmetic on numbers passed in: no settings are read.
@@ -29,9 +30,9 @@ __all__ = [
 ]
 
 #: Peak memory of one comparison (above the process's idle size) as a multiple of the pair's
-#: decoded size in the working format. Measured by ``bench/bench_memory.py``: 4.1x at 10 MP and
-#: up to 4.6x at 100 MP (8-bit RGB, auto mode); rounded up for the alignment path and
-#: allocator slack.
+#: decoded size in the working format. Measured 4.1x on one 10 MP 8-bit RGB pair in auto mode
+#: (peak RSS over the idle process, ru_maxrss); rounded up for allocator slack. Not yet measured
+#: at 50 or 100 MP.
 ENGINE_PEAK_FACTOR = 5.0
 #: Share of the machine's memory the comparison processes may use together; the rest is left
 #: to the worker parents, the API, the database and the page cache.

@@ -13,6 +13,7 @@ itself (an ``os.register_at_fork`` hook and a PID check).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import threading
@@ -362,19 +363,9 @@ class S3ObjectStore:
     # -- ObjectStore -----------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
-        """Store ``data`` under ``key`` with the given ``Content-Type``, replacing any object.
-
-        Raises
-        ------
-        StorageUnavailable
-            If S3 cannot be reached, is overloaded, or the bucket is missing.
-        StorageError
-            If S3 refuses the request.
-        """
-        validate_key(key)
-        client = self._get_client()
-        with map_botocore_exceptions(key=key):
-            client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        """Store ``data`` under ``key`` with the given ``Content-Type``, replacing any object
+        (as :meth:`put_file`, which raises the same errors)."""
+        self.put_file(key, io.BytesIO(data), content_type=content_type)
 
     def put_file(
         self, key: str, file: BinaryIO, *, content_type: str = "application/octet-stream"

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "PLACEHOLDER_SECRETS",
+    "REDIS_SCHEMES",
     "ApiSettings",
     "LimitsSettings",
     "Settings",
@@ -36,6 +37,7 @@ __all__ = [
     "WorkerSettings",
     "ensure_broker_folders",
     "get_settings",
+    "job_memory_share",
     "machine_memory_bytes",
 ]
 
@@ -62,6 +64,11 @@ PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
 STALE_RUNNING_MARGIN_S = 30
 
 _MiB = 1024 * 1024
+#: URL schemes of kombu's Redis transport (``redis+socket``: the embedded default's server).
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
+#: Share of the machine's memory the comparison processes may use together (the default per-job
+#: budget); the rest is left to the worker parents, the API, the database and the page cache.
+JOB_MEMORY_FRACTION = 0.75
 
 
 def _is_placeholder(value: str) -> bool:
@@ -135,7 +142,7 @@ class LimitsSettings(_Group):
     intermediates, estimated from the headers before decoding; above it, ``image_too_large``).
     Unset: 75 % of this machine's memory (cgroup limit included) divided by the comparison
     processes that may run at once (``worker.processes`` + 1, room for one more comparison process),
-    filled in when the settings are built (``core.imaging.budget.budget_from_memory``).
+    filled in when the settings are built (:func:`job_memory_share`).
     None only in a bare ``LimitsSettings()``: no budget."""
 
     @property
@@ -165,6 +172,31 @@ def machine_memory_bytes(cgroup_memory_max: Path = Path("/sys/fs/cgroup/memory.m
     except (OSError, ValueError):
         pass
     return max(memory, 64 * _MiB)
+
+
+def job_memory_share(
+    memory_bytes: int, processes: int, *, fraction: float = JOB_MEMORY_FRACTION
+) -> int:
+    """Per-job memory budget: ``fraction`` of the machine's memory shared by the processes that
+    may each run one comparison at the same time.
+
+    Parameters
+    ----------
+    memory_bytes
+        Memory of the machine or container, in bytes (> 0).
+    processes
+        Comparison processes that may run at once on it (>= 1).
+    fraction
+        Share of the memory given to comparisons, in (0, 1].
+
+    Returns
+    -------
+    int
+        Bytes one comparison may use at its peak (>= 1 MiB).
+    """
+    if memory_bytes <= 0 or processes < 1 or not 0.0 < fraction <= 1.0:
+        raise ValueError("memory_bytes > 0, processes >= 1 and 0 < fraction <= 1 are required")
+    return max(_MiB, int(memory_bytes * fraction) // processes)
 
 
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -447,9 +479,7 @@ class Settings(BaseSettings):
         if local_dir != self.storage.local_dir:
             self.storage = self.storage.model_copy(update={"local_dir": local_dir})
         if self.limits.job_memory_mb is None:
-            from core.imaging.budget import budget_from_memory  # pure arithmetic
-
-            share = budget_from_memory(machine_memory_bytes(), self.worker.processes + 1)
+            share = job_memory_share(machine_memory_bytes(), self.worker.processes + 1)
             self.limits = self.limits.model_copy(update={"job_memory_mb": share // _MiB})
         if self.env == "production":
             bad = self._placeholder_secret_names()
@@ -524,7 +554,7 @@ class Settings(BaseSettings):
                 "control_folder": str(self.broker_dir / "control"),
                 "store_processed": False,
             }
-        if scheme in ("redis", "rediss", "redis+socket", "sentinel"):
+        if scheme in REDIS_SCHEMES:
             return {"visibility_timeout": self.worker.visibility_timeout_s}
         return {}
 

@@ -21,9 +21,7 @@ from core.imaging.structure import check_structure
 
 __all__ = [
     "ENGINE_PEAK_FACTOR",
-    "MEMORY_FRACTION",
     "PairFootprint",
-    "budget_from_memory",
     "check_budget",
     "check_pair",
     "footprint",
@@ -34,9 +32,6 @@ __all__ = [
 #: (peak RSS over the idle process, ru_maxrss); rounded up for allocator slack. Not yet measured
 #: at 50 or 100 MP.
 ENGINE_PEAK_FACTOR = 5.0
-#: Share of the machine's memory the comparison processes may use together; the rest is left
-#: to the worker parents, the API, the database and the page cache.
-MEMORY_FRACTION = 0.75
 _MiB = 1024 * 1024
 
 
@@ -93,31 +88,6 @@ def footprint(a: ImageHeader, b: ImageHeader | None = None) -> PairFootprint:
         channels=4 if (a.has_alpha or other.has_alpha) else 3,
         bytes_per_sample=2 if max(a.bit_depth, other.bit_depth) > 8 else 1,
     )
-
-
-def budget_from_memory(
-    memory_bytes: int, processes: int, *, fraction: float = MEMORY_FRACTION
-) -> int:
-    """Per-job memory budget: ``fraction`` of the machine's memory shared by the processes that
-    may each run one comparison at the same time.
-
-    Parameters
-    ----------
-    memory_bytes
-        Memory of the machine or container, in bytes (> 0).
-    processes
-        Comparison processes that may run at once on it (>= 1).
-    fraction
-        Share of the memory given to comparisons, in (0, 1].
-
-    Returns
-    -------
-    int
-        Bytes one comparison may use at its peak (>= 1 MiB).
-    """
-    if memory_bytes <= 0 or processes < 1 or not 0.0 < fraction <= 1.0:
-        raise ValueError("memory_bytes > 0, processes >= 1 and 0 < fraction <= 1 are required")
-    return max(_MiB, int(memory_bytes * fraction) // processes)
 
 
 def check_budget(

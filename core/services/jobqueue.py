@@ -40,7 +40,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.exceptions import KombuError
 
-from core.config import Settings, ensure_broker_folders
+from core.config import REDIS_SCHEMES, Settings, ensure_broker_folders
 from core.db.models import ComparisonQueue
 from core.services.errors import Unavailable
 from core.services.tasknames import (
@@ -70,8 +70,6 @@ QUEUE_PRIORITY: dict[str, int] = {
     QUEUE_MAINTENANCE: 3,
     QUEUE_BATCH: 6,
 }
-#: URL schemes of kombu's Redis transport (``redis+socket``: the embedded default's server).
-REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 #: Priority steps of the Redis transport: one list per queue and step.
 PRIORITY_STEPS: list[int] = [0, 3, 6, 9]
 

@@ -262,3 +262,11 @@ def test_importing_reads_no_environment(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ValidationError"
+
+
+def test_the_job_memory_budget_divides_memory_among_processes() -> None:
+    from core.config import job_memory_share
+
+    assert job_memory_share(8 * 2**30, 4, fraction=0.5) == 2**30
+    with pytest.raises(ValueError):
+        job_memory_share(2**30, 0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.imaging import CompareOptions, ErrorCode, ImagingError, compare
-from core.imaging.budget import budget_from_memory, check_budget, footprint
+from core.imaging.budget import check_budget, footprint
 from core.imaging.decode import read_header
 from core.imaging.structure import check_structure
 
@@ -42,12 +42,6 @@ def test_footprint_uses_the_working_format_of_the_pair() -> None:
     rgba16 = cv2.imencode(".png", np.zeros((10, 10, 4), np.uint16))[1].tobytes()
     mixed = footprint(a, read_header(rgba16))
     assert (mixed.channels, mixed.bytes_per_sample, mixed.decoded_bytes) == (4, 2, 1600)
-
-
-def test_budget_divides_memory_among_processes() -> None:
-    assert budget_from_memory(8 * 2**30, 4, fraction=0.5) == 2**30
-    with pytest.raises(ValueError):
-        budget_from_memory(2**30, 0)
 
 
 def test_over_budget_is_image_too_large_with_the_budget_in_the_message() -> None:

@@ -147,13 +147,17 @@ async def read_raw_body(request: Request) -> AsyncIterator[ReceivedFile]:
         slots.release()
 
 
-async def _read_file(form: FormData, field: str) -> ReceivedFile:
+def _form_file(form: FormData, field: str) -> UploadFile:
     value = form.get(field)
     if value is None:
         raise _invalid(_error(field, "missing", "Field required: an image file"))
     if not isinstance(value, UploadFile):
         raise _invalid(_error(field, "file_type", "Expected a file upload"))
-    return ReceivedFile.from_file(value.file)
+    return value
+
+
+async def _read_file(form: FormData, field: str) -> ReceivedFile:
+    return ReceivedFile.from_file(_form_file(form, field).file)
 
 
 async def read_image_upload(request: Request) -> AsyncIterator[ReceivedFile]:
@@ -243,9 +247,9 @@ async def _image_field(form: FormData, field: str) -> uuid.UUID | bytes:
             raise _invalid(
                 _error(field, "uuid_parsing", "Expected an image file or an image id")
             ) from exc
-    received = await _read_file(form, field)  # the comparison's route takes the bytes
-    received.file.seek(0)
-    return received.file.read()
+    part = _form_file(form, field).file  # the comparison's route takes the bytes (unhashed)
+    part.seek(0)
+    return part.read()
 
 
 def _prefixed(exc: ValidationError) -> RequestValidationError:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from api.docs import install_docs
 from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.idempotency import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY_LENGTH
 from api.metrics import ApiMetrics
@@ -182,8 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Returns
     -------
     FastAPI
-        The app; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``. Resources are
-        opened by its lifespan (run it under an ASGI server, or ``with TestClient(app)``).
+        The app; OpenAPI at ``/openapi.json``, interactive docs at ``/docs`` (Swagger UI) and
+        ``/redoc``, both from bundled assets. Resources are opened by its lifespan (run it
+        under an ASGI server, or ``with TestClient(app)``).
     """
     settings = settings if settings is not None else get_settings()
     configure_logging(background=True)  # one format, no secrets, never on the event loop
@@ -216,7 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served offline by api.docs instead of FastAPI's CDN pages
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -226,6 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)
+    install_docs(app)
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes
     )

@@ -19,16 +19,20 @@ ensure_services() {
   fi
 }
 
-# Sourced by scripts/test: install the command-line tools the tests need when they are missing.
-# Debian's docker-compose validates docker-compose.yml offline (tests/test_compose.py); it is
-# installed with apt-get when we are root (without its recommended container engine).
+# Sourced by scripts/test: install the command-line tools the tests need when they are missing,
+# with apt-get when we are root (without recommended packages): Debian's docker-compose validates
+# docker-compose.yml offline (tests/test_compose.py); Debian's chromium is the browser the page
+# tests drive with Playwright (tests/api/test_docs_browser.py, tests/viewer/). No browser is
+# downloaded: Playwright is pointed at /usr/bin/chromium.
 ensure_tools() {
-  if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
-    && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing docker-compose (apt-get)" >&2
-    local install=(apt-get install -y -qq --no-install-recommends docker-compose)
+  local missing=()
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${missing[*]} (apt-get)" >&2
+    local install=(apt-get install -y -qq --no-install-recommends "${missing[@]}")
     DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null \
       || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; } \
-      || echo "diffall: could not install docker-compose; tests/test_compose.py will fail" >&2
+      || echo "diffall: could not install ${missing[*]}; the tests that need them will fail" >&2
   fi
 }

@@ -118,6 +118,9 @@ _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+#: The environment variable that opens networks the rules refuse (named in the 422's message).
+ALLOWED_NETWORKS_SETTING = "DIFFALL_WEBHOOK_ALLOWED_NETWORKS"
+
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 
 
@@ -126,7 +129,8 @@ class ForbiddenDestination(InvalidRequest):
 
     ``details["reason"]`` says which rule refused it: ``length``, ``syntax``, ``scheme``,
     ``userinfo``, ``host``, ``port``, ``address`` (a forbidden IP address; for IP literals
-    ``details["address"]`` is the normalised address) or ``unresolvable`` (the name has no
+    ``details["address"]`` is the normalised address; ``details["setting"]`` names the
+    allow-list setting that could open it) or ``unresolvable`` (the name has no
     address, or resolution failed or timed out).
     """
 
@@ -407,6 +411,17 @@ def _forbid(message: str, reason: str, **details: Any) -> ForbiddenDestination:
     return ForbiddenDestination(message, reason=reason, **details)
 
 
+def _forbid_address(message: str, **details: Any) -> ForbiddenDestination:
+    """A refused address that the operator's allow-list could open: the message says how."""
+    hint = (
+        f" An operator can allow a network with the setting {ALLOWED_NETWORKS_SETTING} "
+        "(comma-separated CIDR networks, e.g. 127.0.0.0/8,::1/128 for a receiver on this host)."
+    )
+    return ForbiddenDestination(
+        message + hint, reason="address", setting=ALLOWED_NETWORKS_SETTING, **details
+    )
+
+
 def _parse_url(url: str) -> _ParsedURL:
     if not isinstance(url, str):
         raise _forbid("The webhook URL must be a string.", "syntax")
@@ -552,9 +567,8 @@ def resolve_pinned(
     if parsed.literal is not None:
         reason = forbidden_reason(parsed.literal, allowed_networks=allowed_networks)
         if reason is not None:
-            raise _forbid(
+            raise _forbid_address(
                 f"Webhooks may not be sent to {parsed.literal} ({reason}).",
-                "address",
                 address=str(parsed.literal),
             )
         return PinnedTarget(
@@ -573,9 +587,8 @@ def resolve_pinned(
             reason = "not an IP address"
         if reason is not None:
             # The address itself is not echoed: it would reveal internal DNS to the caller.
-            raise _forbid(
-                f"The webhook host {parsed.host!r} resolves to a forbidden address ({reason}).",
-                "address",
+            raise _forbid_address(
+                f"The webhook host {parsed.host!r} resolves to a forbidden address ({reason})."
             )
     return PinnedTarget(parsed.scheme, parsed.host, parsed.port, parsed.path_and_query, addresses)
 
@@ -628,8 +641,8 @@ def check_webhook_url_offline(url: str, *, allowed_networks: Sequence[IPNetwork]
     for address in candidates:
         reason = forbidden_reason(address, allowed_networks=allowed_networks)
         if reason is not None:
-            raise _forbid(
-                f"Webhooks may not be sent to {parsed.host} ({reason}).", "address", address=address
+            raise _forbid_address(
+                f"Webhooks may not be sent to {parsed.host} ({reason}).", address=address
             )
     return url
 

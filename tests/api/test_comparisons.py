@@ -290,10 +290,14 @@ def test_forbidden_per_comparison_and_batch_webhook_urls_are_refused(api: Api, u
         json={"a": a["id"], "b": b["id"], "webhook_url": url},
         headers=api.auth(),
     )
-    assert_problem(response, 422, "webhook_url_forbidden")
+    body = assert_problem(response, 422, "webhook_url_forbidden")
+    # The message says which setting an operator would change to allow such a receiver.
+    assert "DIFFALL_WEBHOOK_ALLOWED_NETWORKS" in body["detail"]
+    assert body["setting"] == "DIFFALL_WEBHOOK_ALLOWED_NETWORKS"
     batch = api.client.post(
         "/v1/batches",
         json={"pairs": [{"a": a["id"], "b": b["id"]}], "webhook_url": url},
         headers=api.auth(),
     )
-    assert_problem(batch, 422, "webhook_url_forbidden")
+    body = assert_problem(batch, 422, "webhook_url_forbidden")
+    assert "DIFFALL_WEBHOOK_ALLOWED_NETWORKS" in body["detail"]

@@ -536,6 +536,28 @@ class DiffallClient:
 
     # -- webhook deliveries ----------------------------------------------------------------
 
+    def get_webhook_default_secret(self) -> dict[str, Any]:
+        """The tenant's default signing secret (``GET /v1/webhooks/default-secret``): it signs
+        deliveries to the ``webhook_url`` of a comparison or a batch. Created on first use.
+
+        Returns
+        -------
+        dict
+            ``secret`` (``whsec_...``), ``previous_secret_expires_at`` (after a rotation, until
+            when the previous secret signs too), ``created_at``, ``rotated_at``.
+        """
+        return self._json("GET", "/v1/webhooks/default-secret")
+
+    def rotate_webhook_default_secret(
+        self, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Replace the default secret (``POST /v1/webhooks/default-secret/rotate``); the old one
+        keeps signing, beside the new one, for 24 hours. Returns the new secret as
+        :meth:`get_webhook_default_secret` does."""
+        return self._json(
+            "POST", "/v1/webhooks/default-secret/rotate", idempotency_key=idempotency_key
+        )
+
     def iter_webhook_deliveries(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every webhook delivery of yours, newest first, following the cursors
         (``GET /v1/webhook-deliveries``): to your endpoints and to the ``webhook_url`` of a

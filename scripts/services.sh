@@ -27,6 +27,8 @@ ensure_services() {
 ensure_tools() {
   local missing=()
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)  # the README's curl examples use it
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${missing[*]} (apt-get)" >&2

@@ -30,11 +30,18 @@ def test_two_processes_share_one_bucket(redis_db: redis.Redis) -> None:
     second = SharedTokenBucketLimiter.from_url(_url(redis_db), rate_per_minute=60)
     key = uuid.uuid4().hex
     try:
-        # 60 tokens in all, whichever process takes them.
-        assert [(first if n % 2 else second).acquire(key) for n in range(60)] == [0.0] * 60
+        # 60 tokens in all, whichever process takes them (plus what refilled on Redis's clock
+        # while the burst ran: one per second at 60 per minute).
+        started = time.monotonic()
+        granted = 0
+        while (first if granted % 2 else second).acquire(key) == 0.0:
+            granted += 1
+            assert granted <= 200, "never refused"
+        elapsed = time.monotonic() - started
+        assert 60 <= granted <= 60 + elapsed + 1
         wait = first.acquire(key)
-        assert 0.9 < wait <= 1.0  # one token per second at 60 per minute
-        assert second.acquire(key) > 0.9  # refused by the other process too
+        assert 0.0 < wait <= 1.0  # the next token is at most a second away
+        assert second.acquire(key) > 0.0  # refused by the other process too
         assert first.acquire(uuid.uuid4().hex) == 0.0  # buckets are per key
         # The bucket lives in Redis, expiring once it would be full again (<= 60 s).
         ttl_ms = redis_db.pttl(REDIS_PREFIX + key)
@@ -163,10 +170,16 @@ def test_times_are_kept_to_the_microsecond(redis_db: redis.Redis) -> None:
     # At 2,000,000 per minute a token is 30 us: Lua's tostring (14 digits, 0.1 ms of a Unix
     # time) would store a time that never advances, and nothing would ever be refused.
     limiter = SharedTokenBucketLimiter.from_url(_url(redis_db), rate_per_minute=2_000_000)
-    key = uuid.uuid4().hex
     try:
-        assert limiter.acquire(key) == 0.0
-        stored = redis_db.get(REDIS_PREFIX + key)
+        # The bucket lives 2 ms at this rate: a loaded machine may read it too late, so try
+        # a few fresh keys until one read lands in time.
+        stored = None
+        for _ in range(200):
+            key = uuid.uuid4().hex
+            assert limiter.acquire(key) == 0.0
+            stored = redis_db.get(REDIS_PREFIX + key)
+            if stored is not None:
+                break
         assert stored is not None
         whole, fraction = stored.decode().split(".")
         assert len(fraction) == 6 and int(whole) > 1_700_000_000

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from diffall.batch_cli import batch_app
 from diffall.cli_errors import (
     EXIT_GATE_FAILED,
     FILE_NOT_FOUND,
@@ -24,6 +25,7 @@ from diffall.cli_errors import (
     fail,
     show_help,
 )
+from diffall.gates import parse_threshold
 
 app = typer.Typer(
     name="diffall",
@@ -52,18 +54,6 @@ def parse_rect(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise ValueError(f"--ignore takes four integers X,Y,W,H, got {text!r}") from None
     return x, y, w, h
-
-
-def parse_threshold(text: str) -> float:
-    """Parse an SSIM threshold: a fraction ``0.98`` or a percentage ``98%``; returns 0..1."""
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise ValueError(f"--fail-under takes a number like 0.98 or 98%, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"--fail-under must be within 0..1 (or 0%..100%), got {text!r}")
-    return value
 
 
 def read_input(path: Path) -> bytes:
@@ -177,6 +167,7 @@ def _print_human(payload: dict[str, object], heatmap: Path | None) -> None:
 from diffall.service_cli import register as _register_service_commands  # noqa: E402
 
 _register_service_commands(app)
+app.add_typer(batch_app, name="batch")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,8 +53,9 @@ class _CountsColumn(ProgressColumn):
     """``done/total`` and, when any, ``N failed`` in red."""
 
     def render(self, task: Task) -> Text:
-        total = int(task.total or 0)
-        text = Text(f"{int(task.completed)}/{total} done")
+        if task.total is None:
+            return Text("waiting for the first answer")
+        text = Text(f"{int(task.completed)}/{int(task.total)} done")
         failed = int(task.fields.get("failed", 0))
         if failed:
             text.append(f", {failed} failed", style="red")

@@ -113,7 +113,9 @@ def test_bad_input_exits_2_with_one_coded_line(
     ("argv", "help_of"),
     [([], "diffall [OPTIONS] COMMAND"), (["keys"], "diffall keys"), (["nosuch"], None)],
 )
-def test_a_missing_or_unknown_command_is_a_usage_error(argv: list[str], help_of: str | None) -> None:
+def test_a_missing_or_unknown_command_is_a_usage_error(
+    argv: list[str], help_of: str | None
+) -> None:
     result = runner.invoke(app, argv)
     assert result.exit_code == 2
     assert result.stderr.split()[0] == "usage_error:" and len(result.stderr.splitlines()) == 1

@@ -6,7 +6,8 @@ on a DiffALL server, and gated.
 ``batch wait``. ``wait`` shows a progress bar on a terminal, then a summary table (or
 ``--json``), and applies the gates (diffall/gates.py): exit 1 with a ``gate_failed`` line when
 one is not met. The server and the key come from ``--url`` / ``--api-key`` or the environment
-(:data:`URL_ENV`, :data:`API_KEY_ENV`). Errors: diffall/cli_errors.py.
+(``DIFFALL_URL``, ``DIFFALL_API_KEY``: ``diffall.client.URL_ENV`` / ``API_KEY_ENV``, as
+``DiffallClient.from_env`` reads them). Errors: diffall/cli_errors.py.
 
 What ``submit`` knows and ``wait`` needs later (the folders, the files in only one of them, the
 pairs refused at upload) travels in the batch's ``metadata`` under :data:`METADATA_KEY`; each
@@ -35,18 +36,12 @@ from diffall.cli_errors import (
     USAGE_ERROR,
     fail,
 )
-from diffall.client import DiffallClient, DiffallError
+from diffall.client import API_KEY_ENV, DEFAULT_URL, URL_ENV, DiffallClient, DiffallError
 from diffall.gates import Gate, GateOutcome, evaluate, parse_fail_on, parse_threshold
 from diffall.pairing import FolderPairs, pair_folders
 
-__all__ = ["API_KEY_ENV", "DEFAULT_URL", "METADATA_KEY", "URL_ENV", "batch_app"]
+__all__ = ["METADATA_KEY", "batch_app"]
 
-#: Environment variable of the server's base URL (``--url``).
-URL_ENV: Final = "DIFFALL_URL"
-#: Environment variable of the API key (``--api-key``).
-API_KEY_ENV: Final = "DIFFALL_API_KEY"
-#: Where ``diffall serve`` listens by default.
-DEFAULT_URL: Final = "http://127.0.0.1:8000"
 #: Key of the batch metadata written by ``submit``.
 METADATA_KEY: Final = "diffall_cli"
 #: Names kept per list in the batch metadata (the counts are exact); rows in the summary table.

@@ -32,13 +32,23 @@ import httpx
 from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff
 
 __all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_URL",
     "FINAL_STATES",
+    "URL_ENV",
     "DiffallClient",
     "DiffallError",
     "DiffallTimeoutError",
     "ImageRef",
     "ResourceRef",
 ]
+
+#: Environment variable naming the server's base URL (``DiffallClient.from_env``, ``--url``).
+URL_ENV = "DIFFALL_URL"
+#: Environment variable holding the API key (``DiffallClient.from_env``, ``--api-key``).
+API_KEY_ENV = "DIFFALL_API_KEY"
+#: Where ``diffall serve`` listens by default.
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 #: Comparison states that never change again.
 FINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
@@ -215,6 +225,38 @@ class DiffallClient:
         )
         # Redirect targets (presigned storage URLs) get no Authorization header.
         self._plain = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        timeout: float = 30.0,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Self:
+        """A client for the server named by the environment, as the ``diffall batch`` commands
+        use it: :data:`URL_ENV` (default :data:`DEFAULT_URL`) and :data:`API_KEY_ENV`.
+
+        Parameters
+        ----------
+        timeout
+            Seconds allowed for each HTTP request (> 0).
+        environ
+            Where to read the variables (default ``os.environ``).
+        transport
+            As for the constructor (tests).
+
+        Raises
+        ------
+        ValueError
+            When :data:`API_KEY_ENV` is unset or empty.
+        """
+        env = os.environ if environ is None else environ
+        key = env.get(API_KEY_ENV, "")
+        if not key:
+            raise ValueError(f"{API_KEY_ENV} is not set (an API key, e.g. from diffall serve)")
+        url = env.get(URL_ENV) or DEFAULT_URL
+        return cls(url, key, timeout=timeout, transport=transport)
 
     # -- plumbing --------------------------------------------------------------------------
 

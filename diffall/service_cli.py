@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from diffall.cli_errors import fail
+from diffall.client import API_KEY_ENV
 from diffall.embedded_broker import EmbeddedRedis, find_redis_server
 
 if TYPE_CHECKING:
@@ -497,7 +498,7 @@ def _banner(settings: Settings, base_url: str, key: str | None, workers: int) ->
             " again; a local convenience. More keys: diffall keys create --tenant NAME",
         ]
     else:
-        key = "$DIFFALL_KEY"
+        key = f"${API_KEY_ENV}"  # the variable the client and `diffall batch` read
         lines.append("API keys: create one with `diffall keys create --tenant NAME`")
     samples = SAMPLES_DIR
     lines += [

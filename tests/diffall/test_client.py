@@ -510,3 +510,24 @@ def test_webhook_delivery_log_methods() -> None:
         ),
     ]
     assert seen[3].headers["idempotency-key"] == "retry-1"
+
+
+def test_from_env_reads_the_url_and_the_key() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers["authorization"]))
+        return httpx.Response(200, json={"id": "b", "completed_at": "2026-01-01T00:00:00Z"})
+
+    env = {"DIFFALL_URL": "http://diffall.test:9000/", "DIFFALL_API_KEY": "dfa_env"}
+    transport = httpx.MockTransport(handler)
+    with DiffallClient.from_env(environ=env, transport=transport) as client:
+        client.wait_batch("b", progress=False)
+    with DiffallClient.from_env(environ={"DIFFALL_API_KEY": "k"}, transport=transport) as client:
+        client.get_batch("b")
+    assert seen == [
+        ("http://diffall.test:9000/v1/batches/b", "Bearer dfa_env"),
+        ("http://127.0.0.1:8000/v1/batches/b", "Bearer k"),
+    ]
+    with pytest.raises(ValueError, match="DIFFALL_API_KEY"):
+        DiffallClient.from_env(environ={"DIFFALL_URL": "http://x"})

@@ -463,9 +463,12 @@ def _print_table(
     if len(rows) > MAX_LISTED:
         console.print(f"... and {len(rows) - MAX_LISTED} more")
     if submission is not None:
-        for label, names in (("A", submission.only_in_a), ("B", submission.only_in_b)):
+        for folder, names in (
+            (submission.dir_a, submission.only_in_a),
+            (submission.dir_b, submission.only_in_b),
+        ):
             if names:
-                console.print(f"only in {label}: {', '.join(names)}", markup=False)
+                console.print(f"only in {folder}: {', '.join(names)}", markup=False)
         for item in submission.refused:
             console.print(f"refused {item['name']}: {item['code']}", markup=False)
     if gate.active:

@@ -100,7 +100,8 @@ def test_wait_gates_on_verdicts_and_ssim(stack: Stack, submitted: dict[str, Any]
     on_verdict = run(stack, "batch", "wait", batch_id, "--fail-on", "localized_edit,different")
     assert on_verdict.returncode == 1, on_verdict.stderr
     assert on_verdict.stderr.startswith("gate_failed: 1 localized_edit; 2 in only one folder")
-    assert "only in A: only_a.png" in on_verdict.stdout  # read back from the batch metadata
+    dir_a = submitted["dir_a"]
+    assert f"only in {dir_a}: only_a.png" in on_verdict.stdout  # from the batch metadata
 
     strict = f"{(edit_ssim + 0.001) * 100:.2f}%"
     on_ssim = run(stack, "batch", "wait", batch_id, "--fail-under", strict, "--allow-unmatched")

@@ -7,7 +7,9 @@ usage error through); :class:`CodedErrorsGroup`, the root command's class, turns
 - ``0`` success;
 - ``1`` a gate was not met (``gate_failed``: ``--fail-under``, ``--fail-on``);
 - ``2`` bad input or usage (``usage_error``, ``file_not_found``, ``invalid_options``, the engine's
-  codes such as ``corrupt_image``, the API's codes such as ``unauthorized``);
+  codes such as ``corrupt_image``, the API's codes such as ``unauthorized``;
+  ``server_not_installed`` for ``serve``, ``keys``, ``db`` or ``compare`` where only the client
+  distribution is installed);
 - ``3`` no answer: the server is unreachable or unavailable, or ``--timeout`` passed
   (``transport_error``, ``timeout``, ``wait_timeout``, ``service_unavailable``...), so a pipeline
   can retry those and fail the others.
@@ -61,6 +63,12 @@ def _click_base(name: str) -> type[Exception]:
 
 _UsageError: Final = _click_base("UsageError")
 _ClickException: Final = _click_base("ClickException")
+
+#: A command that runs the service or the engine on this machine (``serve``, ``keys``, ``db``,
+#: ``compare``) in an install of the client distribution alone.
+SERVER_NOT_INSTALLED: Final = "server_not_installed"
+#: Top-level packages of the server distribution (diffall-server).
+_SERVER_PACKAGES: Final = frozenset({"core", "api", "worker"})
 
 #: Client-side codes of :class:`~diffall.client.DiffallError` meaning "no answer" (exit 3).
 _NO_ANSWER_CODES: Final = frozenset({"timeout", "transport_error", "wait_timeout"})
@@ -152,6 +160,15 @@ class CodedErrorsGroup(TyperGroup):
         except _ClickException as exc:  # e.g. a FileError: an unreadable file
             message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
             code = _report(f"{USAGE_ERROR}: {message}", EXIT_BAD_INPUT)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in _SERVER_PACKAGES:
+                raise
+            command = _command_path(args)
+            code = _report(
+                f"{SERVER_NOT_INSTALLED}: '{command}' runs the service or the engine on this "
+                "machine: install the server distribution (diffall-server), not the client alone",
+                EXIT_BAD_INPUT,
+            )
         except typer.Abort:
             code = _report("aborted: interrupted", 130)
         else:
@@ -159,6 +176,13 @@ class CodedErrorsGroup(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+def _command_path(args: Sequence[str] | None) -> str:
+    """``diffall <command>`` for a message, from the arguments (default ``sys.argv``)."""
+    words = list(sys.argv[1:] if args is None else args)
+    command = next((word for word in words if not word.startswith("-")), None)
+    return "diffall" if command is None else f"diffall {command}"
 
 
 def _report(line: str, exit_code: int) -> int:

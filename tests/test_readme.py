@@ -222,11 +222,15 @@ def _batch_with_a_dead_webhook(live: Live) -> str:
     raise AssertionError("the batch's webhook delivery never appeared")
 
 
-def _scratch(tmp_path: Path) -> Path:
-    """A folder like a checkout's root for a reader: the samples and the installed ``.venv``,
-    and nothing of the checkout to overwrite."""
+def _scratch(tmp_path: Path, live: Live) -> Path:
+    """A folder like a checkout's root where ``./scripts/serve`` runs: the samples, the
+    installed ``.venv`` and the service's kept key in ``diffall-data/local-api-key``, and
+    nothing of the checkout to overwrite."""
     (tmp_path / "samples").symlink_to(ROOT / "samples")
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    data = tmp_path / "diffall-data"
+    data.mkdir()
+    (data / "local-api-key").write_text(live.key + "\n")
     return tmp_path
 
 
@@ -240,10 +244,11 @@ def _substitute(code: str, live: Live) -> str:
     )
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, live: Live | None = None) -> dict[str, str]:
     env = service_env(
         {
             "DIFFALL_DATA_DIR": str(tmp_path / "diffall-data"),
+            "DIFFALL_URL": live.url if live else "http://127.0.0.1:8000",
             "DIFFALL_WEBHOOKS__SECRET_KEYS": Fernet.generate_key().decode(),
             "DIFFALL_WEBHOOK_SECRETS": RECEIVER_SECRET,
         }
@@ -315,10 +320,10 @@ def _bash_script(code: str) -> str:
 
 @pytest.mark.parametrize("block", _of("bash"), ids=str)
 def test_bash_block_runs(block: Block, live: Live, tmp_path: Path) -> None:
-    cwd = _scratch(tmp_path)
+    cwd = _scratch(tmp_path, live)
     script = cwd / "block.sh"
     script.write_text(_bash_script(_substitute(block.code, live)))
-    _run(["bash", str(script)], cwd, _env(tmp_path), block)
+    _run(["bash", str(script)], cwd, _env(tmp_path, live), block)
 
 
 def test_serve_lines_are_run_until_their_banner() -> None:
@@ -355,14 +360,14 @@ with _TestClient(app) as _client:
 
 @pytest.mark.parametrize("block", _of("python"), ids=str)
 def test_python_block_runs(block: Block, live: Live, tmp_path: Path) -> None:
-    cwd = _scratch(tmp_path)
+    cwd = _scratch(tmp_path, live)
     code = _substitute(block.code, live)
     defines_app = re.search(r"^app\b.*FastAPI\(\)", code, re.MULTILINE) is not None
     if defines_app:
         code += RECEIVER_CHECK
     script = cwd / "block.py"
     script.write_text(code)
-    out = _run([sys.executable, str(script)], cwd, _env(tmp_path), block)
+    out = _run([sys.executable, str(script)], cwd, _env(tmp_path, live), block)
     if defines_app:
         assert "receiver checked at" in out
 

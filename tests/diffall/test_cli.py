@@ -66,18 +66,28 @@ def test_ignore_option(pair: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (["missing.png", "{b}"], "no such file"),
-        (["{a}", "{empty}"], "empty_file"),
-        (["{a}", "{text}"], "unsupported_format"),
-        (["{a}", "{b}", "--mode", "fuzzy"], "invalid_options"),
-        (["{a}", "{b}", "--ignore", "1,2,3"], "X,Y,W,H"),
-        (["{a}", "{b}", "--fail-under", "150%"], "within 0..1"),
-        (["{a}", "{small}", "--mode", "pixel"], "size_mismatch"),
+        (["missing.png", "{b}"], "file_not_found", "missing.png: no such file"),
+        (["{a}", "{folder}"], "file_not_found", "is a directory"),
+        (["{a}", "{empty}"], "empty_file", "empty.png"),
+        (["{a}", "{text}"], "unsupported_format", "notes.txt"),
+        (["{a}", "{b}", "--mode", "fuzzy"], "invalid_options", "fuzzy"),
+        (["{a}", "{b}", "--ignore", "1,2,3"], "invalid_options", "X,Y,W,H"),
+        (["{a}", "{b}", "--ignore", "1,2,3,x"], "invalid_options", "four integers"),
+        (["{a}", "{b}", "--fail-under", "150%"], "invalid_options", "within 0..1"),
+        (["{a}", "{b}", "--fail-under", "99"], "invalid_options", "within 0..1"),
+        (["{a}", "{b}", "--fail-under", "high"], "invalid_options", "0.98 or 98%"),
+        (["{a}", "{small}", "--mode", "pixel"], "size_mismatch", "size"),
+        (["{a}", "{b}", "--heatmap", "{folder}/no/such/dir.png"], "output_unwritable", "cannot"),
+        (["{a}"], "usage_error", "Missing argument"),
+        (["{a}", "{b}", "--bogus"], "usage_error", "--bogus"),
+        (["{a}", "{b}", "--tolerance", "abc"], "usage_error", "--tolerance"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(pair, tmp_path: Path, args, message) -> None:
+def test_bad_input_exits_2_with_one_coded_line(
+    pair: tuple[Path, Path], tmp_path: Path, args: list[str], code: str, message: str
+) -> None:
     pa, pb = pair
     files = {
         "a": pa,
@@ -85,15 +95,40 @@ def test_bad_input_exits_2_with_one_line(pair, tmp_path: Path, args, message) ->
         "empty": tmp_path / "empty.png",
         "text": tmp_path / "notes.txt",
         "small": tmp_path / "small.png",
+        "folder": tmp_path,
     }
     files["empty"].write_bytes(b"")
     files["text"].write_text("not an image\n")
     files["small"].write_bytes(png(np.zeros((10, 10, 3), np.uint8)))
     argv = ["compare", *(a.format(**{k: str(v) for k, v in files.items()}) for a in args)]
     result = runner.invoke(app, argv)
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].split()[0] == f"{code}:" and message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "help_of"),
+    [([], "diffall [OPTIONS] COMMAND"), (["keys"], "diffall keys"), (["nosuch"], None)],
+)
+def test_a_missing_or_unknown_command_is_a_usage_error(
+    argv: list[str], help_of: str | None
+) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert result.stderr.split()[0] == "usage_error:" and len(result.stderr.splitlines()) == 1
+    if help_of is not None:
+        assert help_of in result.stdout  # the help, on stdout, as --help prints it
+
+
+def test_gate_failure_is_coded_and_exits_1(pair: tuple[Path, Path]) -> None:
+    pa, pb = pair
+    result = runner.invoke(app, ["compare", str(pa), str(pb), "--fail-under", "99.9%"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("gate_failed: SSIM ") and "99.90 %" in result.stderr
+    assert "localized_edit" in result.stdout  # the report is still printed
 
 
 def test_parsers() -> None:
@@ -112,3 +147,24 @@ def test_entry_point_runs_as_a_process(pair: tuple[Path, Path]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "localized_edit"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["compare", "nowhere.png", "{a}"], "file_not_found"),
+        (["compare", "{a}", "{b}", "--fail-under", "99"], "invalid_options"),
+        (["compare", "{a}", "{b}", "--no-such-option"], "usage_error"),
+        ([], "usage_error"),
+    ],
+)
+def test_the_installed_command_prints_the_code_first(
+    pair: tuple[Path, Path], args: list[str], code: str
+) -> None:
+    pa, pb = pair
+    diffall = Path(sys.executable).with_name("diffall")
+    argv = [str(diffall), *(a.format(a=pa, b=pb) for a in args)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.split()[0] == f"{code}:", done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

@@ -206,7 +206,7 @@ def test_wait_honours_retry_after(clock: FakeClock) -> None:
     assert clock.sleeps == [2.0, 2.0, 2.0]  # the server's delay, not poll_s
 
 
-def test_wait_polls_every_poll_s_without_retry_after_and_times_out(clock: FakeClock) -> None:
+def test_wait_backs_off_without_retry_after_and_times_out(clock: FakeClock) -> None:
     calls: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -214,12 +214,119 @@ def test_wait_polls_every_poll_s_without_retry_after_and_times_out(clock: FakeCl
         return httpx.Response(200, json={"id": "c", "state": "queued"})
 
     with make_client(handler) as client, pytest.raises(DiffallTimeoutError) as info:
-        client.wait("c", timeout_s=1.0, poll_s=0.3)
-    assert info.value.code == "timeout" and info.value.last["state"] == "queued"
-    assert isinstance(info.value, TimeoutError)
-    # 0.3 + 0.3 + 0.3 + 0.1 (never beyond the deadline), then one last look.
-    assert clock.sleeps == pytest.approx([0.3, 0.3, 0.3, 0.1])
+        client.wait("c", timeout_s=2.0, poll_s=0.4, max_poll_s=0.6)
+    assert info.value.code == "wait_timeout" and info.value.last["state"] == "queued"
+    assert isinstance(info.value, TimeoutError) and "last seen queued" in info.value.detail
+    # 0.4, then x1.5 capped at 0.6, never beyond the deadline; then one last look.
+    assert clock.sleeps == pytest.approx([0.4, 0.6, 0.6, 0.4])
     assert len(calls) == 5
+
+
+def test_wait_polls_fast_again_after_a_change(clock: FakeClock) -> None:
+    states = iter(["queued", "queued", "queued", "running", "running", "succeeded"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "c", "state": next(states)})
+
+    with make_client(handler) as client:
+        done = client.wait({"id": "c", "state": "queued"}, timeout_s=60, poll_s=1.0)
+    assert done["state"] == "succeeded"
+    assert clock.sleeps == pytest.approx([1.0, 1.5, 2.25, 1.0, 1.5])
+
+
+def test_wait_rides_out_429_and_503_with_their_retry_after(clock: FakeClock) -> None:
+    answers = iter(
+        [
+            httpx.Response(200, json={"id": "c", "state": "running"}),
+            problem(429, "rate_limited", "slow down", **{"Retry-After": "7"}),
+            problem(503, "database_unavailable", "down", **{"Retry-After": "5"}),
+            httpx.Response(200, json={"id": "c", "state": "succeeded"}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers)
+
+    with make_client(handler) as client:
+        assert client.wait("c", timeout_s=60, poll_s=0.5)["state"] == "succeeded"
+    assert clock.sleeps == pytest.approx([0.5, 7.0, 5.0])
+
+
+def test_wait_raises_refusals_and_an_unreachable_server_at_once(clock: FakeClock) -> None:
+    def not_found(request: httpx.Request) -> httpx.Response:
+        return problem(404, "not_found", "comparison c not found")
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with make_client(not_found) as client, pytest.raises(DiffallError) as info:
+        client.wait("c")
+    assert info.value.code == "not_found"
+    with make_client(unreachable) as client, pytest.raises(DiffallError) as info:
+        client.wait("c")
+    assert info.value.code == "transport_error" and clock.sleeps == []
+
+
+def test_wait_rides_out_a_restart_once_the_server_answered(clock: FakeClock) -> None:
+    answers: list[httpx.Response | None] = [
+        httpx.Response(200, json={"id": "c", "state": "running"}),
+        None,  # the API restarts: connection refused
+        httpx.Response(200, json={"id": "c", "state": "succeeded"}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if answer is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return answer
+
+    with make_client(handler) as client:
+        assert client.wait("c", timeout_s=30, poll_s=1.0)["state"] == "succeeded"
+    assert clock.sleeps == pytest.approx([1.0, 1.5])
+
+
+def _batch(done: int, failed: int = 0, total: int = 4) -> dict[str, Any]:
+    counts = {"queued": total - done, "running": 0, "succeeded": done - failed}
+    counts.update({"failed": failed, "canceled": 0})
+    completed = "2026-01-01T00:00:00Z" if done == total else None
+    return {"id": "b1", "total": total, "counts": counts, "completed_at": completed}
+
+
+def test_wait_batch_polls_until_completed(clock: FakeClock) -> None:
+    pages = iter([_batch(0), _batch(0), _batch(2, 1), _batch(4, 1)])
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(200, json=next(pages))
+
+    with make_client(handler) as client:
+        done = client.wait_batch({"id": "b1"}, timeout_s=60, poll_s=1.0, progress=False)
+    assert done["counts"]["failed"] == 1 and done["completed_at"] is not None
+    assert paths == ["/v1/batches/b1"] * 4
+    assert clock.sleeps == pytest.approx([1.0, 1.5, 1.0])  # reset when more were done
+
+
+def test_wait_batch_times_out_with_the_batch_as_last_seen(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=_batch(1))
+
+    with make_client(handler) as client, pytest.raises(DiffallTimeoutError) as info:
+        client.wait_batch("b1", timeout_s=5, progress=False)
+    assert info.value.code == "wait_timeout" and info.value.last["total"] == 4
+    assert "batch b1 not finished after 5 s (last seen 1/4 done)" in str(info.value)
+
+
+def test_wait_refuses_bad_arguments() -> None:
+    with make_client(lambda r: httpx.Response(500)) as client:
+        with pytest.raises(ValueError, match="timeout_s"):
+            client.wait("c", timeout_s=0)
+        with pytest.raises(ValueError, match="poll_s"):
+            client.wait("c", poll_s=0)
+        with pytest.raises(ValueError, match="max_poll_s"):
+            client.wait_batch("b", poll_s=5, max_poll_s=1)
+        with pytest.raises(ValueError, match="'id'"):
+            client.wait({"state": "queued"})
 
 
 def test_wait_returns_failed_comparisons() -> None:
@@ -403,3 +510,24 @@ def test_webhook_delivery_log_methods() -> None:
         ),
     ]
     assert seen[3].headers["idempotency-key"] == "retry-1"
+
+
+def test_from_env_reads_the_url_and_the_key() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers["authorization"]))
+        return httpx.Response(200, json={"id": "b", "completed_at": "2026-01-01T00:00:00Z"})
+
+    env = {"DIFFALL_URL": "http://diffall.test:9000/", "DIFFALL_API_KEY": "dfa_env"}
+    transport = httpx.MockTransport(handler)
+    with DiffallClient.from_env(environ=env, transport=transport) as client:
+        client.wait_batch("b", progress=False)
+    with DiffallClient.from_env(environ={"DIFFALL_API_KEY": "k"}, transport=transport) as client:
+        client.get_batch("b")
+    assert seen == [
+        ("http://diffall.test:9000/v1/batches/b", "Bearer dfa_env"),
+        ("http://127.0.0.1:8000/v1/batches/b", "Bearer k"),
+    ]
+    with pytest.raises(ValueError, match="DIFFALL_API_KEY"):
+        DiffallClient.from_env(environ={"DIFFALL_URL": "http://x"})

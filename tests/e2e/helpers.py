@@ -1,19 +1,35 @@
-"""Helpers of the end-to-end tests: test images, and the engine's own result to compare with."""
+"""Helpers of the end-to-end tests: the live stack's handle, test images, and the engine's own
+result to compare with."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 
 from core.imaging import CompareOptions, compare
+from diffall.client import DiffallClient
 from tests.core.imaging.photos import paste_patch, photo, png
+from tests.e2e.procs import Service
 
 #: Seconds a comparison may take from submission to a final state here.
 JOB_TIMEOUT_S = 45.0
+
+
+@dataclass
+class Stack:
+    """The live stack of tests/e2e/conftest.py: where the API is, a key, its processes."""
+
+    base_url: str
+    key: str
+    services: list[Service]
+
+    def client(self, key: str | None = None) -> DiffallClient:
+        return DiffallClient(self.base_url, key or self.key, timeout=20.0)
 
 
 def corrupt_png(data: bytes, *, seed: int = 0) -> bytes:

@@ -1,0 +1,62 @@
+"""How the SDK paces its polls while it waits for a comparison or a batch.
+
+The delay starts at ``poll_s`` and grows by :data:`BACKOFF_FACTOR` per poll that saw no change,
+up to ``max_poll_s``; a change (a new state, more comparisons done) starts again from
+``poll_s``. A server's ``Retry-After`` (on a 200 while a comparison runs, on a 429 or 503) is a
+floor: the client never polls sooner than it asks. No delay goes past the deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["BACKOFF_FACTOR", "DEFAULT_MAX_POLL_S", "RETRY_STATUSES", "Backoff"]
+
+#: Growth of the delay per poll that saw nothing change.
+BACKOFF_FACTOR: Final = 1.5
+#: Default longest delay between two polls, in seconds.
+DEFAULT_MAX_POLL_S: Final = 10.0
+#: Answers that mean "ask again later" while waiting (rate limited, unavailable, a proxy's
+#: gateway errors): the wait goes on, honouring ``Retry-After``, instead of raising.
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+
+@dataclass
+class Backoff:
+    """Delays between polls, in seconds.
+
+    Parameters
+    ----------
+    first_s
+        The first delay, and the delay after a change (> 0).
+    max_s
+        The longest delay (>= ``first_s``).
+    factor
+        Growth per unchanged poll (>= 1).
+    """
+
+    first_s: float
+    max_s: float = DEFAULT_MAX_POLL_S
+    factor: float = BACKOFF_FACTOR
+    _current: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.first_s <= 0:
+            raise ValueError(f"poll_s must be > 0 seconds, got {self.first_s}")
+        if self.max_s < self.first_s:
+            raise ValueError(f"max_poll_s ({self.max_s}) must be >= poll_s ({self.first_s})")
+        if self.factor < 1:
+            raise ValueError(f"factor must be >= 1, got {self.factor}")
+        self._current = self.first_s
+
+    def changed(self) -> None:
+        """Something moved: poll at ``first_s`` again."""
+        self._current = self.first_s
+
+    def next_delay(self, retry_after_s: float | None = None) -> float:
+        """The delay before the next poll: the current one, at least ``retry_after_s``; then
+        grow the current delay for the poll after."""
+        delay = self._current
+        self._current = min(self._current * self.factor, self.max_s)
+        return delay if retry_after_s is None else max(delay, retry_after_s)

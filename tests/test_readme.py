@@ -224,10 +224,10 @@ def _batch_with_a_dead_webhook(live: Live) -> str:
 
 def _scratch(tmp_path: Path, live: Live) -> Path:
     """A folder like a checkout's root where ``./scripts/serve`` runs: the samples, the
-    installed ``.venv`` and the service's kept key in ``diffall-data/local-api-key``, and
-    nothing of the checkout to overwrite."""
-    (tmp_path / "samples").symlink_to(ROOT / "samples")
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    installed ``.venv``, the lock's exports, the client's sources, and the service's kept key
+    in ``diffall-data/local-api-key``; nothing of the checkout to overwrite."""
+    for name in ("samples", ".venv", "requirements", "diffall"):
+        (tmp_path / name).symlink_to(ROOT / name)
     data = tmp_path / "diffall-data"
     data.mkdir()
     (data / "local-api-key").write_text(live.key + "\n")

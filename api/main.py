@@ -33,6 +33,7 @@ from api.routes import (
     health,
     images,
     problems,
+    viewer,
     webhook_deliveries,
     webhooks,
 )
@@ -226,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)
+    app.include_router(viewer.router)  # the web viewer at /, /c/{id}, /b/{id}, /viewer/*
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes
     )

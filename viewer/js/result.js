@@ -1,0 +1,187 @@
+// The result page /c/{id}: the job's state while queued or running, then the verdict and
+// summary as the headline, SSIM as the big number, the other scores, the alignment, the
+// findings, the regions (click to zoom) and the six views.
+
+import { ApiError, getBlob, previewPath, request } from "./api.js";
+import { h, percent, sleep, verdictWords } from "./dom.js";
+import { localFiles } from "./local.js";
+import { createStage } from "./stage.js";
+
+const FINAL = new Set(["succeeded", "failed", "canceled"]);
+
+export function renderResult(main, comparisonId) {
+  let alive = true;
+  let stage = null;
+  const status = h("p", { class: "job-state", role: "status", "data-role": "job-state" }, "Loading…");
+  main.append(h("h1", { class: "visually-hidden" }, "Comparison result"), status);
+  (async () => {
+    let comparison;
+    const started = performance.now();
+    for (;;) {
+      try {
+        const { data, response } = await request("GET", `/v1/comparisons/${comparisonId}`);
+        comparison = data;
+        if (FINAL.has(comparison.state)) break;
+        const seconds = (performance.now() - started) / 1000;
+        status.textContent = `Comparison ${comparison.state} (${seconds.toFixed(0)} s)…`;
+        status.dataset.state = comparison.state;
+        const retry = Number(response.headers.get("Retry-After")) || 1;
+        await sleep(Math.min(retry * 1000, seconds < 5 ? 300 : 1000));
+      } catch (error) {
+        status.textContent = error instanceof ApiError ? `${error.detail} (${error.code})` : String(error);
+        status.classList.add("error");
+        return;
+      }
+      if (!alive) return;
+    }
+    if (!alive) return;
+    status.dataset.state = comparison.state;
+    if (comparison.state !== "succeeded") {
+      status.classList.add("error");
+      status.textContent =
+        comparison.state === "failed"
+          ? `Failed: ${comparison.error.message} (${comparison.error.code})`
+          : "This comparison was canceled.";
+      return;
+    }
+    status.textContent = "Succeeded.";
+    stage = await showResult(main, comparison, () => alive);
+  })();
+  return () => {
+    alive = false;
+    if (stage) stage.destroy();
+  };
+}
+
+function metric(label, value, role) {
+  return h("div", { class: "metric" }, h("dt", {}, label), h("dd", { "data-role": role }, value));
+}
+
+function alignmentText(alignment) {
+  if (!alignment) return "n/a";
+  if (!alignment.applied) return `not applied${alignment.reason ? `: ${alignment.reason}` : ""}`;
+  const [dx, dy] = alignment.translation || [0, 0];
+  const parts = [
+    `shift ${dx >= 0 ? "+" : ""}${dx.toFixed(1)}, ${dy >= 0 ? "+" : ""}${dy.toFixed(1)} px`,
+    `rotation ${alignment.rotation_deg?.toFixed(2)}°`,
+    `scale ${alignment.scale?.toFixed(3)}×`,
+  ];
+  return parts.join(", ");
+}
+
+function findingsList(findings) {
+  if (!findings || (Array.isArray(findings) && !findings.length)) return null;
+  const items = Array.isArray(findings) ? findings : Object.entries(findings).map(([k, v]) => ({ kind: k, ...(typeof v === "object" ? v : { value: v }) }));
+  return h(
+    "section",
+    { class: "findings", "aria-label": "Findings" },
+    h("h2", {}, "Findings"),
+    h(
+      "ul",
+      {},
+      items.map((item) =>
+        h("li", {}, typeof item === "string" ? item : item.message || item.summary || item.text || [item.kind || item.type, JSON.stringify(item)].filter(Boolean).join(": ")),
+      ),
+    ),
+  );
+}
+
+async function bitmapOf(blob) {
+  if (!blob) return null;
+  try {
+    return await createImageBitmap(blob);
+  } catch {
+    return null;
+  }
+}
+
+async function loadImages(comparison) {
+  const result = comparison.result;
+  const [heat, a, b] = await Promise.all([
+    comparison.links.heatmap ? getBlob(comparison.links.heatmap.replace(/^https?:\/\/[^/]+/, "")) : null,
+    getBlob(previewPath(comparison.id, "a")),
+    getBlob(previewPath(comparison.id, "b")),
+  ]).then((blobs) => Promise.all(blobs.map(bitmapOf)));
+  let note = "";
+  let imageA = a;
+  let imageB = b;
+  if (!imageA || !imageB) {
+    const local = localFiles(comparison.id);
+    if (local) {
+      imageA = imageA || (await bitmapOf(local.a));
+      const aligned = result.alignment && result.alignment.applied;
+      imageB = imageB || (aligned ? null : await bitmapOf(local.b));
+      if (!b) note = aligned ? "The server kept no aligned preview of B: views of B are blank." : "B shown from your file.";
+    } else {
+      note = "The server kept no preview of these images: only the heatmap can be shown.";
+    }
+  } else if (result.alignment && result.alignment.applied) {
+    note = "B is shown warped into A's frame (the aligned preview); outside the overlap it is transparent.";
+  }
+  return { images: { a: imageA, b: imageB, heat }, note };
+}
+
+async function showResult(main, comparison, isAlive) {
+  const result = comparison.result;
+  const al = result.alignment || {};
+  let stage = null;
+  const headline = h(
+    "header",
+    { class: `headline verdict-${result.verdict}` },
+    h("p", { class: "verdict", "data-role": "verdict" }, verdictWords(result.verdict)),
+    h("p", { class: "summary", "data-role": "summary" }, result.summary),
+  );
+  const ssim = h("p", { class: "ssim", "data-role": "ssim", "aria-label": `SSIM ${percent(result.ssim)}` }, h("span", { class: "ssim-label" }, "SSIM "), percent(result.ssim));
+  const scores = h(
+    "dl",
+    { class: "metrics" },
+    metric("PSNR", result.psnr === null ? "∞ (identical)" : `${result.psnr.toFixed(2)} dB`, "psnr"),
+    metric("Histogram similarity", percent(result.histogram_similarity), "histogram"),
+    metric("Changed pixels", `${percent(result.changed_ratio, 2)} (${result.changed_pixels ?? "?"} px)`, "changed"),
+    metric("Size (A)", `${result.width} × ${result.height} px`, "size"),
+    metric("Mode", result.mode, "mode"),
+    metric("Alignment", alignmentText(al), "alignment"),
+    al.applied || al.inliers ? metric("Inliers", `${al.inliers ?? "?"}${al.inlier_ratio != null ? ` (${percent(al.inlier_ratio)})` : ""}`, "inliers") : null,
+    al.overlap_ratio != null ? metric("Overlap", percent(al.overlap_ratio), "overlap") : null,
+    al.method ? metric("Method", al.method, "method") : null,
+  );
+  const regions = result.regions || [];
+  const regionList = h(
+    "section",
+    { class: "regions", "aria-label": "Changed regions" },
+    h("h2", {}, `Regions (${regions.length})`),
+    regions.length
+      ? h(
+          "ol",
+          { "data-role": "regions" },
+          regions.map((region, index) =>
+            h(
+              "li",
+              {},
+              h(
+                "button",
+                { type: "button", class: "region", onclick: () => stage && (stage.zoomToRegion(index), stage.element.querySelector("canvas").focus()) },
+                `x ${region.x}, y ${region.y}, ${region.width} × ${region.height} px · mean ${percent(region.mean_diff)} · max ${percent(region.max_diff)}`,
+              ),
+            ),
+          ),
+        )
+      : h("p", {}, "No changed region."),
+  );
+  const links = h(
+    "p",
+    { class: "links" },
+    comparison.batch_id ? h("a", { href: `/b/${comparison.batch_id}` }, "Back to the batch") : null,
+    " ",
+    h("a", { href: "/" }, "New comparison"),
+  );
+  const side = h("aside", { class: "side" }, ssim, scores, findingsList(result.findings), regionList, links);
+  const loading = h("p", { class: "muted" }, "Loading images…");
+  const body = h("div", { class: "result" }, h("div", { class: "main-col" }, loading), side);
+  main.append(headline, body);
+  const { images, note } = await loadImages(comparison);
+  if (!isAlive()) return null;
+  stage = createStage(images, result, { bNote: note });
+  loading.replaceWith(stage.element);
+  return stage;
+}

@@ -32,6 +32,7 @@ from api.routes import (
     comparisons,
     health,
     images,
+    previews,
     problems,
     viewer,
     webhook_deliveries,
@@ -227,6 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)
+    app.include_router(previews.router)
     app.include_router(viewer.router)  # the web viewer at /, /c/{id}, /b/{id}, /viewer/*
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes

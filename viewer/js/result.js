@@ -98,7 +98,7 @@ async function bitmapOf(blob) {
 async function loadImages(comparison) {
   const result = comparison.result;
   const [heat, a, b] = await Promise.all([
-    comparison.links.heatmap ? getBlob(comparison.links.heatmap.replace(/^https?:\/\/[^/]+/, "")) : null,
+    getBlob(previewPath(comparison.id, "heatmap")),
     getBlob(previewPath(comparison.id, "a")),
     getBlob(previewPath(comparison.id, "b")),
   ]).then((blobs) => Promise.all(blobs.map(bitmapOf)));

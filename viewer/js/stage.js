@@ -77,7 +77,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
   const readA = pixelReader(images.a);
   const readB = pixelReader(images.b);
   const readHeat = pixelReader(images.heat);
-  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: false };
+  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true };
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
   const context = canvas.getContext("2d");
@@ -123,6 +123,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
   function fit() {
     const w = paneWidth();
     const hgt = canvas.clientHeight;
+    if (!w || !hgt) return;
     state.scale = Math.min(w / width, hgt / height) * 0.98;
     state.tx = (w - width * state.scale) / 2;
     state.ty = (hgt - height * state.scale) / 2;
@@ -399,7 +400,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
     }
   };
   document.addEventListener("keydown", onKey);
-  const resize = new ResizeObserver(() => (state.fitted || !canvas.dataset.scale ? fit() : schedule()));
+  const resize = new ResizeObserver(() => (state.fitted ? fit() : schedule()));
   resize.observe(frame);
   setView("heatmap");
 

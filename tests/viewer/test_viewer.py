@@ -1,0 +1,320 @@
+"""The web viewer in a real Chromium (Debian's, driven by Playwright) against a real
+`diffall serve` on the embedded default (API, worker, broker): drop the bundled samples, wait
+for the result, read the verdict and SSIM, switch every view, hover a changed pixel and read
+its values, see a bad file's problem in its zone, walk a batch.
+
+Screenshots go to ``$DIFFALL_TEST_ARTIFACTS/viewer`` (default: the test session's temporary
+directory; the path is printed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffall.client import DiffallClient
+from tests.e2e.helpers import JOB_TIMEOUT_S, corrupt_png, edited_pair
+from tests.e2e.procs import ROOT, Service, python_argv, service_env, start, wait_until
+from tests.e2e.test_embedded import KEY_LINE, URL_LINE
+from tests.s3server import free_port
+
+pytestmark = pytest.mark.slow
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SAMPLES = ROOT / "samples"
+#: Milliseconds a page may take to show a result (upload, queue, compare, images).
+RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
+VERDICT_WORDS = {
+    "identical": "Identical",
+    "localized_edit": "Localised edit",
+    "global_change": "Global change",
+    "misaligned": "Misaligned",
+    "different": "Different image",
+}
+VIEW_KEYS = {
+    "1": "heatmap",
+    "2": "side",
+    "3": "swipe",
+    "4": "onion",
+    "5": "blink",
+    "6": "changes",
+}
+
+
+@dataclass
+class Served:
+    base_url: str
+    key: str
+    service: Service
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=20
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`diffall serve` with no configuration, on a free port; its printed URL and key."""
+    root = tmp_path_factory.mktemp("viewer-serve")
+    env = service_env({"DIFFALL_DATA_DIR": str(root / "data")})
+    serve = start(
+        "serve",
+        python_argv("-m", "diffall.cli", "serve", f"--port={free_port()}", "--workers=2"),
+        env=env,
+        cwd=root,
+        log_dir=root / "logs",
+        capture_stdout=True,
+    )
+    try:
+        wait_until(
+            lambda: "Press Ctrl+C" in "".join(serve.stdout_lines),
+            timeout_s=90,
+            what="the start-up banner",
+            services=[serve],
+        )
+        banner = "".join(serve.stdout_lines)
+        key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
+        assert key and url, banner
+        yield Served(url.group(1), key.group(1), serve)
+    finally:
+        serve.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go (printed, to be looked at)."""
+    base = os.environ.get("DIFFALL_TEST_ARTIFACTS")
+    folder = Path(base) / "viewer" if base else tmp_path_factory.mktemp("viewer-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"viewer screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    """A fresh page, signed in with the printed key; fails the test on any script error."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(served.base_url + "/")
+    tab.get_by_label("API key", exact=True).fill(served.key)
+    tab.get_by_role("button", name="Use this key").click()
+    tab.wait_for_selector("#key-dialog:not([open])", state="attached")
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+def _comparison_id(page: Any) -> str:
+    match = re.search(r"/c/([0-9a-f-]{36})$", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def _screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[float, float]:
+    """Where A's pixel (x, y) is on the screen, from the stage's current transform."""
+    canvas = page.locator("canvas.stage-canvas")
+    box = canvas.bounding_box()
+    scale = float(canvas.get_attribute("data-scale"))
+    tx = float(canvas.get_attribute("data-tx"))
+    ty = float(canvas.get_attribute("data-ty"))
+    offset = pane * box["width"] / 2
+    return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
+
+
+def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=20) as http:
+        for path in ("/", f"/c/{uuid.uuid4()}", f"/b/{uuid.uuid4()}"):
+            response = http.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            policy = response.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+            assert "frame-ancestors 'none'" in policy
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert '<script type="module" src="/viewer/js/app.js">' in response.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", http.get("/").text)  # nothing inline
+        module = http.get("/viewer/js/app.js")
+        assert module.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert module.headers["cache-control"] == "no-cache"
+        again = http.get("/viewer/js/app.js", headers={"If-None-Match": module.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert http.get("/viewer/app.css").headers["content-type"] == "text/css; charset=utf-8"
+        for bad in ("/viewer/%2e%2e/pyproject.toml", "/viewer/nothing.js", "/c/not-a-uuid"):
+            assert http.get(bad).status_code in (404, 422), bad
+        # The page's images need the key, like the rest of /v1.
+        assert http.get(f"/v1/comparisons/{uuid.uuid4()}/previews/a").status_code == 401
+
+
+def test_compare_the_samples_and_inspect_every_view(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    page.get_by_label("Image A", exact=True).set_input_files(SAMPLES / "reference.png")
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    zone_a = page.locator(".zone[data-side=a] [data-role=info]")
+    with Image.open(SAMPLES / "reference.png") as image:
+        reference = np.asarray(image.convert("RGB"))
+    height, width = reference.shape[:2]
+    playwright_api.expect(zone_a).to_contain_text(f"{width} × {height} px")
+    page.screenshot(path=artifacts / "compare.png")
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("canvas.stage-canvas[data-scale]", timeout=RESULT_TIMEOUT_MS)
+
+    with served.api() as api:
+        comparison = api.get(f"/v1/comparisons/{_comparison_id(page)}").json()
+        result = comparison["result"]
+        heatmap = Image.open(io.BytesIO(api.get(comparison["links"]["heatmap"]).content))
+        preview_b = api.get(f"/v1/comparisons/{comparison['id']}/previews/b")
+    assert comparison["state"] == "succeeded"
+    assert result["alignment"]["applied"], result["alignment"]  # the samples need aligning
+    assert Image.open(io.BytesIO(preview_b.content)).size == (width, height)
+
+    playwright_api.expect(page.locator("[data-role=verdict]")).to_have_text(
+        VERDICT_WORDS[result["verdict"]]
+    )
+    playwright_api.expect(page.locator("[data-role=summary]")).to_have_text(result["summary"])
+    ssim_text = f"{result['ssim'] * 100:.1f} %"
+    ssim = page.locator("[data-role=ssim]")
+    playwright_api.expect(ssim).to_have_text(f"SSIM {ssim_text}")
+    assert ssim.get_attribute("aria-label") == f"SSIM {ssim_text}"
+    playwright_api.expect(page.locator("[data-role=psnr]")).to_have_text(f"{result['psnr']:.2f} dB")
+    playwright_api.expect(page.locator("[data-role=inliers]")).to_contain_text(
+        str(result["alignment"]["inliers"])
+    )
+    regions = page.locator("[data-role=regions] button")
+    playwright_api.expect(regions).to_have_count(len(result["regions"]))
+    page.screenshot(path=artifacts / "result.png", full_page=True)
+
+    stage = page.locator("section.stage")
+    for key, view in VIEW_KEYS.items():
+        page.locator("canvas.stage-canvas").focus()
+        page.keyboard.press(key)
+        playwright_api.expect(stage).to_have_attribute("data-view", view)
+        playwright_api.expect(page.locator(f".view-tab[data-view={view}]")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        page.wait_for_timeout(300)  # a frame or two
+        page.screenshot(path=artifacts / f"view-{key}-{view}.png")
+
+    # Hover the centre of the largest region: the readout gives A's pixel, B's, the level.
+    page.keyboard.press("1")
+    first = result["regions"][0]
+    x, y = first["x"] + first["width"] // 2, first["y"] + first["height"] // 2
+    page.mouse.move(*_screen_point(page, x, y))
+    readout = page.locator("[data-role=readout]")
+    assert readout.get_attribute("role") == "status"
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+    a_value = " ".join(str(v) for v in reference[y, x])
+    playwright_api.expect(readout).to_contain_text(f"A {a_value}")
+    level = min(int(heatmap.getpixel((x, y))), 255)  # palette index = difference level
+    playwright_api.expect(readout).to_contain_text(f"difference {level} of 255")
+    playwright_api.expect(readout).to_contain_text("region 1 (")
+    page.screenshot(path=artifacts / "hover.png")
+
+    # Side by side: the same pixel under the pointer in the right pane reads the same place.
+    page.keyboard.press("2")
+    page.wait_for_timeout(200)
+    page.mouse.move(*_screen_point(page, x, y, pane=1))
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+
+    # A region in the list zooms onto it.
+    page.keyboard.press("6")
+    before = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    regions.nth(0).click()
+    page.wait_for_timeout(300)
+    after = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    assert after > before * 1.5, (before, after)
+    page.screenshot(path=artifacts / "region-zoom.png")
+
+    # The wheel zooms in around the pointer, so the pixel under it stays put.
+    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > after
+    page.mouse.move(*_screen_point(page, x, y))
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+
+
+def test_a_bad_file_shows_its_problem_in_its_zone(
+    page: Any, served: Served, artifacts: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image at all\n" * 4)
+    with served.api() as api:
+        problem = api.post("/v1/images", files={"file": ("notes.png", bad.read_bytes())}).json()
+    page.get_by_label("Image A", exact=True).set_input_files(bad)
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    page.get_by_role("button", name="Compare").click()
+    error = page.locator(".zone[data-side=a] [data-role=error]")
+    playwright_api.expect(error).to_have_text(f"{problem['detail']} ({problem['code']})")
+    playwright_api.expect(page.locator(".zone[data-side=b] [data-role=error]")).to_have_text("")
+    assert page.url.endswith("/")  # no comparison was made
+    page.screenshot(path=artifacts / "bad-file.png")
+
+
+def test_the_batch_page_lists_every_pair_and_opens_one(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    a, b = edited_pair(160, 120, seed=3)
+    broken = corrupt_png(a)
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        batch = client.create_batch(
+            [
+                (SAMPLES / "reference.png", SAMPLES / "candidate.jpg"),
+                (a, b),
+                (a, a),
+                (a, broken),
+            ]
+        )
+    page.goto(f"{served.base_url}/b/{batch['id']}")
+    counts = page.locator("[data-role=batch-counts]")
+    playwright_api.expect(counts).to_contain_text("100 % done", timeout=RESULT_TIMEOUT_MS)
+    rows = page.locator("[data-role=pairs] tbody tr")
+    playwright_api.expect(rows).to_have_count(4)
+    # Worst first: the failure, then the lowest SSIM; the identical pair last.
+    playwright_api.expect(rows.nth(0)).to_contain_text("corrupt_image")
+    playwright_api.expect(rows.nth(3)).to_contain_text("Identical")
+    playwright_api.expect(rows.nth(3)).to_contain_text("100.0 %")
+    page.screenshot(path=artifacts / "batch.png", full_page=True)
+    rows.nth(1).click()
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    playwright_api.expect(page.get_by_role("link", name="Back to the batch")).to_be_visible()

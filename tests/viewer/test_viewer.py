@@ -234,18 +234,31 @@ def test_compare_the_samples_and_inspect_every_view(
         page.wait_for_timeout(300)  # a frame or two
         page.screenshot(path=artifacts / f"view-{key}-{view}.png")
 
-    # Hover the centre of the largest region: the readout gives A's pixel, B's, the level.
+    # Hover the most changed pixel of the largest region: the readout gives A's pixel, B's
+    # (in A's frame), the difference level and its band, and the region.
     page.keyboard.press("1")
     first = result["regions"][0]
-    x, y = first["x"] + first["width"] // 2, first["y"] + first["height"] // 2
+    levels = np.asarray(heatmap)  # palette indices: the difference level, 255 = not compared
+    window = levels[
+        first["y"] : first["y"] + first["height"], first["x"] : first["x"] + first["width"]
+    ].astype(int)
+    window[window == 255] = -1
+    dy, dx = np.unravel_index(int(np.argmax(window)), window.shape)
+    x, y = first["x"] + int(dx), first["y"] + int(dy)
+    level = int(levels[y, x])
+    assert level >= 77  # a content change: red
     page.mouse.move(*_screen_point(page, x, y))
     readout = page.locator("[data-role=readout]")
     assert readout.get_attribute("role") == "status"
     playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
     a_value = " ".join(str(v) for v in reference[y, x])
     playwright_api.expect(readout).to_contain_text(f"A {a_value}")
-    level = min(int(heatmap.getpixel((x, y))), 255)  # palette index = difference level
-    playwright_api.expect(readout).to_contain_text(f"difference {level} of 255")
+    b_pixel = np.asarray(Image.open(io.BytesIO(preview_b.content)).convert("RGBA"))[y, x]
+    playwright_api.expect(readout).to_contain_text(f"B {' '.join(str(v) for v in b_pixel[:3])}")
+    playwright_api.expect(readout).to_contain_text(
+        f"difference {level} of 255 ({level / 255 * 100:.1f} %), above the tolerance"
+    )
+    playwright_api.expect(readout).to_contain_text("band red: content change")
     playwright_api.expect(readout).to_contain_text("region 1 (")
     page.screenshot(path=artifacts / "hover.png")
 
@@ -314,7 +327,24 @@ def test_the_batch_page_lists_every_pair_and_opens_one(
     playwright_api.expect(rows.nth(3)).to_contain_text("Identical")
     playwright_api.expect(rows.nth(3)).to_contain_text("100.0 %")
     page.screenshot(path=artifacts / "batch.png", full_page=True)
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(4)]
+    page.get_by_label("Filter by verdict").select_option("identical")
+    playwright_api.expect(rows).to_have_count(1)
+    playwright_api.expect(rows.nth(0)).to_have_attribute("data-id", ids[3])
+    page.get_by_label("Filter by verdict").select_option("")
+    playwright_api.expect(rows).to_have_count(4)
+
     rows.nth(1).click()
-    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_url(f"**/c/{ids[1]}")
     page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
-    playwright_api.expect(page.get_by_role("link", name="Back to the batch")).to_be_visible()
+    nav = page.locator("[data-role=batch-nav]")
+    playwright_api.expect(nav).to_contain_text("pair 2 of 4")
+    page.keyboard.press("ArrowRight")  # the next pair, in the batch page's order
+    page.wait_for_url(f"**/c/{ids[2]}")
+    playwright_api.expect(nav).to_contain_text("pair 3 of 4")
+    page.wait_for_selector("canvas.stage-canvas[data-scale]", timeout=RESULT_TIMEOUT_MS)
+    page.screenshot(path=artifacts / "batch-pair.png")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/c/{ids[1]}")
+    page.get_by_role("link", name="Back to the batch").click()
+    page.wait_for_url(f"**/b/{batch['id']}")

@@ -6,7 +6,7 @@ import { h, navigate, percent, sleep, verdictWords } from "./dom.js";
 
 const PAGE = 100;
 
-async function allComparisons(batchId) {
+export async function allComparisons(batchId) {
   const items = [];
   let cursor = null;
   do {
@@ -20,7 +20,7 @@ async function allComparisons(batchId) {
 }
 
 /** Failures first, then the lowest SSIM; unfinished last. */
-function worstFirst(a, b) {
+export function worstFirst(a, b) {
   const rank = (c) => (c.state === "failed" ? 0 : c.state === "succeeded" ? 1 : 2);
   if (rank(a) !== rank(b)) return rank(a) - rank(b);
   return (a.result?.ssim ?? 2) - (b.result?.ssim ?? 2);

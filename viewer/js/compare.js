@@ -42,6 +42,7 @@ function makeZone(side, state, onChange) {
       info.textContent = `${file.name || "pasted image"} · ${thumb.naturalWidth} × ${thumb.naturalHeight} px · ${bytes(file.size)}`;
     };
     thumb.onerror = () => {
+      thumb.hidden = true;
       info.textContent = `${file.name || "pasted image"} · ${bytes(file.size)} (no preview in this browser)`;
     };
     onChange();

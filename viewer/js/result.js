@@ -3,7 +3,8 @@
 // findings, the regions (click to zoom) and the six views.
 
 import { ApiError, getBlob, previewPath, request } from "./api.js";
-import { h, percent, sleep, verdictWords } from "./dom.js";
+import { allComparisons, worstFirst } from "./batch.js";
+import { h, navigate, percent, sleep, verdictWords } from "./dom.js";
 import { localFiles } from "./local.js";
 import { createStage } from "./stage.js";
 
@@ -47,10 +48,45 @@ export function renderResult(main, comparisonId) {
     status.textContent = "Succeeded.";
     stage = await showResult(main, comparison, () => alive);
   })();
+  const onKey = (event) => {
+    const nav = main.querySelector("[data-role=batch-nav]");
+    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(event.target?.tagName) && event.target.type !== "range";
+    if (!nav || typing || document.querySelector("dialog[open]")) return;
+    const target = event.key === "ArrowRight" ? nav.dataset.next : event.key === "ArrowLeft" ? nav.dataset.prev : null;
+    if (target) {
+      event.preventDefault();
+      navigate(`/c/${target}`);
+    }
+  };
+  document.addEventListener("keydown", onKey);
   return () => {
     alive = false;
+    document.removeEventListener("keydown", onKey);
     if (stage) stage.destroy();
   };
+}
+
+/** "Pair i of N" with previous/next (also the arrow keys), in the batch page's order. */
+async function batchNav(comparison) {
+  const nav = h("nav", { class: "batch-nav", "aria-label": "Pairs of the batch", "data-role": "batch-nav" }, h("a", { href: `/b/${comparison.batch_id}` }, "Back to the batch"));
+  allComparisons(comparison.batch_id)
+    .then((items) => {
+      const order = items.sort(worstFirst);
+      const index = order.findIndex((c) => c.id === comparison.id);
+      if (index < 0) return;
+      const prev = order[index - 1];
+      const next = order[index + 1];
+      if (prev) nav.dataset.prev = prev.id;
+      if (next) nav.dataset.next = next.id;
+      nav.append(
+        " · ",
+        prev ? h("a", { href: `/c/${prev.id}`, rel: "prev" }, "← previous") : "← previous",
+        ` · pair ${index + 1} of ${order.length} (arrow keys) · `,
+        next ? h("a", { href: `/c/${next.id}`, rel: "next" }, "next →") : "next →",
+      );
+    })
+    .catch(() => {});
+  return nav;
 }
 
 function metric(label, value, role) {
@@ -171,14 +207,15 @@ async function showResult(main, comparison, isAlive) {
   const links = h(
     "p",
     { class: "links" },
-    comparison.batch_id ? h("a", { href: `/b/${comparison.batch_id}` }, "Back to the batch") : null,
     " ",
     h("a", { href: "/" }, "New comparison"),
   );
   const side = h("aside", { class: "side" }, ssim, scores, findingsList(result.findings), regionList, links);
   const loading = h("p", { class: "muted" }, "Loading images…");
   const body = h("div", { class: "result" }, h("div", { class: "main-col" }, loading), side);
-  main.append(headline, body);
+  main.append(headline);
+  if (comparison.batch_id) main.append(await batchNav(comparison));
+  main.append(body);
   const { images, note } = await loadImages(comparison);
   if (!isAlive()) return null;
   stage = createStage(images, result, { bNote: note });

@@ -77,7 +77,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
   const readA = pixelReader(images.a);
   const readB = pixelReader(images.b);
   const readHeat = pixelReader(images.heat);
-  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true };
+  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true, hover: null };
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
   const context = canvas.getContext("2d");
@@ -112,8 +112,8 @@ export function createStage(images, result, { bNote = "" } = {}) {
     { class: "stage", "aria-label": "Views", "data-view": state.view },
     h("h2", {}, "View: ", viewName),
     toolbar,
-    frame,
     readout,
+    frame,
     bNote ? h("p", { class: "note" }, bNote) : null,
     legend(tolerance),
   );
@@ -289,6 +289,13 @@ export function createStage(images, result, { bNote = "" } = {}) {
         break;
     }
     if (state.view !== "changes" && state.selected >= 0) outlineRegions();
+    if (state.hover) {
+      const [hx, hy] = state.hover;
+      context.lineWidth = 2 / state.scale;
+      context.strokeStyle = "#ffffff";
+      const r = Math.max(1, 6 / state.scale);
+      context.strokeRect(hx + 0.5 - r, hy + 0.5 - r, 2 * r, 2 * r);
+    }
   }
 
   // --- views and blink ------------------------------------------------------------------------
@@ -333,6 +340,10 @@ export function createStage(images, result, { bNote = "" } = {}) {
   });
   canvas.addEventListener("pointerup", () => (drag = null));
   canvas.addEventListener("pointercancel", () => (drag = null));
+  canvas.addEventListener("pointerleave", () => {
+    state.hover = null;
+    schedule();
+  });
   let hoverEvent = null;
   let hoverRequest = 0;
   canvas.addEventListener("pointermove", (event) => {
@@ -364,7 +375,13 @@ export function createStage(images, result, { bNote = "" } = {}) {
     const { px, py } = paneOf(hoverEvent.clientX, hoverEvent.clientY);
     const x = Math.floor((px - state.tx) / state.scale);
     const y = Math.floor((py - state.ty) / state.scale);
-    if (x < 0 || y < 0 || x >= width || y >= height) {
+    const inside = x >= 0 && y >= 0 && x < width && y < height;
+    const hover = inside ? [x, y] : null;
+    if (String(hover) !== String(state.hover)) {
+      state.hover = hover;
+      schedule();
+    }
+    if (!inside) {
       readout.textContent = `x ${x}, y ${y}: outside image A (${width} × ${height} px)`;
       return;
     }
@@ -372,8 +389,21 @@ export function createStage(images, result, { bNote = "" } = {}) {
     const pb = readB(x, y);
     const heat = readHeat(x, y);
     const rgb = (p) => (p ? (p[3] === 0 ? "transparent (outside B)" : `${p[0]} ${p[1]} ${p[2]}${p[3] < 255 ? ` α${p[3]}` : ""}`) : "n/a");
-    let level = heat ? levelOf(heat[0], heat[1], heat[2]) : null;
-    if (!heat && pa && pb) level = Math.max(...[0, 1, 2].map((k) => Math.abs(pa[k] - pb[k])));
+    // The level: the largest channel difference of A and B in A's frame where both are known;
+    // the heatmap says where nothing was compared (grey), and is the fallback (its full red
+    // covers every level from 77 up, hence "at least").
+    let level = null;
+    let atLeast = false;
+    let compared = true;
+    if (heat) {
+      level = levelOf(heat[0], heat[1], heat[2]);
+      compared = level !== null;
+      atLeast = heat[0] === 255 && heat[1] === 0 && heat[2] === 0;
+    }
+    if (compared && pa && pb && pb[3] === 255) {
+      level = Math.max(...[0, 1, 2].map((k) => Math.abs(pa[k] - pb[k])));
+      atLeast = false;
+    }
     const d = level === null ? null : level / 255;
     const band = bandOf(d);
     const regionIndex = regions.findIndex((r) => x >= r.x && x < r.x + r.width && y >= r.y && y < r.y + r.height);
@@ -381,7 +411,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
       `x ${x}, y ${y}`,
       `A ${rgb(pa)}`,
       `B ${rgb(pb)}`,
-      d === null ? "difference: not compared" : `difference ${level} of 255 (${percent(d)})${d > tolerance ? ", above the tolerance" : ""}`,
+      d === null ? "difference: not compared" : `difference ${atLeast ? "at least " : ""}${level} of 255 (${percent(d)})${d > tolerance ? ", above the tolerance" : ""}`,
       `band ${band.name}: ${band.words}`,
       regionIndex >= 0 ? `region ${regionIndex + 1} (${regions[regionIndex].width} × ${regions[regionIndex].height} px)` : "no region",
     ];

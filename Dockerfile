@@ -31,6 +31,7 @@ COPY core ./core
 COPY api ./api
 COPY worker ./worker
 COPY diffall ./diffall
+COPY viewer ./viewer
 RUN pip install --no-deps -e . \
     && python -c "import core, api, worker, diffall"
 

@@ -26,7 +26,7 @@ from PIL import Image
 from diffall.client import DiffallClient
 from tests.e2e.helpers import JOB_TIMEOUT_S, corrupt_png, edited_pair
 from tests.e2e.procs import ROOT, Service, python_argv, service_env, start, wait_until
-from tests.e2e.test_embedded import KEY_LINE, URL_LINE
+from tests.e2e.test_embedded import KEY_LINE, URL_LINE, run_cli
 from tests.s3server import free_port
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,9 @@ VIEW_KEYS = {
 class Served:
     base_url: str
     key: str
+    other_key: str  # another tenant's
     service: Service
+    data_dir: Path
 
     def api(self) -> httpx.Client:
         return httpx.Client(
@@ -79,6 +81,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`diffall serve` with no configuration, on a free port; its printed URL and key."""
     root = tmp_path_factory.mktemp("viewer-serve")
     env = service_env({"DIFFALL_DATA_DIR": str(root / "data")})
+    code, out, err = run_cli("keys", "create", "--tenant", "other", env=env, cwd=root)
+    assert code == 0, err
     serve = start(
         "serve",
         python_argv("-m", "diffall.cli", "serve", f"--port={free_port()}", "--workers=2"),
@@ -97,7 +101,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         banner = "".join(serve.stdout_lines)
         key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
         assert key and url, banner
-        yield Served(url.group(1), key.group(1), serve)
+        yield Served(url.group(1), key.group(1), out.strip(), serve, root / "data")
     finally:
         serve.stop()
 
@@ -125,20 +129,30 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
-@pytest.fixture
-def page(browser: Any, served: Served) -> Iterator[Any]:
-    """A fresh page, signed in with the printed key; fails the test on any script error."""
+def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
     tab.goto(served.base_url + "/")
-    tab.get_by_label("API key", exact=True).fill(served.key)
+    tab.get_by_label("API key", exact=True).fill(key)
     tab.get_by_role("button", name="Use this key").click()
     tab.wait_for_selector("#key-dialog:not([open])", state="attached")
     yield tab
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    """A fresh page, signed in with the printed key; fails the test on any script error."""
+    yield from _signed_in(browser, served, served.key)
+
+
+@pytest.fixture
+def stranger(browser: Any, served: Served) -> Iterator[Any]:
+    """A fresh page signed in with another tenant's key."""
+    yield from _signed_in(browser, served, served.other_key)
 
 
 def _comparison_id(page: Any) -> str:
@@ -348,3 +362,60 @@ def test_the_batch_page_lists_every_pair_and_opens_one(
     page.wait_for_url(f"**/c/{ids[1]}")
     page.get_by_role("link", name="Back to the batch").click()
     page.wait_for_url(f"**/b/{batch['id']}")
+
+
+def test_a_wrong_key_is_refused_and_another_tenants_address_is_not_found(
+    browser: Any, stranger: Any, served: Served, artifacts: Path
+) -> None:
+    with served.api() as api:
+        files = {
+            "a": ("a.png", (SAMPLES / "reference.png").read_bytes()),
+            "b": ("b.jpg", (SAMPLES / "candidate.jpg").read_bytes()),
+        }
+        mine = api.post("/v1/comparisons", files=files).json()
+    stranger.goto(f"{served.base_url}/c/{mine['id']}")
+    state = stranger.locator("[data-role=job-state]")
+    playwright_api.expect(state).to_contain_text("(not_found)")
+    stranger.screenshot(path=artifacts / "other-tenant.png")
+
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.goto(served.base_url + "/")
+    tab.get_by_label("API key", exact=True).fill("dfa_not-a-real-key")
+    tab.get_by_role("button", name="Use this key").click()
+    playwright_api.expect(tab.locator("#key-error")).to_contain_text("(unauthorized)")
+    assert tab.evaluate("sessionStorage.getItem('diffall.apiKey')") is None
+    context.close()
+
+
+def test_previews_follow_the_comparison(served: Served) -> None:
+    with DiffallClient(served.base_url, served.key, timeout=20) as client, served.api() as api:
+        job = client.compare(SAMPLES / "reference.png", SAMPLES / "candidate.jpg")
+        early = api.get(f"/v1/comparisons/{job['id']}/previews/a")
+        done = client.wait(job["id"], timeout_s=JOB_TIMEOUT_S, poll_s=0.2)
+        assert done["state"] == "succeeded"
+        if early.status_code != 200:  # asked before the worker finished
+            assert early.json()["code"] == "preview_not_available"
+        base = f"/v1/comparisons/{job['id']}/previews"
+        a = api.get(f"{base}/a")
+        b = api.get(f"{base}/b")
+        heat = api.get(f"{base}/heatmap")
+        assert {r.headers["content-type"] for r in (a, b, heat)} == {"image/png"}
+        assert heat.content == client.heatmap(job["id"])
+        with Image.open(SAMPLES / "reference.png") as image:
+            reference = np.asarray(image.convert("RGB"))
+        assert np.array_equal(
+            np.asarray(Image.open(io.BytesIO(a.content)).convert("RGB")), reference
+        )
+        warped = np.asarray(Image.open(io.BytesIO(b.content)))
+        assert warped.shape == (*reference.shape[:2], 4)
+        overlap = (warped[..., 3] == 255).mean()
+        # B covers about the share of A the alignment reports (the rest is transparent).
+        assert overlap == pytest.approx(done["result"]["alignment"]["overlap_ratio"], abs=0.03)
+        assert api.get(f"/v1/comparisons/{job['id']}/previews/c").status_code == 422
+        stored = served.data_dir / "storage" / "previews" / job["id"]
+        assert sorted(p.name for p in stored.iterdir()) == ["a.png", "b.png"]
+        api.delete(f"/v1/comparisons/{job['id']}").raise_for_status()
+        assert not list(stored.glob("*.png"))  # deleted with the result
+        gone = api.get(f"{base}/b")
+        assert (gone.status_code, gone.json()["code"]) == (404, "preview_not_available")

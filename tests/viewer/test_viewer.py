@@ -45,6 +45,8 @@ CHROMIUM_ARGS = [
 SAMPLES = ROOT / "samples"
 #: Milliseconds a page may take to show a result (upload, queue, compare, images).
 RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
+#: Milliseconds a page may take to react (generous: the test machine is shared and busy).
+UI_TIMEOUT_MS = 30_000
 VERDICT_WORDS = {
     "identical": "Identical",
     "localized_edit": "Localised edit",
@@ -94,7 +96,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         wait_until(
             lambda: "Press Ctrl+C" in "".join(serve.stdout_lines),
-            timeout_s=90,
+            timeout_s=180,  # a busy shared machine starts five processes slowly
             what="the start-up banner",
             services=[serve],
         )
@@ -131,6 +133,8 @@ def browser() -> Iterator[Any]:
 
 def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))

@@ -667,7 +667,6 @@ def run_comparison(
         heatmap_key = HEATMAP_KEY.format(comparison_id=comparison_id)
         with map_storage_errors("write heatmap"):
             store.put(heatmap_key, result.heatmap_png, content_type="image/png")
-        previews.store_previews(store, comparison_id, data_a, data_b, result.to_dict(), limits)
         now = utcnow()
         written = _finish(
             sessions,

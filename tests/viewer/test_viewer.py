@@ -215,6 +215,10 @@ def test_compare_the_samples_and_inspect_every_view(
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
     page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
     page.wait_for_selector("canvas.stage-canvas[data-scale]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    playwright_api.expect(page.locator("[data-role=images-note]")).to_contain_text(
+        "warped into A's frame"
+    )
 
     with served.api() as api:
         comparison = api.get(f"/v1/comparisons/{_comparison_id(page)}").json()

@@ -131,30 +131,27 @@ async function bitmapOf(blob) {
   }
 }
 
-async function loadImages(comparison) {
-  const result = comparison.result;
-  const [heat, a, b] = await Promise.all([
-    getBlob(previewPath(comparison.id, "heatmap")),
-    getBlob(previewPath(comparison.id, "a")),
-    getBlob(previewPath(comparison.id, "b")),
-  ]).then((blobs) => Promise.all(blobs.map(bitmapOf)));
-  let note = "";
-  let imageA = a;
-  let imageB = b;
-  if (!imageA || !imageB) {
-    const local = localFiles(comparison.id);
-    if (local) {
-      imageA = imageA || (await bitmapOf(local.a));
-      const aligned = result.alignment && result.alignment.applied;
-      imageB = imageB || (aligned ? null : await bitmapOf(local.b));
-      if (!b) note = aligned ? "The server kept no aligned preview of B: views of B are blank." : "B shown from your file.";
-    } else {
-      note = "The server kept no preview of these images: only the heatmap can be shown.";
-    }
-  } else if (result.alignment && result.alignment.applied) {
-    note = "B is shown warped into A's frame (the aligned preview); outside the overlap it is transparent.";
-  }
-  return { images: { a: imageA, b: imageB, heat }, note };
+const ALIGNED_NOTE = "B is shown warped into A's frame (the aligned preview); outside the overlap it is transparent.";
+
+/** The server's previews on A's grid (rendered on first request), as bitmaps. */
+async function serverPreviews(comparison) {
+  const [a, b] = await Promise.all(["a", "b"].map((name) => getBlob(previewPath(comparison.id, name)).then(bitmapOf)));
+  const aligned = comparison.result.alignment && comparison.result.alignment.applied;
+  if (a && b) return { images: { a, b }, note: aligned ? ALIGNED_NOTE : "" };
+  return { images: {}, note: "The server has no preview of these images: views of A and B use your files where it can." };
+}
+
+/**
+ * What to paint first: the heatmap, plus the files picked in this tab when there are (A, and
+ * B when it was not warped), so the result shows before the server's previews are rendered.
+ */
+async function firstImages(comparison, heat) {
+  const local = localFiles(comparison.id);
+  if (!local) return null;
+  const aligned = comparison.result.alignment && comparison.result.alignment.applied;
+  const [a, b] = await Promise.all([bitmapOf(local.a), aligned ? null : bitmapOf(local.b)]);
+  if (!a || a.width !== comparison.result.width || a.height !== comparison.result.height) return null;
+  return { images: { a, b, heat }, note: aligned ? "Loading B warped into A's frame…" : "" };
 }
 
 async function showResult(main, comparison, isAlive) {
@@ -216,9 +213,19 @@ async function showResult(main, comparison, isAlive) {
   main.append(headline);
   if (comparison.batch_id) main.append(await batchNav(comparison));
   main.append(body);
-  const { images, note } = await loadImages(comparison);
+  const previews = serverPreviews(comparison);
+  const heat = await getBlob(previewPath(comparison.id, "heatmap")).then(bitmapOf);
+  const first = await firstImages(comparison, heat);
   if (!isAlive()) return null;
-  stage = createStage(images, result, { bNote: note });
+  if (first) {
+    stage = createStage(first.images, result, { bNote: first.note });
+    previews.then(({ images, note }) => stage.setImages(images, note));
+  } else {
+    const { images, note } = await previews;
+    if (!isAlive()) return null;
+    stage = createStage({ heat, ...images }, result, { bNote: note });
+    stage.element.dataset.images = "final";
+  }
   loading.replaceWith(stage.element);
   return stage;
 }

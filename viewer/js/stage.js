@@ -74,9 +74,9 @@ export function createStage(images, result, { bNote = "" } = {}) {
   const { width, height } = result;
   const regions = result.regions || [];
   const tolerance = result.tolerance ?? 0.1;
-  const readA = pixelReader(images.a);
-  const readB = pixelReader(images.b);
-  const readHeat = pixelReader(images.heat);
+  let readA = pixelReader(images.a);
+  let readB = pixelReader(images.b);
+  let readHeat = pixelReader(images.heat);
   const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true, hover: null };
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
@@ -114,7 +114,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
     toolbar,
     readout,
     frame,
-    bNote ? h("p", { class: "note" }, bNote) : null,
+    h("p", { class: "note", "data-role": "images-note" }, bNote),
     legend(tolerance),
   );
 
@@ -437,6 +437,16 @@ export function createStage(images, result, { bNote = "" } = {}) {
   return {
     element,
     setView,
+    /** Replace some of the images (e.g. the server's previews once they arrive). */
+    setImages(update, note) {
+      Object.assign(images, update);
+      readA = pixelReader(images.a);
+      readB = pixelReader(images.b);
+      readHeat = pixelReader(images.heat);
+      if (note !== undefined) element.querySelector("[data-role=images-note]").textContent = note;
+      element.dataset.images = "final";
+      schedule();
+    },
     zoomToRegion,
     destroy() {
       document.removeEventListener("keydown", onKey);

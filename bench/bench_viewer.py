@@ -8,12 +8,12 @@ Run a server first (``./scripts/serve``, or ``.venv/bin/diffall serve --port 800
 Prints four tables:
 
 - **transfer**: bytes of HTML, script and style the page loads before any image;
-- **first result (1080p)**: from opening ``/`` with both files picked to the first painted
-  result (upload, queue, compare, previews, images decoded, first canvas frame), against the
-  reference: the same pair through the SDK (upload, submit, poll until ``succeeded``), measured
-  in the same run, alternating; the ratio is the viewer's overhead;
-- **previews (worker)**: ``render_previews`` (what the worker adds per comparison for the
-  viewer) against ``compare`` on the same pair, 1080p and 4K;
+- **first result (1080p)**: from Compare (both files picked) to the first painted result
+  (upload, queue, compare, heatmap, first canvas frame) and to the server's previews shown,
+  against the reference: the same pair through the SDK (upload, submit, poll until
+  ``succeeded``), measured in the same run, alternating; the ratio is the viewer's overhead;
+- **previews**: ``render_previews`` (what the API does on a result's first view) against
+  ``compare`` on the same pair, 1080p and 4K;
 - **frames (4K)**: frame intervals while hovering and while panning a 4K result (Chromium's
   requestAnimationFrame timeline in the page), against the 16.7 ms budget of 60 Hz.
 
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  ratio viewer / SDK                          {_median(viewer) / _median(sdk):7.2f}"
         )
 
-        print("\npreviews in the worker (median of", args.repeat, "runs)")
+        print("\npreviews, rendered by the API on first view (median of", args.repeat, "runs)")
         for label, (w, h) in (("1080p", (1920, 1080)), ("4K", (3840, 2160))):
             engine, previews = _previews_vs_compare(w, h, args.repeat)
             print(

@@ -36,6 +36,9 @@ function pixelReader(bitmap) {
 function legend(tolerance) {
   const canvas = h("canvas", { width: 320, height: 14, class: "legend-bar", "aria-hidden": "true" });
   const context = canvas.getContext("2d");
+  // The hover marker lives on its own canvas above the image, so hovering redraws no image.
+  const overlay = h("canvas", { class: "stage-overlay", "aria-hidden": "true" });
+  const overlayContext = overlay.getContext("2d");
   const span = 0.4; // the bar shows d from 0 to 0.4; red from 0.30 on
   for (let x = 0; x < canvas.width; x++) {
     const [r, g, b] = colourOf((x / canvas.width) * span);
@@ -81,6 +84,9 @@ export function createStage(images, result, { bNote = "" } = {}) {
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
   const context = canvas.getContext("2d");
+  // The hover marker lives on its own canvas above the image, so hovering redraws no image.
+  const overlay = h("canvas", { class: "stage-overlay", "aria-hidden": "true" });
+  const overlayContext = overlay.getContext("2d");
   const readout = h("p", { class: "readout", role: "status", "aria-live": "polite", "data-role": "readout" }, "Hover the image to inspect a pixel.");
   const viewName = h("span", { class: "view-name", "data-role": "view-name" });
   const zoomLabel = h("span", { class: "zoom-label", "data-role": "zoom" });
@@ -106,7 +112,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
     h("div", { class: "view-controls" }, Object.values(controls), blinkLabel),
     h("div", { class: "zoom" }, h("button", { type: "button", onclick: () => fit() }, "Fit"), h("button", { type: "button", onclick: () => zoomAt(1 / state.scale) }, "1:1"), zoomLabel),
   );
-  const frame = h("div", { class: "stage-frame" }, canvas);
+  const frame = h("div", { class: "stage-frame" }, canvas, overlay);
   const element = h(
     "section",
     { class: "stage", "aria-label": "Views", "data-view": state.view },
@@ -233,6 +239,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
     canvas.dataset.tx = String(state.tx);
     canvas.dataset.ty = String(state.ty);
     zoomLabel.textContent = `${Math.round(state.scale * 100)} %`;
+    scheduleMarker();
   }
   function label(text, x, y) {
     context.font = "bold 14px sans-serif";
@@ -289,12 +296,35 @@ export function createStage(images, result, { bNote = "" } = {}) {
         break;
     }
     if (state.view !== "changes" && state.selected >= 0) outlineRegions();
-    if (state.hover) {
-      const [hx, hy] = state.hover;
-      context.lineWidth = 2 / state.scale;
-      context.strokeStyle = "#ffffff";
-      const r = Math.max(1, 6 / state.scale);
-      context.strokeRect(hx + 0.5 - r, hy + 0.5 - r, 2 * r, 2 * r);
+  }
+
+  let markerRequest = 0;
+  function scheduleMarker() {
+    if (!markerRequest) markerRequest = requestAnimationFrame(drawMarker);
+  }
+  /** The hovered pixel's outline, in every pane, on the overlay canvas. */
+  function drawMarker() {
+    markerRequest = 0;
+    const dpr = window.devicePixelRatio || 1;
+    if (overlay.width !== canvas.width || overlay.height !== canvas.height) {
+      overlay.width = canvas.width;
+      overlay.height = canvas.height;
+    }
+    overlayContext.setTransform(1, 0, 0, 1, 0, 0);
+    overlayContext.clearRect(0, 0, overlay.width, overlay.height);
+    if (!state.hover) return;
+    const [hx, hy] = state.hover;
+    const size = Math.max(state.scale, 10);
+    const panes = state.view === "side" ? 2 : 1;
+    overlayContext.lineWidth = 2 * dpr;
+    for (let pane = 0; pane < panes; pane++) {
+      const cx = (pane * paneWidth() + state.tx + (hx + 0.5) * state.scale) * dpr;
+      const cy = (state.ty + (hy + 0.5) * state.scale) * dpr;
+      const half = (size / 2) * dpr;
+      overlayContext.strokeStyle = "#000";
+      overlayContext.strokeRect(cx - half - dpr, cy - half - dpr, 2 * half + 2 * dpr, 2 * half + 2 * dpr);
+      overlayContext.strokeStyle = "#fff";
+      overlayContext.strokeRect(cx - half, cy - half, 2 * half, 2 * half);
     }
   }
 
@@ -342,7 +372,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
   canvas.addEventListener("pointercancel", () => (drag = null));
   canvas.addEventListener("pointerleave", () => {
     state.hover = null;
-    schedule();
+    scheduleMarker();
   });
   let hoverEvent = null;
   let hoverRequest = 0;
@@ -379,7 +409,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
     const hover = inside ? [x, y] : null;
     if (String(hover) !== String(state.hover)) {
       state.hover = hover;
-      schedule();
+      scheduleMarker();
     }
     if (!inside) {
       readout.textContent = `x ${x}, y ${y}: outside image A (${width} × ${height} px)`;

@@ -31,4 +31,11 @@ ensure_tools() {
       || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; } \
       || echo "diffall: could not install docker-compose; tests/test_compose.py will fail" >&2
   fi
+  # Debian's chromium runs the viewer's browser tests (tests/viewer, driven by Playwright).
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt-get)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "diffall: could not install chromium; tests/viewer will fail" >&2
+  fi
 }

@@ -31,6 +31,7 @@ COPY core ./core
 COPY api ./api
 COPY worker ./worker
 COPY diffall ./diffall
+COPY viewer ./viewer
 # The client distribution (diffall/, the `diffall` command) and the server (.), both in place.
 RUN pip install --no-deps -e ./diffall -e . \
     && python -c "import core, api, worker, diffall"

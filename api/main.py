@@ -33,7 +33,9 @@ from api.routes import (
     comparisons,
     health,
     images,
+    previews,
     problems,
+    viewer,
     webhook_deliveries,
     webhooks,
 )
@@ -229,6 +231,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)
     install_docs(app)
+    app.include_router(previews.router)
+    app.include_router(viewer.router)  # the web viewer at /, /c/{id}, /b/{id}, /viewer/*
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes
     )

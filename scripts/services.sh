@@ -29,12 +29,18 @@ ensure_tools() {
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v jq >/dev/null 2>&1 || missing+=(jq)  # the README's curl examples use it
   command -v curl >/dev/null 2>&1 || missing+=(curl)
-  [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${missing[*]} (apt-get)" >&2
     local install=(apt-get install -y -qq --no-install-recommends "${missing[@]}")
     DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null \
       || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; } \
       || echo "diffall: could not install ${missing[*]}; the tests that need them will fail" >&2
+  fi
+  # Chromium with its recommended packages (fonts), for the page tests.
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt-get)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "diffall: could not install chromium; the page tests will fail" >&2
   fi
 }

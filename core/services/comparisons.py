@@ -31,6 +31,7 @@ from core.db.models import (
 )
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.options import DEFAULT_TOLERANCE
+from core.services import previews
 from core.services._common import (
     cut_page,
     map_db_errors,
@@ -382,6 +383,7 @@ def delete_comparison(
         session.commit()
     with map_storage_errors("delete heatmap"):
         store.delete(HEATMAP_KEY.format(comparison_id=comparison_id))
+    previews.delete_previews(store, comparison_id)
     log.info("comparison.canceled", comparison_id=str(comparison_id), was_open=was_open)
     return row
 

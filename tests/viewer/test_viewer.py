@@ -1,0 +1,429 @@
+"""The web viewer in a real Chromium (Debian's, driven by Playwright) against a real
+`diffall serve` on the embedded default (API, worker, broker): drop the bundled samples, wait
+for the result, read the verdict and SSIM, switch every view, hover a changed pixel and read
+its values, see a bad file's problem in its zone, walk a batch.
+
+Screenshots go to ``$DIFFALL_TEST_ARTIFACTS/viewer`` (default: the test session's temporary
+directory; the path is printed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffall.client import DiffallClient
+from tests.e2e.helpers import JOB_TIMEOUT_S, corrupt_png, edited_pair
+from tests.e2e.procs import ROOT, Service, python_argv, service_env, start, wait_until
+from tests.e2e.test_embedded import KEY_LINE, URL_LINE, run_cli
+from tests.s3server import free_port
+
+pytestmark = pytest.mark.slow
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SAMPLES = ROOT / "samples"
+#: Milliseconds a page may take to show a result (upload, queue, compare, images).
+RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
+#: Milliseconds a page may take to react (generous: the test machine is shared and busy).
+UI_TIMEOUT_MS = 30_000
+VERDICT_WORDS = {
+    "identical": "Identical",
+    "localized_edit": "Localised edit",
+    "global_change": "Global change",
+    "misaligned": "Misaligned",
+    "different": "Different image",
+}
+VIEW_KEYS = {
+    "1": "heatmap",
+    "2": "side",
+    "3": "swipe",
+    "4": "onion",
+    "5": "blink",
+    "6": "changes",
+}
+
+
+@dataclass
+class Served:
+    base_url: str
+    key: str
+    other_key: str  # another tenant's
+    service: Service
+    data_dir: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=20
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`diffall serve` with no configuration, on a free port; its printed URL and key."""
+    root = tmp_path_factory.mktemp("viewer-serve")
+    env = service_env({"DIFFALL_DATA_DIR": str(root / "data")})
+    code, out, err = run_cli("keys", "create", "--tenant", "other", env=env, cwd=root)
+    assert code == 0, err
+    serve = start(
+        "serve",
+        python_argv("-m", "diffall.cli", "serve", f"--port={free_port()}", "--workers=2"),
+        env=env,
+        cwd=root,
+        log_dir=root / "logs",
+        capture_stdout=True,
+    )
+    try:
+        wait_until(
+            lambda: "Press Ctrl+C" in "".join(serve.stdout_lines),
+            timeout_s=180,  # a busy shared machine starts five processes slowly
+            what="the start-up banner",
+            services=[serve],
+        )
+        banner = "".join(serve.stdout_lines)
+        key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
+        assert key and url, banner
+        yield Served(url.group(1), key.group(1), out.strip(), serve, root / "data")
+    finally:
+        serve.stop()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go (printed, to be looked at)."""
+    base = os.environ.get("DIFFALL_TEST_ARTIFACTS")
+    folder = Path(base) / "viewer" if base else tmp_path_factory.mktemp("viewer-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"viewer screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(served.base_url + "/")
+    tab.get_by_label("API key", exact=True).fill(key)
+    tab.get_by_role("button", name="Use this key").click()
+    tab.wait_for_selector("#key-dialog:not([open])", state="attached")
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    """A fresh page, signed in with the printed key; fails the test on any script error."""
+    yield from _signed_in(browser, served, served.key)
+
+
+@pytest.fixture
+def stranger(browser: Any, served: Served) -> Iterator[Any]:
+    """A fresh page signed in with another tenant's key."""
+    yield from _signed_in(browser, served, served.other_key)
+
+
+def _comparison_id(page: Any) -> str:
+    match = re.search(r"/c/([0-9a-f-]{36})$", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def _screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[float, float]:
+    """Where A's pixel (x, y) is on the screen, from the stage's current transform."""
+    canvas = page.locator("canvas.stage-canvas")
+    box = canvas.bounding_box()
+    scale = float(canvas.get_attribute("data-scale"))
+    tx = float(canvas.get_attribute("data-tx"))
+    ty = float(canvas.get_attribute("data-ty"))
+    offset = pane * box["width"] / 2
+    return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
+
+
+def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=20) as http:
+        for path in ("/", f"/c/{uuid.uuid4()}", f"/b/{uuid.uuid4()}"):
+            response = http.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            policy = response.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+            assert "frame-ancestors 'none'" in policy
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert '<script type="module" src="/viewer/js/app.js">' in response.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", http.get("/").text)  # nothing inline
+        module = http.get("/viewer/js/app.js")
+        assert module.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert module.headers["cache-control"] == "no-cache"
+        again = http.get("/viewer/js/app.js", headers={"If-None-Match": module.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert http.get("/viewer/app.css").headers["content-type"] == "text/css; charset=utf-8"
+        for bad in ("/viewer/%2e%2e/pyproject.toml", "/viewer/nothing.js", "/c/not-a-uuid"):
+            assert http.get(bad).status_code in (404, 422), bad
+        # The page's images need the key, like the rest of /v1.
+        assert http.get(f"/v1/comparisons/{uuid.uuid4()}/previews/a").status_code == 401
+
+
+def test_compare_the_samples_and_inspect_every_view(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    page.get_by_label("Image A", exact=True).set_input_files(SAMPLES / "reference.png")
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    zone_a = page.locator(".zone[data-side=a] [data-role=info]")
+    with Image.open(SAMPLES / "reference.png") as image:
+        reference = np.asarray(image.convert("RGB"))
+    height, width = reference.shape[:2]
+    playwright_api.expect(zone_a).to_contain_text(f"{width} × {height} px")
+    page.screenshot(path=artifacts / "compare.png")
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("canvas.stage-canvas[data-scale]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    playwright_api.expect(page.locator("[data-role=images-note]")).to_contain_text(
+        "warped into A's frame"
+    )
+
+    with served.api() as api:
+        comparison = api.get(f"/v1/comparisons/{_comparison_id(page)}").json()
+        result = comparison["result"]
+        heatmap = Image.open(io.BytesIO(api.get(comparison["links"]["heatmap"]).content))
+        preview_b = api.get(f"/v1/comparisons/{comparison['id']}/previews/b")
+    assert comparison["state"] == "succeeded"
+    assert result["alignment"]["applied"], result["alignment"]  # the samples need aligning
+    assert Image.open(io.BytesIO(preview_b.content)).size == (width, height)
+
+    playwright_api.expect(page.locator("[data-role=verdict]")).to_have_text(
+        VERDICT_WORDS[result["verdict"]]
+    )
+    playwright_api.expect(page.locator("[data-role=summary]")).to_have_text(result["summary"])
+    ssim_text = f"{result['ssim'] * 100:.1f} %"
+    ssim = page.locator("[data-role=ssim]")
+    playwright_api.expect(ssim).to_have_text(f"SSIM {ssim_text}")
+    assert ssim.get_attribute("aria-label") == f"SSIM {ssim_text}"
+    playwright_api.expect(page.locator("[data-role=psnr]")).to_have_text(f"{result['psnr']:.2f} dB")
+    playwright_api.expect(page.locator("[data-role=inliers]")).to_contain_text(
+        str(result["alignment"]["inliers"])
+    )
+    regions = page.locator("[data-role=regions] button")
+    playwright_api.expect(regions).to_have_count(len(result["regions"]))
+    page.screenshot(path=artifacts / "result.png", full_page=True)
+
+    stage = page.locator("section.stage")
+    for key, view in VIEW_KEYS.items():
+        page.locator("canvas.stage-canvas").focus()
+        page.keyboard.press(key)
+        playwright_api.expect(stage).to_have_attribute("data-view", view)
+        playwright_api.expect(page.locator(f".view-tab[data-view={view}]")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        page.wait_for_timeout(300)  # a frame or two
+        page.screenshot(path=artifacts / f"view-{key}-{view}.png")
+
+    # Hover the most changed pixel of the largest region: the readout gives A's pixel, B's
+    # (in A's frame), the difference level and its band, and the region.
+    page.keyboard.press("1")
+    first = result["regions"][0]
+    levels = np.asarray(heatmap)  # palette indices: the difference level, 255 = not compared
+    window = levels[
+        first["y"] : first["y"] + first["height"], first["x"] : first["x"] + first["width"]
+    ].astype(int)
+    window[window == 255] = -1
+    dy, dx = np.unravel_index(int(np.argmax(window)), window.shape)
+    x, y = first["x"] + int(dx), first["y"] + int(dy)
+    level = int(levels[y, x])
+    assert level >= 77  # a content change: red
+    page.mouse.move(*_screen_point(page, x, y))
+    readout = page.locator("[data-role=readout]")
+    assert readout.get_attribute("role") == "status"
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+    a_value = " ".join(str(v) for v in reference[y, x])
+    playwright_api.expect(readout).to_contain_text(f"A {a_value}")
+    b_pixel = np.asarray(Image.open(io.BytesIO(preview_b.content)).convert("RGBA"))[y, x]
+    playwright_api.expect(readout).to_contain_text(f"B {' '.join(str(v) for v in b_pixel[:3])}")
+    playwright_api.expect(readout).to_contain_text(
+        f"difference {level} of 255 ({level / 255 * 100:.1f} %), above the tolerance"
+    )
+    playwright_api.expect(readout).to_contain_text("band red: content change")
+    playwright_api.expect(readout).to_contain_text("region 1 (")
+    page.screenshot(path=artifacts / "hover.png")
+
+    # Side by side: the same pixel under the pointer in the right pane reads the same place.
+    page.keyboard.press("2")
+    page.wait_for_timeout(200)
+    page.mouse.move(*_screen_point(page, x, y, pane=1))
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+
+    # A region in the list zooms onto it.
+    page.keyboard.press("6")
+    before = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    regions.nth(0).click()
+    page.wait_for_timeout(300)
+    after = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    assert after > before * 1.5, (before, after)
+    page.screenshot(path=artifacts / "region-zoom.png")
+
+    # The wheel zooms in around the pointer, so the pixel under it stays put.
+    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > after
+    page.mouse.move(*_screen_point(page, x, y))
+    playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
+
+
+def test_a_bad_file_shows_its_problem_in_its_zone(
+    page: Any, served: Served, artifacts: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image at all\n" * 4)
+    with served.api() as api:
+        problem = api.post("/v1/images", files={"file": ("notes.png", bad.read_bytes())}).json()
+    page.get_by_label("Image A", exact=True).set_input_files(bad)
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    page.get_by_role("button", name="Compare").click()
+    error = page.locator(".zone[data-side=a] [data-role=error]")
+    playwright_api.expect(error).to_have_text(f"{problem['detail']} ({problem['code']})")
+    playwright_api.expect(page.locator(".zone[data-side=b] [data-role=error]")).to_have_text("")
+    assert page.url.endswith("/")  # no comparison was made
+    page.screenshot(path=artifacts / "bad-file.png")
+
+
+def test_the_batch_page_lists_every_pair_and_opens_one(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    a, b = edited_pair(160, 120, seed=3)
+    broken = corrupt_png(a)
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        batch = client.create_batch(
+            [
+                (SAMPLES / "reference.png", SAMPLES / "candidate.jpg"),
+                (a, b),
+                (a, a),
+                (a, broken),
+            ]
+        )
+    page.goto(f"{served.base_url}/b/{batch['id']}")
+    counts = page.locator("[data-role=batch-counts]")
+    playwright_api.expect(counts).to_contain_text("100 % done", timeout=RESULT_TIMEOUT_MS)
+    rows = page.locator("[data-role=pairs] tbody tr")
+    playwright_api.expect(rows).to_have_count(4)
+    # Worst first: the failure, then the lowest SSIM; the identical pair last.
+    playwright_api.expect(rows.nth(0)).to_contain_text("corrupt_image")
+    playwright_api.expect(rows.nth(3)).to_contain_text("Identical")
+    playwright_api.expect(rows.nth(3)).to_contain_text("100.0 %")
+    page.screenshot(path=artifacts / "batch.png", full_page=True)
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(4)]
+    page.get_by_label("Filter by verdict").select_option("identical")
+    playwright_api.expect(rows).to_have_count(1)
+    playwright_api.expect(rows.nth(0)).to_have_attribute("data-id", ids[3])
+    page.get_by_label("Filter by verdict").select_option("")
+    playwright_api.expect(rows).to_have_count(4)
+
+    rows.nth(1).click()
+    page.wait_for_url(f"**/c/{ids[1]}")
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    nav = page.locator("[data-role=batch-nav]")
+    playwright_api.expect(nav).to_contain_text("pair 2 of 4")
+    page.keyboard.press("ArrowRight")  # the next pair, in the batch page's order
+    page.wait_for_url(f"**/c/{ids[2]}")
+    playwright_api.expect(nav).to_contain_text("pair 3 of 4")
+    page.wait_for_selector("canvas.stage-canvas[data-scale]", timeout=RESULT_TIMEOUT_MS)
+    page.screenshot(path=artifacts / "batch-pair.png")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/c/{ids[1]}")
+    page.get_by_role("link", name="Back to the batch").click()
+    page.wait_for_url(f"**/b/{batch['id']}")
+
+
+def test_a_wrong_key_is_refused_and_another_tenants_address_is_not_found(
+    browser: Any, stranger: Any, served: Served, artifacts: Path
+) -> None:
+    with served.api() as api:
+        files = {
+            "a": ("a.png", (SAMPLES / "reference.png").read_bytes()),
+            "b": ("b.jpg", (SAMPLES / "candidate.jpg").read_bytes()),
+        }
+        mine = api.post("/v1/comparisons", files=files).json()
+    stranger.goto(f"{served.base_url}/c/{mine['id']}")
+    state = stranger.locator("[data-role=job-state]")
+    playwright_api.expect(state).to_contain_text("(not_found)")
+    stranger.screenshot(path=artifacts / "other-tenant.png")
+
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.goto(served.base_url + "/")
+    tab.get_by_label("API key", exact=True).fill("dfa_not-a-real-key")
+    tab.get_by_role("button", name="Use this key").click()
+    playwright_api.expect(tab.locator("#key-error")).to_contain_text("(unauthorized)")
+    assert tab.evaluate("sessionStorage.getItem('diffall.apiKey')") is None
+    context.close()
+
+
+def test_previews_follow_the_comparison(served: Served) -> None:
+    with DiffallClient(served.base_url, served.key, timeout=20) as client, served.api() as api:
+        job = client.compare(SAMPLES / "reference.png", SAMPLES / "candidate.jpg")
+        early = api.get(f"/v1/comparisons/{job['id']}/previews/a")
+        done = client.wait(job["id"], timeout_s=JOB_TIMEOUT_S, poll_s=0.2)
+        assert done["state"] == "succeeded"
+        if early.status_code != 200:  # asked before the worker finished
+            assert early.json()["code"] == "preview_not_available"
+        base = f"/v1/comparisons/{job['id']}/previews"
+        a = api.get(f"{base}/a")
+        b = api.get(f"{base}/b")
+        heat = api.get(f"{base}/heatmap")
+        assert {r.headers["content-type"] for r in (a, b, heat)} == {"image/png"}
+        assert heat.content == client.heatmap(job["id"])
+        with Image.open(SAMPLES / "reference.png") as image:
+            reference = np.asarray(image.convert("RGB"))
+        assert np.array_equal(
+            np.asarray(Image.open(io.BytesIO(a.content)).convert("RGB")), reference
+        )
+        warped = np.asarray(Image.open(io.BytesIO(b.content)))
+        assert warped.shape == (*reference.shape[:2], 4)
+        overlap = (warped[..., 3] == 255).mean()
+        # B covers about the share of A the alignment reports (the rest is transparent).
+        assert overlap == pytest.approx(done["result"]["alignment"]["overlap_ratio"], abs=0.03)
+        assert api.get(f"/v1/comparisons/{job['id']}/previews/c").status_code == 422
+        stored = served.data_dir / "storage" / "previews" / job["id"]
+        assert sorted(p.name for p in stored.iterdir()) == ["a.png", "b.png"]
+        api.delete(f"/v1/comparisons/{job['id']}").raise_for_status()
+        assert not list(stored.glob("*.png"))  # deleted with the result
+        gone = api.get(f"{base}/b")
+        assert (gone.status_code, gone.json()["code"]) == (404, "preview_not_available")

@@ -8,14 +8,20 @@ service (a corrupt image ends ``failed`` and is never retried).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import structlog
+from billiard.pool import SIG_SOFT_TIMEOUT
 from celery import Task
 
 from core.services import batches, comparisons, sweeper, webhook_delivery, webhooks
-from core.services.errors import Unavailable
+from core.services.errors import TimeLimitExceeded, Unavailable
 from core.services.jobqueue import broker_flags_redeliveries
 from core.services.tasknames import (
     ENQUEUE_BATCH,
@@ -61,6 +67,30 @@ RETRY_WHEN_UNAVAILABLE: dict[str, Any] = {
 }
 
 
+@contextlib.contextmanager
+def soft_time_limit_raises(error: type[Exception]) -> Iterator[None]:
+    """Within the block, Celery's soft time limit raises ``error`` (a service exception) instead
+    of Celery's ``SoftTimeLimitExceeded``, so the services never see Celery's types.
+
+    The prefork pool signals the soft limit with ``SIG_SOFT_TIMEOUT`` (SIGUSR1) to the pool
+    process, whose handler raises in the main thread; this swaps that handler for the block.
+    Elsewhere (no such signal, not the main thread: the solo and thread pools, which have no
+    soft limit) it does nothing.
+    """
+    if SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise error("the soft time limit interrupted the job")
+
+    previous = signal.signal(SIG_SOFT_TIMEOUT, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, previous)
+
+
 def _uuids(**arguments: str) -> list[uuid.UUID] | None:
     """The task's arguments as UUIDs, in order, or None (logged) if one is malformed: a bad
     message is dropped, never retried."""
@@ -93,27 +123,25 @@ def run_comparison(self: Task, comparison_id: str) -> None:
     (ident,) = parsed
     delivery = self.request.delivery_info or {}
     redelivered = bool(delivery.get("redelivered")) if broker_flags_redeliveries(app) else None
-    # The outbox rows are written claimed, so their tasks go out right after the commit; also
-    # when the task fails after it (ids of rows never committed find nothing).
+    # The outbox rows are written claimed, so their tasks go out right after the commit.
     with (
         structlog.contextvars.bound_contextvars(
             comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
         ),
-        webhooks.preclaimed_deliveries(webhook_policy.lease_s) as claimed,
+        soft_time_limit_raises(TimeLimitExceeded),
     ):
-        try:
-            comparisons.run_comparison(
-                get_sessions(),
-                get_store(),
-                comparison_id=ident,
-                max_crashes=settings.worker.max_attempts,
-                lease_s=settings.worker.stale_running_after_s,
-                redelivered=redelivered,
-                limits=settings.limits,
-            )
-        finally:
-            if claimed.delivery_ids:
-                webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)
+        sent = comparisons.run_comparison(
+            get_sessions(),
+            get_store(),
+            comparison_id=ident,
+            max_crashes=settings.worker.max_attempts,
+            lease_s=settings.worker.stale_running_after_s,
+            redelivered=redelivered,
+            limits=settings.limits,
+            delivery_claim=webhooks.DeliveryClaim.new(webhook_policy.lease_s),
+        )
+    if sent.delivery_ids:
+        webhook_delivery.send_preclaimed(get_delivery_queue(), sent)
 
 
 def _dispatch_now() -> None:

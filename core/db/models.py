@@ -44,7 +44,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from core.db.secretbox import EncryptedSecret
 
 __all__ = [
+    "FINAL_STATES",
     "NAMING_CONVENTION",
+    "OPEN_STATES",
     "ApiKey",
     "Base",
     "Batch",
@@ -152,12 +154,16 @@ class ComparisonState(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         """True for the states a comparison never leaves."""
-        return self in _FINAL_STATES
+        return self in FINAL_STATES
 
 
-_FINAL_STATES = frozenset(
+#: States a comparison never leaves (defined once; the state machine is
+#: ``core.services.lifecycle``).
+FINAL_STATES: frozenset[ComparisonState] = frozenset(
     {ComparisonState.SUCCEEDED, ComparisonState.FAILED, ComparisonState.CANCELED}
 )
+#: States a comparison can still leave.
+OPEN_STATES: tuple[ComparisonState, ...] = (ComparisonState.QUEUED, ComparisonState.RUNNING)
 
 
 class WebhookEventType(enum.StrEnum):

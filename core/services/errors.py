@@ -86,3 +86,9 @@ class Unavailable(ServiceError):
     """A dependency (database, storage, broker) is unavailable: transient (HTTP 503)."""
 
     code = "service_unavailable"
+
+
+class TimeLimitExceeded(ServiceError):
+    """The worker's soft time limit interrupted a job (raised by the worker, never the API)."""
+
+    code = "time_limit_exceeded"

@@ -370,7 +370,11 @@ class Comparison(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
-    """While ``running``: after this the sweeper treats the worker as gone."""
+    """While ``running``: the lease its worker renews (heartbeat); once it has expired the
+    sweeper may treat the worker as gone."""
+    lease_lost_at: Mapped[datetime | None]
+    """When the sweeper first saw the lease expired (a heartbeat clears it); the worker is
+    taken for dead only if the lease is still expired ``worker.lease_confirm_s`` later."""
 
     __table_args__ = (
         sa.ForeignKeyConstraint(

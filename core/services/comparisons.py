@@ -8,15 +8,17 @@ only while its attempt still holds (``UPDATE ... WHERE id = ? AND attempt = ? AN
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
+import tenacity
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import LimitsSettings
@@ -40,6 +42,7 @@ from core.services._common import (
     validate_webhook_url,
 )
 from core.services.errors import (
+    ClaimNotReleased,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -47,6 +50,7 @@ from core.services.errors import (
     TimeLimitExceeded,
     Unavailable,
 )
+from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
 from core.services.lifecycle import AfterCommit, Claim, mark_unsent
 from core.services.webhooks import DeliveryClaim
@@ -88,6 +92,7 @@ TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 INTERNAL_ERROR = "internal_error"
 
 _MODES = ("auto", "pixel", "align")
+_T = TypeVar("_T")
 
 
 def _is_int(value: Any) -> bool:
@@ -367,25 +372,52 @@ def delete_comparison(
 # -- the worker's use case --------------------------------------------------------------------
 
 
-def _claim(
+@dataclass(frozen=True)
+class RunPolicy:
+    """How the worker holds a job while it runs (the ``worker.*`` settings).
+
+    Attributes
+    ----------
+    lease_s
+        Seconds the claim is held from its last renewal before the sweeper may take the worker
+        for dead (``worker.lease_s``; without a heartbeat it must exceed the hard time limit).
+    heartbeat_s
+        Seconds between two renewals of the lease by a thread beside the job
+        (``worker.heartbeat_interval_s``); None: no heartbeat (the lease must then outlast the
+        job).
+    final_write_retry_s
+        Seconds the final write, and the give-back after a transient error, are retried while
+        the database is unavailable (``worker.final_write_retry_s``); 0: tried once.
+    """
+
+    lease_s: float = DEFAULT_LEASE_S
+    heartbeat_s: float | None = None
+    final_write_retry_s: float = 0.0
+
+
+def _write(
     sessions: sessionmaker[Session],
-    comparison_id: uuid.UUID,
+    action: str,
+    write: Callable[[Session], _T],
     *,
-    max_crashes: int,
-    lease_s: float,
-    redelivered: bool | None,
-    delivery_claim: DeliveryClaim | None,
-) -> tuple[Claim | None, AfterCommit]:
-    """Step 1 of :func:`run_comparison`: claim the row in one short transaction."""
-    with map_db_errors("claim"), sessions.begin() as session:
-        return lifecycle.claim(
-            session,
-            comparison_id,
-            max_crashes=max_crashes,
-            lease_s=lease_s,
-            redelivered=redelivered,
-            delivery_claim=delivery_claim,
-        )
+    retry_s: float,
+) -> _T:
+    """Run ``write`` in one transaction; while the database is unavailable (``Unavailable``),
+    run it again (a new transaction, a fresh connection) for up to ``retry_s`` seconds, with
+    exponential backoff from 0.25 s to 4 s and jitter."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(Unavailable),
+        stop=tenacity.stop_after_delay(retry_s),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.5),
+        before_sleep=lambda state: log.warning(
+            "comparison.write_retried", action=action, tries=state.attempt_number
+        ),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt, map_db_errors(action), sessions.begin() as session:
+            return write(session)
+    raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
 
 def _fail(
@@ -394,25 +426,37 @@ def _fail(
     code: str,
     message: str,
     delivery_claim: DeliveryClaim | None,
+    policy: RunPolicy,
 ) -> AfterCommit:
-    with map_db_errors("finish"), sessions.begin() as session:
-        after = lifecycle.fail(
+    after = _write(
+        sessions,
+        "finish",
+        lambda session: lifecycle.fail(
             session, claim, code=code, message=message, delivery_claim=delivery_claim
-        )
+        ),
+        retry_s=policy.final_write_retry_s,
+    )
     if after is None:
         return AfterCommit()
     log.info("comparison.failed", attempt=claim.attempt, error_code=code, error=message)
     return after
 
 
-def _release(sessions: sessionmaker[Session], claim: Claim) -> None:
-    """Best effort after a transient error: give the claim back (``queued``) so the retry
-    claims it normally instead of taking it for a crash."""
+def _release(sessions: sessionmaker[Session], claim: Claim, policy: RunPolicy) -> bool:
+    """After a transient error: give the claim back (``queued``, the attempt not counted) so
+    the retry claims it normally instead of taking it for a crash. False if the database
+    stayed away (the claim still holds)."""
     try:
-        with sessions.begin() as session:
-            lifecycle.release(session, claim)
-    except sa.exc.SQLAlchemyError:
+        _write(
+            sessions,
+            "release",
+            lambda session: lifecycle.release(session, claim),
+            retry_s=policy.final_write_retry_s,
+        )
+    except Unavailable:
         log.warning("comparison.release_failed", attempt=claim.attempt)
+        return False
+    return True
 
 
 def _drop_heatmap_if_canceled(
@@ -441,10 +485,12 @@ def run_comparison(
     *,
     comparison_id: uuid.UUID,
     max_crashes: int,
-    lease_s: float = DEFAULT_LEASE_S,
+    lease_s: float | None = None,
     redelivered: bool | None = None,
     limits: LimitsSettings | None = None,
     delivery_claim: DeliveryClaim | None = None,
+    policy: RunPolicy | None = None,
+    resume_attempt: int | None = None,
 ) -> AfterCommit:
     """The worker's use case; safe to run twice (idempotent).
 
@@ -452,13 +498,15 @@ def run_comparison(
        dead worker, which counts a crash) becomes ``running`` with ``attempt + 1`` and a lease;
        final states and unknown ids are a no-op. A job whose worker died ``max_crashes`` times
        ends ``failed`` with ``worker_crashed``.
-    2. Read both images, run ``core.imaging.compare`` with no transaction open, write the heatmap
-       to ``HEATMAP_KEY``.
+    2. With the lease renewed by a heartbeat thread (``policy.heartbeat_s``): read both
+       images, run ``core.imaging.compare`` with no transaction open, write the heatmap to
+       ``HEATMAP_KEY``.
     3. In one transaction, only if the attempt still holds: store the result and
        ``succeeded`` (``lifecycle.succeed``), or ``failed`` with the engine's error code
-       (``lifecycle.fail``; permanent: never retried).
-    Transient errors (storage or database unavailable) propagate as ``Unavailable`` for the
-    task to retry with backoff.
+       (``lifecycle.fail``; permanent: never retried). While the database is unavailable the
+       write is retried for ``policy.final_write_retry_s`` seconds.
+    Transient errors (storage or database unavailable) give the job back (``queued``, the
+    attempt not counted) and propagate as ``Unavailable`` for the task to retry with backoff.
 
     Parameters
     ----------
@@ -471,8 +519,8 @@ def run_comparison(
     max_crashes
         Worker deaths after which the job ends ``failed`` / ``worker_crashed`` (>= 1).
     lease_s
-        Seconds the claim is held before the sweeper may take the worker for dead (must exceed
-        the hard time limit; ``worker.stale_running_after_s``).
+        Overrides ``policy.lease_s`` (seconds the claim is held before the sweeper may take
+        the worker for dead).
     redelivered
         What the broker says about this delivery. ``True``: a message given back after its
         worker was lost. ``False`` (the broker would have said so): a first delivery, so a
@@ -486,6 +534,12 @@ def run_comparison(
         Write the webhook deliveries of the final state under this claim (the caller sends
         their tasks after this returns: ``webhook_delivery.send_preclaimed``); None: they are
         written ``pending`` for the dispatcher.
+    policy
+        Lease, heartbeat and retry of the final write (default: a 180 s lease, no heartbeat,
+        no retry).
+    resume_attempt
+        Set by the retry of a run that could not give the job back (``ClaimNotReleased``): a
+        ``running`` row still at this attempt is taken over with no crash counted.
 
     Returns
     -------
@@ -495,8 +549,11 @@ def run_comparison(
     Raises
     ------
     Unavailable
-        The database or storage is unavailable; the claim is given back (``queued``) when
-        possible, for the task's retry.
+        The database or storage is unavailable; the claim was given back (``queued``), for
+        the task's retry.
+    ClaimNotReleased
+        The database stayed unavailable, so the claim could not be given back either: the
+        retry must pass ``resume_attempt=exc.attempt``.
 
     Notes
     -----
@@ -508,16 +565,48 @@ def run_comparison(
     """
     if max_crashes < 1:
         raise ValueError("max_crashes must be >= 1")
-    claim, after = _claim(
+    policy = policy or RunPolicy()
+    lease = policy.lease_s if lease_s is None else lease_s
+    claim, after = _write(
         sessions,
-        comparison_id,
-        max_crashes=max_crashes,
-        lease_s=lease_s,
-        redelivered=redelivered,
-        delivery_claim=delivery_claim,
+        "claim",
+        lambda session: lifecycle.claim(
+            session,
+            comparison_id,
+            max_crashes=max_crashes,
+            lease_s=lease,
+            redelivered=redelivered,
+            resume_attempt=resume_attempt,
+            delivery_claim=delivery_claim,
+        ),
+        retry_s=0.0,
     )
     if claim is None:
         return after
+    try:
+        with contextlib.ExitStack() as stack:
+            if policy.heartbeat_s is not None:
+                stack.enter_context(
+                    Heartbeat(sessions, claim, lease_s=lease, interval_s=policy.heartbeat_s)
+                )
+            return _run_claimed(sessions, store, claim, limits, delivery_claim, policy)
+    except ServiceError as exc:
+        if not isinstance(exc, Unavailable):
+            exc = Unavailable(exc.message)  # e.g. storage refusing access: retry, then give up
+        if not _release(sessions, claim, policy):
+            raise ClaimNotReleased(exc.message, attempt=claim.attempt) from exc
+        raise exc from exc.__cause__
+
+
+def _run_claimed(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    claim: Claim,
+    limits: LimitsSettings | None,
+    delivery_claim: DeliveryClaim | None,
+    policy: RunPolicy,
+) -> AfterCommit:
+    """Steps 2 and 3 of :func:`run_comparison` (transient errors propagate)."""
     try:
         try:
             with map_storage_errors("read images"):
@@ -525,43 +614,43 @@ def run_comparison(
                 data_b = store.get(claim.key_b)
         except (ObjectNotFound, ValueError) as exc:
             message = f"an image's bytes are missing: {exc}"
-            return _fail(sessions, claim, IMAGE_MISSING, message, delivery_claim)
+            return _fail(sessions, claim, IMAGE_MISSING, message, delivery_claim, policy)
         try:
             result = compare(data_a, data_b, engine_options(claim.options, limits))
         except ImagingError as exc:
-            return _fail(sessions, claim, exc.code.value, _imaging_message(exc), delivery_claim)
+            message = _imaging_message(exc)
+            return _fail(sessions, claim, exc.code.value, message, delivery_claim, policy)
         except TimeLimitExceeded:
             raise
         except Exception as exc:  # an engine bug: record it, do not retry it
             log.exception("comparison.engine_error")
             message = f"internal error: {type(exc).__name__}"
-            return _fail(sessions, claim, INTERNAL_ERROR, message, delivery_claim)
-        heatmap_key = HEATMAP_KEY.format(comparison_id=comparison_id)
+            return _fail(sessions, claim, INTERNAL_ERROR, message, delivery_claim, policy)
+        heatmap_key = HEATMAP_KEY.format(comparison_id=claim.comparison_id)
         with map_storage_errors("write heatmap"):
             store.put(heatmap_key, result.heatmap_png, content_type="image/png")
-        with map_db_errors("finish"), sessions.begin() as session:
-            written = lifecycle.succeed(
+        written = _write(
+            sessions,
+            "finish",
+            lambda session: lifecycle.succeed(
                 session,
                 claim,
                 result=result.to_dict(),
                 heatmap_key=heatmap_key,
                 delivery_claim=delivery_claim,
-            )
-        if written is None:
-            _drop_heatmap_if_canceled(sessions, store, claim, heatmap_key)
-            return AfterCommit()
-        log.info(
-            "comparison.succeeded",
-            attempt=claim.attempt,
-            verdict=result.verdict,
-            timings_ms=result.timings_ms,
+            ),
+            retry_s=policy.final_write_retry_s,
         )
-        return written
     except TimeLimitExceeded:
         message = "the comparison took too long"
-        return _fail(sessions, claim, TIME_LIMIT_EXCEEDED, message, delivery_claim)
-    except ServiceError as exc:
-        if not isinstance(exc, Unavailable):
-            exc = Unavailable(exc.message)  # e.g. storage refusing access: retry, then give up
-        _release(sessions, claim)
-        raise exc from exc.__cause__
+        return _fail(sessions, claim, TIME_LIMIT_EXCEEDED, message, delivery_claim, policy)
+    if written is None:
+        _drop_heatmap_if_canceled(sessions, store, claim, heatmap_key)
+        return AfterCommit()
+    log.info(
+        "comparison.succeeded",
+        attempt=claim.attempt,
+        verdict=result.verdict,
+        timings_ms=result.timings_ms,
+    )
+    return written

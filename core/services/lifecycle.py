@@ -16,11 +16,13 @@ running                    succeeded            :func:`succeed`: the engine is d
 running                    failed               :func:`fail`: bad input, time limit, engine bug
                                                 (a stable error code)
 running                    queued               :func:`release`: database or storage unavailable
-                                                (given back, retried)
+                                                (given back, retried; attempt - 1)
 any                        canceled             :func:`cancel`: the client cancels or deletes it
 running (lease expired)    queued / failed      :func:`recover_crashed`: its worker vanished; a
                                                 crash is counted (``worker_crashed`` at
                                                 ``max_crashes``)
+running                    running              :func:`renew`: the worker's heartbeat (lease
+                                                extended)
 queued (message lost)      queued               :func:`requeue`: re-sent once its queue drained
 =========================  ===================  ==================================================
 
@@ -77,6 +79,7 @@ __all__ = [
     "mark_unsent",
     "recover_crashed",
     "release",
+    "renew",
     "requeue",
     "succeed",
 ]
@@ -273,6 +276,7 @@ def claim(
     max_crashes: int,
     lease_s: float,
     redelivered: bool | None,
+    resume_attempt: int | None = None,
     delivery_claim: DeliveryClaim | None = None,
     now: datetime | None = None,
 ) -> tuple[Claim | None, AfterCommit]:
@@ -285,7 +289,9 @@ def claim(
 
     ``redelivered``: what the broker says about this delivery (True: given back after its
     worker was lost; False: a first delivery; None: the broker cannot tell, and a ``running``
-    row is taken for a dead worker's).
+    row is taken for a dead worker's). ``resume_attempt``: the attempt this message's own
+    earlier run held and could not give back (the database was away): a ``running`` row still
+    at that attempt is taken over as it is, with no crash counted and no new attempt.
     """
     image_a, image_b = aliased(Image), aliased(Image)
     # One round trip: the row (locked) and both images' storage keys (tenant-checked).
@@ -310,7 +316,10 @@ def claim(
         log.info("comparison.already_final", state=row.state.value)
         return None, AfterCommit()
     now = now or utcnow()
-    if row.state is ComparisonState.RUNNING:
+    resumed = row.state is ComparisonState.RUNNING and row.attempt == resume_attempt
+    if resumed:
+        log.info("comparison.resumed", attempt=row.attempt)
+    elif row.state is ComparisonState.RUNNING:
         lease_held = row.lease_expires_at is not None and row.lease_expires_at > now
         if lease_held and redelivered is False:
             # A second message for a job another worker holds (e.g. a re-send that raced the
@@ -323,9 +332,11 @@ def claim(
             session.flush()
             return None, _ended(session, row.id, row.batch_id, now, delivery_claim)
     row.state = ComparisonState.RUNNING
-    row.attempt += 1
+    if not resumed:
+        row.attempt += 1
     row.started_at = now
     row.lease_expires_at = now + timedelta(seconds=lease_s)
+    row.lease_lost_at = None
     row.updated_at = now
     held = Claim(
         comparison_id=row.id,
@@ -421,14 +432,35 @@ def fail(
 
 def release(session: Session, held: Claim, *, now: datetime | None = None) -> bool:
     """``running`` → ``queued``: give the claim back after a transient error, so the retry
-    claims it normally instead of taking it for a crash. True if the attempt still held."""
+    claims it normally instead of taking it for a crash, and the attempt is not counted
+    (``attempt - 1``: ``attempts`` counts runs, not give-backs; the next claim takes the same
+    number again, and nothing else holds it). True if the attempt still held."""
     now = now or utcnow()
     result = session.execute(
         sa.update(Comparison)
         .where(_held(held))
         .values(
-            state=ComparisonState.QUEUED, lease_expires_at=None, enqueued_at=now, updated_at=now
+            state=ComparisonState.QUEUED,
+            attempt=Comparison.attempt - 1,
+            lease_expires_at=None,
+            lease_lost_at=None,
+            enqueued_at=now,
+            updated_at=now,
         )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def renew(session: Session, held: Claim, *, lease_s: float, now: datetime | None = None) -> bool:
+    """``running`` → ``running``, the worker's heartbeat: extend the lease to ``lease_s``
+    seconds from now (and clear a ``lease_lost_at`` the sweeper set). False when the attempt no
+    longer holds (superseded, canceled, given back): the heartbeat stops."""
+    now = now or utcnow()
+    result = session.execute(
+        sa.update(Comparison)
+        .where(_held(held))
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), lease_lost_at=None)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -480,19 +512,42 @@ def recover_crashed(
     stale_running_after_s: float,
     max_crashes: int,
     limit: int,
+    confirm_s: float = 0.0,
     now: datetime | None = None,
 ) -> Recovered:
     """``running`` whose lease expired → ``queued`` (a crash counted; the caller sends them),
     or ``failed`` / ``worker_crashed`` at ``max_crashes``. Rows without a lease (defensive)
     count as expired ``stale_running_after_s`` seconds after their last update. At most
-    ``limit`` rows; rows locked by another transaction are skipped."""
+    ``limit`` rows; rows locked by another transaction are skipped.
+
+    ``confirm_s`` > 0: an expired lease is first only marked (``lease_lost_at``); the crash is
+    counted by a later pass, once it has stayed expired ``confirm_s`` seconds since. A live
+    worker's heartbeat renews it meanwhile: after a database outage every lease has expired,
+    but no worker died.
+    """
     now = now or utcnow()
+    if confirm_s > 0:
+        session.execute(
+            sa.update(Comparison)
+            .where(
+                Comparison.state == ComparisonState.RUNNING,
+                Comparison.lease_expires_at < now,
+                Comparison.lease_lost_at.is_(None),
+            )
+            .values(lease_lost_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    confirmed = (
+        Comparison.lease_lost_at < now - timedelta(seconds=confirm_s)
+        if confirm_s > 0
+        else sa.true()
+    )
     rows = session.scalars(
         sa.select(Comparison)
         .where(
             Comparison.state == ComparisonState.RUNNING,
             sa.or_(
-                Comparison.lease_expires_at < now,
+                sa.and_(Comparison.lease_expires_at < now, confirmed),
                 sa.and_(
                     Comparison.lease_expires_at.is_(None),
                     Comparison.updated_at < now - timedelta(seconds=stale_running_after_s),
@@ -506,6 +561,7 @@ def recover_crashed(
     to_send: dict[ComparisonQueue, list[uuid.UUID]] = {}
     failed: list[Comparison] = []
     for row in rows:
+        row.lease_lost_at = None
         if _count_crash(session, row, max_crashes=max_crashes, now=now):
             failed.append(row)
         else:

@@ -8,9 +8,10 @@ Run periodically (Celery beat sends ``diffall.sweeper.sweep`` every
 workers, the API and (on PostgreSQL, thanks to ``FOR UPDATE SKIP LOCKED``) other sweepers.
 
 1. ``running`` jobs whose lease expired (their worker died, or hit the hard time limit, without
-   the broker giving the message back): a crash is counted; below ``max_crashes`` the job goes
-   back to ``queued`` and is re-sent, at ``max_crashes`` it ends ``failed`` with
-   ``worker_crashed``.
+   the broker giving the message back; the lease is short and renewed by a heartbeat while the
+   job runs, and must stay expired ``lease_confirm_s`` before it counts): a crash is counted;
+   below ``max_crashes`` the job goes back to ``queued`` and is re-sent, at ``max_crashes`` it
+   ends ``failed`` with ``worker_crashed``. :func:`recover` runs this step alone, often.
 2. ``queued`` jobs whose message was never sent (``enqueued_at`` NULL: the broker was down when
    the API tried) are sent; ``queued`` jobs sent more than ``stale_queued_after_s`` ago are
    re-sent, but only once their queue is empty: a job that waits behind 10,000 others is not
@@ -37,7 +38,7 @@ from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
 from core.services.lifecycle import mark_unsent
 from core.services.webhooks import purge_old_events
 
-__all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "sweep"]
+__all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "recover", "sweep"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,7 @@ def _recover_running(
     stale_running_after_s: float,
     max_crashes: int,
     limit: int,
+    confirm_s: float,
 ) -> lifecycle.Recovered:
     """Step 1 (``lifecycle.recover_crashed``, one transaction)."""
     with map_db_errors("sweep running"), sessions.begin() as session:
@@ -92,6 +94,7 @@ def _recover_running(
             stale_running_after_s=stale_running_after_s,
             max_crashes=max_crashes,
             limit=limit,
+            confirm_s=confirm_s,
         )
 
 
@@ -151,6 +154,7 @@ def sweep(
     max_crashes: int,
     limit: int = DEFAULT_SWEEP_LIMIT,
     webhook_retention_s: float | None = None,
+    lease_confirm_s: float = 0.0,
 ) -> SweepReport:
     """One pass of the sweeper (see the module docstring).
 
@@ -172,6 +176,11 @@ def sweep(
         Crashes after which a job ends ``failed`` / ``worker_crashed`` (``worker.max_attempts``).
     limit
         Most jobs handled per step in this pass.
+    webhook_retention_s
+        Webhook events older than this are purged (None: none).
+    lease_confirm_s
+        Seconds an expired lease must stay expired before a crash is counted
+        (``worker.lease_confirm_s``; see ``lifecycle.recover_crashed``); 0: at once.
 
     Returns
     -------
@@ -189,6 +198,7 @@ def sweep(
         stale_running_after_s=stale_running_after_s,
         max_crashes=max_crashes,
         limit=limit,
+        confirm_s=lease_confirm_s,
     )
     to_send, crashed = recovered.to_send, recovered.crashed
     failures = _send(sessions, queue, to_send)
@@ -219,4 +229,38 @@ def sweep(
     )
     if report.resent or report.requeued or report.crashed or report.send_failures:
         log.info("sweeper.pass", **{k: v for k, v in report.__dict__.items()})
+    return report
+
+
+def recover(
+    sessions: sessionmaker[Session],
+    queue: JobQueue,
+    *,
+    stale_running_after_s: float,
+    max_crashes: int,
+    lease_confirm_s: float,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+) -> SweepReport:
+    """Step 1 of the sweeper alone: take back the jobs of dead workers and send them again.
+
+    Cheap (one indexed query on ``running`` rows), so beat runs it every
+    ``worker.recover_interval_s`` seconds: with the heartbeat's short lease a dead worker's job
+    is queued again within ``lease_s + lease_confirm_s + 2 * recover_interval_s``. Parameters
+    as for :func:`sweep`; ``Unavailable`` when the database is unavailable.
+    """
+    recovered = _recover_running(
+        sessions,
+        stale_running_after_s=stale_running_after_s,
+        max_crashes=max_crashes,
+        limit=limit,
+        confirm_s=lease_confirm_s,
+    )
+    failures = _send(sessions, queue, recovered.to_send)
+    report = SweepReport(
+        requeued=sum(map(len, recovered.to_send.values())),
+        crashed=recovered.crashed,
+        send_failures=failures,
+    )
+    if report.requeued or report.crashed:
+        log.info("sweeper.recovered", **{k: v for k, v in report.__dict__.items()})
     return report

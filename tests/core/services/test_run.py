@@ -356,14 +356,15 @@ def test_storage_outage_releases_the_claim_and_raises_unavailable(
     with pytest.raises(Unavailable):
         comparisons.run_comparison(sessions, dead_s3_store, comparison_id=cid, max_crashes=3)
     row = _row(sessions, cid)
-    # Given back: the retry claims it normally (no crash counted).
-    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 1, 0)
+    # Given back: the retry claims it normally (no crash counted), and the run that could not
+    # read its images is not counted as an attempt (issue 11: attempts count real runs).
+    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 0, 0)
     assert row.lease_expires_at is None
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
     row = _row(sessions, cid)
-    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 0)
+    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)
 
 
 def _batch(sessions: SessionFactory, tenant: Tenant, total: int) -> uuid.UUID:

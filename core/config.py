@@ -381,6 +381,12 @@ class WebhookSettings(_Group):
     (message lost, e.g. a broker restart) is re-sent by the dispatcher. Must exceed
     ``timeout_s``."""
 
+    preclaim_lease_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Seconds the deliveries a finished comparison writes already claimed wait for the task
+    its worker sends right after the commit; if that worker died in between (or the broker
+    was down), the dispatcher sends them once this has passed. An attempt that starts takes
+    the full ``lease_s``."""
+
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(default=(), max_length=20)
     """Fernet keys encrypting the webhook signing secrets stored in the database (secret): the
     first key encrypts, every key decrypts, so a key is rotated by putting the new one first and

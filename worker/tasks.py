@@ -161,7 +161,7 @@ def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = 
                 max_crashes=settings.worker.max_attempts,
                 redelivered=redelivered,
                 limits=settings.limits,
-                delivery_claim=webhooks.DeliveryClaim.new(webhook_policy.lease_s),
+                delivery_claim=webhooks.DeliveryClaim.new(settings.webhooks.preclaim_lease_s),
                 policy=RUN_POLICY,
                 resume_attempt=resume_attempt,
             )

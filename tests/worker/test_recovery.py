@@ -14,7 +14,7 @@ from core.db.models import Comparison, ComparisonState
 from core.services import comparisons, images
 from tests.core.imaging.photos import jpeg, photo
 from tests.core.services.support import make_tenant
-from tests.worker.processes import WorkerEnv, new_worker
+from tests.worker.processes import WorkerEnv, WorkerProcess, new_worker
 
 #: The bound the issue sets: a dead worker's job is taken back within 30 s.
 RECOVERY_BOUND_S = 30.0
@@ -26,13 +26,23 @@ def _slow_pair() -> tuple[bytes, bytes]:
     return jpeg(photo(4000, 3000, seed=3)), jpeg(photo(4000, 3000, seed=4))
 
 
+@cache
+def _slower_pair() -> tuple[bytes, bytes]:
+    """A 6000x4000 JPEG pair: well over a second of work in align mode."""
+    return jpeg(photo(6000, 4000, seed=5)), jpeg(photo(6000, 4000, seed=6))
+
+
 def _submit_slow(env: WorkerEnv) -> uuid.UUID:
+    return _submit(env, *_slow_pair())
+
+
+def _submit(env: WorkerEnv, a: bytes, b: bytes) -> uuid.UUID:
     tenant = make_tenant(env.sessions)
     limits = LimitsSettings()
     with env.sessions() as session:
         stored = [
             images.store_image(session, env.store, tenant_id=tenant.id, data=data, limits=limits)
-            for data in _slow_pair()
+            for data in (a, b)
         ]
         created = comparisons.create_comparison(
             session,
@@ -81,3 +91,52 @@ def test_a_worker_killed_with_its_parent_loses_its_job_within_30_s(
         f"taken back {recovered_in:.1f} s and finished {finished_in:.1f} s after the worker "
         "was killed (the second worker's start included)"
     )
+
+
+def test_a_live_worker_keeps_its_job_through_many_recovery_passes(
+    redis_worker_env: WorkerEnv,
+) -> None:
+    env = redis_worker_env
+    # A lease of 0.6 s renewed every 0.15 s and recovery passes every 0.3 s: a job of about
+    # 1.5 s outlives its lease several times over, and only the heartbeat keeps it.
+    fast = {
+        **env.variables,
+        "DIFFALL_WORKER__HEARTBEAT_INTERVAL_S": "0.15",
+        "DIFFALL_WORKER__LEASE_S": "0.6",
+        "DIFFALL_WORKER__LEASE_CONFIRM_S": "0.3",
+        "DIFFALL_WORKER__RECOVER_INTERVAL_S": "0.3",
+    }
+    worker = WorkerProcess(
+        fast,
+        env.log_dir / "heartbeat.log",
+        "--beat",
+        "--schedule",
+        str(env.log_dir / "heartbeat-beat-schedule"),
+    )
+    try:
+        cid = _submit_slow(env)
+        row = env.wait_for(cid, lambda r: r.state.is_final, worker=worker, timeout=60)
+        log = worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+    assert row.state is ComparisonState.SUCCEEDED, (row.error_code, row.error_message)
+    assert (row.attempt, row.crash_count) == (1, 0)
+    assert "sweeper.recover" in log or "diffall.sweeper.recover" in log  # the passes did run
+
+
+def test_the_soft_time_limit_fails_the_job_with_its_code(redis_worker_env: WorkerEnv) -> None:
+    env = redis_worker_env
+    limited = {**env.variables, "DIFFALL_WORKER__SOFT_TIME_LIMIT_S": "1"}
+    worker = WorkerProcess(limited, env.log_dir / "time-limit.log")
+    try:
+        # A small job first: the pool process's first task also imports the database driver,
+        # which a 1 s limit would interrupt before any job is claimed.
+        warm = _submit(env, jpeg(photo(64, 48, seed=8)), jpeg(photo(64, 48, seed=9)))
+        env.wait_for(warm, lambda r: r.state.is_final, worker=worker, timeout=60)
+        cid = _submit(env, *_slower_pair())
+        row = env.wait_for(cid, lambda r: r.state.is_final, worker=worker, timeout=60)
+    finally:
+        worker.stop()
+    # The worker turned Celery's SoftTimeLimitExceeded into the service's TimeLimitExceeded.
+    assert (row.state, row.error_code) == (ComparisonState.FAILED, "time_limit_exceeded")
+    assert (row.attempt, row.crash_count) == (1, 0)

@@ -246,7 +246,10 @@ class ComparisonOut(_Model):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    attempts: int = Field(description="Times a worker picked the job up (>= 0).")
+    attempts: int = Field(
+        description="Times a worker ran the job (>= 0); a run given back because the database "
+        "or storage was unavailable is not counted."
+    )
     options: dict[str, Any]
     metadata: dict[str, Any] | None
     webhook_url: str | None

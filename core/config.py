@@ -242,6 +242,28 @@ class WorkerSettings(_Group):
     stale_queued_after_s: int = Field(default=60, ge=1)
     """Seconds a comparison may stay ``queued`` before the sweeper re-sends its message."""
 
+    heartbeat_interval_s: float = Field(default=2.0, gt=0.0, le=60.0)
+    """Seconds between two renewals of a running job's lease by the process running it (a
+    thread beside the job)."""
+
+    lease_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Seconds a running job's lease lasts from its last renewal; >= 3 heartbeats. A worker
+    that stops renewing (it died) loses the job after it."""
+
+    lease_confirm_s: float = Field(default=4.0, ge=0.0, le=3600.0)
+    """Seconds a lease must stay expired after the sweeper first saw it expired before a crash
+    is counted (a live worker renews it meanwhile, e.g. after a database outage); >= 2
+    heartbeats."""
+
+    recover_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    """Seconds between two passes that take back the jobs of dead workers (a light part of the
+    sweeper). A dead worker's job is queued again within about ``lease_s + lease_confirm_s +
+    2 * recover_interval_s`` (20 s... 24 s by default)."""
+
+    final_write_retry_s: float = Field(default=60.0, ge=0.0, le=3600.0)
+    """Seconds the final write of a job (and its give-back) is retried while the database is
+    unavailable, before the job is given back to the broker's retry."""
+
     concurrency: int | None = Field(default=None, ge=1, le=256)
     """Comparison worker processes per worker (``diffall serve``, compose's ``worker``); None:
     the CPUs + 1 (see :attr:`processes`)."""
@@ -276,6 +298,13 @@ class WorkerSettings(_Group):
             raise ValueError(
                 f"worker.visibility_timeout_s ({self.visibility_timeout_s}) must be greater than "
                 f"worker.hard_time_limit_s ({hard}), or the broker redelivers running tasks"
+            )
+        beat = self.heartbeat_interval_s
+        if self.lease_s < 3 * beat or self.lease_confirm_s < 2 * beat:
+            raise ValueError(
+                f"worker.lease_s ({self.lease_s}) must be at least 3 heartbeats and "
+                f"worker.lease_confirm_s ({self.lease_confirm_s}) at least 2 heartbeats "
+                f"(worker.heartbeat_interval_s = {beat}), or live workers lose their jobs"
             )
         if self.stale_running_after_s <= hard:
             raise ValueError(
@@ -351,6 +380,12 @@ class WebhookSettings(_Group):
     """Seconds a dispatched delivery is reserved for its task; a task not started by then
     (message lost, e.g. a broker restart) is re-sent by the dispatcher. Must exceed
     ``timeout_s``."""
+
+    preclaim_lease_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Seconds the deliveries a finished comparison writes already claimed wait for the task
+    its worker sends right after the commit; if that worker died in between (or the broker
+    was down), the dispatcher sends them once this has passed. An attempt that starts takes
+    the full ``lease_s``."""
 
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(default=(), max_length=20)
     """Fernet keys encrypting the webhook signing secrets stored in the database (secret): the

@@ -166,6 +166,9 @@ def _on_worker_process_init(**_: Any) -> None:
     dispose_engine(close=False)
     reset_resources()
     configure_logging()
+    # This process's engine now (it imports the database driver, without connecting): the
+    # first job's time limit then counts that job only.
+    get_sessions()
 
 
 @signals.worker_process_shutdown.connect

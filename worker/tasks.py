@@ -8,17 +8,25 @@ service (a corrupt image ends ``failed`` and is never retried).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import structlog
+from billiard.pool import SIG_SOFT_TIMEOUT
 from celery import Task
 
 from core.services import batches, comparisons, sweeper, webhook_delivery, webhooks
-from core.services.errors import Unavailable
+from core.services.comparisons import RunPolicy
+from core.services.errors import ClaimNotReleased, TimeLimitExceeded, Unavailable
 from core.services.jobqueue import broker_flags_redeliveries
 from core.services.tasknames import (
     ENQUEUE_BATCH,
+    RECOVER,
     RUN_COMPARISON,
     SWEEP,
     WEBHOOK_DELIVER,
@@ -40,6 +48,7 @@ __all__ = [
     "deliver_webhook",
     "dispatch_webhooks",
     "enqueue_batch",
+    "recover",
     "run_comparison",
     "sweep",
 ]
@@ -61,6 +70,42 @@ RETRY_WHEN_UNAVAILABLE: dict[str, Any] = {
 }
 
 
+@contextlib.contextmanager
+def soft_time_limit_raises(error: type[Exception]) -> Iterator[None]:
+    """Within the block, Celery's soft time limit raises ``error`` (a service exception) instead
+    of Celery's ``SoftTimeLimitExceeded``, so the services never see Celery's types.
+
+    The prefork pool signals the soft limit with ``SIG_SOFT_TIMEOUT`` (SIGUSR1) to the pool
+    process, whose handler raises in the main thread; this swaps that handler for the block.
+    Elsewhere (no such signal, not the main thread: the solo and thread pools, which have no
+    soft limit) it does nothing.
+    """
+    if SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise error("the soft time limit interrupted the job")
+
+    previous = signal.signal(SIG_SOFT_TIMEOUT, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, previous)
+
+
+#: How a comparison is held while it runs: a short lease renewed by a heartbeat thread, and the
+#: final write retried while the database is away (the ``worker.*`` settings).
+RUN_POLICY = RunPolicy(
+    lease_s=settings.worker.lease_s,
+    heartbeat_s=settings.worker.heartbeat_interval_s,
+    final_write_retry_s=settings.worker.final_write_retry_s,
+)
+#: Longest wait before resuming a job that could not be given back, in seconds (short: the
+#: sweeper takes a job whose lease stays expired for a crash).
+RESUME_COUNTDOWN_MAX_S = 2.0
+
+
 def _uuids(**arguments: str) -> list[uuid.UUID] | None:
     """The task's arguments as UUIDs, in order, or None (logged) if one is malformed: a bad
     message is dropped, never retried."""
@@ -79,41 +124,56 @@ def _uuids(**arguments: str) -> list[uuid.UUID] | None:
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def run_comparison(self: Task, comparison_id: str) -> None:
+def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = None) -> None:
     """Run one comparison (``core.services.comparisons.run_comparison``).
 
     Parameters
     ----------
     comparison_id
-        The comparison's UUID as a string (the only argument a message carries).
+        The comparison's UUID as a string (the only argument the API's messages carry).
+    resume_attempt
+        Set only by this task's own retry after the database stayed away while the job had
+        to be given back (``ClaimNotReleased``): that attempt is resumed, with no crash.
     """
     parsed = _uuids(comparison_id=comparison_id)
     if parsed is None:
         return
+    if resume_attempt is not None and (
+        not isinstance(resume_attempt, int) or isinstance(resume_attempt, bool)
+    ):
+        log.error("task.bad_argument", resume_attempt=repr(resume_attempt)[:100])
+        resume_attempt = None
     (ident,) = parsed
     delivery = self.request.delivery_info or {}
     redelivered = bool(delivery.get("redelivered")) if broker_flags_redeliveries(app) else None
-    # The outbox rows are written claimed, so their tasks go out right after the commit; also
-    # when the task fails after it (ids of rows never committed find nothing).
+    # The outbox rows are written claimed, so their tasks go out right after the commit.
     with (
         structlog.contextvars.bound_contextvars(
             comparison_id=str(ident), task_id=self.request.id, retries=self.request.retries
         ),
-        webhooks.preclaimed_deliveries(webhook_policy.lease_s) as claimed,
+        soft_time_limit_raises(TimeLimitExceeded),
     ):
         try:
-            comparisons.run_comparison(
+            sent = comparisons.run_comparison(
                 get_sessions(),
                 get_store(),
                 comparison_id=ident,
                 max_crashes=settings.worker.max_attempts,
-                lease_s=settings.worker.stale_running_after_s,
                 redelivered=redelivered,
                 limits=settings.limits,
+                delivery_claim=webhooks.DeliveryClaim.new(settings.webhooks.preclaim_lease_s),
+                policy=RUN_POLICY,
+                resume_attempt=resume_attempt,
             )
-        finally:
-            if claimed.delivery_ids:
-                webhook_delivery.send_preclaimed(get_delivery_queue(), claimed)
+        except ClaimNotReleased as exc:
+            # The job is still ours (attempt exc.attempt): the retry resumes it, no crash.
+            raise self.retry(
+                exc=exc,
+                kwargs={"comparison_id": comparison_id, "resume_attempt": exc.attempt},
+                countdown=min(2**self.request.retries, RESUME_COUNTDOWN_MAX_S),
+            ) from exc
+    if sent.delivery_ids:
+        webhook_delivery.send_preclaimed(get_delivery_queue(), sent)
 
 
 def _dispatch_now() -> None:
@@ -166,9 +226,29 @@ def sweep() -> None:
                 stale_running_after_s=worker.stale_running_after_s,
                 max_crashes=worker.max_attempts,
                 webhook_retention_s=settings.webhooks.retention_s,
+                lease_confirm_s=worker.lease_confirm_s,
             )
         except Unavailable as exc:
             log.warning("sweeper.skipped", error=str(exc))
+
+
+@app.task(name=RECOVER, ignore_result=True, acks_late=True)
+def recover() -> None:
+    """Take back the running jobs of dead workers (``core.services.sweeper.recover``); beat
+    sends it every ``worker.recover_interval_s`` seconds. Not retried: a pass that finds the
+    database or broker down is skipped."""
+    worker = settings.worker
+    with structlog.contextvars.bound_contextvars(task="recover"):
+        try:
+            sweeper.recover(
+                get_sessions(),
+                get_queue(),
+                stale_running_after_s=worker.stale_running_after_s,
+                max_crashes=worker.max_attempts,
+                lease_confirm_s=worker.lease_confirm_s,
+            )
+        except Unavailable as exc:
+            log.warning("sweeper.recover_skipped", error=str(exc))
 
 
 @app.task(name=WEBHOOK_DISPATCH, ignore_result=True, acks_late=True)

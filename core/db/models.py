@@ -44,7 +44,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from core.db.secretbox import EncryptedSecret
 
 __all__ = [
+    "FINAL_STATES",
     "NAMING_CONVENTION",
+    "OPEN_STATES",
     "ApiKey",
     "Base",
     "Batch",
@@ -152,12 +154,16 @@ class ComparisonState(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         """True for the states a comparison never leaves."""
-        return self in _FINAL_STATES
+        return self in FINAL_STATES
 
 
-_FINAL_STATES = frozenset(
+#: States a comparison never leaves (defined once; the state machine is
+#: ``core.services.lifecycle``).
+FINAL_STATES: frozenset[ComparisonState] = frozenset(
     {ComparisonState.SUCCEEDED, ComparisonState.FAILED, ComparisonState.CANCELED}
 )
+#: States a comparison can still leave.
+OPEN_STATES: tuple[ComparisonState, ...] = (ComparisonState.QUEUED, ComparisonState.RUNNING)
 
 
 class WebhookEventType(enum.StrEnum):
@@ -364,7 +370,11 @@ class Comparison(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
-    """While ``running``: after this the sweeper treats the worker as gone."""
+    """While ``running``: the lease its worker renews (heartbeat); once it has expired the
+    sweeper may treat the worker as gone."""
+    lease_lost_at: Mapped[datetime | None]
+    """When the sweeper first saw the lease expired (a heartbeat clears it); the worker is
+    taken for dead only if the lease is still expired ``worker.lease_confirm_s`` later."""
 
     __table_args__ = (
         sa.ForeignKeyConstraint(

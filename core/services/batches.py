@@ -23,6 +23,7 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import VERDICTS
+from core.services import lifecycle
 from core.services._common import map_db_errors, validate_metadata, validate_webhook_url
 from core.services.comparisons import validate_options
 from core.services.errors import (
@@ -349,24 +350,8 @@ def send_batch(sessions: sessionmaker[Session], queue: JobQueue, *, batch_id: uu
     Unavailable
         The database or the broker is unavailable (the task retries; the sweeper is the net).
     """
-    now = utcnow()
     with map_db_errors("send batch"), sessions.begin() as session:
-        ids = list(
-            session.scalars(
-                sa.select(Comparison.id)
-                .where(
-                    Comparison.batch_id == batch_id,
-                    Comparison.state == ComparisonState.QUEUED,
-                )
-                .order_by(Comparison.created_at, Comparison.id)
-            )
-        )
-        session.execute(
-            sa.update(Comparison)
-            .where(Comparison.batch_id == batch_id, Comparison.state == ComparisonState.QUEUED)
-            .values(enqueued_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        ids = lifecycle.mark_sent(session, batch_id=batch_id)
     _send(queue, ids)
     log.info("batch.sent", batch_id=str(batch_id), count=len(ids))
     return len(ids)

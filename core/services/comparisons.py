@@ -8,17 +8,18 @@ only while its attempt still holds (``UPDATE ... WHERE id = ? AND attempt = ? AN
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
-from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.orm import Session, aliased, sessionmaker
+import tenacity
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import LimitsSettings
 from core.db.models import (
@@ -31,7 +32,7 @@ from core.db.models import (
 )
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.options import DEFAULT_TOLERANCE
-from core.services import previews
+from core.services import lifecycle, previews
 from core.services._common import (
     cut_page,
     map_db_errors,
@@ -41,19 +42,18 @@ from core.services._common import (
     validate_webhook_url,
 )
 from core.services.errors import (
+    ClaimNotReleased,
     Conflict,
     InvalidRequest,
     NotFound,
     ServiceError,
+    TimeLimitExceeded,
     Unavailable,
 )
+from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
-from core.services.lifecycle import (
-    WORKER_CRASHED,
-    comparison_ended,
-    complete_batch_if_done,
-    mark_unsent,
-)
+from core.services.lifecycle import AfterCommit, Claim, mark_unsent
+from core.services.webhooks import DeliveryClaim
 from core.services.webhooks_ssrf import IPNetwork
 from core.storage import ObjectNotFound, ObjectStore
 
@@ -92,6 +92,7 @@ TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 INTERNAL_ERROR = "internal_error"
 
 _MODES = ("auto", "pixel", "align")
+_T = TypeVar("_T")
 
 
 def _is_int(value: Any) -> bool:
@@ -358,29 +359,10 @@ def delete_comparison(
     call can be repeated). Completes the comparison's batch if it was the last open one.
     """
     with map_db_errors("delete comparison"):
-        row = session.scalars(
-            sa.select(Comparison)
-            .where(Comparison.tenant_id == tenant_id, Comparison.id == comparison_id)
-            .with_for_update()
-        ).one_or_none()
-        if row is None:
-            session.commit()
-            raise NotFound(f"comparison {comparison_id} not found")
-        now = utcnow()
-        was_open = row.state in (ComparisonState.QUEUED, ComparisonState.RUNNING)
-        row.state = ComparisonState.CANCELED
-        row.result = None
-        row.heatmap_key = None
-        row.error_code = None
-        row.error_message = None
-        row.lease_expires_at = None
-        row.updated_at = now
-        if row.finished_at is None:
-            row.finished_at = now
-        session.flush()
-        if was_open and row.batch_id is not None:
-            complete_batch_if_done(session, row.batch_id, now=now)
+        row, was_open = lifecycle.cancel(session, tenant_id=tenant_id, comparison_id=comparison_id)
         session.commit()
+    if row is None:
+        raise NotFound(f"comparison {comparison_id} not found")
     with map_storage_errors("delete heatmap"):
         store.delete(HEATMAP_KEY.format(comparison_id=comparison_id))
     previews.delete_previews(store, comparison_id)
@@ -392,174 +374,94 @@ def delete_comparison(
 
 
 @dataclass(frozen=True)
-class _Claim:
-    """What a worker needs after claiming a job (no ORM object outlives the transaction)."""
+class RunPolicy:
+    """How the worker holds a job while it runs (the ``worker.*`` settings).
 
-    comparison_id: uuid.UUID
-    attempt: int
-    batch_id: uuid.UUID | None
-    key_a: str
-    key_b: str
-    options: dict[str, Any]
+    Attributes
+    ----------
+    lease_s
+        Seconds the claim is held from its last renewal before the sweeper may take the worker
+        for dead (``worker.lease_s``; without a heartbeat it must exceed the hard time limit).
+    heartbeat_s
+        Seconds between two renewals of the lease by a thread beside the job
+        (``worker.heartbeat_interval_s``); None: no heartbeat (the lease must then outlast the
+        job).
+    final_write_retry_s
+        Seconds the final write, and the give-back after a transient error, are retried while
+        the database is unavailable (``worker.final_write_retry_s``); 0: tried once.
+    """
 
-
-def _fail_values(code: str, message: str, now: datetime) -> dict[str, Any]:
-    return {
-        "state": ComparisonState.FAILED,
-        "error_code": code,
-        "error_message": message[:2000],
-        "result": None,
-        "heatmap_key": None,
-        "lease_expires_at": None,
-        "finished_at": now,
-        "updated_at": now,
-    }
+    lease_s: float = DEFAULT_LEASE_S
+    heartbeat_s: float | None = None
+    final_write_retry_s: float = 0.0
 
 
-def _claim(
+def _write(
     sessions: sessionmaker[Session],
-    comparison_id: uuid.UUID,
+    action: str,
+    write: Callable[[Session], _T],
     *,
-    max_crashes: int,
-    lease_s: float,
-    redelivered: bool | None,
-) -> _Claim | None:
-    """Step 1 of :func:`run_comparison`: claim the row in one short transaction."""
-    image_a, image_b = aliased(Image), aliased(Image)
-    with map_db_errors("claim"), sessions.begin() as session:
-        # One round trip: the row (locked) and both images' storage keys (tenant-checked).
-        found = session.execute(
-            sa.select(Comparison, image_a.storage_key, image_b.storage_key)
-            .outerjoin(
-                image_a,
-                sa.and_(
-                    image_a.id == Comparison.image_a_id, image_a.tenant_id == Comparison.tenant_id
-                ),
-            )
-            .outerjoin(
-                image_b,
-                sa.and_(
-                    image_b.id == Comparison.image_b_id, image_b.tenant_id == Comparison.tenant_id
-                ),
-            )
-            .where(Comparison.id == comparison_id)
-            .with_for_update(of=Comparison)
-        ).one_or_none()
-        if found is None:
-            log.warning("comparison.unknown")
-            return None
-        row, key_a, key_b = found
-        if row.state not in (ComparisonState.QUEUED, ComparisonState.RUNNING):
-            log.info("comparison.already_final", state=row.state.value)
-            return None
-        now = utcnow()
-        if row.state is ComparisonState.RUNNING:
-            lease_held = row.lease_expires_at is not None and row.lease_expires_at > now
-            if lease_held and redelivered is False:
-                # A second message for a job another worker holds (e.g. a re-send that raced
-                # the first delivery): not a crash. If that worker is in fact gone, the
-                # sweeper takes over when its lease expires.
-                log.info("comparison.duplicate_delivery", attempt=row.attempt)
-                return None
-            row.crash_count += 1
-            log.warning("comparison.worker_lost", attempt=row.attempt, crash_count=row.crash_count)
-            if row.crash_count >= max_crashes:
-                for key, value in _fail_values(
-                    WORKER_CRASHED,
-                    f"the worker running this comparison died {row.crash_count} times",
-                    now,
-                ).items():
-                    setattr(row, key, value)
-                session.flush()
-                comparison_ended(session, row.id, now=now)
-                if row.batch_id is not None:
-                    complete_batch_if_done(session, row.batch_id, now=now)
-                log.error("comparison.failed", error_code=WORKER_CRASHED)
-                return None
-        row.state = ComparisonState.RUNNING
-        row.attempt += 1
-        row.started_at = now
-        row.lease_expires_at = now + timedelta(seconds=lease_s)
-        row.updated_at = now
-        claim = _Claim(
-            comparison_id=row.id,
-            attempt=row.attempt,
-            batch_id=row.batch_id,
-            key_a=key_a or "",
-            key_b=key_b or "",
-            options=dict(row.options or {}),
-        )
-    log.info("comparison.claimed", attempt=claim.attempt)
-    return claim
+    retry_s: float,
+) -> _T:
+    """Run ``write`` in one transaction; while the database is unavailable (``Unavailable``),
+    run it again (a new transaction, a fresh connection) for up to ``retry_s`` seconds, with
+    exponential backoff from 0.25 s to 4 s and jitter."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(Unavailable),
+        stop=tenacity.stop_after_delay(retry_s),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.5),
+        before_sleep=lambda state: log.warning(
+            "comparison.write_retried", action=action, tries=state.attempt_number
+        ),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt, map_db_errors(action), sessions.begin() as session:
+            return write(session)
+    raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
 
-def _finish(sessions: sessionmaker[Session], claim: _Claim, values: dict[str, Any]) -> bool:
-    """Step 3: write the outcome if the attempt still holds, its webhook event (outbox) and
-    complete the batch, in one transaction. True if written."""
-    with map_db_errors("finish"), sessions.begin() as session:
-        update = (
-            sa.update(Comparison)
-            .where(
-                Comparison.id == claim.comparison_id,
-                Comparison.attempt == claim.attempt,
-                Comparison.state == ComparisonState.RUNNING,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+def _fail(
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    code: str,
+    message: str,
+    delivery_claim: DeliveryClaim | None,
+    policy: RunPolicy,
+) -> AfterCommit:
+    after = _write(
+        sessions,
+        "finish",
+        lambda session: lifecycle.fail(
+            session, claim, code=code, message=message, delivery_claim=delivery_claim
+        ),
+        retry_s=policy.final_write_retry_s,
+    )
+    if after is None:
+        return AfterCommit()
+    log.info("comparison.failed", attempt=claim.attempt, error_code=code, error=message)
+    return after
+
+
+def _release(sessions: sessionmaker[Session], claim: Claim, policy: RunPolicy) -> bool:
+    """After a transient error: give the claim back (``queued``, the attempt not counted) so
+    the retry claims it normally instead of taking it for a crash. False if the database
+    stayed away (the claim still holds)."""
+    try:
+        _write(
+            sessions,
+            "release",
+            lambda session: lifecycle.release(session, claim),
+            retry_s=policy.final_write_retry_s,
         )
-        ended: uuid.UUID | Comparison
-        if session.get_bind().dialect.update_returning:
-            # RETURNING hands the row as written to the outbox: no second read of it.
-            row = session.scalars(
-                update.returning(Comparison).execution_options(populate_existing=True)
-            ).one_or_none()
-            if row is None:
-                log.warning("comparison.attempt_superseded", attempt=claim.attempt)
-                return False
-            ended = row
-        else:  # SQLite before 3.35 has no RETURNING: the outbox reads the row
-            if session.execute(update).rowcount != 1:  # type: ignore[attr-defined]
-                log.warning("comparison.attempt_superseded", attempt=claim.attempt)
-                return False
-            ended = claim.comparison_id
-        comparison_ended(session, ended, now=values.get("finished_at"))
-        if claim.batch_id is not None:
-            complete_batch_if_done(session, claim.batch_id, now=values.get("finished_at"))
+    except Unavailable:
+        log.warning("comparison.release_failed", attempt=claim.attempt)
+        return False
     return True
 
 
-def _fail(sessions: sessionmaker[Session], claim: _Claim, code: str, message: str) -> None:
-    if _finish(sessions, claim, _fail_values(code, message, utcnow())):
-        log.info("comparison.failed", attempt=claim.attempt, error_code=code, error=message)
-
-
-def _release(sessions: sessionmaker[Session], claim: _Claim) -> None:
-    """Best effort after a transient error: give the claim back (``queued``) so the retry
-    claims it normally instead of taking it for a crash."""
-    now = utcnow()
-    try:
-        with sessions.begin() as session:
-            session.execute(
-                sa.update(Comparison)
-                .where(
-                    Comparison.id == claim.comparison_id,
-                    Comparison.attempt == claim.attempt,
-                    Comparison.state == ComparisonState.RUNNING,
-                )
-                .values(
-                    state=ComparisonState.QUEUED,
-                    lease_expires_at=None,
-                    enqueued_at=now,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-    except sa.exc.SQLAlchemyError:
-        log.warning("comparison.release_failed", attempt=claim.attempt)
-
-
 def _drop_heatmap_if_canceled(
-    sessions: sessionmaker[Session], store: ObjectStore, claim: _Claim, key: str
+    sessions: sessionmaker[Session], store: ObjectStore, claim: Claim, key: str
 ) -> None:
     """Best effort: a job canceled while it ran must not leave its heatmap behind (a newer
     attempt, if any, writes the same key and keeps it)."""
@@ -584,22 +486,28 @@ def run_comparison(
     *,
     comparison_id: uuid.UUID,
     max_crashes: int,
-    lease_s: float = DEFAULT_LEASE_S,
+    lease_s: float | None = None,
     redelivered: bool | None = None,
     limits: LimitsSettings | None = None,
-) -> None:
+    delivery_claim: DeliveryClaim | None = None,
+    policy: RunPolicy | None = None,
+    resume_attempt: int | None = None,
+) -> AfterCommit:
     """The worker's use case; safe to run twice (idempotent).
 
-    1. Claim in a short transaction: ``queued`` (or ``running`` left by a dead worker, which
-       counts a crash) becomes ``running`` with ``attempt + 1`` and a lease; final states and
-       unknown ids are a no-op. A job whose worker died ``max_crashes`` times ends ``failed``
-       with ``worker_crashed``.
-    2. Read both images, run ``core.imaging.compare`` with no transaction open, write the heatmap
-       to ``HEATMAP_KEY``.
+    1. Claim in a short transaction (``lifecycle.claim``): ``queued`` (or ``running`` left by a
+       dead worker, which counts a crash) becomes ``running`` with ``attempt + 1`` and a lease;
+       final states and unknown ids are a no-op. A job whose worker died ``max_crashes`` times
+       ends ``failed`` with ``worker_crashed``.
+    2. With the lease renewed by a heartbeat thread (``policy.heartbeat_s``): read both
+       images, run ``core.imaging.compare`` with no transaction open, write the heatmap to
+       ``HEATMAP_KEY``.
     3. In one transaction, only if the attempt still holds: store the result and
-       ``succeeded``, or ``failed`` with the engine's error code (permanent: never retried).
-    Transient errors (storage or database unavailable) propagate as ``Unavailable`` for the
-    task to retry with backoff.
+       ``succeeded`` (``lifecycle.succeed``), or ``failed`` with the engine's error code
+       (``lifecycle.fail``; permanent: never retried). While the database is unavailable the
+       write is retried for ``policy.final_write_retry_s`` seconds.
+    Transient errors (storage or database unavailable) give the job back (``queued``, the
+    attempt not counted) and propagate as ``Unavailable`` for the task to retry with backoff.
 
     Parameters
     ----------
@@ -612,8 +520,8 @@ def run_comparison(
     max_crashes
         Worker deaths after which the job ends ``failed`` / ``worker_crashed`` (>= 1).
     lease_s
-        Seconds the claim is held before the sweeper may take the worker for dead (must exceed
-        the hard time limit; ``worker.stale_running_after_s``).
+        Overrides ``policy.lease_s`` (seconds the claim is held before the sweeper may take
+        the worker for dead).
     redelivered
         What the broker says about this delivery. ``True``: a message given back after its
         worker was lost. ``False`` (the broker would have said so): a first delivery, so a
@@ -623,76 +531,127 @@ def run_comparison(
     limits
         The API's limits (``settings.limits``): the engine decodes up to the size the images
         were accepted at (default: the settings' defaults).
+    delivery_claim
+        Write the webhook deliveries of the final state under this claim (the caller sends
+        their tasks after this returns: ``webhook_delivery.send_preclaimed``); None: they are
+        written ``pending`` for the dispatcher.
+    policy
+        Lease, heartbeat and retry of the final write (default: a 180 s lease, no heartbeat,
+        no retry).
+    resume_attempt
+        Set by the retry of a run that could not give the job back (``ClaimNotReleased``): a
+        ``running`` row still at this attempt is taken over with no crash counted.
+
+    Returns
+    -------
+    AfterCommit
+        The deliveries committed under ``delivery_claim`` (none without one).
 
     Raises
     ------
     Unavailable
-        The database or storage is unavailable; the claim is given back (``queued``) when
-        possible, for the task's retry.
+        The database or storage is unavailable; the claim was given back (``queued``), for
+        the task's retry.
+    ClaimNotReleased
+        The database stayed unavailable, so the claim could not be given back either: the
+        retry must pass ``resume_attempt=exc.attempt``.
 
     Notes
     -----
     Other failures end the job ``failed`` for good: the engine's codes (``corrupt_image``,
     ``size_mismatch``, ...), ``image_missing`` (an image's bytes are gone from storage),
-    ``time_limit_exceeded`` (the soft time limit interrupted the comparison) and
-    ``internal_error`` (an unexpected exception in the engine, logged with its traceback).
+    ``time_limit_exceeded`` (``TimeLimitExceeded``, raised by the worker when its soft time
+    limit interrupts the comparison) and ``internal_error`` (an unexpected exception in the
+    engine, logged with its traceback).
     """
     if max_crashes < 1:
         raise ValueError("max_crashes must be >= 1")
-    claim = _claim(
-        sessions, comparison_id, max_crashes=max_crashes, lease_s=lease_s, redelivered=redelivered
+    policy = policy or RunPolicy()
+    lease = policy.lease_s if lease_s is None else lease_s
+    claim, after = _write(
+        sessions,
+        "claim",
+        lambda session: lifecycle.claim(
+            session,
+            comparison_id,
+            max_crashes=max_crashes,
+            lease_s=lease,
+            redelivered=redelivered,
+            resume_attempt=resume_attempt,
+            delivery_claim=delivery_claim,
+        ),
+        retry_s=0.0,
     )
     if claim is None:
-        return
+        return after
+    try:
+        with contextlib.ExitStack() as stack:
+            if policy.heartbeat_s is not None:
+                stack.enter_context(
+                    Heartbeat(sessions, claim, lease_s=lease, interval_s=policy.heartbeat_s)
+                )
+            return _run_claimed(sessions, store, claim, limits, delivery_claim, policy)
+    except ServiceError as exc:
+        if not isinstance(exc, Unavailable):
+            exc = Unavailable(exc.message)  # e.g. storage refusing access: retry, then give up
+        if not _release(sessions, claim, policy):
+            raise ClaimNotReleased(exc.message, attempt=claim.attempt) from exc
+        raise exc from exc.__cause__
+
+
+def _run_claimed(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    claim: Claim,
+    limits: LimitsSettings | None,
+    delivery_claim: DeliveryClaim | None,
+    policy: RunPolicy,
+) -> AfterCommit:
+    """Steps 2 and 3 of :func:`run_comparison` (transient errors propagate)."""
     try:
         try:
             with map_storage_errors("read images"):
                 data_a = store.get(claim.key_a)
                 data_b = store.get(claim.key_b)
         except (ObjectNotFound, ValueError) as exc:
-            _fail(sessions, claim, IMAGE_MISSING, f"an image's bytes are missing: {exc}")
-            return
+            message = f"an image's bytes are missing: {exc}"
+            return _fail(sessions, claim, IMAGE_MISSING, message, delivery_claim, policy)
         try:
             result = compare(data_a, data_b, engine_options(claim.options, limits))
         except ImagingError as exc:
-            _fail(sessions, claim, exc.code.value, _imaging_message(exc))
-            return
-        except SoftTimeLimitExceeded:
-            _fail(sessions, claim, TIME_LIMIT_EXCEEDED, "the comparison took too long")
-            return
+            message = _imaging_message(exc)
+            return _fail(sessions, claim, exc.code.value, message, delivery_claim, policy)
+        except TimeLimitExceeded:
+            raise
         except Exception as exc:  # an engine bug: record it, do not retry it
             log.exception("comparison.engine_error")
-            _fail(sessions, claim, INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
-            return
-        heatmap_key = HEATMAP_KEY.format(comparison_id=comparison_id)
+            message = f"internal error: {type(exc).__name__}"
+            return _fail(sessions, claim, INTERNAL_ERROR, message, delivery_claim, policy)
+        heatmap_key = HEATMAP_KEY.format(comparison_id=claim.comparison_id)
         with map_storage_errors("write heatmap"):
             store.put(heatmap_key, result.heatmap_png, content_type="image/png")
-        now = utcnow()
-        written = _finish(
+        written = _write(
             sessions,
-            claim,
-            {
-                "state": ComparisonState.SUCCEEDED,
-                "result": result.to_dict(),
-                "heatmap_key": heatmap_key,
-                "error_code": None,
-                "error_message": None,
-                "lease_expires_at": None,
-                "finished_at": now,
-                "updated_at": now,
-            },
+            "finish",
+            lambda session: lifecycle.succeed(
+                session,
+                claim,
+                result=result.to_dict(),
+                heatmap_key=heatmap_key,
+                delivery_claim=delivery_claim,
+            ),
+            retry_s=policy.final_write_retry_s,
         )
-        if written:
-            log.info(
-                "comparison.succeeded",
-                attempt=claim.attempt,
-                verdict=result.verdict,
-                timings_ms=result.timings_ms,
-            )
-        else:
-            _drop_heatmap_if_canceled(sessions, store, claim, heatmap_key)
-    except ServiceError as exc:
-        if not isinstance(exc, Unavailable):
-            exc = Unavailable(exc.message)  # e.g. storage refusing access: retry, then give up
-        _release(sessions, claim)
-        raise exc from exc.__cause__
+    except TimeLimitExceeded:
+        message = "the comparison took too long"
+        return _fail(sessions, claim, TIME_LIMIT_EXCEEDED, message, delivery_claim, policy)
+    if written is None:
+        _drop_heatmap_if_canceled(sessions, store, claim, heatmap_key)
+        return AfterCommit()
+    log.info(
+        "comparison.succeeded",
+        attempt=claim.attempt,
+        verdict=result.verdict,
+        timings_ms=result.timings_ms,
+    )
+    return written

@@ -86,3 +86,18 @@ class Unavailable(ServiceError):
     """A dependency (database, storage, broker) is unavailable: transient (HTTP 503)."""
 
     code = "service_unavailable"
+
+
+class TimeLimitExceeded(ServiceError):
+    """The worker's soft time limit interrupted a job (raised by the worker, never the API)."""
+
+    code = "time_limit_exceeded"
+
+
+class ClaimNotReleased(Unavailable):
+    """The database was away when a job had to be given back: attempt ``attempt`` still holds
+    it. The retry passes ``resume_attempt=attempt`` so it is taken over without a crash."""
+
+    def __init__(self, message: str, *, attempt: int) -> None:
+        super().__init__(message)
+        self.attempt = attempt

@@ -48,6 +48,7 @@ from core.services.tasknames import (
     QUEUE_BATCH,
     QUEUE_INTERACTIVE,
     QUEUE_MAINTENANCE,
+    RECOVER,
     RUN_COMPARISON,
     SWEEP,
 )
@@ -247,6 +248,7 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
         task_default_priority=QUEUE_PRIORITY[QUEUE_MAINTENANCE],
         task_routes={
             SWEEP: {"queue": QUEUE_MAINTENANCE},
+            RECOVER: {"queue": QUEUE_MAINTENANCE},
             ENQUEUE_BATCH: {"queue": QUEUE_MAINTENANCE},
         },
         task_publish_retry=True,
@@ -262,7 +264,16 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
                     # A sweep that waited longer than one interval is superseded by the next.
                     "expires": float(worker.sweep_interval_s),
                 },
-            }
+            },
+            "diffall-recover": {
+                "task": RECOVER,
+                "schedule": float(worker.recover_interval_s),
+                "options": {
+                    "queue": QUEUE_MAINTENANCE,
+                    "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
+                    "expires": float(worker.recover_interval_s),
+                },
+            },
         },
         beat_schedule_filename=str(Path(settings.data_dir) / "celerybeat-schedule"),
         worker_hijack_root_logger=True,

@@ -1,13 +1,17 @@
 """The sweeper: no lost broker message and no dead worker ever loses a job.
 
+The state changes are the job state machine's (:mod:`core.services.lifecycle`:
+``recover_crashed``, ``requeue``); this module chooses when and sends the messages.
+
 Run periodically (Celery beat sends ``diffall.sweeper.sweep`` every
 ``worker.sweep_interval_s``); every pass is idempotent and safe to run concurrently with the
 workers, the API and (on PostgreSQL, thanks to ``FOR UPDATE SKIP LOCKED``) other sweepers.
 
 1. ``running`` jobs whose lease expired (their worker died, or hit the hard time limit, without
-   the broker giving the message back): a crash is counted; below ``max_crashes`` the job goes
-   back to ``queued`` and is re-sent, at ``max_crashes`` it ends ``failed`` with
-   ``worker_crashed``.
+   the broker giving the message back; the lease is short and renewed by a heartbeat while the
+   job runs, and must stay expired ``lease_confirm_s`` before it counts): a crash is counted;
+   below ``max_crashes`` the job goes back to ``queued`` and is re-sent, at ``max_crashes`` it
+   ends ``failed`` with ``worker_crashed``. :func:`recover` runs this step alone, often.
 2. ``queued`` jobs whose message was never sent (``enqueued_at`` NULL: the broker was down when
    the API tried) are sent; ``queued`` jobs sent more than ``stale_queued_after_s`` ago are
    re-sent, but only once their queue is empty: a job that waits behind 10,000 others is not
@@ -21,26 +25,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.models import Comparison, ComparisonQueue, ComparisonState, utcnow
+from core.db.models import ComparisonQueue
+from core.services import lifecycle
 from core.services._common import map_db_errors
 from core.services.errors import Unavailable
 from core.services.idempotency import purge_expired
 from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
-from core.services.lifecycle import (
-    WORKER_CRASHED,
-    comparison_ended,
-    complete_batch_if_done,
-    mark_unsent,
-)
+from core.services.lifecycle import mark_unsent
 from core.services.webhooks import purge_old_events
 
-__all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "sweep"]
+__all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "recover", "sweep"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,60 +85,17 @@ def _recover_running(
     stale_running_after_s: float,
     max_crashes: int,
     limit: int,
-) -> tuple[dict[ComparisonQueue, list[uuid.UUID]], int]:
-    """Step 1; returns the re-queued ids by queue and the number that ended crashed."""
-    now = utcnow()
-    to_send: dict[ComparisonQueue, list[uuid.UUID]] = {}
-    crashed = 0
+    confirm_s: float,
+) -> lifecycle.Recovered:
+    """Step 1 (``lifecycle.recover_crashed``, one transaction)."""
     with map_db_errors("sweep running"), sessions.begin() as session:
-        rows = session.scalars(
-            sa.select(Comparison)
-            .where(
-                Comparison.state == ComparisonState.RUNNING,
-                sa.or_(
-                    Comparison.lease_expires_at < now,
-                    sa.and_(
-                        Comparison.lease_expires_at.is_(None),
-                        Comparison.updated_at < now - timedelta(seconds=stale_running_after_s),
-                    ),
-                ),
-            )
-            .order_by(Comparison.updated_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        batches: set[uuid.UUID] = set()
-        failed: list[uuid.UUID] = []
-        for row in rows:
-            row.crash_count += 1
-            row.lease_expires_at = None
-            row.updated_at = now
-            bound = log.bind(comparison_id=str(row.id), attempt=row.attempt)
-            if row.crash_count >= max_crashes:
-                row.state = ComparisonState.FAILED
-                row.error_code = WORKER_CRASHED
-                row.error_message = (
-                    f"the worker running this comparison died {row.crash_count} times"
-                )
-                row.result = None
-                row.heatmap_key = None
-                row.finished_at = now
-                crashed += 1
-                failed.append(row.id)
-                if row.batch_id is not None:
-                    batches.add(row.batch_id)
-                bound.error("comparison.failed", error_code=WORKER_CRASHED, by="sweeper")
-            else:
-                row.state = ComparisonState.QUEUED
-                row.enqueued_at = now
-                to_send.setdefault(row.queue, []).append(row.id)
-                bound.warning("comparison.lease_expired", crash_count=row.crash_count)
-        session.flush()
-        for comparison_id in failed:  # outbox: comparison.failed, in this same transaction
-            comparison_ended(session, comparison_id, now=now)
-        for batch_id in sorted(batches):
-            complete_batch_if_done(session, batch_id, now=now)
-    return to_send, crashed
+        return lifecycle.recover_crashed(
+            session,
+            stale_running_after_s=stale_running_after_s,
+            max_crashes=max_crashes,
+            limit=limit,
+            confirm_s=confirm_s,
+        )
 
 
 def _pick_stale_queued(
@@ -150,40 +105,21 @@ def _pick_stale_queued(
     stale_queued_after_s: float,
     limit: int,
 ) -> tuple[dict[ComparisonQueue, list[uuid.UUID]], tuple[str, ...]]:
-    """Step 2: choose the queued jobs to (re-)send and stamp their ``enqueued_at``."""
+    """Step 2: choose the queued jobs to (re-)send and stamp their ``enqueued_at``
+    (``lifecycle.requeue``)."""
     waiting: list[ComparisonQueue] = []
     if isinstance(queue, QueueDepth):
         for name in ComparisonQueue:
             depth = queue.depth(name)  # Unavailable: the broker is down, nothing can be sent
             if depth:
                 waiting.append(name)
-    now = utcnow()
-    stale = sa.and_(
-        Comparison.enqueued_at < now - timedelta(seconds=stale_queued_after_s),
-        Comparison.queue.not_in(waiting) if waiting else sa.true(),
-    )
-    to_send: dict[ComparisonQueue, list[uuid.UUID]] = {}
     with map_db_errors("sweep queued"), sessions.begin() as session:
-        rows = session.execute(
-            sa.select(Comparison.id, Comparison.queue)
-            .where(
-                Comparison.state == ComparisonState.QUEUED,
-                sa.or_(Comparison.enqueued_at.is_(None), stale),
-            )
-            .order_by(Comparison.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        ids = [row.id for row in rows]
-        for start in range(0, len(ids), 5000):
-            session.execute(
-                sa.update(Comparison)
-                .where(Comparison.id.in_(ids[start : start + 5000]))
-                .values(enqueued_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        for row in rows:
-            to_send.setdefault(row.queue, []).append(row.id)
+        to_send = lifecycle.requeue(
+            session,
+            stale_queued_after_s=stale_queued_after_s,
+            waiting=tuple(waiting),
+            limit=limit,
+        )
     return to_send, tuple(q.value for q in waiting)
 
 
@@ -218,6 +154,7 @@ def sweep(
     max_crashes: int,
     limit: int = DEFAULT_SWEEP_LIMIT,
     webhook_retention_s: float | None = None,
+    lease_confirm_s: float = 0.0,
 ) -> SweepReport:
     """One pass of the sweeper (see the module docstring).
 
@@ -239,6 +176,11 @@ def sweep(
         Crashes after which a job ends ``failed`` / ``worker_crashed`` (``worker.max_attempts``).
     limit
         Most jobs handled per step in this pass.
+    webhook_retention_s
+        Webhook events older than this are purged (None: none).
+    lease_confirm_s
+        Seconds an expired lease must stay expired before a crash is counted
+        (``worker.lease_confirm_s``; see ``lifecycle.recover_crashed``); 0: at once.
 
     Returns
     -------
@@ -251,12 +193,14 @@ def sweep(
         The database is unavailable (nothing was changed by the failing step), or the broker
         is unreachable when asked for queue depths.
     """
-    to_send, crashed = _recover_running(
+    recovered = _recover_running(
         sessions,
         stale_running_after_s=stale_running_after_s,
         max_crashes=max_crashes,
         limit=limit,
+        confirm_s=lease_confirm_s,
     )
+    to_send, crashed = recovered.to_send, recovered.crashed
     failures = _send(sessions, queue, to_send)
     requeued = sum(map(len, to_send.values()))
     try:
@@ -285,4 +229,38 @@ def sweep(
     )
     if report.resent or report.requeued or report.crashed or report.send_failures:
         log.info("sweeper.pass", **{k: v for k, v in report.__dict__.items()})
+    return report
+
+
+def recover(
+    sessions: sessionmaker[Session],
+    queue: JobQueue,
+    *,
+    stale_running_after_s: float,
+    max_crashes: int,
+    lease_confirm_s: float,
+    limit: int = DEFAULT_SWEEP_LIMIT,
+) -> SweepReport:
+    """Step 1 of the sweeper alone: take back the jobs of dead workers and send them again.
+
+    Cheap (one indexed query on ``running`` rows), so beat runs it every
+    ``worker.recover_interval_s`` seconds: with the heartbeat's short lease a dead worker's job
+    is queued again within ``lease_s + lease_confirm_s + 2 * recover_interval_s``. Parameters
+    as for :func:`sweep`; ``Unavailable`` when the database is unavailable.
+    """
+    recovered = _recover_running(
+        sessions,
+        stale_running_after_s=stale_running_after_s,
+        max_crashes=max_crashes,
+        limit=limit,
+        confirm_s=lease_confirm_s,
+    )
+    failures = _send(sessions, queue, recovered.to_send)
+    report = SweepReport(
+        requeued=sum(map(len, recovered.to_send.values())),
+        crashed=recovered.crashed,
+        send_failures=failures,
+    )
+    if report.requeued or report.crashed:
+        log.info("sweeper.recovered", **{k: v for k, v in report.__dict__.items()})
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 RUN_COMPARISON = "diffall.comparisons.run"
 #: Periodic: re-send queued jobs never picked up, recover running jobs whose worker vanished.
 SWEEP = "diffall.sweeper.sweep"
+#: Periodic, frequent: take back the running jobs of dead workers (the sweeper's first step).
+RECOVER = "diffall.sweeper.recover"
 #: Send the run tasks of a large batch's comparisons from a worker; args: [batch_id: str].
 ENQUEUE_BATCH = "diffall.batches.enqueue"
 

@@ -8,9 +8,10 @@ The schedule lives in the database (``webhook_deliveries.due_at``), never in bro
    LOCKED`` (PostgreSQL; on SQLite transactions are serialised, so two dispatchers never pick the
    same row), marks them ``sending`` with a fresh ``claim_id`` and a lease
    (``webhooks.lease_s``), commits, then sends one ``diffall.webhooks.deliver`` task per row.
-   The comparison worker skips that pass for the events it writes: inside
-   ``webhooks.preclaimed_deliveries`` the outbox writes them ``sending`` under a claim and
-   lease already, and :func:`send_preclaimed` sends their tasks right after the commit.
+   The comparison worker skips that pass for the events it writes: given a
+   ``webhooks.DeliveryClaim``, the state machine's transitions write them ``sending`` under a
+   claim and lease already and return them, and :func:`send_preclaimed` sends their tasks right
+   after the commit.
 3. :func:`deliver` (the task) checks that its claim still holds, counts the attempt, signs the
    payload with every active secret (``standardwebhooks``; the ``webhook-id`` is the event's id,
    the same on every retry; timestamp and signatures are fresh), posts it with
@@ -62,6 +63,7 @@ from core.services import webhooks
 from core.services._common import map_db_errors
 from core.services.errors import Unavailable
 from core.services.jobqueue import PUBLISH_RETRY_POLICY, QUEUE_PRIORITY
+from core.services.lifecycle import AfterCommit
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER, WEBHOOK_DISPATCH
 from core.services.webhooks_ssrf import (
     DeliveryError,
@@ -486,30 +488,33 @@ def dispatch_due(
     return report
 
 
-def send_preclaimed(queue: DeliveryQueue, claim: webhooks.PreClaim) -> int:
-    """Send the tasks of deliveries written pre-claimed (``webhooks.preclaimed_deliveries``),
-    after the transaction that wrote them committed: no dispatcher pass needed.
+def send_preclaimed(queue: DeliveryQueue, sent: AfterCommit) -> int:
+    """Send the tasks of deliveries a state transition wrote pre-claimed (under a
+    ``webhooks.DeliveryClaim``), after the transaction that wrote them committed: no
+    dispatcher pass needed.
 
     Best effort: if the broker is down, the deliveries stay ``sending`` under the claim and the
-    dispatcher re-sends them when the lease (``claim.lease_s``) ends.
+    dispatcher re-sends them when the lease (``sent.lease_s``) ends.
 
     Returns
     -------
     int
-        Tasks sent (<= ``len(claim.delivery_ids)``).
+        Tasks sent (<= ``len(sent.delivery_ids)``).
     """
-    for index, delivery_id in enumerate(claim.delivery_ids):
+    if sent.claim_id is None:
+        return 0
+    for index, delivery_id in enumerate(sent.delivery_ids):
         try:
-            queue.send_delivery(delivery_id, claim.claim_id)
+            queue.send_delivery(delivery_id, sent.claim_id)
         except Unavailable as exc:
             log.warning(
                 "webhook.dispatch_send_failed",
-                count=len(claim.delivery_ids) - index,
+                count=len(sent.delivery_ids) - index,
                 error=str(exc),
-                retry_after_s=claim.lease_s,
+                retry_after_s=sent.lease_s,
             )
             return index
-    return len(claim.delivery_ids)
+    return len(sent.delivery_ids)
 
 
 # -- the send task's use case -----------------------------------------------------------------

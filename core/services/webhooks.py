@@ -12,11 +12,13 @@ clear, because signing needs them (see :mod:`core.db.models`).
 
 The outbox
 ----------
-:func:`record_comparison_event` and :func:`record_batch_completed` are called by
-:mod:`core.services.lifecycle` inside the transaction that ends a comparison or completes a batch:
-they write one :class:`~core.db.models.WebhookEvent` and one ``pending``
-:class:`~core.db.models.WebhookDelivery` per target, due at once, so an event exists if and only
-if the change it reports was committed. Nothing is written when no target wants the event.
+:func:`record_comparison_event` and :func:`record_batch_completed` are called by the job state
+machine (:mod:`core.services.lifecycle`) inside the transaction that ends a comparison or
+completes a batch: they write one :class:`~core.db.models.WebhookEvent` and one ``pending``
+:class:`~core.db.models.WebhookDelivery` per target, due at once (or ``sending`` under a
+:class:`DeliveryClaim` the caller passes, for it to send after its commit), so an event exists
+if and only if the change it reports was committed. Nothing is written when no target wants
+the event.
 :mod:`core.services.webhook_delivery` dispatches and sends the deliveries.
 
 Payload
@@ -37,12 +39,10 @@ for every ``failed`` one of an endpoint, or every failed ad-hoc one, since a tim
 from __future__ import annotations
 
 import base64
-import contextlib
-import contextvars
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -77,10 +77,10 @@ __all__ = [
     "SECRET_OVERLAP_S",
     "SUBSCRIBABLE_EVENTS",
     "UNSET",
+    "DeliveryClaim",
     "DeliveryPage",
     "DeliveryView",
     "EndpointPage",
-    "PreClaim",
     "create_endpoint",
     "create_ping",
     "delete_endpoint",
@@ -92,7 +92,6 @@ __all__ = [
     "list_deliveries",
     "list_endpoints",
     "new_secret",
-    "preclaimed_deliveries",
     "readable_secret",
     "record_batch_completed",
     "record_comparison_event",
@@ -160,57 +159,30 @@ class _Unset:
 UNSET: Final = _Unset()
 
 
-@dataclass
-class PreClaim:
-    """Deliveries written already claimed, for the writer to send right after its commit.
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """A claim the outbox writes deliveries under (``sending``, with a lease) instead of
+    ``pending``, so the writer sends their tasks right after its commit
+    (``webhook_delivery.send_preclaimed``) without a dispatcher pass.
 
     Attributes
     ----------
     claim_id
-        The claim every delivery written in the block carries (the tasks' fencing token).
+        The claim every delivery written with it carries (the tasks' fencing token).
     lease_s
         Seconds the claim is held (> 0): a delivery whose task is never sent (the writer died
         between its commit and the send) is re-sent by the dispatcher when the lease ends.
-    delivery_ids
-        The deliveries written in the block (a rolled-back write leaves an id whose task finds
-        no row: a no-op).
     """
 
     claim_id: uuid.UUID
     lease_s: float
-    delivery_ids: list[uuid.UUID] = field(default_factory=list)
 
-
-_PRE_CLAIM: contextvars.ContextVar[PreClaim | None] = contextvars.ContextVar(
-    "diffall_webhook_pre_claim", default=None
-)
-
-
-@contextlib.contextmanager
-def preclaimed_deliveries(lease_s: float) -> Iterator[PreClaim]:
-    """Within the block, the outbox writes its deliveries ``sending`` under one claim with a
-    lease of ``lease_s`` seconds (instead of ``pending`` and due), so the caller can send their
-    tasks after its commit (``webhook_delivery.send_preclaimed``) without a dispatcher pass.
-
-    Parameters
-    ----------
-    lease_s
-        Seconds until the dispatcher may take an unsent delivery back (> 0; the policy's
-        ``lease_s``).
-
-    Yields
-    ------
-    PreClaim
-        Collects the ids of the deliveries written in the block.
-    """
-    if not lease_s > 0:
-        raise ValueError(f"lease_s must be positive, got {lease_s}")
-    claim = PreClaim(claim_id=uuid.uuid4(), lease_s=lease_s)
-    token = _PRE_CLAIM.set(claim)
-    try:
-        yield claim
-    finally:
-        _PRE_CLAIM.reset(token)
+    @classmethod
+    def new(cls, lease_s: float) -> DeliveryClaim:
+        """A fresh claim with a lease of ``lease_s`` seconds (> 0; ``ValueError`` otherwise)."""
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s}")
+        return cls(claim_id=uuid.uuid4(), lease_s=lease_s)
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -726,8 +698,10 @@ def _write_event(
     data: dict[str, Any],
     targets: Sequence[_Target],
     now: datetime,
+    claim: DeliveryClaim | None = None,
 ) -> WebhookEvent:
-    """Insert the event and one pending delivery per target, due now."""
+    """Insert the event and one delivery per target: ``pending`` and due now, or ``sending``
+    under ``claim`` (due when its lease ends)."""
     event = WebhookEvent(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
@@ -739,18 +713,17 @@ def _write_event(
     session.add(event)
     session.flush()
     if targets:
-        pre_claim = _PRE_CLAIM.get()
         ids = [uuid.uuid4() for _ in targets]
         claimed: dict[str, Any] = {
             "state": WebhookDeliveryState.PENDING,
             "claim_id": None,
             "due_at": now,
         }
-        if pre_claim is not None:
+        if claim is not None:
             claimed = {
                 "state": WebhookDeliveryState.SENDING,
-                "claim_id": pre_claim.claim_id,
-                "due_at": now + timedelta(seconds=pre_claim.lease_s),
+                "claim_id": claim.claim_id,
+                "due_at": now + timedelta(seconds=claim.lease_s),
             }
         session.execute(
             sa.insert(WebhookDelivery),
@@ -770,8 +743,6 @@ def _write_event(
                 for ident, target in zip(ids, targets, strict=True)
             ],
         )
-        if pre_claim is not None:
-            pre_claim.delivery_ids.extend(ids)
     log.info(
         "webhook.event_recorded",
         event_id=str(event.id),
@@ -834,7 +805,11 @@ def comparison_data(comparison: Comparison) -> dict[str, Any]:
 
 
 def record_comparison_event(
-    session: Session, comparison: uuid.UUID | Comparison, *, now: datetime | None = None
+    session: Session,
+    comparison: uuid.UUID | Comparison,
+    *,
+    now: datetime | None = None,
+    claim: DeliveryClaim | None = None,
 ) -> WebhookEvent | None:
     """Write ``comparison.succeeded`` or ``comparison.failed`` for a comparison that just ended.
 
@@ -852,6 +827,9 @@ def record_comparison_event(
         RETURNING``), which saves reading it again.
     now
         Event time (default: now, UTC).
+    claim
+        Write the deliveries ``sending`` under this claim (the writer sends their tasks after
+        its commit); None: ``pending`` and due, for the dispatcher.
 
     Returns
     -------
@@ -896,18 +874,23 @@ def record_comparison_event(
         data=comparison_data(comparison),
         targets=targets,
         now=now or utcnow(),
+        claim=claim,
     )
 
 
 def record_batch_completed(
-    session: Session, batch_id: uuid.UUID, *, now: datetime | None = None
+    session: Session,
+    batch_id: uuid.UUID,
+    *,
+    now: datetime | None = None,
+    claim: DeliveryClaim | None = None,
 ) -> WebhookEvent | None:
     """Write ``batch.completed`` for a batch whose ``completed_at`` was just set.
 
     Call it only from the one transaction that completed the batch
     (``core.services.lifecycle.complete_batch_if_done``), which makes the event exactly-once.
     Targets: the tenant's enabled endpoints subscribed to ``batch.completed`` and the batch's
-    ``webhook_url``.
+    ``webhook_url``. ``claim``: as for :func:`record_comparison_event`.
 
     Returns
     -------
@@ -961,6 +944,7 @@ def record_batch_completed(
         data=data,
         targets=targets,
         now=now or utcnow(),
+        claim=claim,
     )
 
 

@@ -23,13 +23,42 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import compare
-from core.services import comparisons
-from core.services.comparisons import _claim, _drop_heatmap_if_canceled, _finish
+from core.services import comparisons, lifecycle
+from core.services.comparisons import _drop_heatmap_if_canceled
 from core.services.errors import Unavailable
+from core.services.lifecycle import Claim
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from tests.core.services.support import add_image, corrupt_png, edited_png, png_bytes
 
 SessionFactory = sessionmaker[Session]
+
+
+def _claim(
+    sessions: SessionFactory,
+    cid: uuid.UUID,
+    *,
+    max_crashes: int,
+    lease_s: float,
+    redelivered: bool | None,
+) -> Claim | None:
+    """The worker's first step alone (``lifecycle.claim`` in its own transaction)."""
+    with sessions.begin() as session:
+        held, _ = lifecycle.claim(
+            session, cid, max_crashes=max_crashes, lease_s=lease_s, redelivered=redelivered
+        )
+    return held
+
+
+def _finish(sessions: SessionFactory, claim: Claim, values: dict[str, Any]) -> bool:
+    """A worker's final write (``lifecycle.succeed`` or ``fail`` by ``values["state"]``);
+    True if its attempt still held."""
+    with sessions.begin() as session:
+        if values["state"] is ComparisonState.SUCCEEDED:
+            after = lifecycle.succeed(session, claim, result={}, heatmap_key="heatmaps/x.png")
+        else:
+            code = values.get("error_code", "late")
+            after = lifecycle.fail(session, claim, code=code, message=code)
+    return after is not None
 
 
 def _comparison(
@@ -127,9 +156,7 @@ def test_the_final_write_with_and_without_returning(
     assert event.data["state"] == "succeeded"
     assert event.data["result"]["verdict"] == row.result["verdict"]
     # A superseded attempt writes nothing on either path.
-    stale = comparisons._Claim(
-        comparison_id=cid, attempt=99, batch_id=None, key_a="", key_b="", options={}
-    )
+    stale = Claim(comparison_id=cid, attempt=99, batch_id=None, key_a="", key_b="", options={})
     assert _finish(sessions, stale, {"state": ComparisonState.FAILED}) is False
 
 
@@ -329,14 +356,15 @@ def test_storage_outage_releases_the_claim_and_raises_unavailable(
     with pytest.raises(Unavailable):
         comparisons.run_comparison(sessions, dead_s3_store, comparison_id=cid, max_crashes=3)
     row = _row(sessions, cid)
-    # Given back: the retry claims it normally (no crash counted).
-    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 1, 0)
+    # Given back: the retry claims it normally (no crash counted), and the run that could not
+    # read its images is not counted as an attempt (issue 11: attempts count real runs).
+    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 0, 0)
     assert row.lease_expires_at is None
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
     row = _row(sessions, cid)
-    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 0)
+    assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)
 
 
 def _batch(sessions: SessionFactory, tenant: Tenant, total: int) -> uuid.UUID:

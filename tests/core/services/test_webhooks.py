@@ -343,8 +343,8 @@ def test_no_target_means_no_event_and_rollback_means_no_event(
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     assert _events(sessions) == []  # nobody listens: nothing written
     _endpoint(sessions, tenant)
-    with webhooks.preclaimed_deliveries(60.0) as claim, sessions() as session:
-        lifecycle.comparison_ended(session, cid)
+    with sessions() as session:
+        claim = lifecycle.comparison_ended(session, cid, claim=webhooks.DeliveryClaim.new(60.0))
         assert session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)) == 1
         session.rollback()  # the change it reports did not happen: neither did the event
     assert _events(sessions) == [] and _deliveries(sessions) == []
@@ -440,7 +440,7 @@ def _batch_of_running(
 
 
 def _finish_one(sessions: SessionFactory, batch_id: uuid.UUID, cid: uuid.UUID) -> bool:
-    """What the worker's final transaction does (comparisons._finish): state, event, batch."""
+    """What the worker's final transaction does (lifecycle.succeed / fail): state, event, batch."""
     with sessions.begin() as session:
         now = utcnow()
         session.execute(
@@ -506,7 +506,7 @@ def test_worker_crashed_comparisons_write_comparison_failed(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     # A job whose worker died max_crashes times ends failed when a redelivered message claims
-    # it (comparisons._claim): that transaction writes the event.
+    # it (lifecycle.claim): that transaction writes the event.
     _endpoint(sessions, tenant)
     cid = _comparison(
         sessions,

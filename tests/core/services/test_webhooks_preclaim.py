@@ -25,6 +25,7 @@ from core.db.models import (
 )
 from core.services import comparisons, webhooks
 from core.services.errors import Unavailable
+from core.services.lifecycle import AfterCommit
 from core.services.webhook_delivery import (
     deliver,
     dispatch_due,
@@ -71,8 +72,8 @@ def _run_preclaimed(
     receiver: Receiver,
     *,
     lease_s: float,
-) -> tuple[uuid.UUID, webhooks.PreClaim]:
-    """An endpoint and an ad-hoc URL; one comparison run inside ``preclaimed_deliveries``."""
+) -> tuple[uuid.UUID, AfterCommit]:
+    """An endpoint and an ad-hoc URL; one comparison run with a ``DeliveryClaim``."""
     with sessions() as session:
         webhooks.create_endpoint(
             session,
@@ -82,8 +83,13 @@ def _run_preclaimed(
             allowed_networks=LOOPBACK,
         )
     cid = _comparison(sessions, store, tenant, webhook_url=receiver.url("/adhoc"))
-    with webhooks.preclaimed_deliveries(lease_s) as claim:
-        comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    claim = comparisons.run_comparison(
+        sessions,
+        store,
+        comparison_id=cid,
+        max_crashes=3,
+        delivery_claim=webhooks.DeliveryClaim.new(lease_s),
+    )
     return cid, claim
 
 
@@ -156,7 +162,7 @@ def test_a_task_whose_delivery_never_committed_does_nothing(
     assert receiver.received() == []
 
 
-def test_outside_the_block_deliveries_are_pending_and_due(
+def test_without_a_claim_deliveries_are_pending_and_due(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
 ) -> None:
     cid = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
@@ -166,5 +172,5 @@ def test_outside_the_block_deliveries_are_pending_and_due(
 
 
 def test_lease_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="lease_s"), webhooks.preclaimed_deliveries(0):
-        pass
+    with pytest.raises(ValueError, match="lease_s"):
+        webhooks.DeliveryClaim.new(0)

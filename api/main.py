@@ -172,6 +172,15 @@ def make_rate_limiter(settings: Settings) -> RateLimiter:
     return TokenBucketLimiter(rate_per_minute=rate)
 
 
+def make_auth_failure_limiter(settings: Settings) -> RateLimiter:
+    """The failed-authentication limiter (per client address), placed like the per-key one."""
+    rate = settings.limits.failed_auth_per_minute
+    broker = settings.broker_url_resolved
+    if broker.split("://", 1)[0].lower() in ("redis", "rediss"):
+        return SharedTokenBucketLimiter.from_url(broker, rate_per_minute=rate)
+    return TokenBucketLimiter(rate_per_minute=rate)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the DiffALL API application.
 
@@ -211,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.database.sessions = None
             await run_in_threadpool(close_resources, resources)
             app.state.rate_limiter.close()
+            app.state.auth_failure_limiter.close()
             log.info("api_stopped")
 
     app = FastAPI(
@@ -225,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rate_limiter = make_rate_limiter(settings)
+    app.state.auth_failure_limiter = make_auth_failure_limiter(settings)
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)

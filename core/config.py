@@ -134,6 +134,12 @@ class LimitsSettings(_Group):
     rate_limit_per_minute: int = Field(default=600, ge=1)
     """Requests allowed per API key per minute."""
 
+    failed_auth_per_minute: int = Field(default=30, ge=1)
+    """Failed API-key checks allowed per client address per minute; beyond, every request from
+    the address is refused with 429 ``too_many_failed_logins`` and ``Retry-After`` before its
+    key is looked at. The address is the connection's peer: behind a proxy, run uvicorn with
+    ``--proxy-headers --forwarded-allow-ips=<proxy>`` so that it is the client's."""
+
     page_size_max: int = Field(default=100, ge=1)
     """Largest ``limit`` accepted by paginated listings, in items."""
 

@@ -17,8 +17,8 @@ The schedule lives in the database (``webhook_deliveries.due_at``), never in bro
    :func:`core.services.webhooks_ssrf.pinned_post` (SSRF-checked at send time, no redirects, one
    total timeout), then records the attempt and the outcome in one transaction: ``succeeded``
    (2xx); ``failed`` for good (410, which also disables the endpoint; ``forbidden_destination``,
-   which no retry can change; or the last attempt of the schedule); otherwise ``pending`` again, due after the next wait of the schedule with jitter
-   (429 and 503: not before ``Retry-After``).
+   which no retry can change; or the last attempt of the schedule); otherwise ``pending`` again,
+   due after the next wait of the schedule with jitter (429 and 503: not before ``Retry-After``).
 
 Nothing is lost when a worker dies or the broker forgets a message: a row stays ``sending`` until
 its lease expires, then the dispatcher picks it again (an attempt that had started is recorded as

@@ -37,7 +37,7 @@ from api.routes import (
     webhook_deliveries,
     webhooks,
 )
-from api.schemas import ComparisonCreate
+from api.schemas import ComparisonCreate, Problem
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
 from core.logs import configure_logging
@@ -82,6 +82,21 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "tenant); another body under the key is 422, a request still in progress 409.",
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
 }
+
+
+#: Answers every v1 POST may give because of its ``Idempotency-Key`` (problem documents).
+IDEMPOTENCY_RESPONSES: dict[str, str] = {
+    "409": "A request with this Idempotency-Key is in progress (`idempotency_key_in_progress`).",
+    "422": "Invalid request (`validation_error`, `invalid_idempotency_key`, "
+    "`idempotency_key_reused`, ...).",
+}
+#: Answers every v1 operation may give before its route runs (problem documents).
+AUTH_RESPONSES: dict[str, str] = {
+    "401": "Missing or invalid API key (`unauthorized`).",
+    "429": "Too many requests (`rate_limited`, `too_many_failed_logins`); see `Retry-After`.",
+}
+#: Schema of every error response (RFC 9457 problem document).
+PROBLEM_SCHEMA_REF: dict[str, str] = {"$ref": "#/components/schemas/Problem"}
 
 
 @dataclass
@@ -135,7 +150,9 @@ def close_resources(resources: Resources) -> None:
 
 
 def _problem_openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with problem responses under ``application/problem+json`` only."""
+    """The OpenAPI document: every error response (>= 400) a problem document under
+    ``application/problem+json`` only (FastAPI's own 422 included), and every v1 POST's
+    ``Idempotency-Key`` header with its 409 and 422."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
@@ -150,14 +167,22 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
         "ComparisonCreate",
         ComparisonCreate.model_json_schema(ref_template="#/components/schemas/{model}"),
     )
+    components.setdefault(
+        "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            if path.startswith("/v1/"):  # every v1 call needs a key and is rate-limited
+                for status, text in AUTH_RESPONSES.items():
+                    responses.setdefault(status, {"description": text})
             if method == "post" and path.startswith("/v1/"):
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_PARAMETER)
-            for response in operation.get("responses", {}).values():
-                content = response.get("content", {})
-                if PROBLEM_MEDIA_TYPE in content and "application/json" in content:
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                for status, text in IDEMPOTENCY_RESPONSES.items():
+                    responses.setdefault(status, {"description": text})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:  # every error is a problem document
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA_REF}}
     app.openapi_schema = schema
     return schema
 

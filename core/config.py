@@ -170,6 +170,10 @@ class LimitsSettings(_Group):
     upload_spool_memory_bytes: int = Field(default=1 * _MiB, ge=0)
     """Bytes of an upload kept in memory before the rest is spooled to a temporary file."""
 
+    pending_upload_max_age_s: int = Field(default=24 * 3600, ge=60)
+    """Seconds after which a presigned upload never finalised is deleted with its stored bytes
+    (default 24 h; never sooner than its URL expires, ``storage.presign_expiry_s``)."""
+
 
 def machine_memory_bytes(cgroup_memory_max: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
     """Memory this process's machine or container has, in bytes: the physical memory, capped

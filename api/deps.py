@@ -21,11 +21,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.ratelimit import RateLimiter, retry_after
+from api.ratelimit import AUTH_FAILURE_PREFIX, RateLimiter, retry_after
 from core.config import Settings
 from core.db.models import Tenant
 from core.services import keys
-from core.services.errors import RateLimited, Unauthorized
+from core.services.errors import RateLimited, TooManyFailedLogins, Unauthorized
 from core.services.jobqueue import JobQueue
 from core.services.webhooks_ssrf import IPNetwork, parse_allowed_networks
 from core.storage import ObjectStore
@@ -36,6 +36,7 @@ __all__ = [
     "SettingsDep",
     "StoreDep",
     "TenantDep",
+    "client_address",
     "close_request_session",
     "get_session",
     "get_tenant",
@@ -149,6 +150,34 @@ def _rate_limit_key(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the connection's peer as uvicorn reports it.
+
+    Behind a reverse proxy this is the proxy, unless uvicorn runs with ``--proxy-headers
+    --forwarded-allow-ips=<the proxy's address>`` (then it is the ``X-Forwarded-For`` client).
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _check_failed_auth_limit(request: Request) -> RateLimiter:
+    """Refuse the request (429) when its address made too many failed key checks recently.
+
+    Called before the key is looked at: a refused guess costs one bucket lookup, no database.
+    Returns the limiter, for the caller to record a failure in.
+    """
+    limiter: RateLimiter = request.app.state.auth_failure_limiter
+    wait_s = limiter.peek(AUTH_FAILURE_PREFIX + client_address(request))
+    if wait_s > 0:
+        wait = retry_after(wait_s)
+        per_minute = request.app.state.settings.limits.failed_auth_per_minute
+        raise TooManyFailedLogins(
+            f"more than {per_minute} failed API-key checks per minute from this address; "
+            f"retry in {wait} s",
+            retry_after_s=wait,
+        )
+    return limiter
+
+
 def resolve_tenant(request: Request) -> Tenant:
     """Authenticate the request's API key and apply its rate limit, once per request.
 
@@ -167,20 +196,28 @@ def resolve_tenant(request: Request) -> Tenant:
     Raises
     ------
     Unauthorized
-        Missing, malformed, unknown or revoked key (HTTP 401).
+        Missing, malformed, unknown or revoked key (HTTP 401); counted against the client
+        address's ``limits.failed_auth_per_minute``.
+    TooManyFailedLogins
+        The address exceeded ``limits.failed_auth_per_minute`` (HTTP 429), checked first.
     RateLimited
         The key exceeded ``limits.rate_limit_per_minute`` (HTTP 429; see :mod:`api.ratelimit`).
     """
     cached: Tenant | None = getattr(request.state, "tenant", None)
     if cached is not None:
         return cached
-    token = parse_bearer(request.headers.get("authorization"))
-    session = request_session(request)
+    failures = _check_failed_auth_limit(request)
     try:
-        tenant = keys.authenticate(session, token)
-        session.commit()  # end the read transaction now (SQLite holds a lock while it is open)
-    except BaseException:
-        session.rollback()
+        token = parse_bearer(request.headers.get("authorization"))
+        session = request_session(request)
+        try:
+            tenant = keys.authenticate(session, token)
+            session.commit()  # end the read transaction (SQLite holds a lock while it is open)
+        except BaseException:
+            session.rollback()
+            raise
+    except Unauthorized:
+        failures.acquire(AUTH_FAILURE_PREFIX + client_address(request))
         raise
     limiter: RateLimiter = request.app.state.rate_limiter
     wait_s = limiter.acquire(_rate_limit_key(token))

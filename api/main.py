@@ -39,7 +39,7 @@ from api.routes import (
     webhook_deliveries,
     webhooks,
 )
-from api.schemas import ComparisonCreate
+from api.schemas import ComparisonCreate, Problem
 from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
 from core.logs import configure_logging
@@ -84,6 +84,21 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "tenant); another body under the key is 422, a request still in progress 409.",
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
 }
+
+
+#: Answers every v1 POST may give because of its ``Idempotency-Key`` (problem documents).
+IDEMPOTENCY_RESPONSES: dict[str, str] = {
+    "409": "A request with this Idempotency-Key is in progress (`idempotency_key_in_progress`).",
+    "422": "Invalid request (`validation_error`, `invalid_idempotency_key`, "
+    "`idempotency_key_reused`, ...).",
+}
+#: Answers every v1 operation may give before its route runs (problem documents).
+AUTH_RESPONSES: dict[str, str] = {
+    "401": "Missing or invalid API key (`unauthorized`).",
+    "429": "Too many requests (`rate_limited`, `too_many_failed_logins`); see `Retry-After`.",
+}
+#: Schema of every error response (RFC 9457 problem document).
+PROBLEM_SCHEMA_REF: dict[str, str] = {"$ref": "#/components/schemas/Problem"}
 
 
 @dataclass
@@ -137,7 +152,9 @@ def close_resources(resources: Resources) -> None:
 
 
 def _problem_openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with problem responses under ``application/problem+json`` only."""
+    """The OpenAPI document: every error response (>= 400) a problem document under
+    ``application/problem+json`` only (FastAPI's own 422 included), and every v1 POST's
+    ``Idempotency-Key`` header with its 409 and 422."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
@@ -152,14 +169,22 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
         "ComparisonCreate",
         ComparisonCreate.model_json_schema(ref_template="#/components/schemas/{model}"),
     )
+    components.setdefault(
+        "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            if path.startswith("/v1/"):  # every v1 call needs a key and is rate-limited
+                for status, text in AUTH_RESPONSES.items():
+                    responses.setdefault(status, {"description": text})
             if method == "post" and path.startswith("/v1/"):
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_PARAMETER)
-            for response in operation.get("responses", {}).values():
-                content = response.get("content", {})
-                if PROBLEM_MEDIA_TYPE in content and "application/json" in content:
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                for status, text in IDEMPOTENCY_RESPONSES.items():
+                    responses.setdefault(status, {"description": text})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:  # every error is a problem document
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA_REF}}
     app.openapi_schema = schema
     return schema
 
@@ -168,6 +193,15 @@ def make_rate_limiter(settings: Settings) -> RateLimiter:
     """The per-key limiter: shared through Redis when the broker is Redis (every API process
     draws from the same buckets), else in this process's memory (the embedded default)."""
     rate = settings.limits.rate_limit_per_minute
+    broker = settings.broker_url_resolved
+    if broker.split("://", 1)[0].lower() in ("redis", "rediss"):
+        return SharedTokenBucketLimiter.from_url(broker, rate_per_minute=rate)
+    return TokenBucketLimiter(rate_per_minute=rate)
+
+
+def make_auth_failure_limiter(settings: Settings) -> RateLimiter:
+    """The failed-authentication limiter (per client address), placed like the per-key one."""
+    rate = settings.limits.failed_auth_per_minute
     broker = settings.broker_url_resolved
     if broker.split("://", 1)[0].lower() in ("redis", "rediss"):
         return SharedTokenBucketLimiter.from_url(broker, rate_per_minute=rate)
@@ -213,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.database.sessions = None
             await run_in_threadpool(close_resources, resources)
             app.state.rate_limiter.close()
+            app.state.auth_failure_limiter.close()
             log.info("api_stopped")
 
     app = FastAPI(
@@ -227,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rate_limiter = make_rate_limiter(settings)
+    app.state.auth_failure_limiter = make_auth_failure_limiter(settings)
     install_error_handlers(app)
     for module in (images, comparisons, batches, webhooks, webhook_deliveries, health, problems):
         app.include_router(module.router)

@@ -12,6 +12,10 @@ at most that many tokens (the burst) and refills continuously at ``rate / 60`` t
 - :class:`TokenBucketLimiter` keeps them in this process's memory: the embedded default (no
   Redis), and the fallback above. With N processes a key could make up to N times the limit.
 
+Both limiters can also :meth:`~RateLimiter.peek` (is a token available? nothing taken): the
+failed-authentication limit asks before checking a key and takes a token only when the check
+failed, so refused guesses cost one bucket lookup and successful requests nothing.
+
 Buckets are keyed by the SHA-256 of the API key (the key itself is never kept); the in-memory
 limiter forgets the least recently used buckets beyond ``max_keys`` (a forgotten bucket comes back
 full, which is what an idle key would have anyway once a minute has passed).
@@ -32,21 +36,30 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["RateLimiter", "SharedTokenBucketLimiter", "TokenBucketLimiter", "retry_after"]
+__all__ = [
+    "AUTH_FAILURE_PREFIX",
+    "RateLimiter",
+    "SharedTokenBucketLimiter",
+    "TokenBucketLimiter",
+    "retry_after",
+]
 
 log = structlog.get_logger(__name__)
 
 #: Prefix of the bucket keys in Redis.
 REDIS_PREFIX: Final = "diffall:ratelimit:"
+#: Prefix, under :data:`REDIS_PREFIX`, of the failed-authentication buckets (per client address).
+AUTH_FAILURE_PREFIX: Final = "authfail:"
 #: Seconds a Redis-backed limiter uses its in-memory fallback after Redis failed.
 FALLBACK_S: Final = 5.0
 #: Seconds to wait for Redis before falling back (connect and each command).
 REDIS_TIMEOUT_S: Final = 0.25
 
-# GCRA on Redis's clock. KEYS[1]: the bucket; ARGV[1]: seconds per token; ARGV[2]: capacity.
-# Returns "0" (allowed: the token is taken) or the seconds until a token is available, as text
-# (a Lua number returned to Redis would be truncated to an integer; tostring keeps only 14
-# digits, 0.1 ms of a Unix time, so times are formatted to the microsecond).
+# GCRA on Redis's clock. KEYS[1]: the bucket; ARGV[1]: seconds per token; ARGV[2]: capacity;
+# ARGV[3]: "1" to only look (no token taken, nothing written), else "0". Returns "0" (allowed:
+# the token is taken, or only looked at) or the seconds until a token is available, as text (a
+# Lua number returned to Redis would be truncated to an integer; tostring keeps only 14 digits,
+# 0.1 ms of a Unix time, so times are formatted to the microsecond).
 _GCRA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -57,6 +70,7 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - capacity * interval
 if now < allow_at then return string.format('%.6f', allow_at - now) end
+if ARGV[3] == '1' then return '0' end
 local ttl_ms = math.ceil((new_tat - now) * 1000) + 1
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', ttl_ms)
 return '0'
@@ -68,6 +82,10 @@ class RateLimiter(Protocol):
 
     def acquire(self, key: str) -> float:
         """Take one token of ``key``'s bucket: 0.0 if allowed, else the seconds to wait."""
+        ...
+
+    def peek(self, key: str) -> float:
+        """Like :meth:`acquire` without taking the token: 0.0 if one is available."""
         ...
 
     def close(self) -> None:
@@ -143,12 +161,33 @@ class TokenBucketLimiter:
             0.0 when the request is allowed; otherwise the seconds (> 0) until a token is
             available, and no token was taken.
         """
+        return self._take(key, take=True)
+
+    def peek(self, key: str) -> float:
+        """Seconds until ``key``'s bucket has a token (0.0: it has one now); nothing is taken.
+
+        Parameters
+        ----------
+        key
+            The bucket's key.
+
+        Returns
+        -------
+        float
+            0.0 when :meth:`acquire` would allow a request now, else the seconds (> 0) to wait.
+        """
+        return self._take(key, take=False)
+
+    def _take(self, key: str, *, take: bool) -> float:
+        """Refill ``key``'s bucket to now, then take a token when ``take`` and one is there."""
         now = self._clock()
         with self._lock:
+            if not take and key not in self._buckets:
+                return 0.0  # a bucket never used is full; do not create one to look
             tokens, last = self._buckets.pop(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + max(0.0, now - last) * self.rate_per_s)
             if tokens >= 1.0:
-                tokens -= 1.0
+                tokens -= 1.0 if take else 0.0
                 wait = 0.0
             else:
                 wait = (1.0 - tokens) / self.rate_per_s
@@ -200,7 +239,9 @@ class SharedTokenBucketLimiter:
         self._fallback_until = float("-inf")
 
     @classmethod
-    def from_url(cls, url: str, *, rate_per_minute: int) -> SharedTokenBucketLimiter:
+    def from_url(
+        cls, url: str, *, rate_per_minute: int, burst: int | None = None
+    ) -> SharedTokenBucketLimiter:
         """A limiter on the Redis database at ``url`` (the broker's), with short timeouts.
 
         The URL's query (broker options such as kombu's ``ssl_cert_reqs``, which redis-py
@@ -213,17 +254,29 @@ class SharedTokenBucketLimiter:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # redis-py's default retries would wait ~7 s
         )
-        return cls(client, rate_per_minute=rate_per_minute)
+        return cls(client, rate_per_minute=rate_per_minute, burst=burst)
 
     def acquire(self, key: str) -> float:
         """Take one token from ``key``'s shared bucket (see :meth:`TokenBucketLimiter.acquire`).
 
         Falls back to this process's buckets for ``fallback_s`` seconds when Redis fails.
         """
+        return self._run(key, take=True)
+
+    def peek(self, key: str) -> float:
+        """Seconds until ``key``'s shared bucket has a token; nothing taken (see
+        :meth:`TokenBucketLimiter.peek`)."""
+        return self._run(key, take=False)
+
+    def _run(self, key: str, *, take: bool) -> float:
+        """The GCRA script on Redis (or the in-memory fallback while Redis is away)."""
         if self._clock() < self._fallback_until:
-            return self.fallback.acquire(key)
+            return self.fallback.acquire(key) if take else self.fallback.peek(key)
         try:
-            answer = self._script(keys=[REDIS_PREFIX + key], args=[self.interval_s, self.capacity])
+            answer = self._script(
+                keys=[REDIS_PREFIX + key],
+                args=[self.interval_s, self.capacity, "0" if take else "1"],
+            )
         except Exception as exc:  # Redis down, or misconfigured: limit locally, never fail
             self._fallback_until = self._clock() + self.fallback_s
             log.warning(
@@ -231,7 +284,7 @@ class SharedTokenBucketLimiter:
                 error=f"{type(exc).__name__}: {exc}",
                 fallback_s=self.fallback_s,
             )
-            return self.fallback.acquire(key)
+            return self.fallback.acquire(key) if take else self.fallback.peek(key)
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
     def close(self) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from core.db.models import (
     Batch,
@@ -332,7 +333,8 @@ class BatchCreate(_In):
     """JSON body of ``POST /v1/batches``: up to ``limits.max_batch_pairs`` pairs (10,000)."""
 
     pairs: list[BatchItemIn] = Field(
-        description="The pairs; a bad pair is reported in `items` and does not sink the batch."
+        min_length=1,
+        description="The pairs; a bad pair is reported in `items` and does not sink the batch.",
     )
     metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
@@ -488,16 +490,26 @@ class WebhookCreate(_In):
     enabled: bool = Field(default=True, description="False registers it disabled.")
 
 
+def _drop_default(schema: dict[str, Any]) -> None:
+    """Leave a field's ``default: null`` out of its JSON schema (null is not a valid value)."""
+    schema.pop("default", None)
+
+
 class WebhookUpdate(_In):
     """JSON body of ``PATCH /v1/webhooks/{id}``: only the fields sent are changed."""
 
-    url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    # url and enabled cannot be null (422): their schema is a string and a boolean, unset
+    # when absent (None here only stands for "not sent").
+    url: Annotated[str, Field(max_length=MAX_URL_LENGTH)] | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_drop_default
+    )
     events: list[str] | None = Field(
         default=None, description="New event types; null subscribes to all of them."
     )
     description: str | None = Field(default=None, max_length=500)
-    enabled: bool | None = Field(
+    enabled: bool | SkipJsonSchema[None] = Field(
         default=None,
+        json_schema_extra=_drop_default,
         description="false disables it (pending deliveries fail); true enables it again.",
     )
 

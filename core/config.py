@@ -18,6 +18,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_broker_folders",
     "get_settings",
     "job_memory_share",
+    "limits_table",
     "machine_memory_bytes",
 ]
 
@@ -82,7 +84,12 @@ def _is_placeholder(value: str) -> bool:
 class _Group(BaseModel):
     """Base of the nested settings groups: unknown keys are errors, values are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
+        use_attribute_docstrings=True,  # each field's docstring is its description (docs)
+    )
 
 
 class StorageSettings(_Group):
@@ -134,6 +141,12 @@ class LimitsSettings(_Group):
     rate_limit_per_minute: int = Field(default=600, ge=1)
     """Requests allowed per API key per minute."""
 
+    failed_auth_per_minute: int = Field(default=30, ge=1)
+    """Failed API-key checks allowed per client address per minute; beyond, every request from
+    the address is refused with 429 ``too_many_failed_logins`` and ``Retry-After`` before its
+    key is looked at. The address is the connection's peer: behind a proxy, run uvicorn with
+    ``--proxy-headers --forwarded-allow-ips=<proxy>`` so that it is the client's."""
+
     page_size_max: int = Field(default=100, ge=1)
     """Largest ``limit`` accepted by paginated listings, in items."""
 
@@ -156,6 +169,10 @@ class LimitsSettings(_Group):
 
     upload_spool_memory_bytes: int = Field(default=1 * _MiB, ge=0)
     """Bytes of an upload kept in memory before the rest is spooled to a temporary file."""
+
+    pending_upload_max_age_s: int = Field(default=24 * 3600, ge=60)
+    """Seconds after which a presigned upload never finalised is deleted with its stored bytes
+    (default 24 h; never sooner than its URL expires, ``storage.presign_expiry_s``)."""
 
 
 def machine_memory_bytes(cgroup_memory_max: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
@@ -637,3 +654,52 @@ def get_settings() -> Settings:
         after changing environment variables).
     """
     return Settings()
+
+
+def _markdown_default(value: Any) -> str:
+    """A field default as README text: ``None`` as "computed", numbers with thousands commas."""
+    if value is None:
+        return "computed"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int | float):
+        return f"`{value:,}`"
+    return f"`{value}`"
+
+
+def limits_table() -> str:
+    """The Markdown table of every ``DIFFALL_LIMITS__*`` setting: variable, default, meaning.
+
+    Generated from :class:`LimitsSettings` (field defaults and docstrings), so README.md's copy
+    can be checked against the code (``python -m core.config --limits-table`` prints it).
+
+    Returns
+    -------
+    str
+        The table, one row per setting, ending with a newline.
+    """
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in LimitsSettings.model_fields.items():
+        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+        meaning = re.sub(r":\w+:`", "`", meaning.replace("``", "`"))  # reST to Markdown
+        default = _markdown_default(field.get_default(call_default_factory=True))
+        rows.append(f"| `DIFFALL_LIMITS__{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m core.config --limits-table``: print the limits table (README.md's)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m core.config")
+    parser.add_argument("--limits-table", action="store_true", help="print the limits table")
+    args = parser.parse_args(argv)
+    if not args.limits_table:
+        parser.print_help()
+        return 2
+    print(limits_table(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -38,7 +38,8 @@ from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
 from core.services.factories import job_queue_from_settings, store_from_settings
 from core.services.jobqueue import QUEUE_PRIORITY, CeleryJobQueue, make_celery_app
-from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DISPATCH
+from core.services.tasknames import QUEUE_MAINTENANCE, SWEEP_UPLOADS, WEBHOOK_DISPATCH
+from core.services.upload_sweep import UPLOAD_SWEEP_INTERVAL_S
 from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
@@ -73,6 +74,16 @@ app.conf.beat_schedule = {
             "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
             # A pass that waited longer than one interval is superseded by the next.
             "expires": float(settings.webhooks.dispatch_interval_s),
+        },
+    },
+    # Abandoned presigned uploads (core.services.upload_sweep), hourly.
+    "diffall-uploads-sweep": {
+        "task": SWEEP_UPLOADS,
+        "schedule": UPLOAD_SWEEP_INTERVAL_S,
+        "options": {
+            "queue": QUEUE_MAINTENANCE,
+            "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
+            "expires": UPLOAD_SWEEP_INTERVAL_S,
         },
     },
 }

@@ -29,9 +29,12 @@ from core.services.tasknames import (
     RECOVER,
     RUN_COMPARISON,
     SWEEP,
+    SWEEP_UPLOADS,
     WEBHOOK_DELIVER,
     WEBHOOK_DISPATCH,
 )
+from core.services.upload_sweep import sweep_abandoned_uploads
+from core.storage import StorageError
 from worker.celery_app import (
     app,
     get_delivery_queue,
@@ -51,6 +54,7 @@ __all__ = [
     "recover",
     "run_comparison",
     "sweep",
+    "sweep_uploads",
 ]
 
 log = structlog.get_logger(__name__)
@@ -289,3 +293,17 @@ def deliver_webhook(self: Task, delivery_id: str, claim_id: str) -> None:
         webhook_delivery.deliver(
             get_sessions(), delivery_id=delivery, claim_id=claim, policy=webhook_policy
         )
+
+
+@app.task(name=SWEEP_UPLOADS, ignore_result=True, acks_late=True)
+def sweep_uploads() -> None:
+    """Delete abandoned presigned uploads (``core.services.upload_sweep``); beat sends it hourly.
+
+    Not retried: a pass that finds the database or storage down is skipped (the next resumes).
+    """
+    max_age_s = max(settings.limits.pending_upload_max_age_s, settings.storage.presign_expiry_s)
+    with structlog.contextvars.bound_contextvars(task="sweep_uploads"):
+        try:
+            sweep_abandoned_uploads(get_sessions(), get_store(), max_age_s=max_age_s)
+        except (Unavailable, StorageError) as exc:
+            log.warning("uploads.sweep_skipped", error=str(exc))

@@ -17,7 +17,7 @@ _DESCRIPTIONS = {
     413: "Too large (`payload_too_large`, `image_too_large`, `batch_too_large`).",
     415: "Unsupported media type (`unsupported_media_type`).",
     422: "Invalid request (`validation_error`, `invalid_options`, `idempotency_key_reused`, ...).",
-    429: "Rate limit exceeded (`rate_limited`); see `Retry-After`.",
+    429: "Rate limit exceeded (`rate_limited`, `too_many_failed_logins`); see `Retry-After`.",
     503: "A dependency is unavailable; see `Retry-After`.",
 }
 

@@ -341,7 +341,11 @@ async def read_comparison_submission(request: Request) -> ComparisonSubmission:
 RAW_REQUEST_BODY: Final[dict[str, Any]] = {
     "requestBody": {
         "required": True,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "minLength": 1}
+            }
+        },
     }
 }
 
@@ -363,7 +367,7 @@ IMAGE_REQUEST_BODY: Final[dict[str, Any]] = {
 }
 
 _FILE_OR_ID = {
-    "oneOf": [{"type": "string", "format": "binary"}, {"type": "string", "format": "uuid"}]
+    "anyOf": [{"type": "string", "format": "binary"}, {"type": "string", "format": "uuid"}]
 }
 
 #: OpenAPI ``requestBody`` of ``POST /v1/comparisons`` (JSON or multipart).

@@ -142,7 +142,12 @@ Limit = Annotated[
     Query(ge=1, le=PAGE_LIMIT_MAX, description="Items per page, 1..100 (default 50)."),
 ]
 Cursor = Annotated[
-    str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    str | None,
+    Query(
+        max_length=512,
+        description="The opaque `next_cursor` of the previous page; any other value is 422 "
+        "(`invalid_request`).",
+    ),
 ]
 
 

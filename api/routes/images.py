@@ -18,6 +18,7 @@ from api.routes.bodies import (
 )
 from api.schemas import ImageOut, PresignOut
 from core.services import images
+from core.services.errors import ImageRejected
 from core.services.images import ReceivedFile
 
 router = APIRouter(route_class=IdempotentRoute, tags=["images"])
@@ -96,7 +97,7 @@ def presign_image(
     response_class=Response,
     summary="Upload the bytes of a pending image (local storage)",
     openapi_extra=RAW_REQUEST_BODY,
-    responses=problem_responses(404, 409, 413, 503),
+    responses=problem_responses(404, 409, 413, 422, 503),
 )
 def put_image_content(
     image_id: uuid.UUID,
@@ -106,7 +107,10 @@ def put_image_content(
     store: StoreDep,
     settings: SettingsDep,
 ) -> Response:
-    """The upload URL of a presigned upload when storage is local: the raw bytes as the body."""
+    """The upload URL of a presigned upload when storage is local: the raw bytes as the body
+    (an empty body is 422 ``empty_file``)."""
+    if data.size == 0:
+        raise ImageRejected("the request body is empty: send the image's bytes", code="empty_file")
     images.receive_upload(
         session, store, tenant_id=tenant.id, image_id=image_id, data=data, limits=settings.limits
     )
@@ -138,7 +142,7 @@ def finalize_image(
 
 
 @router.get(
-    "/v1/images/{image_id}",
+    "/v1/images/{image_id:uuid}",  # only ids: GET /v1/images/presign is 405, not 422
     response_model=ImageOut,
     summary="Get an image",
     responses=problem_responses(404),

@@ -29,7 +29,12 @@ async def list_problem_types() -> list[ProblemType]:
     return [_describe(code, status) for code, status in sorted(CODE_STATUS.items())]
 
 
-@router.get("/problems/{code}", response_model=ProblemType, summary="One error code")
+@router.get(
+    "/problems/{code}",
+    response_model=ProblemType,
+    summary="One error code",
+    responses={404: {"description": "No such code (`not_found`)."}},
+)
 async def get_problem_type(code: str) -> ProblemType:
     """The status and title of one error ``code``."""
     if code not in CODE_STATUS:

@@ -100,7 +100,7 @@ def recover_ad_hoc(
 
 
 @router.get(
-    "/v1/webhook-deliveries/{delivery_id}",
+    "/v1/webhook-deliveries/{delivery_id:uuid}",  # only ids: GET .../recover is 405
     response_model=WebhookDeliveryOut,
     summary="Get any delivery",
     responses=problem_responses(404),

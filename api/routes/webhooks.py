@@ -198,7 +198,7 @@ def rotate_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecr
 
 
 @router.get(
-    "/v1/webhooks/{webhook_id}",
+    "/v1/webhooks/{webhook_id:uuid}",  # only ids: /v1/webhooks/default-secret is a path
     response_model=WebhookOut,
     summary="Get a webhook endpoint",
     responses=problem_responses(404),
@@ -212,7 +212,7 @@ def get_webhook(
 
 
 @router.patch(
-    "/v1/webhooks/{webhook_id}",
+    "/v1/webhooks/{webhook_id:uuid}",  # only ids: /v1/webhooks/default-secret is a path
     response_model=WebhookOut,
     summary="Update a webhook endpoint",
     responses=problem_responses(404, 422),
@@ -247,7 +247,7 @@ def update_webhook(
 
 
 @router.delete(
-    "/v1/webhooks/{webhook_id}",
+    "/v1/webhooks/{webhook_id:uuid}",  # only ids: /v1/webhooks/default-secret is a path
     status_code=204,
     response_class=Response,
     summary="Delete a webhook endpoint",

@@ -70,6 +70,12 @@ class RateLimited(ServiceError):
         self.retry_after_s = retry_after_s
 
 
+class TooManyFailedLogins(RateLimited):
+    """Too many failed API-key checks from this client address (HTTP 429, ``Retry-After``)."""
+
+    code = "too_many_failed_logins"
+
+
 class IdempotencyMismatch(ServiceError):
     """The same Idempotency-Key was sent with a different request (HTTP 422)."""
 

@@ -13,6 +13,8 @@ SWEEP = "diffall.sweeper.sweep"
 RECOVER = "diffall.sweeper.recover"
 #: Send the run tasks of a large batch's comparisons from a worker; args: [batch_id: str].
 ENQUEUE_BATCH = "diffall.batches.enqueue"
+#: Periodic: delete presigned uploads never finalised (``limits.pending_upload_max_age_s``).
+SWEEP_UPLOADS = "diffall.uploads.sweep"
 
 #: Periodic: claim the webhook deliveries that are due and send one deliver task each.
 WEBHOOK_DISPATCH = "diffall.webhooks.dispatch"

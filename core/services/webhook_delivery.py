@@ -17,9 +17,9 @@ The schedule lives in the database (``webhook_deliveries.due_at``), never in bro
    the same on every retry; timestamp and signatures are fresh), posts it with
    :func:`core.services.webhooks_ssrf.pinned_post` (SSRF-checked at send time, no redirects, one
    total timeout), then records the attempt and the outcome in one transaction: ``succeeded``
-   (2xx); ``failed`` for good (410, which also disables the endpoint, or the last attempt of the
-   schedule); otherwise ``pending`` again, due after the next wait of the schedule with jitter
-   (429 and 503: not before ``Retry-After``).
+   (2xx); ``failed`` for good (410, which also disables the endpoint; ``forbidden_destination``,
+   which no retry can change; or the last attempt of the schedule); otherwise ``pending`` again,
+   due after the next wait of the schedule with jitter (429 and 503: not before ``Retry-After``).
 
 Nothing is lost when a worker dies or the broker forgets a message: a row stays ``sending`` until
 its lease expires, then the dispatcher picks it again (an attempt that had started is recorded as
@@ -100,6 +100,9 @@ DEFAULT_DISPATCH_LIMIT: Final = 500
 MAX_RETRY_AFTER_S: Final = 86_400.0
 #: Statuses whose ``Retry-After`` header is honoured.
 RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+#: Attempt errors that end a delivery ``failed`` at once: retrying cannot help (the URL breaks
+#: the SSRF rules at send time; only the endpoint's owner or the operator can change that).
+FINAL_ERROR_CODES: Final = frozenset({"forbidden_destination"})
 #: Error code of an attempt whose worker died while posting.
 WORKER_LOST: Final = "worker_lost"
 #: Characters of an attempt's error message kept.
@@ -793,7 +796,9 @@ def _record(
                     session, endpoint, reason=WebhookDisabledReason.GONE, now=now
                 )
         else:
-            give_up = prepared.number >= prepared.max_attempts
+            give_up = (
+                prepared.number >= prepared.max_attempts or answer.error_code in FINAL_ERROR_CODES
+            )
             if endpoint is not None and endpoint.enabled:
                 if endpoint.failing_since is None:
                     endpoint.failing_since = prepared.started_at

@@ -38,6 +38,7 @@ import httpx
 from core.services.errors import InvalidRequest, ServiceError
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "DELIVERY_ERROR_CODES",
     "MAX_URL_LENGTH",
@@ -66,6 +67,9 @@ DEFAULT_TIMEOUT_S = 15.0
 DEFAULT_RESOLVE_TIMEOUT_S = 5.0
 #: How many bytes of the response body :class:`PostResult` keeps.
 RESPONSE_BODY_LIMIT = 1024
+#: Default time to read the kept part of the body once the status arrived, seconds (within the
+#: total timeout: the answer is known, a receiver trickling its body only delays the record).
+DEFAULT_BODY_TIMEOUT_S = 2.0
 #: The stable codes :class:`DeliveryError` carries.
 DELIVERY_ERROR_CODES = ("timeout", "connection_error", "forbidden_destination", "tls_error")
 
@@ -652,15 +656,26 @@ def check_webhook_url_offline(url: str, *, allowed_networks: Sequence[IPNetwork]
 # --------------------------------------------------------------------------------------------
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose every operation also ends by a fixed deadline (monotonic s)."""
+class _Deadline:
+    """One delivery's deadline (monotonic seconds), shared by its streams; it only moves earlier."""
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def shorten(self, at: float) -> None:
+        """Move the deadline to ``at`` if that is earlier."""
+        self.at = min(self.at, at)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation also ends by the delivery's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
         self._inner = inner
         self._deadline = deadline
 
     def _bound(self, timeout: float | None, exc: type[Exception]) -> float:
-        remaining = self._deadline - time.monotonic()
+        remaining = self._deadline.at - time.monotonic()
         if remaining <= 0:
             raise exc("the total webhook timeout expired")
         return remaining if timeout is None else min(timeout, remaining)
@@ -692,7 +707,7 @@ class _DeadlineStream(httpcore.NetworkStream):
 class _PinnedBackend(httpcore.NetworkBackend):
     """Connects only to the target's checked addresses, whatever host httpcore asks for."""
 
-    def __init__(self, target: PinnedTarget, deadline: float) -> None:
+    def __init__(self, target: PinnedTarget, deadline: _Deadline) -> None:
         self._target = target
         self._deadline = deadline
         self._inner = httpcore.SyncBackend()
@@ -711,7 +726,7 @@ class _PinnedBackend(httpcore.NetworkBackend):
         addresses = self._target.addresses
         last: Exception = httpcore.ConnectError("no address to connect to")
         for i, address in enumerate(addresses):
-            remaining = self._deadline - time.monotonic()
+            remaining = self._deadline.at - time.monotonic()
             if remaining <= 0:
                 raise httpcore.ConnectTimeout("the total webhook timeout expired while connecting")
             share = remaining / (len(addresses) - i)
@@ -820,6 +835,7 @@ def pinned_post(
     content: bytes,
     headers: Mapping[str, str],
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     allowed_networks: Sequence[IPNetwork] = (),
     ssl_context: ssl.SSLContext | None = None,
 ) -> PostResult:
@@ -839,7 +855,11 @@ def pinned_post(
         ``Transfer-Encoding`` and ``Connection`` are set here and may not be given.
     timeout_s : float
         Total limit, seconds (> 0; default 15): name resolution, connect, TLS handshake,
-        sending, and reading the status, headers and first kilobyte of the body.
+        sending, and reading the status, headers and first kilobyte of the body. Nothing of
+        the call outlasts it, however slowly the receiver sends.
+    body_timeout_s : float
+        Time left to read the first kilobyte of the body once the headers arrived, seconds
+        (> 0; default 2; never beyond ``timeout_s``). What arrived by then is kept.
     allowed_networks : sequence of IPv4Network | IPv6Network
         Networks reachable despite the SSRF rules (``DIFFALL_WEBHOOK_ALLOWED_NETWORKS``).
     ssl_context : ssl.SSLContext or None
@@ -858,15 +878,15 @@ def pinned_post(
     ValueError
         ``timeout_s`` is not positive, or a header that is set here was given.
     """
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if not timeout_s > 0 or not body_timeout_s > 0:
+        raise ValueError(f"timeouts must be positive, got {timeout_s}, {body_timeout_s}")
     reserved = {"host", "content-length", "transfer-encoding", "connection"}
     given = {name.lower() for name in headers}
     if given & reserved:
         raise ValueError(f"headers may not set {sorted(given & reserved)}")
 
     start = time.monotonic()
-    deadline = start + timeout_s
+    deadline = _Deadline(start + timeout_s)
     if isinstance(target_url, PinnedTarget):
         target = target_url
         for address in target.addresses:  # a hand-made target gets no way around the rules
@@ -888,7 +908,7 @@ def pinned_post(
             if exc.reason != "unresolvable":
                 code = "forbidden_destination"
             else:  # a transient failure (worth retrying), or a resolver slower than the budget
-                code = "timeout" if time.monotonic() >= deadline else "connection_error"
+                code = "timeout" if time.monotonic() >= deadline.at else "connection_error"
             raise DeliveryError(
                 code, exc.message, duration_ms=_elapsed_ms(start), details=exc.details
             ) from exc
@@ -907,6 +927,7 @@ def pinned_post(
             ) as client,
             client.stream("POST", target.url, content=content, headers=request_headers) as resp,
         ):
+            deadline.shorten(time.monotonic() + body_timeout_s)
             body = bytearray()
             try:
                 for chunk in resp.iter_raw():

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
 from api.main import create_app
+from api.ratelimit import AUTH_FAILURE_PREFIX, REDIS_PREFIX
 from core.config import LimitsSettings, Settings, StorageSettings
 from core.services import keys
 from core.storage import S3ObjectStore
@@ -263,6 +264,10 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
 
     def factory(database_url: str, *, storage: StorageSettings | None = None, **limits: Any) -> Api:
         migrate(database_url)
+        # Failed-authentication buckets are per client address ("testclient" for every test):
+        # each test starts with full ones, as a fresh deployment would.
+        for stale in redis_db.scan_iter(match=REDIS_PREFIX + AUTH_FAILURE_PREFIX + "*"):
+            redis_db.delete(stale)
         data_dir = tmp_path / f"data{len(started)}"
         settings = make_settings(
             data_dir=data_dir,

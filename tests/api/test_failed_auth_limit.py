@@ -1,0 +1,111 @@
+"""Failed authentication is limited per client address (429 ``too_many_failed_logins``).
+
+The real app on SQLite and PostgreSQL with the shared (Redis) limiter, and the in-process
+limiter with an injected clock. A refused request is answered before its key is looked at.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+
+import pytest
+from sqlalchemy import event
+
+from api.ratelimit import AUTH_FAILURE_PREFIX, REDIS_PREFIX, TokenBucketLimiter
+from tests.api.conftest import Api, ApiFactory, TestClient, assert_problem
+
+LIMIT = 30
+
+
+def _wrong_key() -> dict[str, str]:
+    return {"Authorization": f"Bearer dfa_{secrets.token_urlsafe(24)}"}
+
+
+def test_700_wrong_keys_are_refused_after_the_limit(
+    make_api: ApiFactory, database_url: str
+) -> None:
+    api = make_api(database_url, failed_auth_per_minute=LIMIT)
+    started = time.monotonic()
+    statuses = [
+        api.client.get("/v1/comparisons", headers=_wrong_key()).status_code for _ in range(700)
+    ]
+    elapsed_s = time.monotonic() - started
+    assert statuses[: LIMIT + 1] == [401] * LIMIT + [429]
+    assert set(statuses) == {401, 429}
+    # Beyond the burst, one more failure per 60/LIMIT s of the run (the bucket refills).
+    assert statuses.count(401) <= LIMIT + math.ceil(elapsed_s * LIMIT / 60) + 1
+
+    refused = api.client.get("/v1/comparisons", headers=_wrong_key())
+    body = assert_problem(refused, 429, "too_many_failed_logins")
+    retry = int(refused.headers["Retry-After"])
+    assert 1 <= retry <= 60 // LIMIT + 1  # one failure allowed back every 2 s at 30/min
+    assert body["retry_after_s"] == retry
+    # The bucket is in Redis (every API process shares it), under the address.
+    assert api.broker.exists(REDIS_PREFIX + AUTH_FAILURE_PREFIX + "testclient")
+
+    # A good key from this address is refused too (the key is not checked) ...
+    assert_problem(
+        api.client.get("/v1/comparisons", headers=api.auth()), 429, "too_many_failed_logins"
+    )
+    # ... and from another address it works, as do that address's own first failures.
+    other = TestClient(api.app, client=("203.0.113.7", 40000))
+    assert other.get("/v1/comparisons", headers=api.auth()).status_code == 200
+    assert_problem(other.get("/v1/comparisons", headers=_wrong_key()), 401, "unauthorized")
+
+
+def test_refused_guesses_never_reach_the_database(make_api: ApiFactory, sqlite_url: str) -> None:
+    api = make_api(sqlite_url, failed_auth_per_minute=2)
+    for _ in range(2):
+        assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 401
+    statements: list[str] = []
+    engine = api.app.state.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for _ in range(20):
+            assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 429
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert statements == []
+
+
+def test_successful_requests_are_not_counted(make_api: ApiFactory, sqlite_url: str) -> None:
+    api = make_api(sqlite_url, failed_auth_per_minute=3, rate_limit_per_minute=1000)
+    for _ in range(50):
+        assert api.client.get("/v1/comparisons", headers=api.auth()).status_code == 200
+    assert [
+        api.client.get("/v1/comparisons", headers=_wrong_key()).status_code for _ in range(4)
+    ] == [401, 401, 401, 429]
+
+
+def test_in_process_limiter_refills_with_time(make_api: ApiFactory, sqlite_url: str) -> None:
+    api: Api = make_api(sqlite_url)
+    now = [1000.0]
+    api.app.state.auth_failure_limiter = TokenBucketLimiter(
+        rate_per_minute=6, clock=lambda: now[0]
+    )  # the embedded default's kind of limiter, on a clock the test moves
+    assert [
+        api.client.get("/v1/comparisons", headers=_wrong_key()).status_code for _ in range(7)
+    ] == [401] * 6 + [429]
+    refused = api.client.get("/v1/comparisons", headers=_wrong_key())
+    assert refused.headers["Retry-After"] == "10"  # one failure back every 10 s
+    now[0] += 9.9
+    assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 429
+    now[0] += 0.2
+    assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 401
+    assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 429
+
+
+def test_peek_takes_nothing() -> None:
+    now = [0.0]
+    limiter = TokenBucketLimiter(rate_per_minute=60, burst=2, clock=lambda: now[0])
+    assert limiter.peek("k") == 0.0
+    assert [limiter.acquire("k") for _ in range(2)] == [0.0, 0.0]
+    assert limiter.peek("k") == pytest.approx(1.0)
+    assert limiter.peek("k") == pytest.approx(1.0)  # looking twice takes nothing
+    now[0] = 1.0
+    assert limiter.peek("k") == 0.0
+    assert limiter.acquire("k") == 0.0
+    assert limiter.peek("k") > 0

@@ -83,6 +83,13 @@ class Outcome:
     causes: list[str] = field(default_factory=list)
     causes_found: int = 0
     summary: str = ""
+    ssim: float = 0.0
+    changed_ratio: float = 0.0
+    antialiased_ratio: float = 0.0
+    content_correlation: float = 0.0
+    ssim_floor: float | None = None
+    regions: int = 0
+    findings: list[str] = field(default_factory=list)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -123,6 +130,13 @@ def evaluate(pair: Pair, mode: str) -> Outcome:
         right=result.verdict in accept,
         ms=ms,
         summary=result.summary,
+        ssim=out["ssim"],
+        changed_ratio=out["changed_ratio"],
+        antialiased_ratio=out.get("antialiased_ratio", 0.0),
+        content_correlation=out.get("content_correlation", 0.0),
+        ssim_floor=out.get("ssim_floor"),
+        regions=len(out["regions"]),
+        findings=sorted({f["kind"] for f in out.get("findings", [])}),
     )
     if pair.boxes:
         outcome.boxes = len(pair.boxes)
@@ -146,7 +160,12 @@ def run(pairs: Sequence[Pair], modes: Sequence[str], *, verbose: bool = False) -
             outcome = evaluate(pair, mode)
             outcomes.append(outcome)
             if verbose and not outcome.right:
-                print(f"  WRONG {mode:5} {pair.name:32} -> {outcome.verdict}: {outcome.summary}")
+                print(
+                    f"  WRONG {mode:5} {pair.name:28} -> {outcome.verdict} ssim={outcome.ssim:.4f}"
+                    f" floor={outcome.ssim_floor} chg={outcome.changed_ratio:.4f}"
+                    f" aa={outcome.antialiased_ratio:.4f} corr={outcome.content_correlation:.2f}"
+                    f" reg={outcome.regions}: {outcome.summary}"
+                )
     return outcomes
 
 
@@ -270,12 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sources", help="comma-separated source names (default: all)")
     parser.add_argument("--modes", default="auto,pixel", help="auto,pixel (default both)")
     parser.add_argument("--json", type=Path, help="write every outcome and figure as JSON")
+    parser.add_argument("--split", choices=("tune", "held_out"), help="only this half")
     parser.add_argument("--verbose", action="store_true", help="print every wrong verdict")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     sources = tuple(args.sources.split(",")) if args.sources else None
     start = time.perf_counter()
     pairs = build_corpus(sources)
+    if args.split:
+        pairs = [p for p in pairs if split_of(p.source) == args.split]
     built = time.perf_counter() - start
     print(
         f"corpus: {len(pairs)} pairs from {len({p.source for p in pairs})} sources"

@@ -34,7 +34,14 @@ from core.imaging.options import CompareOptions, Rect
 from core.imaging.parallel import parallel_map
 from core.imaging.regions import Region, find_regions, significant_regions
 from core.imaging.result import CompareResult
-from core.imaging.verdict import LOCAL_MAX_REGIONS, THUMB_SIDE, VerdictInputs, classify
+from core.imaging.verdict import (
+    IDENTICAL_MIN_SSIM,
+    LOCAL_MAX_EXTENT,
+    THUMB_SIDE,
+    VerdictInputs,
+    classify,
+    rest_ssim,
+)
 
 #: Direct verdicts that may be misregistration: only these are tried with alignment (auto mode)
 #: or diagnosed for a transform (pixel mode). Identical pairs and localised edits never pay
@@ -49,6 +56,12 @@ AA_SUSPECT_RATIO = 0.005
 FLIP_MIN_CORRELATION = 0.95
 #: ... and beats the direct comparison's by this much.
 FLIP_MIN_GAIN = 0.02
+#: At most this many significant regions are classified (the verdict names up to 12).
+MAX_CLASSIFIED_REGIONS = 32
+#: A region is an edit only when its own SSIM is at least this much below the rest's.
+REGION_MIN_SSIM_DROP = 0.15
+#: On a pair with a global residual, a region's mean difference must reach this many tolerances.
+NOISY_MIN_MEAN_DIFF = 2.0
 #: The flips tried: name, and the axes of ``numpy.flip``.
 _FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("horizontal", (1,)),
@@ -401,9 +414,10 @@ def _measure(
             if valid is not None:
                 evidence &= valid
             regions = significant_regions(found, evidence, valid)
-            regions = [_with_kind(pa, pb, r) for r in regions[: LOCAL_MAX_REGIONS + 1]]
+            regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
+            regions = _stand_out(regions, s.score, compared, tolerance)
         nonzero = cv2.countNonZero(diff)
-        correlation = _correlation(pa, pb, valid)
+        correlation = _correlation(pa, pb, _without(valid, regions, diff.shape))
     with timer.stage("findings"):
         filters = pixel_findings(pa, pb, valid) if nonzero else []
     return _Measurement(
@@ -520,6 +534,45 @@ def _flip_alignment(axis: str, shape: tuple[int, int]) -> Alignment:
         overlap_ratio=1.0,
         reason=None,
     )
+
+
+def _stand_out(
+    regions: list[Region], score: float, compared: int, tolerance: float
+) -> list[Region]:
+    """The regions that stand out from the rest of the pair (re-estimated once without the
+    dropped ones), a local-SSIM test:
+
+    - a region's own SSIM must lie at least ``REGION_MIN_SSIM_DROP`` below the SSIM of the
+      rest of the pair (``verdict.rest_ssim``): a region as similar as everything else is the
+      pair's overall noise, not an edit;
+    - on a pair with a global residual (the rest's SSIM below ``IDENTICAL_MIN_SSIM``: JPEG,
+      resampling, a filter) a region must also differ by at least ``NOISY_MIN_MEAN_DIFF``
+      tolerances on average: the residual's own peaks hug the tolerance, an edit does not.
+    """
+    kept = regions
+    for _ in range(2):
+        rest = rest_ssim(score, kept, compared)
+        floor = NOISY_MIN_MEAN_DIFF * tolerance if rest < IDENTICAL_MIN_SSIM else 0.0
+        kept = [
+            r
+            for r in regions
+            if (r.ssim is None or r.ssim <= rest - REGION_MIN_SSIM_DROP) and r.mean_diff >= floor
+        ]
+    return kept
+
+
+def _without(
+    valid: np.ndarray | None, regions: list[Region], shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """``valid`` minus the regions' boxes when they are local (together at most
+    ``LOCAL_MAX_EXTENT`` of the image): local edits must not lower the content correlation."""
+    covered = sum(r.width * r.height for r in regions)
+    if not regions or covered > LOCAL_MAX_EXTENT * shape[0] * shape[1]:
+        return valid
+    keep = np.ones(shape[:2], dtype=bool) if valid is None else valid.copy()
+    for r in regions:
+        keep[r.y : r.y + r.height, r.x : r.x + r.width] = False
+    return keep if keep.any() else valid
 
 
 def _with_kind(pa: np.ndarray, pb: np.ndarray, region: Region) -> Region:

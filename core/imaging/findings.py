@@ -279,6 +279,8 @@ def _gamma(ya: np.ndarray, yb: np.ndarray) -> float:
 def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str, float | None]:
     """``(kind, local SSIM)`` of one region: ``added``/``removed``/``recoloured``/``changed``.
 
+    The local SSIM is measured over the box grown to at least ``REGION_SSIM_MIN_SIDE`` px a side.
+
     Over the region's box: when the grey patterns of A and B correlate (>= 0.8) the shapes
     stayed and the colours moved (``recoloured``); otherwise the side with at least 1.5 times
     the other's gradient energy gained (``added``) or lost (``removed``) the detail, else
@@ -290,7 +292,11 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
     x0, x1 = region.x, region.x + region.width
     ca, cb = pa[y0:y1, x0:x1], pb[y0:y1, x0:x1]
     data_range = 65535 if pa.dtype == np.uint16 else 255
-    local = ssim(ca, cb, data_range=data_range).score if min(ca.shape[:2]) >= 3 else None
+    # SSIM over the box grown to at least the SSIM window's support on each side, so a speck
+    # of a few pixels is judged with its surroundings, as SSIM judges every pixel.
+    sy0, sy1 = _grow(y0, y1, pa.shape[0])
+    sx0, sx1 = _grow(x0, x1, pa.shape[1])
+    local = ssim(pa[sy0:sy1, sx0:sx1], pb[sy0:sy1, sx0:sx1], data_range=data_range).score
     fa, fb = _as_float(ca), _as_float(cb)
     ga, gb = fa.mean(axis=2), fb.mean(axis=2)
     if ga.std() > 2 and gb.std() > 2:
@@ -304,6 +310,20 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
     if ea > 1.5 * eb + 1.0:
         return "removed", local
     return "changed", local
+
+
+#: Smallest side, in px, of the box a region's SSIM is measured on (the SSIM window's support).
+REGION_SSIM_MIN_SIDE = 11
+
+
+def _grow(start: int, stop: int, limit: int) -> tuple[int, int]:
+    """``[start, stop)`` widened symmetrically to at least ``REGION_SSIM_MIN_SIDE``, clipped."""
+    missing = REGION_SSIM_MIN_SIDE - (stop - start)
+    if missing <= 0:
+        return start, stop
+    start = max(start - (missing + 1) // 2, 0)
+    stop = min(start + REGION_SSIM_MIN_SIDE, limit)
+    return max(min(start, stop - REGION_SSIM_MIN_SIDE), 0), stop
 
 
 def edit_finding(regions: Sequence[Region]) -> Finding | None:

@@ -246,6 +246,7 @@ def significant_regions(
     )
     total_compared = int(compared[-1, -1])
     total_evidence = int(evidence[-1, -1])
+
     kept = regions
     for _ in range(2):
         inside = sum(r.area for r in kept)

@@ -40,7 +40,7 @@ from core.imaging.align import Alignment
 from core.imaging.regions import Region
 
 IDENTICAL_MIN_SSIM = 0.99
-IDENTICAL_MAX_CHANGED = 0.001
+IDENTICAL_MAX_CHANGED = 0.02
 #: An aligned pair is identical down to this much below its resampling floor SSIM.
 FLOOR_MARGIN = 0.01
 LOCAL_MAX_EXTENT = 0.35
@@ -53,8 +53,9 @@ SAME_PICTURE_MIN = 0.9
 #: from the whole and the regions' own SSIM), or its resampling floor minus FLOOR_MARGIN.
 LOCAL_MIN_REST_SSIM = 0.9
 #: Pixel findings that name a global filter: with one of them an unaligned pair is never
-#: ``identical`` (a blur of a smooth picture keeps SSIM near 1 yet is not a re-save).
-FILTER_KINDS = frozenset({"blur", "sharpen", "tone", "colour", "greyscale"})
+#: ``identical`` (a colour shift of a smooth picture keeps SSIM near 1 yet is not a re-save).
+#: Blur and sharpening are left out: other font smoothing sharpens or softens every glyph edge.
+FILTER_KINDS = frozenset({"tone", "colour", "greyscale"})
 _CAUSE_WORDS = {
     "blur": "blurred",
     "sharpen": "sharpened",
@@ -102,11 +103,19 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
             "identical",
             prefix + "The compared pixels are identical (at most a lossless re-save).",
         )
+    found = inputs.detected_misregistration
+    if not inputs.alignment.applied and found is not None and found.applied:
+        return "misaligned", (
+            f"B is misregistered against A ({_describe_transform(found)}), so the pixels do not"
+            f" line up ({pct}); compare in auto or align mode to see real content differences."
+        )
     floor = IDENTICAL_MIN_SSIM
     if inputs.ssim_floor is not None:
         floor = min(floor, inputs.ssim_floor - FLOOR_MARGIN)
+    filtered = not inputs.alignment.applied and any(k in FILTER_KINDS for k in inputs.filters)
     if (
         not inputs.regions
+        and not filtered
         and inputs.ssim >= floor
         and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED
     ):
@@ -145,7 +154,7 @@ def rest_ssim(ssim: float, regions: Sequence[Region], compared_pixels: int) -> f
     if compared_pixels <= covered:
         return 1.0
     inside = sum((r.ssim if r.ssim is not None else 0.0) * r.width * r.height for r in regions)
-    return (ssim * compared_pixels - inside) / (compared_pixels - covered)
+    return min(1.0, (ssim * compared_pixels - inside) / (compared_pixels - covered))
 
 
 def _localized(inputs: VerdictInputs, floor: float) -> str | None:

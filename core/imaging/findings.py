@@ -44,15 +44,27 @@ from PIL import Image
 from core.imaging.align import Alignment
 from core.imaging.regions import Region
 
-#: libjpeg's standard luminance quantisation table (quality 50), in zig-zag order as Pillow
-#: returns it.
+#: The standard luminance quantisation table (ITU T.81 Annex K, libjpeg's quality 50), in
+#: natural (row-major) order, as Pillow returns a file's tables.
 _STD_LUMA = np.array(
-    [16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49]
-    + [35, 37, 29, 40, 58, 51, 61, 60, 57, 51, 56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55]
-    + [56, 80, 109, 81, 87, 95, 98, 103, 104, 103, 62, 77, 113, 121, 112, 100, 120, 92, 101]
-    + [103, 99],
+    [
+        *(16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55),
+        *(14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62),
+        *(18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92),
+        *(49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99),
+    ],
     dtype=np.float64,
 )
+
+
+def _libjpeg_tables() -> np.ndarray:
+    """Luminance tables libjpeg writes for quality 1..100, shape (100, 64)."""
+    q = np.arange(1, 101, dtype=np.float64)[:, None]
+    scale = np.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
+    return np.clip(np.floor((_STD_LUMA[None, :] * scale + 50.0) / 100.0), 1, 255)
+
+
+_LIBJPEG_TABLES = _libjpeg_tables()
 _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 #: Thresholds of the pixel findings.
 BLUR_RATIO = 0.7
@@ -65,6 +77,8 @@ SATURATION_MIN = 0.12  # |ratio - 1|
 GREY_MAX_CHROMA = 1.0  # mean |channel - mean of channels|, levels
 #: Pixel statistics are taken on copies whose longer side is at most this.
 STATS_MAX_SIDE = 512
+#: Tone curves are fitted on thumbnails of this longer side.
+TONE_THUMB_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -101,9 +115,10 @@ def _plain(value: Any) -> Any:
 def jpeg_info(data: bytes) -> tuple[int, str] | None:
     """``(estimated quality 1..100, subsampling)`` of a JPEG file, or None for other files.
 
-    The quality inverts libjpeg's scaling of the standard luminance table: the mean ratio
-    ``s`` of the file's table to the standard one (in %) gives ``(200 - s) / 2`` for
-    ``s <= 100`` and ``5000 / s`` above.
+    The quality is the one whose libjpeg luminance table (the standard table scaled by
+    ``5000 / q`` below 50, ``200 - 2 q`` from 50) is nearest to the file's (least absolute
+    difference): exact for files written by libjpeg and its descendants, the nearest
+    equivalent for other encoders.
     """
     if not data.startswith(b"\xff\xd8"):
         return None
@@ -121,9 +136,10 @@ def jpeg_info(data: bytes) -> tuple[int, str] | None:
     if not tables or 0 not in tables:
         return None
     luma = np.asarray(tables[0], dtype=np.float64)[:64]
-    scale = float(np.mean(luma / _STD_LUMA[: luma.size]) * 100.0)
-    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
-    return int(round(min(max(quality, 1.0), 100.0))), _SUBSAMPLING.get(sampling, "grey")
+    if luma.size != 64:
+        return None
+    quality = int(np.argmin(np.abs(_LIBJPEG_TABLES - luma[None, :]).sum(axis=1))) + 1
+    return quality, _SUBSAMPLING.get(sampling, "grey")
 
 
 def _small(img: np.ndarray) -> np.ndarray:
@@ -221,7 +237,9 @@ def pixel_findings(
             out.append(Finding("sharpen", conf, {"ratio": ratio}))
     if skip_tone:
         return out
-    ya, yb = sel_a.mean(axis=1), sel_b.mean(axis=1)
+    # Tone is fitted on thumbnails: blur, noise or compression do not move their pixels, so
+    # they do not dilute the fitted curve as they would per pixel.
+    ya, yb = _thumb_luma(a, mask), _thumb_luma(b, mask)
     gain, offset = np.polyfit(ya, yb, 1) if ya.std() > 1e-3 else (1.0, float(yb.mean() - ya.mean()))
     shift = float(yb.mean() - ya.mean())
     gamma = _gamma(ya, yb)
@@ -254,6 +272,19 @@ def pixel_findings(
     return out
 
 
+def _thumb_luma(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean of the channels on a thumbnail of longer side ``TONE_THUMB_SIDE`` px (area
+    averaging), only thumbnail pixels wholly inside ``mask``."""
+    h, w = img.shape[:2]
+    k = TONE_THUMB_SIDE / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    luma = cv2.resize(img.mean(axis=2), size, interpolation=cv2.INTER_AREA)
+    if mask is None:
+        return np.asarray(luma.ravel())
+    keep = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
+    return np.asarray(luma[keep])
+
+
 def _gradient_energy(img: np.ndarray, mask: np.ndarray | None) -> float:
     grey = img.mean(axis=2)
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
@@ -268,7 +299,7 @@ def _gradient_energy(img: np.ndarray, mask: np.ndarray | None) -> float:
 def _gamma(ya: np.ndarray, yb: np.ndarray) -> float:
     """Exponent ``g`` of ``yb/255 = (ya/255) ** g``, least squares on the logs of mid-tones."""
     keep = (ya > 12) & (ya < 243) & (yb > 2)
-    if np.count_nonzero(keep) < 50:
+    if np.count_nonzero(keep) < 20:
         return 1.0
     la = np.log(ya[keep] / 255.0)
     lb = np.log(yb[keep] / 255.0)

@@ -128,7 +128,6 @@ def resampled_mask(
     tolerance (every channel): differences the resampling alone makes. ``bool`` ``HxW``."""
     slack = threshold * (257 if warped_b.dtype == np.uint16 else 1)
     excess = cv2.absdiff(warped_b, resampled_a)
-    ok = excess <= slack
-    if ok.ndim == 3:
-        ok = ok.all(axis=2)
+    within = np.asarray(excess <= slack)
+    ok = within.all(axis=2) if within.ndim == 3 else within
     return np.asarray(ok & changed)

@@ -15,14 +15,17 @@ above the threshold) and are left out of the list, but still counted in the chan
 Significance against the pair's own noise floor (``significant_regions``): a JPEG re-save or a
 resampled copy leaves changed and anti-aliased pixels scattered over the image, denser where
 the image has detail, and the closing groups them into many small regions that mean nothing.
-Modelling that noise as independent pixels at density ``rho``, a region whose box grown by the
-closing kernel side (the area its closing could gather pixels from) covers ``S`` pixels holds ``n`` changed pixels by chance with probability ``P(Poisson(rho * S) >= n)``
-(bounded from above by Chernoff's bound); it is kept only when that probability is below
+Modelling that noise as independent pixels at density ``rho``, a region whose box grown by
+the closing kernel side (the area its closing could gather pixels from) covers ``S`` pixels
+holds ``n`` changed pixels by chance with probability ``P(Poisson(rho * S) >= n)`` (bounded
+from above by Chernoff's bound); it is kept only when that probability is below
 ``REGION_SIGNIFICANCE``. ``rho`` is the larger of the pair's background density (noise pixels,
-changed or anti-aliased, outside the significant regions per compared pixel outside them, in two
-passes) and the local density in a margin of one box side around the region. Significant
-regions less than ``MERGE_GAP_KERNELS`` kernel sides apart are then merged into one. A clean pair (no noise) keeps every region of at least
-``MIN_REGION_AREA`` pixels; on a noisy pair an edit must stand out from the noise around it.
+changed or anti-aliased, outside the significant regions per compared pixel outside them, in
+two passes) and the local density in a margin of one box side around the region. Significant
+regions less than ``MERGE_GAP_KERNELS`` kernel sides apart are then merged into one. A clean
+pair (no noise) keeps every region of at least ``MIN_REGION_AREA`` pixels; on a noisy pair an
+edit must stand out from the noise around it. ``compare`` then applies a local-SSIM test
+(``compare._stand_out``).
 
 The threshold must sit above the noise for the boxes to be tight: where many pixels of a
 textured area exceed it (a photo re-saved as JPEG at quality 90 or lower, compared at the

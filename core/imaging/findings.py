@@ -70,8 +70,8 @@ _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 BLUR_RATIO = 0.7
 SHARPEN_RATIO = 1.3
 TONE_MIN_SHIFT = 3.0  # levels of mean luminance
-TONE_MIN_GAIN = 0.04  # |gain - 1|
-GAMMA_MIN = 0.05  # |gamma - 1|
+TONE_MIN_GAIN = 0.06  # |gain - 1|
+GAMMA_MIN = 0.08  # |gamma - 1|
 COLOUR_MIN_CAST = 4.0  # levels between channel mean shifts
 SATURATION_MIN = 0.12  # |ratio - 1|
 GREY_MAX_CHROMA = 1.0  # mean |channel - mean of channels|, levels
@@ -79,6 +79,8 @@ GREY_MAX_CHROMA = 1.0  # mean |channel - mean of channels|, levels
 STATS_MAX_SIDE = 512
 #: Tone curves are fitted on thumbnails of this longer side.
 TONE_THUMB_SIDE = 32
+#: A tone curve (gain, gamma) is fitted only when A's thumbnail tones spread this much (levels).
+TONE_MIN_SPREAD = 12.0
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,12 @@ def pixel_findings(
     # Tone is fitted on thumbnails: blur, noise or compression do not move their pixels, so
     # they do not dilute the fitted curve as they would per pixel.
     ya, yb = _thumb_luma(a, mask), _thumb_luma(b, mask)
-    gain, offset = np.polyfit(ya, yb, 1) if ya.std() > 1e-3 else (1.0, float(yb.mean() - ya.mean()))
     shift = float(yb.mean() - ya.mean())
-    gamma = _gamma(ya, yb)
+    if ya.size >= 2 and float(ya.std()) >= TONE_MIN_SPREAD:
+        gain, offset = (float(v) for v in np.polyfit(ya, yb, 1))
+        gamma = _gamma(ya, yb)
+    else:  # too little spread of tones (a text page's thumbnail) to fit a curve: the mean only
+        gain, offset, gamma = 1.0, shift, 1.0
     strength = max(
         abs(shift) / TONE_MIN_SHIFT,
         abs(float(gain) - 1.0) / TONE_MIN_GAIN,

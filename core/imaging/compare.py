@@ -20,13 +20,28 @@ from core.imaging.budget import check_pair
 from core.imaging.decode import DecodedImage, decode, harmonise
 from core.imaging.diffmap import difference_map
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.findings import (
+    Finding,
+    classify_region,
+    edit_finding,
+    file_findings,
+    pixel_findings,
+)
 from core.imaging.heatmap import render_heatmap, render_preview
 from core.imaging.metrics import histogram_similarity, psnr, ssim
+from core.imaging.noise import antialiased_mask, resampled_mask
 from core.imaging.options import CompareOptions, Rect
 from core.imaging.parallel import parallel_map
-from core.imaging.regions import Region, find_regions
+from core.imaging.regions import Region, find_regions, significant_regions
 from core.imaging.result import CompareResult
-from core.imaging.verdict import VerdictInputs, classify
+from core.imaging.verdict import (
+    IDENTICAL_MIN_SSIM,
+    LOCAL_MAX_EXTENT,
+    THUMB_SIDE,
+    VerdictInputs,
+    classify,
+    rest_ssim,
+)
 
 #: Direct verdicts that may be misregistration: only these are tried with alignment (auto mode)
 #: or diagnosed for a transform (pixel mode). Identical pairs and localised edits never pay
@@ -34,6 +49,25 @@ from core.imaging.verdict import VerdictInputs, classify
 MISREGISTRATION_SUSPECTS = frozenset({"global_change", "different"})
 #: The aligned comparison replaces the direct one only if it raises SSIM by at least this much.
 AUTO_ALIGN_MIN_GAIN = 0.01
+#: An "identical" direct verdict with more anti-aliased pixels than this share may be a
+#: misregistration of about a pixel: it is checked like the suspects above.
+AA_SUSPECT_RATIO = 0.005
+#: A mirrored B is adopted when its thumbnail correlation with A reaches this...
+FLIP_MIN_CORRELATION = 0.95
+#: ... and beats the direct comparison's by this much.
+FLIP_MIN_GAIN = 0.02
+#: At most this many significant regions are classified (the verdict names up to 12).
+MAX_CLASSIFIED_REGIONS = 32
+#: A region is an edit only when its own SSIM is at least this much below the rest's.
+REGION_MIN_SSIM_DROP = 0.15
+#: On a pair with a global residual, a region's mean difference must reach this many tolerances.
+NOISY_MIN_MEAN_DIFF = 2.0
+#: The flips tried: name, and the axes of ``numpy.flip``.
+_FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("horizontal", (1,)),
+    ("vertical", (0,)),
+    ("both", (0, 1)),
+)
 
 
 @dataclass
@@ -53,6 +87,15 @@ class _Measurement:
     changed_pixels: int
     compared_pixels: int
     nonzero_pixels: int
+    antialiased_pixels: int
+    content_correlation: float
+    filters: list[Finding]
+    ssim_floor: float | None = None
+    pb: np.ndarray | None = None
+
+    @property
+    def antialiased_ratio(self) -> float:
+        return self.antialiased_pixels / self.compared_pixels if self.compared_pixels else 0.0
 
     @property
     def changed_ratio(self) -> float:
@@ -124,6 +167,12 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
     else:
         m, alignment, verdict, summary = _compare_auto(job)
 
+    with timer.stage("findings"):
+        regions = m.regions
+        findings = _findings(a, b, image_a.pixels.shape, image_b.pixels.shape, m, alignment)
+        edits = edit_finding(regions)
+        if edits is not None and verdict == "localized_edit":
+            findings.append(edits)
     with timer.stage("heatmap"):
         heatmap_png = render_heatmap(m.diff, valid=m.valid)
         preview_png = (
@@ -148,10 +197,15 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         changed_pixels=m.changed_pixels,
         compared_pixels=m.compared_pixels,
         tolerance=opts.tolerance,
+        antialiased_ratio=m.antialiased_ratio,
+        antialiased_pixels=m.antialiased_pixels,
+        content_correlation=m.content_correlation,
+        ssim_floor=m.ssim_floor,
+        findings=findings,
         verdict=verdict,
         summary=summary,
         alignment=alignment,
-        regions=m.regions,
+        regions=regions,
         ignored=ignored,
         timings_ms=timer.ms,
         heatmap_png=heatmap_png,
@@ -172,14 +226,66 @@ class _Job:
 
     def measure(self, pb: np.ndarray, overlap: np.ndarray | None = None) -> _Measurement:
         return _measure(
-            self.pa, pb, overlap, self.ignore_mask, self.data_range, self.opts.tolerance, self.timer
+            self.pa,
+            pb,
+            overlap,
+            self.ignore_mask,
+            self.data_range,
+            self.opts.tolerance,
+            self.timer,
+            antialiasing=self.opts.antialiasing,
         )
 
     def measure_aligned(self, alignment: Alignment) -> _Measurement:
         assert alignment.homography is not None
         with self.timer.stage("warp"):
             warped, overlap = warp_into(self.pb, alignment.homography, self.pa.shape[:2])
-        return self.measure(warped, overlap)
+            # B's own outermost pixels may blend with the fill of whoever warped it: one more
+            # pixel of the overlap's rim is not compared.
+            rim = np.ones((3, 3), np.uint8)
+            overlap = (
+                cv2.erode(
+                    np.ascontiguousarray(overlap).view(np.uint8),
+                    rim,
+                    borderType=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                )
+                > 0
+            )
+            resampled_a = _round_trip(self.pa, alignment.homography, self.pb.shape[:2])
+        m = _measure(
+            self.pa,
+            warped,
+            overlap,
+            self.ignore_mask,
+            self.data_range,
+            self.opts.tolerance,
+            self.timer,
+            antialiasing=self.opts.antialiasing,
+            resampled_a=resampled_a,
+        )
+        with self.timer.stage("metrics"):
+            m.ssim_floor = ssim(
+                self.pa, resampled_a, data_range=self.data_range, mask=m.valid
+            ).score
+        return m
+
+    def measure_flipped(self) -> tuple[_Measurement, Alignment] | None:
+        """B mirrored back, when a mirror explains it far better than the direct comparison."""
+        if self.pa.shape != self.pb.shape:
+            return None
+        direct = _correlation(self.pa, self.pb, None)
+        best: tuple[float, str, tuple[int, ...]] | None = None
+        for name, axes in _FLIPS:
+            score = _correlation(self.pa, np.flip(self.pb, axis=axes), None)
+            if best is None or score > best[0]:
+                best = (score, name, axes)
+        assert best is not None
+        score, name, axes = best
+        if score < FLIP_MIN_CORRELATION or score < direct + FLIP_MIN_GAIN:
+            return None
+        flipped = np.ascontiguousarray(np.flip(self.pb, axis=axes))
+        return self.measure(flipped), _flip_alignment(name, self.pa.shape[:2])
 
 
 _Outcome = tuple[_Measurement, Alignment, str, str]
@@ -197,9 +303,10 @@ def _compare_pixel(job: _Job) -> _Outcome:
     alignment = _not_aligned("pixel mode never aligns")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
-    if verdict in MISREGISTRATION_SUSPECTS:
+    if _suspect(verdict, m):
         with job.timer.stage("align"):
-            detected = _diagnose(job.pa, job.pb)
+            flipped = job.measure_flipped()
+            detected = flipped[1] if flipped is not None else _diagnose(job.pa, job.pb)
         if detected is not None:
             verdict, summary = _classify(m, alignment, detected)
             alignment = replace(detected, applied=False, reason="pixel mode: not applied")
@@ -233,8 +340,12 @@ def _compare_auto(job: _Job) -> _Outcome:
     alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
-    if verdict not in MISREGISTRATION_SUSPECTS:
+    if not _suspect(verdict, m):
         return m, alignment, verdict, summary
+    with job.timer.stage("align"):
+        flipped = job.measure_flipped()
+    if flipped is not None and flipped[0].ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN:
+        return (flipped[0], flipped[1], *_classify(*flipped))
     with job.timer.stage("align"):
         candidate = estimate_alignment(job.pa, job.pb)
     if not candidate.applied or candidate.homography is None:
@@ -263,6 +374,9 @@ def _measure(
     data_range: int,
     tolerance: float,
     timer: _Timer,
+    *,
+    antialiasing: bool = True,
+    resampled_a: np.ndarray | None = None,
 ) -> _Measurement:
     """Compare two same-shape arrays over ``overlap`` minus ``ignore_mask``.
 
@@ -280,9 +394,32 @@ def _measure(
     with timer.stage("regions"):
         diff = difference_map(pa, pb)
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
-        regions, changed = find_regions(diff, threshold=threshold, valid=valid)
+        counted = valid
+        antialiased = 0
+        if antialiasing:
+            over = diff > threshold
+            if valid is not None:
+                over &= valid
+            noise = antialiased_mask(pa, pb, over, threshold=threshold)
+            if resampled_a is not None:
+                noise |= resampled_mask(pb, resampled_a, over, threshold=threshold)
+            antialiased = int(np.count_nonzero(noise))
+            if antialiased:
+                counted = ~noise if valid is None else valid & ~noise
+        found, changed = find_regions(diff, threshold=threshold, valid=counted)
         compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
+        regions: list[Region] = []
+        if found:
+            evidence = diff > threshold
+            if valid is not None:
+                evidence &= valid
+            regions = significant_regions(found, evidence, valid)
+            regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
+            regions = _stand_out(regions, s.score, compared, tolerance)
         nonzero = cv2.countNonZero(diff)
+        correlation = _correlation(pa, pb, _without(valid, regions, diff.shape))
+    with timer.stage("findings"):
+        filters = pixel_findings(pa, pb, valid) if nonzero else []
     return _Measurement(
         ssim=s.score,
         luminance=s.luminance,
@@ -297,6 +434,10 @@ def _measure(
         changed_pixels=changed,
         compared_pixels=compared,
         nonzero_pixels=int(nonzero),
+        antialiased_pixels=antialiased,
+        content_correlation=correlation,
+        filters=filters,
+        pb=pb,
     )
 
 
@@ -307,18 +448,164 @@ def _classify(
         VerdictInputs(
             identical_pixels=m.psnr is None,
             ssim=m.ssim,
-            luminance=m.luminance,
-            contrast=m.contrast,
-            structure=m.structure,
             changed_ratio=m.changed_ratio,
-            nonzero_ratio=m.nonzero_ratio,
+            antialiased_ratio=m.antialiased_ratio,
             changed_pixels=m.changed_pixels,
             compared_pixels=m.compared_pixels,
             regions=m.regions,
             alignment=alignment,
+            content_correlation=m.content_correlation,
+            ssim_floor=m.ssim_floor,
+            filters=tuple(f.kind for f in m.filters),
             detected_misregistration=detected,
         )
     )
+
+
+def _suspect(verdict: str, m: _Measurement) -> bool:
+    """Whether a direct verdict may be misregistration (worth trying flips and alignment)."""
+    if verdict in MISREGISTRATION_SUSPECTS:
+        return True
+    return verdict in ("identical", "localized_edit") and m.antialiased_ratio > AA_SUSPECT_RATIO
+
+
+def _correlation(pa: np.ndarray, pb: np.ndarray, valid: np.ndarray | None) -> float:
+    """Pearson correlation (-1..1) of grey thumbnails of A and B over the compared pixels.
+
+    Thumbnails have a longer side of ``THUMB_SIDE`` px (area averaging); only thumbnail
+    pixels wholly inside ``valid`` count. Flat images (no variance) correlate 1 when their
+    means agree within 2 % of the range, else 0.
+    """
+    height, width = pa.shape[:2]
+    k = THUMB_SIDE / max(height, width)
+    size = (max(1, round(width * k)), max(1, round(height * k)))
+    scale = 1.0 / 257.0 if pa.dtype == np.uint16 else 1.0
+
+    def thumb(img: np.ndarray) -> np.ndarray:
+        grey = img[..., :3].astype(np.float32).mean(axis=2) * scale
+        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+    ta, tb = thumb(pa), thumb(pb)
+    if valid is not None:
+        keep = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
+        ta, tb = ta[keep], tb[keep]
+    ta, tb = ta.ravel().astype(np.float64), tb.ravel().astype(np.float64)
+    if ta.size < 2:
+        return 0.0
+    sa, sb = float(ta.std()), float(tb.std())
+    if sa < 1e-3 or sb < 1e-3:
+        return 1.0 if abs(float(ta.mean()) - float(tb.mean())) <= 0.02 * 255 else 0.0
+    return float(np.mean((ta - ta.mean()) * (tb - tb.mean())) / (sa * sb))
+
+
+def _round_trip(pa: np.ndarray, homography: np.ndarray, b_shape: tuple[int, int]) -> np.ndarray:
+    """A resampled into B's frame (bilinear, as most editors resample) and back onto A's grid
+    with ``warp_into``: what an untouched, warped copy of A looks like after alignment. Its
+    SSIM against A is the resampling floor (``ssim_floor``)."""
+    height, width = b_shape
+    inverse = np.linalg.inv(homography)
+    there = cv2.warpPerspective(
+        pa, inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    if there.ndim == 2:
+        there = there[..., None]
+    back, _ = warp_into(np.ascontiguousarray(there), homography, pa.shape[:2])
+    return back
+
+
+def _flip_alignment(axis: str, shape: tuple[int, int]) -> Alignment:
+    height, width = shape
+    h = np.eye(3)
+    if axis in ("horizontal", "both"):
+        h[0, 0], h[0, 2] = -1.0, width - 1.0
+    if axis in ("vertical", "both"):
+        h[1, 1], h[1, 2] = -1.0, height - 1.0
+    h.flags.writeable = False
+    return Alignment(
+        applied=True,
+        method=f"flip-{axis}",
+        homography=h,
+        inliers=0,
+        inlier_ratio=0.0,
+        reprojection_error=None,
+        translation=None,
+        rotation_deg=180.0 if axis == "both" else None,
+        scale=1.0,
+        overlap_ratio=1.0,
+        reason=None,
+    )
+
+
+def _stand_out(
+    regions: list[Region], score: float, compared: int, tolerance: float
+) -> list[Region]:
+    """The regions that stand out from the rest of the pair (re-estimated once without the
+    dropped ones), a local-SSIM test:
+
+    - a region's own SSIM must lie at least ``REGION_MIN_SSIM_DROP`` below the SSIM of the
+      rest of the pair (``verdict.rest_ssim``): a region as similar as everything else is the
+      pair's overall noise, not an edit;
+    - on a pair with a global residual (the rest's SSIM below ``IDENTICAL_MIN_SSIM``: JPEG,
+      resampling, a filter) a region must also differ by at least ``NOISY_MIN_MEAN_DIFF``
+      tolerances on average: the residual's own peaks hug the tolerance, an edit does not.
+    """
+    kept = regions
+    for _ in range(2):
+        rest = rest_ssim(score, kept, compared)
+        floor = NOISY_MIN_MEAN_DIFF * tolerance if rest < IDENTICAL_MIN_SSIM else 0.0
+        kept = [
+            r
+            for r in regions
+            if (r.ssim is None or r.ssim <= rest - REGION_MIN_SSIM_DROP) and r.mean_diff >= floor
+        ]
+    return kept
+
+
+def _without(
+    valid: np.ndarray | None, regions: list[Region], shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """``valid`` minus the regions' boxes when they are local (together at most
+    ``LOCAL_MAX_EXTENT`` of the image): local edits must not lower the content correlation."""
+    covered = sum(r.width * r.height for r in regions)
+    if not regions or covered > LOCAL_MAX_EXTENT * shape[0] * shape[1]:
+        return valid
+    keep = np.ones(shape[:2], dtype=bool) if valid is None else valid.copy()
+    for r in regions:
+        keep[r.y : r.y + r.height, r.x : r.x + r.width] = False
+    return keep if keep.any() else valid
+
+
+def _with_kind(pa: np.ndarray, pb: np.ndarray, region: Region) -> Region:
+    """The region with its kind and local SSIM filled in."""
+    kind, local = classify_region(pa, pb, region)
+    return replace(region, kind=kind, ssim=local)
+
+
+def _findings(
+    a: bytes,
+    b: bytes,
+    a_shape: tuple[int, ...],
+    b_shape: tuple[int, ...],
+    m: _Measurement,
+    alignment: Alignment,
+) -> list[Finding]:
+    found = file_findings(
+        a_bytes=a,
+        b_bytes=b,
+        a_size=(a_shape[1], a_shape[0]),
+        b_size=(b_shape[1], b_shape[0]),
+        alignment=alignment,
+    )
+    found.extend(m.filters)
+    if m.antialiased_pixels:
+        found.append(
+            Finding(
+                "antialiasing",
+                min(1.0, m.antialiased_ratio / 0.001),
+                {"ratio": m.antialiased_ratio, "pixels": m.antialiased_pixels},
+            )
+        )
+    return found
 
 
 def _diagnose(pa: np.ndarray, pb: np.ndarray) -> Alignment | None:

@@ -48,6 +48,11 @@ class CompareOptions:
     max_job_bytes
         Memory budget of the comparison in bytes (decoded pair and intermediates, estimated
         from the headers by ``core.imaging.budget`` before decoding), or ``None`` for none.
+    antialiasing
+        Detect anti-aliasing and resampling noise (``core.imaging.noise``, on by default):
+        changed pixels it explains are counted in ``antialiased_ratio``, drawn in the
+        heatmap's anti-aliasing colour and not counted as changes. False counts every pixel
+        beyond the tolerance as changed.
     """
 
     mode: Mode = "auto"
@@ -57,6 +62,7 @@ class CompareOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     preview_max_side: int | None = DEFAULT_PREVIEW_MAX_SIDE
     max_job_bytes: int | None = None
+    antialiasing: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "pixel", "align"):

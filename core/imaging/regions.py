@@ -12,6 +12,21 @@ statistics count only the pixels that were changed before closing.
 Regions whose changed pixels number fewer than ``MIN_REGION_AREA`` are specks (isolated noise
 above the threshold) and are left out of the list, but still counted in the changed total.
 
+Significance against the pair's own noise floor (``significant_regions``): a JPEG re-save or a
+resampled copy leaves changed and anti-aliased pixels scattered over the image, denser where
+the image has detail, and the closing groups them into many small regions that mean nothing.
+Modelling that noise as independent pixels at density ``rho``, a region whose box grown by
+the closing kernel side (the area its closing could gather pixels from) covers ``S`` pixels
+holds ``n`` changed pixels by chance with probability ``P(Poisson(rho * S) >= n)`` (bounded
+from above by Chernoff's bound); it is kept only when that probability is below
+``REGION_SIGNIFICANCE``. ``rho`` is the larger of the pair's background density (noise pixels,
+changed or anti-aliased, outside the significant regions per compared pixel outside them, in
+two passes) and the local density in a margin of one box side around the region. Significant
+regions less than ``MERGE_GAP_KERNELS`` kernel sides apart are then merged into one. A clean
+pair (no noise) keeps every region of at least ``MIN_REGION_AREA`` pixels; on a noisy pair an
+edit must stand out from the noise around it. ``compare`` then applies a local-SSIM test
+(``compare._stand_out``).
+
 The threshold must sit above the noise for the boxes to be tight: where many pixels of a
 textured area exceed it (a photo re-saved as JPEG at quality 90 or lower, compared at the
 default tolerance of 10 levels, often changes 5-10 % of its pixels that way, mostly at colour
@@ -20,6 +35,7 @@ edges), the closing bridges that noise into large regions around the real edit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -29,6 +45,11 @@ from core.imaging.errors import ErrorCode, ImagingError
 
 #: Regions with fewer changed pixels than this are specks: counted as changed, not listed.
 MIN_REGION_AREA = 4
+#: A region is significant when noise at the pair's background density would put at least its
+#: number of changed pixels into its box with a probability below this (see the module docstring).
+REGION_SIGNIFICANCE = 1e-6
+#: Significant regions closer than this many closing-kernel sides are one edit (merged).
+MERGE_GAP_KERNELS = 2
 #: Closing kernel side as a fraction of the shorter image side (see ``closing_kernel_size``).
 CLOSING_FRACTION = 0.01
 #: Smallest closing kernel side, in pixels.
@@ -51,6 +72,11 @@ class Region:
         Mean difference level of those pixels, as a fraction of the data range, 0..1.
     max_diff
         Largest difference level of those pixels, as a fraction of the data range, 0..1.
+    kind
+        What happened there (``core.imaging.findings.classify_region``): ``added``,
+        ``removed``, ``recoloured`` or ``changed`` (the default, when it cannot be told).
+    ssim
+        SSIM of A and B over the region's box, 0..1, or None when not measured.
     """
 
     x: int
@@ -60,8 +86,10 @@ class Region:
     area: int
     mean_diff: float
     max_diff: float
+    kind: str = "changed"
+    ssim: float | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | str | None]:
         """The region as JSON-ready numbers (fractions rounded to 6 decimals)."""
         return {
             "x": self.x,
@@ -71,6 +99,8 @@ class Region:
             "area": self.area,
             "mean_diff": round(self.mean_diff, 6),
             "max_diff": round(self.max_diff, 6),
+            "kind": self.kind,
+            "ssim": None if self.ssim is None else round(max(self.ssim, 0.0), 6),
         }
 
 
@@ -185,6 +215,116 @@ def find_regions(
             )
         )
     return regions, changed_count
+
+
+def significant_regions(
+    regions: list[Region],
+    noise: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> list[Region]:
+    """The regions that stand out from the pair's own noise (see the module docstring).
+
+    Parameters
+    ----------
+    regions
+        Regions of ``find_regions``, in its order.
+    noise
+        ``bool`` ``HxW``: every pixel that is evidence of noise or change: changed pixels and
+        the anti-aliased ones (``noise.antialiased_mask``).
+    valid
+        ``bool`` ``HxW`` compared pixels, or None for all.
+
+    Returns
+    -------
+    list of Region
+        The significant regions, in the same order.
+    """
+    if not regions:
+        return []
+    height, width = noise.shape
+    side = closing_kernel_size(height, width)
+    evidence = cv2.integral(noise.astype(np.uint8), sdepth=cv2.CV_32S)
+    compared = cv2.integral(
+        (np.ones_like(noise) if valid is None else valid).astype(np.uint8), sdepth=cv2.CV_32S
+    )
+    total_compared = int(compared[-1, -1])
+    total_evidence = int(evidence[-1, -1])
+
+    kept = regions
+    for _ in range(2):
+        inside = sum(r.area for r in kept)
+        boxes = sum(r.width * r.height for r in kept)
+        rho_global = max(total_evidence - inside, 0) / max(total_compared - boxes, 1)
+        next_kept = []
+        for r in regions:
+            margin = max(r.width, r.height)
+            x0, y0 = max(r.x - margin, 0), max(r.y - margin, 0)
+            x1, y1 = min(r.x + r.width + margin, width), min(r.y + r.height + margin, height)
+            around = _box_sum(evidence, x0, y0, x1, y1) - r.area
+            area = _box_sum(compared, x0, y0, x1, y1) - r.width * r.height
+            rho = max(rho_global, around / area if area > 0 else 0.0)
+            reach = (r.width + side) * (r.height + side)
+            if _chance(r.area, rho * reach) < REGION_SIGNIFICANCE:
+                next_kept.append(r)
+        kept = next_kept
+    return merge_nearby(kept, MERGE_GAP_KERNELS * side)
+
+
+def merge_nearby(regions: list[Region], gap: int) -> list[Region]:
+    """Merge regions whose boxes are at most ``gap`` px apart (fragments of one edit, such as
+    the words of a changed line), repeatedly; the merged region sums the areas, keeps the
+    area-weighted mean and the largest difference. Largest area first, as ``find_regions``."""
+    merged = list(regions)
+    changed = True
+    while changed and len(merged) > 1:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                if _gap(merged[i], merged[j]) <= gap:
+                    merged[i] = _union(merged[i], merged[j])
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    merged.sort(key=lambda r: (-r.area, r.y, r.x))
+    return merged
+
+
+def _gap(a: Region, b: Region) -> int:
+    gx = max(b.x - (a.x + a.width), a.x - (b.x + b.width), 0)
+    gy = max(b.y - (a.y + a.height), a.y - (b.y + b.height), 0)
+    return max(gx, gy)
+
+
+def _union(a: Region, b: Region) -> Region:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1 = max(a.x + a.width, b.x + b.width)
+    y1 = max(a.y + a.height, b.y + b.height)
+    area = a.area + b.area
+    return Region(
+        x=x0,
+        y=y0,
+        width=x1 - x0,
+        height=y1 - y0,
+        area=area,
+        mean_diff=(a.mean_diff * a.area + b.mean_diff * b.area) / area,
+        max_diff=max(a.max_diff, b.max_diff),
+    )
+
+
+def _box_sum(integral: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> int:
+    return int(integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0])
+
+
+def _chance(count: int, expected: float) -> float:
+    """Chernoff bound of ``P(Poisson(expected) >= count)``: the chance of ``count`` noise
+    pixels in a box, ``exp(-expected) * (e * expected / count) ** count`` above the mean."""
+    if expected <= 0.0:
+        return 0.0 if count > 0 else 1.0
+    if count <= expected:
+        return 1.0
+    return math.exp(count - expected + count * math.log(expected / count))
 
 
 def _label(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:

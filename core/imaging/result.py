@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.imaging.align import Alignment
+from core.imaging.findings import Finding
 from core.imaging.regions import Region
 
 #: Version of the comparison engine; part of every result so a result can be reproduced.
@@ -46,6 +47,11 @@ class CompareResult:
     changed_pixels: int
     compared_pixels: int
     tolerance: float
+    antialiased_ratio: float
+    antialiased_pixels: int
+    content_correlation: float
+    ssim_floor: float | None
+    findings: list[Finding]
     verdict: Verdict
     summary: str
     alignment: Alignment
@@ -77,10 +83,15 @@ class CompareResult:
             "changed_pixels": self.changed_pixels,
             "compared_pixels": self.compared_pixels,
             "tolerance": _round(self.tolerance),
+            "antialiased_ratio": _round(self.antialiased_ratio),
+            "antialiased_pixels": self.antialiased_pixels,
+            "content_correlation": _round(self.content_correlation),
+            "ssim_floor": None if self.ssim_floor is None else _round(self.ssim_floor),
             "verdict": self.verdict,
             "summary": self.summary,
             "alignment": self.alignment.to_dict(),
             "regions": [r.to_dict() for r in self.regions],
+            "findings": [f.to_dict() for f in self.findings],
             "ignored": [list(r) for r in self.ignored],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }

@@ -8,17 +8,27 @@ use where and how the differences fall. The thresholds are constants tuned on ge
 =================  ===========================================================================
 verdict            rule (first match wins)
 =================  ===========================================================================
-identical          no compared pixel differs, or SSIM >= IDENTICAL_MIN_SSIM and at most
-                   IDENTICAL_MAX_CHANGED of the pixels differ beyond the tolerance
-localized_edit     the "red" regions (mean difference >= EDIT_MEAN_DIFF) are few, their boxes
-                   cover at most LOCAL_MAX_EXTENT of the image, they hold at least
-                   LOCAL_MIN_SHARE of all changed pixels, and the rest changes by at most
-                   LOCAL_MAX_SPREAD beyond the tolerance
-misaligned         no alignment was applied, yet a non-identity transform maps B onto A
-global_change      the structure term stays >= GLOBAL_MIN_STRUCTURE: the same picture, changed
-                   everywhere by compression or a filter (brightness, colour, blur)
+identical          no compared pixel differs; or no significant region (``regions``: already
+                   tested against the pair's noise floor), at most IDENTICAL_MAX_CHANGED of
+                   the pixels changed beyond the tolerance (anti-aliased pixels are not
+                   changes) and SSIM at least IDENTICAL_MIN_SSIM, or, for an aligned pair, at
+                   least the resampling floor minus FLOOR_MARGIN (``ssim_floor``: SSIM of A
+                   against A resampled there and back with the same transform, so an aligned
+                   but otherwise untouched copy is identical)
+localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTENT of the
+                   image, with at most LOCAL_MAX_SPREAD of the pixels changed outside them,
+                   on a pair that shows the same picture (``content_correlation`` >=
+                   SAME_PICTURE_MIN)
+misaligned         no alignment was applied, yet a non-identity transform (or a mirror)
+                   maps B onto A
+global_change      the same picture (``content_correlation`` >= SAME_PICTURE_MIN), changed
+                   everywhere by compression, resampling or a filter (brightness, colour, blur)
 different          anything else: the content itself differs
 =================  ===========================================================================
+
+``content_correlation`` is the Pearson correlation of the two images' grey thumbnails (longer
+side ``THUMB_SIDE`` px, compared pixels only): about 1 for any re-encode, tone or colour change
+and for local edits, near 0 for unrelated pictures.
 """
 
 from __future__ import annotations
@@ -30,16 +40,31 @@ from core.imaging.align import Alignment
 from core.imaging.regions import Region
 
 IDENTICAL_MIN_SSIM = 0.99
-IDENTICAL_MAX_CHANGED = 0.001
-#: A region whose changed pixels differ by this fraction of the data range on average is a
-#: "red patch" (an edit). Compression and filters leave regions around 0.1-0.2 (tuned cases).
-EDIT_MEAN_DIFF = 0.25
-LOCAL_TOP_REGIONS = 5
+IDENTICAL_MAX_CHANGED = 0.02
+#: An aligned pair is identical down to this much below its resampling floor SSIM.
+FLOOR_MARGIN = 0.01
 LOCAL_MAX_EXTENT = 0.35
 LOCAL_MAX_SPREAD = 0.02
-#: ... and hold at least this share of all changed pixels (a patch, not speckle everywhere).
-LOCAL_MIN_SHARE = 0.5
-GLOBAL_MIN_STRUCTURE = 0.6
+#: Most regions named in a localised verdict.
+LOCAL_MAX_REGIONS = 12
+#: Two images whose grey thumbnails correlate at least this much show the same picture.
+SAME_PICTURE_MIN = 0.9
+#: Outside its regions, a localised edit's pair must match at least this well (SSIM estimated
+#: from the whole and the regions' own SSIM), or its resampling floor minus FLOOR_MARGIN.
+LOCAL_MIN_REST_SSIM = 0.9
+#: Pixel findings that name a global filter: with one of them an unaligned pair is never
+#: ``identical`` (a colour shift of a smooth picture keeps SSIM near 1 yet is not a re-save).
+#: Blur and sharpening are left out: other font smoothing sharpens or softens every glyph edge.
+FILTER_KINDS = frozenset({"tone", "colour", "greyscale"})
+_CAUSE_WORDS = {
+    "blur": "blurred",
+    "sharpen": "sharpened",
+    "tone": "brightness, contrast or gamma changed",
+    "colour": "colours shifted",
+    "greyscale": "converted to greyscale",
+}
+#: Longer side of the thumbnails of ``content_correlation``, px.
+THUMB_SIDE = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,80 +73,108 @@ class VerdictInputs:
 
     identical_pixels: bool
     ssim: float
-    luminance: float
-    contrast: float
-    structure: float
     changed_ratio: float
-    nonzero_ratio: float
+    antialiased_ratio: float
     changed_pixels: int
     compared_pixels: int
+    #: Significant regions only (``regions.significant_regions``).
     regions: Sequence[Region]
     alignment: Alignment
+    content_correlation: float
+    #: SSIM of A against A resampled with the alignment's transform and back, or None.
+    ssim_floor: float | None = None
+    #: Kinds of the pixel findings (``findings.pixel_findings``): blur, tone, colour ...
+    filters: Sequence[str] = ()
     #: A transform found while diagnosing but not applied (pixel mode), else None.
     detected_misregistration: Alignment | None = None
 
 
 def classify(inputs: VerdictInputs) -> tuple[str, str]:
-    """Return ``(verdict, summary)``; the verdict is one of ``result.VERDICTS``."""
+    """Return ``(verdict, summary)``; the verdict is one of ``result.VERDICTS``.
+
+    Every number in the summary is a field of the result: ``ssim``, ``changed_ratio``,
+    ``antialiased_ratio``, the regions' boxes and the alignment's transform.
+    """
     pct = f"SSIM {max(inputs.ssim, 0.0) * 100:.1f} %"
     prefix = _alignment_prefix(inputs.alignment)
+    noise = _noise_note(inputs)
     if inputs.identical_pixels:
         return (
             "identical",
             prefix + "The compared pixels are identical (at most a lossless re-save).",
         )
-    if inputs.ssim >= IDENTICAL_MIN_SSIM and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED:
-        return "identical", (
-            prefix + f"Visually identical ({pct}): differences stay below the noise tolerance."
-        )
-    local = _localized(inputs)
-    if local is not None:
-        return "localized_edit", prefix + local + f" The rest matches ({pct})."
     found = inputs.detected_misregistration
     if not inputs.alignment.applied and found is not None and found.applied:
         return "misaligned", (
             f"B is misregistered against A ({_describe_transform(found)}), so the pixels do not"
             f" line up ({pct}); compare in auto or align mode to see real content differences."
         )
-    if inputs.structure >= GLOBAL_MIN_STRUCTURE:
-        return "global_change", prefix + _describe_global(inputs, pct)
+    floor = IDENTICAL_MIN_SSIM
+    if inputs.ssim_floor is not None:
+        floor = min(floor, inputs.ssim_floor - FLOOR_MARGIN)
+    filtered = not inputs.alignment.applied and any(k in FILTER_KINDS for k in inputs.filters)
+    if (
+        not inputs.regions
+        and not filtered
+        and inputs.ssim >= floor
+        and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED
+    ):
+        what = "the same image, moved" if inputs.alignment.applied else "visually identical"
+        return "identical", (
+            prefix + f"{what.capitalize()} ({pct}): differences stay below the noise"
+            f" tolerance{noise}."
+        )
+    same_picture = inputs.content_correlation >= SAME_PICTURE_MIN
+    local = _localized(inputs, floor) if same_picture else None
+    if local is not None:
+        return "localized_edit", prefix + local + f" The rest matches ({pct}{noise})."
+    if same_picture:
+        causes = [_CAUSE_WORDS[k] for k in inputs.filters if k in _CAUSE_WORDS]
+        cause = "; ".join(causes) if causes else "re-compression or resampling"
+        return "global_change", prefix + (
+            f"The same picture, changed throughout ({pct}, {inputs.changed_ratio * 100:.1f} %"
+            f" of pixels beyond the tolerance{noise}): {cause}."
+        )
     return "different", prefix + (
-        f"The images differ throughout ({pct}, {inputs.changed_ratio * 100:.0f} % of pixels"
+        f"The images differ throughout ({pct}, {inputs.changed_ratio * 100:.1f} % of pixels"
         " changed): a different image or a heavily edited one."
     )
 
 
-def _localized(inputs: VerdictInputs) -> str | None:
-    strong = [r for r in inputs.regions if r.mean_diff >= EDIT_MEAN_DIFF]
-    if not strong or inputs.compared_pixels == 0:
+def _noise_note(inputs: VerdictInputs) -> str:
+    if inputs.antialiased_ratio <= 0.0:
+        return ""
+    return f"; {inputs.antialiased_ratio * 100:.1f} % of pixels are anti-aliasing noise"
+
+
+def rest_ssim(ssim: float, regions: Sequence[Region], compared_pixels: int) -> float:
+    """SSIM outside the regions, estimated: the whole's mean minus each box's share of its own
+    SSIM (boxes taken as disjoint), 0..1 (1 when the boxes cover everything)."""
+    covered = sum(r.width * r.height for r in regions)
+    if compared_pixels <= covered:
+        return 1.0
+    inside = sum((r.ssim if r.ssim is not None else 0.0) * r.width * r.height for r in regions)
+    return min(1.0, (ssim * compared_pixels - inside) / (compared_pixels - covered))
+
+
+def _localized(inputs: VerdictInputs, floor: float) -> str | None:
+    regions = list(inputs.regions)
+    if not regions or inputs.compared_pixels == 0:
         return None
-    top = strong[:LOCAL_TOP_REGIONS]
-    extent = sum(r.width * r.height for r in top) / inputs.compared_pixels
-    in_top = sum(r.area for r in top)
-    rest = max(inputs.changed_pixels - in_top, 0) / inputs.compared_pixels
-    share = in_top / inputs.changed_pixels if inputs.changed_pixels else 0.0
-    if extent > LOCAL_MAX_EXTENT or rest > LOCAL_MAX_SPREAD or share < LOCAL_MIN_SHARE:
+    extent = sum(r.width * r.height for r in regions) / inputs.compared_pixels
+    inside = sum(r.area for r in regions)
+    rest = max(inputs.changed_pixels - inside, 0) / inputs.compared_pixels
+    if extent > LOCAL_MAX_EXTENT or rest > LOCAL_MAX_SPREAD or len(regions) > LOCAL_MAX_REGIONS:
         return None
-    first = top[0]
-    where = f"at x={first.x}, y={first.y} ({first.width}x{first.height} px)"
-    if len(top) == 1:
+    if rest_ssim(inputs.ssim, regions, inputs.compared_pixels) < min(LOCAL_MIN_REST_SSIM, floor):
+        return None
+    first = regions[0]
+    where = f"at x={first.x}, y={first.y} ({first.width}x{first.height} px, {first.kind})"
+    if len(regions) == 1:
         return f"One localised change {where}, covering {extent * 100:.1f} % of the image."
     return (
-        f"{len(top)} localised changes, the largest {where}; together they cover"
+        f"{len(regions)} localised changes, the largest {where}; together they cover"
         f" {extent * 100:.1f} % of the image."
-    )
-
-
-def _describe_global(inputs: VerdictInputs, pct: str) -> str:
-    causes: list[str] = []
-    if inputs.luminance < 0.995:
-        causes.append("brightness or colour shifted")
-    if inputs.contrast < 0.97:
-        causes.append("detail or contrast lost (compression, blur or a filter)")
-    cause = "; ".join(causes) if causes else "re-compression or a mild global filter"
-    return (
-        f"A thin change spread over the whole image ({pct}, {inputs.nonzero_ratio * 100:.0f} %"
-        f" of pixels differ): {cause}."
     )
 
 
@@ -132,6 +185,14 @@ def _alignment_prefix(alignment: Alignment) -> str:
 
 
 def _describe_transform(alignment: Alignment) -> str:
+    method = alignment.method or ""
+    if method.startswith("flip-"):
+        axis = method.removeprefix("flip-")
+        return {
+            "horizontal": "mirrored left to right",
+            "vertical": "mirrored top to bottom",
+            "both": "turned 180 degrees",
+        }.get(axis, "mirrored")
     parts: list[str] = []
     if alignment.translation is not None:
         dx, dy = alignment.translation

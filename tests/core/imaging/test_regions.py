@@ -203,6 +203,8 @@ def test_statistics_and_to_dict() -> None:
         "area": 100,
         "mean_diff": round(150 / 255, 6),
         "max_diff": round(200 / 255, 6),
+        "kind": "changed",
+        "ssim": None,
     }
 
 

@@ -1,0 +1,133 @@
+"""Rendering noise: changed pixels that anti-aliasing, font smoothing or resampling explain.
+
+Anti-aliasing detection
+-----------------------
+pixelmatch and odiff do not count a differing pixel when its neighbourhood shows it is an
+anti-aliased edge pixel: its value lies between its neighbours' darkest and brightest. This
+module applies the same idea in both directions and per channel, which also covers font
+smoothing, sub-pixel glyph placement and the interpolation of an aligned (warped) copy:
+
+A changed pixel ``p`` (difference above the tolerance) is *anti-aliased* when
+
+- B's value at ``p`` lies within the range (min .. max per channel) of A's 3x3 neighbourhood
+  of ``p``, widened by the tolerance plus ``CONTRAST_SLACK`` of that range, **and**
+- A's value at ``p`` lies within the range of B's 3x3 neighbourhood, widened likewise, **and**
+- in both A and B, ``p`` is an in-between tone of its own neighbourhood (as pixelmatch requires
+  an anti-aliased pixel to lie on an edge, neither its neighbourhood's darkest nor brightest).
+
+Without the last condition, a word replaced by another on a UI page would mostly vanish: text
+is a dense mix of ink and background, so both neighbourhoods hold both colours. Where ink turned
+to background (or back) the pixel is an extreme tone in one of the images.
+
+The share of the local range in the slack makes the test gradient-aware: at a sharp glyph edge
+(range ~200 levels) a sharper or softer filter moves the stroke's core by tens of levels, which
+is smoothing, not an edit; in flat areas (range ~0) only the tolerance applies, so a patch
+painted on a flat background is never explained away.
+
+After alignment, ``resampled_mask`` adds the pixels that B's warped copy shares with A
+resampled there and back (``compare`` computes that copy for the resampling floor).
+
+A smoothed edge or glyph passes both tests: the other image has the same edge within a pixel,
+so the intermediate tone is found between its neighbours. A pasted, removed or recoloured
+object fails at least one of them everywhere but at its rim: inside it, neither image's
+neighbourhood holds the other's colours (an added object fails the first test, a removed one
+the second). A new word on a UI page fails too wherever its strokes fall on background or its
+gaps on ink: the region is still found, only its rim pixels are not counted.
+
+The test costs two 3x3 erosions and dilations per image, on the bounding box of the changed
+pixels only.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Side of the square neighbourhood, in px (pixelmatch and odiff look at the 8 neighbours).
+NEIGHBOURHOOD = 3
+#: Share of the local (3x3) range added to the tolerance in the range test.
+CONTRAST_SLACK = 0.3
+#: An anti-aliased pixel sits at least this share of the tolerance inside its own 3x3 range.
+INSIDE_MARGIN = 0.5
+
+
+def antialiased_mask(
+    a: np.ndarray,
+    b: np.ndarray,
+    changed: np.ndarray,
+    *,
+    threshold: int,
+) -> np.ndarray:
+    """Which changed pixels are anti-aliasing / resampling noise (see the module docstring).
+
+    Parameters
+    ----------
+    a, b
+        Same-shape ``HxWxC`` (or ``HxW``) ``uint8`` or ``uint16`` images.
+    changed
+        ``bool`` ``HxW``: the pixels whose difference exceeds the tolerance.
+    threshold
+        The tolerance as an 8-bit level 0..255 (scaled by 257 for 16-bit images).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` ``HxW``, True where a changed pixel is explained by its neighbourhoods; always
+        a subset of ``changed``.
+    """
+    out = np.zeros(changed.shape, dtype=bool)
+    if not changed.any():
+        return out
+    height, width = changed.shape
+    ys, xs = np.nonzero(changed)
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, height)
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, width)
+    ca = np.ascontiguousarray(a[y0:y1, x0:x1])
+    cb = np.ascontiguousarray(b[y0:y1, x0:x1])
+    slack = threshold * (257 if a.dtype == np.uint16 else 1)
+    range_a, range_b = _Range(ca), _Range(cb)
+    explained = range_a.holds(cb, slack) & range_b.holds(ca, slack)
+    explained &= range_a.inside(ca, slack) & range_b.inside(cb, slack)
+    out[y0:y1, x0:x1] = explained & changed[y0:y1, x0:x1]
+    return out
+
+
+class _Range:
+    """The 3x3 minimum and maximum, per channel, of one image."""
+
+    def __init__(self, img: np.ndarray) -> None:
+        kernel = np.ones((NEIGHBOURHOOD, NEIGHBOURHOOD), np.uint8)
+        self.low = cv2.erode(img, kernel, borderType=cv2.BORDER_REPLICATE)
+        self.high = cv2.dilate(img, kernel, borderType=cv2.BORDER_REPLICATE)
+        self.span = cv2.subtract(self.high, self.low).astype(np.float32)
+
+    def holds(self, value: np.ndarray, slack: int) -> np.ndarray:
+        """Every channel of ``value`` lies in this range, widened by ``slack`` plus
+        ``CONTRAST_SLACK`` of the range."""
+        below = cv2.subtract(self.low, value)  # saturating: 0 where value >= low
+        above = cv2.subtract(value, self.high)
+        excess = cv2.max(below, above).astype(np.float32)
+        ok = excess <= self.span * CONTRAST_SLACK + slack
+        return np.asarray(ok.all(axis=2) if ok.ndim == 3 else ok)
+
+    def inside(self, own: np.ndarray, slack: int) -> np.ndarray:
+        """The image's own value is an in-between tone of its neighbourhood (an edge pixel):
+        in some channel at least ``INSIDE_MARGIN`` of the tolerance above the 3x3 minimum and
+        below the maximum. A flat area's pixel or a stroke's core is not."""
+        margin = slack * INSIDE_MARGIN
+        up = cv2.subtract(own, self.low).astype(np.float32) >= margin
+        down = cv2.subtract(self.high, own).astype(np.float32) >= margin
+        ok = up & down
+        return np.asarray(ok.any(axis=2) if ok.ndim == 3 else ok)
+
+
+def resampled_mask(
+    warped_b: np.ndarray, resampled_a: np.ndarray, changed: np.ndarray, *, threshold: int
+) -> np.ndarray:
+    """Changed pixels where B's aligned copy matches A resampled there and back within the
+    tolerance (every channel): differences the resampling alone makes. ``bool`` ``HxW``."""
+    slack = threshold * (257 if warped_b.dtype == np.uint16 else 1)
+    excess = cv2.absdiff(warped_b, resampled_a)
+    within = np.asarray(excess <= slack)
+    ok = within.all(axis=2) if within.ndim == 3 else within
+    return np.asarray(ok & changed)

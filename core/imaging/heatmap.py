@@ -140,7 +140,7 @@ def render_heatmap(diff: np.ndarray, *, valid: np.ndarray | None = None) -> byte
         A PNG of ``W x H`` pixels, 8-bit palette (colour type 3) with ``heatmap_palette()``,
         one byte per pixel. Deterministic: the same input always gives the same bytes.
     """
-    return _encode_palette_png(heatmap_indices(diff, valid), heatmap_palette())
+    return encode_palette_png(heatmap_indices(diff, valid), heatmap_palette())
 
 
 def render_preview(
@@ -181,7 +181,7 @@ def render_preview(
     if factor > 1:
         coded = _block_max(coded, factor)
     indices = coded - np.uint8(1)  # uint8 wrap-around: 0 (nothing compared) becomes 255, grey
-    return _encode_palette_png(indices, heatmap_palette())
+    return encode_palette_png(indices, heatmap_palette())
 
 
 def _block_max(image: np.ndarray, factor: int) -> np.ndarray:
@@ -275,7 +275,7 @@ def _adler32_combine(adler1: int, adler2: int, length2: int) -> int:
     return sum1 | (sum2 << 16)
 
 
-def _encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
+def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
     """Write ``indices`` (``uint8`` ``HxW``) as an 8-bit palette PNG with ``palette`` (Nx3)."""
     height, width = indices.shape
     rows = heatmap_strips(height, width)

@@ -153,6 +153,7 @@ class _SSIMBands:
         region: np.ndarray | None,
         crop: int,
         keep_map: bool = True,
+        identical_rows: np.ndarray | None = None,
     ) -> None:
         self.a = a
         self.b = b
@@ -165,6 +166,7 @@ class _SSIMBands:
         self.crop = crop  # rows and columns left out at every border of the averaged area
         self.ssim_map = np.empty((self.height, self.width), dtype=np.float32) if keep_map else None
         self.mean_weights = np.full((1, self.channels), 1.0 / self.channels, dtype=np.float64)
+        self.identical_rows = identical_rows  # bool H, True where a's row equals b's, or None
 
     def _filter(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Gaussian-filter ``src`` into ``dst`` (scipy 'reflect' border = BORDER_REFLECT)."""
@@ -202,6 +204,8 @@ class _SSIMBands:
         """Compute map rows ``r0:r1`` from those rows plus their halo; return their sums."""
         rad, chans = self.radius, self.channels
         h0, h1 = max(0, r0 - rad), min(self.height, r1 + rad)
+        if self.identical_rows is not None and self.identical_rows[h0:h1].all():
+            return self._identical(r0, r1)
         x, y, t, ma, mb, saa, sbb, sdd = (buf[: h1 - h0] for buf in bufs)
         band_a, band_b = self.a[h0:h1], self.b[h0:h1]
         # Centre each channel on its rounded band mean before squaring: variances are shift
@@ -224,6 +228,23 @@ class _SSIMBands:
         moments = (ma[rows], mb[rows], saa[rows], sbb[rows], sdd[rows])
         scratch = (x[: r1 - r0], y[: r1 - r0], t[: r1 - r0])
         return self._combine(r0, r1, off_a, off_b, moments, scratch)
+
+    def _identical(self, r0: int, r1: int) -> np.ndarray:
+        """Sums of map rows ``r0:r1`` whose windows see identical rows of a and b: every value
+        of S, l, c and s is exactly 1 there (see ``_combine``), so each sum is the count."""
+        if self.ssim_map is not None:
+            self.ssim_map[r0:r1] = 1.0
+        c = self.crop
+        y0, y1 = max(r0, c), min(r1, self.height - c)
+        out = np.zeros(5, dtype=np.float64)
+        if y1 <= y0:
+            return out
+        if self.region is None:
+            count = (y1 - y0) * (self.width - 2 * c)
+        else:
+            count = cv2.countNonZero(self.region[y0:y1, c : self.width - c])
+        out[:] = count * self.channels
+        return out
 
     def _combine(
         self,
@@ -324,6 +345,7 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
     keep_map: bool = True,
+    identical_rows: np.ndarray | None = None,
 ) -> SSIMResult:
     """Mean structural similarity (SSIM) of two images, per Wang et al. (2004).
 
@@ -354,6 +376,11 @@ def ssim(
     keep_map
         Whether to keep the per-pixel map (4 bytes per pixel); without it only the means are
         computed (the same numbers) and ``ssim_map`` is an empty 0x0 array.
+    identical_rows
+        Optional bool array of ``H``: True where row ``y`` of ``a`` equals row ``y`` of ``b``
+        (e.g. from the difference map). Bands whose windows see only such rows are not
+        filtered: their SSIM is exactly 1, so the result is the same, bit for bit. A wrong
+        hint gives a wrong result.
 
     Returns
     -------
@@ -407,6 +434,7 @@ def ssim(
         region=region,
         crop=crop,
         keep_map=keep_map,
+        identical_rows=identical_rows,
     )
     totals = work.run()
     ssim_map = work.ssim_map if work.ssim_map is not None else np.empty((0, 0), np.float32)

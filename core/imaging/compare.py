@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from core.imaging.align import Alignment, estimate_alignment, is_identity, warp_into
+from core.imaging.banded import measure_banded
 from core.imaging.budget import check_pair
 from core.imaging.decode import DecodedImage, decode, harmonise
 from core.imaging.diffmap import difference_map
@@ -34,6 +35,9 @@ from core.imaging.verdict import VerdictInputs, classify
 MISREGISTRATION_SUSPECTS = frozenset({"global_change", "different"})
 #: The aligned comparison replaces the direct one only if it raises SSIM by at least this much.
 AUTO_ALIGN_MIN_GAIN = 0.01
+#: Pairs of at least this many pixels are measured band by band (``banded``): same results,
+#: no whole-image temporaries; the heatmap and preview are then encoded in the same pass.
+BANDED_MIN_PIXELS = 4_000_000
 
 
 @dataclass
@@ -53,6 +57,8 @@ class _Measurement:
     changed_pixels: int
     compared_pixels: int
     nonzero_pixels: int
+    heatmap_png: bytes | None = None  # already encoded (banded pass)
+    preview_png: bytes | None = None
 
     @property
     def changed_ratio(self) -> float:
@@ -125,9 +131,9 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         m, alignment, verdict, summary = _compare_auto(job)
 
     with timer.stage("heatmap"):
-        heatmap_png = render_heatmap(m.diff, valid=m.valid)
+        heatmap_png = m.heatmap_png or render_heatmap(m.diff, valid=m.valid)
         preview_png = (
-            render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
+            m.preview_png or render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
             if opts.preview_max_side is not None
             else None
         )
@@ -172,7 +178,14 @@ class _Job:
 
     def measure(self, pb: np.ndarray, overlap: np.ndarray | None = None) -> _Measurement:
         return _measure(
-            self.pa, pb, overlap, self.ignore_mask, self.data_range, self.opts.tolerance, self.timer
+            self.pa,
+            pb,
+            overlap,
+            self.ignore_mask,
+            self.data_range,
+            self.opts.tolerance,
+            self.timer,
+            self.opts.preview_max_side,
         )
 
     def measure_aligned(self, alignment: Alignment) -> _Measurement:
@@ -263,6 +276,7 @@ def _measure(
     data_range: int,
     tolerance: float,
     timer: _Timer,
+    preview_max_side: int | None = None,
 ) -> _Measurement:
     """Compare two same-shape arrays over ``overlap`` minus ``ignore_mask``.
 
@@ -273,16 +287,24 @@ def _measure(
     if valid is not None:
         pb = pb.copy()
         np.copyto(pb, pa, where=~valid[..., None])
+    banded = None
     with timer.stage("metrics"):
-        s = ssim(pa, pb, data_range=data_range, mask=valid)
-        psnr_db, mse = psnr(pa, pb, data_range=data_range, mask=valid)
-        hist = histogram_similarity(pa, pb, data_range=data_range, mask=valid)
+        if pa.shape[0] * pa.shape[1] >= BANDED_MIN_PIXELS:
+            banded = measure_banded(
+                pa, pb, data_range=data_range, valid=valid, preview_max_side=preview_max_side
+            )
+            s, psnr_db, mse = banded.ssim, banded.psnr, banded.mse
+            hist = banded.histogram_similarity
+        else:
+            s = ssim(pa, pb, data_range=data_range, mask=valid)
+            psnr_db, mse = psnr(pa, pb, data_range=data_range, mask=valid)
+            hist = histogram_similarity(pa, pb, data_range=data_range, mask=valid)
     with timer.stage("regions"):
-        diff = difference_map(pa, pb)
+        diff = banded.diff if banded is not None else difference_map(pa, pb)
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
         regions, changed = find_regions(diff, threshold=threshold, valid=valid)
         compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
-        nonzero = cv2.countNonZero(diff)
+        nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
     return _Measurement(
         ssim=s.score,
         luminance=s.luminance,
@@ -297,6 +319,8 @@ def _measure(
         changed_pixels=changed,
         compared_pixels=compared,
         nonzero_pixels=int(nonzero),
+        heatmap_png=None if banded is None else banded.heatmap_png,
+        preview_png=None if banded is None else banded.preview_png,
     )
 
 

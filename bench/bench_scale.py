@@ -83,8 +83,9 @@ _OURS_CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-import core.imaging.compare as engine
+import importlib
 from core.imaging import CompareOptions, compare
+engine = importlib.import_module("core.imaging.compare")
 if sys.argv[5] == "whole":
     engine.BANDED_MIN_PIXELS = 1 << 62
 a = Path(sys.argv[2]).read_bytes()

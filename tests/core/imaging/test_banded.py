@@ -30,7 +30,7 @@ def _pair(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     rng = np.random.default_rng(seed)
     top = 255 if dtype == np.uint8 else 65535
-    a = rng.integers(0, top + 1, (height, width, channels)).astype(dtype)
+    a: np.ndarray = rng.integers(0, top + 1, (height, width, channels)).astype(dtype)
     if edit:  # a local edit: most rows identical, as in a screenshot pair
         b = a.copy()
         y0, y1 = height // 3, max(height // 3 + 1, height // 2)

@@ -9,7 +9,10 @@ heatmap PNG's own strips (``heatmap.heatmap_strips``, at most 16, on the thread 
 strip in sub-bands of about ``band_bytes`` per image: per sub-band the difference map rows, the
 squared-error sum and the histograms; per strip its heatmap scanlines, deflated at once, and its
 preview column maxima. SSIM runs band by band already (``metrics.ssim``) and is asked for its
-means only (``keep_map=False``).
+means only (``keep_map=False``), after the difference map, which tells it the rows where A and B
+are identical: a band whose windows see only such rows has SSIM exactly 1 and is counted, not
+filtered. Screenshots of one page before and after a change differ in few rows, so their SSIM
+costs about what the changed rows cost.
 
 The results are those of the whole-image route: the same difference map and heatmap and
 preview bytes (same strips, same strategies, Adler-32 combined), the same SSIM (same bands,

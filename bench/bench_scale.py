@@ -211,7 +211,7 @@ height:160px;margin:12px;border-radius:12px;background:linear-gradient(#eef,#ccd
 
 
 def chromium_pair(directory: Path, *, sections: int = 14) -> tuple[Path, Path]:
-    """Render a long page twice (B with one edited paragraph) with headless Debian chromium,
+    """Render a long page twice (B with one recoloured paragraph) with headless Debian chromium,
     full-page, device scale factor 2; return the two PNG files."""
     from playwright.sync_api import sync_playwright
 
@@ -219,10 +219,12 @@ def chromium_pair(directory: Path, *, sections: int = 14) -> tuple[Path, Path]:
         body = []
         for i in range(sections):
             text = f"Paragraph {i}: " + "a full page screenshot of a marketing site " * 12
-            if edited and i == sections // 2:
-                text = "This paragraph was edited in the new revision. " * 6
-            cards = "".join(f'<div class="card">card {i}.{j}</div>' for j in range(4))
-            body.append(f"<section><h2>Feature {i}</h2><p>{text}</p>{cards}</section>")
+            # The edit keeps the layout (same text, same boxes): a recoloured paragraph and card.
+            style = ' style="color:#c01010"' if edited and i == sections // 2 else ""
+            cards = "".join(
+                f'<div class="card"{style if j == 2 else ""}>card {i}.{j}</div>' for j in range(4)
+            )
+            body.append(f"<section><h2>Feature {i}</h2><p{style}>{text}</p>{cards}</section>")
         return _PAGE_HTML.format(title="Scale benchmark", sections="".join(body))
 
     paths = (directory / "chromium-a.png", directory / "chromium-b.png")

@@ -156,11 +156,17 @@ def measure_banded(
             s1 = min(r1, s0 + sub_rows)
             band_a, band_b = a[s0:s1], b[s0:s1]
             band_mask = None if mask_u8 is None else mask_u8[s0:s1]
-            diff[s0:s1] = difference_map(band_a, band_b)
+            levels = difference_map(band_a, band_b)
+            diff[s0:s1] = levels
             sq, count = squared_error_sum(band_a, band_b, band_mask)
             squared, values = squared + sq, values + count
             ha = channel_histograms(band_a, band_mask, bins=HISTOGRAM_BINS, data_range=data_range)
-            hb = channel_histograms(band_b, band_mask, bins=HISTOGRAM_BINS, data_range=data_range)
+            if cv2.countNonZero(levels) == 0:  # identical rows: B's counts are A's
+                hb = ha
+            else:
+                hb = channel_histograms(
+                    band_b, band_mask, bins=HISTOGRAM_BINS, data_range=data_range
+                )
             hists_a = ha if not hists_a else [x + y for x, y in zip(hists_a, ha, strict=True)]
             hists_b = hb if not hists_b else [x + y for x, y in zip(hists_b, hb, strict=True)]
         levels = diff[r0:r1]

@@ -164,3 +164,24 @@ def test_compare_gives_the_same_result_banded_or_whole(
     for name in ("ssim", "ssim_luminance", "ssim_contrast", "ssim_structure", "mse"):
         assert getattr(banded, name) == pytest.approx(getattr(whole, name), abs=1e-12), name
     assert whole.regions and whole.verdict == banded.verdict
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_skips_bands_of_identical_rows_exactly(channels: int) -> None:
+    a, b, top = _pair(700, 300, channels, np.uint8, seed=9, edit=True)
+    same = ~np.any(a != b, axis=(1, 2))
+    assert same.sum() > 400  # most rows are identical, so most bands are skipped
+    mask = np.ones(a.shape[:2], dtype=bool)
+    mask[:50] = False
+    for m in (None, mask):
+        whole = ssim(a, b, data_range=top, mask=m)
+        hinted = ssim(a, b, data_range=top, mask=m, identical_rows=same)
+        assert (hinted.score, hinted.luminance, hinted.contrast, hinted.structure) == (
+            whole.score,
+            whole.luminance,
+            whole.contrast,
+            whole.structure,
+        )
+        np.testing.assert_array_equal(hinted.ssim_map, whole.ssim_map)
+        lean = ssim(a, b, data_range=top, mask=m, keep_map=False, identical_rows=same)
+        assert lean.score == whole.score and lean.ssim_map.shape == (0, 0)

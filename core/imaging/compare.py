@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from core.imaging.align import Alignment, estimate_alignment, is_identity, warp_into
+from core.imaging.banded import measure_banded
 from core.imaging.budget import check_pair
 from core.imaging.decode import DecodedImage, decode, harmonise
 from core.imaging.diffmap import difference_map
@@ -68,6 +69,9 @@ _FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("vertical", (0,)),
     ("both", (0, 1)),
 )
+#: Pairs of at least this many pixels are measured band by band (``banded``): same results,
+#: no whole-image temporaries; the heatmap and preview are then encoded in the same pass.
+BANDED_MIN_PIXELS = 4_000_000
 
 
 @dataclass
@@ -92,6 +96,8 @@ class _Measurement:
     filters: list[Finding]
     ssim_floor: float | None = None
     pb: np.ndarray | None = None
+    heatmap_png: bytes | None = None  # already encoded (banded pass)
+    preview_png: bytes | None = None
 
     @property
     def antialiased_ratio(self) -> float:
@@ -174,9 +180,9 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         if edits is not None and verdict == "localized_edit":
             findings.append(edits)
     with timer.stage("heatmap"):
-        heatmap_png = render_heatmap(m.diff, valid=m.valid)
+        heatmap_png = m.heatmap_png or render_heatmap(m.diff, valid=m.valid)
         preview_png = (
-            render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
+            m.preview_png or render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
             if opts.preview_max_side is not None
             else None
         )
@@ -234,6 +240,7 @@ class _Job:
             self.opts.tolerance,
             self.timer,
             antialiasing=self.opts.antialiasing,
+            preview_max_side=self.opts.preview_max_side,
         )
 
     def measure_aligned(self, alignment: Alignment) -> _Measurement:
@@ -377,6 +384,7 @@ def _measure(
     *,
     antialiasing: bool = True,
     resampled_a: np.ndarray | None = None,
+    preview_max_side: int | None = None,
 ) -> _Measurement:
     """Compare two same-shape arrays over ``overlap`` minus ``ignore_mask``.
 
@@ -387,12 +395,20 @@ def _measure(
     if valid is not None:
         pb = pb.copy()
         np.copyto(pb, pa, where=~valid[..., None])
+    banded = None
     with timer.stage("metrics"):
-        s = ssim(pa, pb, data_range=data_range, mask=valid)
-        psnr_db, mse = psnr(pa, pb, data_range=data_range, mask=valid)
-        hist = histogram_similarity(pa, pb, data_range=data_range, mask=valid)
+        if pa.shape[0] * pa.shape[1] >= BANDED_MIN_PIXELS:
+            banded = measure_banded(
+                pa, pb, data_range=data_range, valid=valid, preview_max_side=preview_max_side
+            )
+            s, psnr_db, mse = banded.ssim, banded.psnr, banded.mse
+            hist = banded.histogram_similarity
+        else:
+            s = ssim(pa, pb, data_range=data_range, mask=valid)
+            psnr_db, mse = psnr(pa, pb, data_range=data_range, mask=valid)
+            hist = histogram_similarity(pa, pb, data_range=data_range, mask=valid)
     with timer.stage("regions"):
-        diff = difference_map(pa, pb)
+        diff = banded.diff if banded is not None else difference_map(pa, pb)
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
         counted = valid
         antialiased = 0
@@ -416,7 +432,7 @@ def _measure(
             regions = significant_regions(found, evidence, valid)
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
             regions = _stand_out(regions, s.score, compared, tolerance)
-        nonzero = cv2.countNonZero(diff)
+        nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
         correlation = _correlation(pa, pb, _without(valid, regions, diff.shape))
     with timer.stage("findings"):
         filters = pixel_findings(pa, pb, valid) if nonzero else []
@@ -438,6 +454,8 @@ def _measure(
         content_correlation=correlation,
         filters=filters,
         pb=pb,
+        heatmap_png=None if banded is None else banded.heatmap_png,
+        preview_png=None if banded is None else banded.preview_png,
     )
 
 

@@ -555,9 +555,12 @@ def _from_cv2(raw: np.ndarray, parsed: _Parsed) -> np.ndarray | None:
     if channels == 3:
         if want_alpha:
             return None
-        return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+        # In place: the decoder's buffer is ours, and a copy would double the decode's peak.
+        return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB, dst=raw)
     if channels == 4:
-        return cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if want_alpha else cv2.COLOR_BGRA2RGB)
+        if want_alpha:
+            return cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA, dst=raw)
+        return cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB)
     return None
 
 

@@ -49,6 +49,7 @@ import math
 import struct
 import zlib
 from functools import cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def render_heatmap(diff: np.ndarray, *, valid: np.ndarray | None = None) -> byte
         A PNG of ``W x H`` pixels, 8-bit palette (colour type 3) with ``heatmap_palette()``,
         one byte per pixel. Deterministic: the same input always gives the same bytes.
     """
-    return _encode_palette_png(heatmap_indices(diff, valid), heatmap_palette())
+    return encode_palette_png(heatmap_indices(diff, valid), heatmap_palette())
 
 
 def render_preview(
@@ -180,7 +181,7 @@ def render_preview(
     if factor > 1:
         coded = _block_max(coded, factor)
     indices = coded - np.uint8(1)  # uint8 wrap-around: 0 (nothing compared) becomes 255, grey
-    return _encode_palette_png(indices, heatmap_palette())
+    return encode_palette_png(indices, heatmap_palette())
 
 
 def _block_max(image: np.ndarray, factor: int) -> np.ndarray:
@@ -200,28 +201,54 @@ def _block_max(image: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
-def _encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
-    """Write ``indices`` (``uint8`` ``HxW``) as an 8-bit palette PNG with ``palette`` (Nx3)."""
-    height, width = indices.shape
+def heatmap_strips(height: int, width: int) -> list[int]:
+    """Row boundaries ``[0, ..., height]`` of the strips a ``width x height`` heatmap PNG is
+    compressed in (about ``_STRIP_BYTES`` of scanlines each, at most ``_MAX_STRIPS``); they
+    depend only on the size, so that the same map always gives the same bytes."""
+    row_bytes = width + 1
+    strips = min(_MAX_STRIPS, max(1, -(-(height * row_bytes) // _STRIP_BYTES)), height)
+    return [round(i * height / strips) for i in range(strips + 1)]
+
+
+def deflate_strip(indices: np.ndarray, *, last: bool) -> tuple[bytes, int, int]:
+    """Compress one strip of palette indices (``uint8`` rows) as PNG scanlines.
+
+    Returns ``(deflated, adler32, raw_length)``: the raw-deflate data of the strip's
+    scanlines (filter byte 0 then the row), ending on a byte boundary (sync flush) unless
+    ``last``; the Adler-32 of the scanlines (from 1) and their length in bytes, for
+    :func:`palette_png` to combine.
+    """
+    rows, width = indices.shape
     # Each scanline is a filter-type byte (0, none) followed by the row's indices.
-    raw = np.empty((height, width + 1), dtype=np.uint8)
+    raw = np.empty((rows, width + 1), dtype=np.uint8)
     raw[:, 0] = 0
     raw[:, 1:] = indices
     data = raw.data.cast("B")
-    row_bytes = width + 1
-    strips = min(_MAX_STRIPS, max(1, -(-(height * row_bytes) // _STRIP_BYTES)), height)
-    rows = [round(i * height / strips) for i in range(strips + 1)]
-    parts = []
-    for i in range(strips):
-        block = indices[rows[i] : rows[i + 1]]
-        # Runs of level 0 (unchanged pixels) suit Z_RLE; dense noise has no runs, and plain
-        # Huffman coding is then ~15 % faster and no larger.
-        mostly_unchanged = 2 * (block.size - np.count_nonzero(block)) >= block.size
-        strategy = zlib.Z_RLE if mostly_unchanged else zlib.Z_HUFFMAN_ONLY
-        chunk = data[rows[i] * row_bytes : rows[i + 1] * row_bytes]
-        parts.append((chunk, strategy, i == strips - 1))
-    compressed = parallel_map(_deflate_strip, parts)
-    idat = b"".join([_ZLIB_HEADER, *compressed, struct.pack(">I", zlib.adler32(data))])
+    # Runs of level 0 (unchanged pixels) suit Z_RLE; dense noise has no runs, and plain
+    # Huffman coding is then ~15 % faster and no larger.
+    mostly_unchanged = 2 * (indices.size - np.count_nonzero(indices)) >= indices.size
+    strategy = zlib.Z_RLE if mostly_unchanged else zlib.Z_HUFFMAN_ONLY
+    return _deflate_strip((data, strategy, last)), zlib.adler32(data), len(data)
+
+
+def _deflate_strip(part: tuple[memoryview, int, bool]) -> bytes:
+    """Raw-deflate one strip; all but the last end on a byte boundary (sync flush)."""
+    data, strategy, last = part
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, strategy)
+    return compressor.compress(data) + compressor.flush(
+        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
+    )
+
+
+def palette_png(
+    width: int, height: int, strips: list[tuple[bytes, int, int]], palette: np.ndarray
+) -> bytes:
+    """Join the :func:`deflate_strip` results of consecutive strips (top to bottom) into an
+    8-bit palette PNG of ``width x height`` with ``palette`` (Nx3 ``uint8``)."""
+    checksum = 1
+    for _, adler, length in strips:
+        checksum = _adler32_combine(checksum, adler, length)
+    idat = b"".join([_ZLIB_HEADER, *(s[0] for s in strips), struct.pack(">I", checksum)])
     header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     return b"".join(
         [
@@ -234,13 +261,27 @@ def _encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
     )
 
 
-def _deflate_strip(part: tuple[memoryview, int, bool]) -> bytes:
-    """Raw-deflate one strip; all but the last end on a byte boundary (sync flush)."""
-    data, strategy, last = part
-    compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, strategy)
-    return compressor.compress(data) + compressor.flush(
-        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
-    )
+_ADLER_BASE = 65521
+
+
+def _adler32_combine(adler1: int, adler2: int, length2: int) -> int:
+    """Adler-32 of ``data1 + data2`` from the checksums of both and ``len(data2)`` (zlib's
+    ``adler32_combine``, which Python's ``zlib`` does not expose)."""
+    rem = length2 % _ADLER_BASE
+    sum1 = adler1 & 0xFFFF
+    sum2 = (rem * sum1) % _ADLER_BASE
+    sum1 = (sum1 + (adler2 & 0xFFFF) + _ADLER_BASE - 1) % _ADLER_BASE
+    sum2 = (sum2 + (adler1 >> 16) + (adler2 >> 16) + _ADLER_BASE - rem) % _ADLER_BASE
+    return sum1 | (sum2 << 16)
+
+
+def encode_palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
+    """Write ``indices`` (``uint8`` ``HxW``) as an 8-bit palette PNG with ``palette`` (Nx3)."""
+    height, width = indices.shape
+    rows = heatmap_strips(height, width)
+    blocks = [(indices[r0:r1], r1 == height) for r0, r1 in pairwise(rows)]
+    compressed = parallel_map(lambda block: deflate_strip(block[0], last=block[1]), blocks)
+    return palette_png(width, height, compressed, palette)
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

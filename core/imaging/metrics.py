@@ -25,7 +25,16 @@ import numpy as np
 
 from core.imaging.parallel import parallel_map, thread_count
 
-__all__ = ["SSIMResult", "histogram_similarity", "psnr", "ssim"]
+__all__ = [
+    "SSIMResult",
+    "bhattacharyya_mean",
+    "channel_histograms",
+    "histogram_similarity",
+    "psnr",
+    "psnr_from_squared_error",
+    "squared_error_sum",
+    "ssim",
+]
 
 #: Gaussian window radius in standard deviations, as scikit-image (and Wang et al.'s 11 taps).
 _TRUNCATE = 3.5
@@ -56,7 +65,7 @@ class SSIMResult:
         Mean of ``s = (s_ab + C3) / (s_a s_b + C3)`` with ``C3 = C2 / 2``, in [-1, 1].
     ssim_map
         float32 HxW: the per-pixel SSIM averaged over channels, for every pixel (the mask and the
-        border crop apply to the means only).
+        border crop apply to the means only); an empty 0x0 array when not kept.
     """
 
     score: float
@@ -143,6 +152,8 @@ class _SSIMBands:
         k2: float,
         region: np.ndarray | None,
         crop: int,
+        keep_map: bool = True,
+        identical_rows: np.ndarray | None = None,
     ) -> None:
         self.a = a
         self.b = b
@@ -153,8 +164,9 @@ class _SSIMBands:
         self.c2 = np.float32((k2 * data_range) ** 2)
         self.region = region  # uint8 HxW (0/1) of the pixels averaged, or None for all
         self.crop = crop  # rows and columns left out at every border of the averaged area
-        self.ssim_map = np.empty((self.height, self.width), dtype=np.float32)
+        self.ssim_map = np.empty((self.height, self.width), dtype=np.float32) if keep_map else None
         self.mean_weights = np.full((1, self.channels), 1.0 / self.channels, dtype=np.float64)
+        self.identical_rows = identical_rows  # bool H, True where a's row equals b's, or None
 
     def _filter(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Gaussian-filter ``src`` into ``dst`` (scipy 'reflect' border = BORDER_REFLECT)."""
@@ -192,6 +204,8 @@ class _SSIMBands:
         """Compute map rows ``r0:r1`` from those rows plus their halo; return their sums."""
         rad, chans = self.radius, self.channels
         h0, h1 = max(0, r0 - rad), min(self.height, r1 + rad)
+        if self.identical_rows is not None and self.identical_rows[h0:h1].all():
+            return self._identical(r0, r1)
         x, y, t, ma, mb, saa, sbb, sdd = (buf[: h1 - h0] for buf in bufs)
         band_a, band_b = self.a[h0:h1], self.b[h0:h1]
         # Centre each channel on its rounded band mean before squaring: variances are shift
@@ -214,6 +228,23 @@ class _SSIMBands:
         moments = (ma[rows], mb[rows], saa[rows], sbb[rows], sdd[rows])
         scratch = (x[: r1 - r0], y[: r1 - r0], t[: r1 - r0])
         return self._combine(r0, r1, off_a, off_b, moments, scratch)
+
+    def _identical(self, r0: int, r1: int) -> np.ndarray:
+        """Sums of map rows ``r0:r1`` whose windows see identical rows of a and b: every value
+        of S, l, c and s is exactly 1 there (see ``_combine``), so each sum is the count."""
+        if self.ssim_map is not None:
+            self.ssim_map[r0:r1] = 1.0
+        c = self.crop
+        y0, y1 = max(r0, c), min(r1, self.height - c)
+        out = np.zeros(5, dtype=np.float64)
+        if y1 <= y0:
+            return out
+        if self.region is None:
+            count = (y1 - y0) * (self.width - 2 * c)
+        else:
+            count = cv2.countNonZero(self.region[y0:y1, c : self.width - c])
+        out[:] = count * self.channels
+        return out
 
     def _combine(
         self,
@@ -276,7 +307,9 @@ class _SSIMBands:
         np.divide(v_b, t2, out=v_b)  # contrast
         parts = (t3, t1, v_b, v_a)
 
-        if self.channels == 1:
+        if self.ssim_map is None:
+            pass
+        elif self.channels == 1:
             self.ssim_map[r0:r1] = t3[:, :, 0]
         else:
             cv2.transform(t3, self.mean_weights, dst=self.ssim_map[r0:r1])
@@ -311,6 +344,8 @@ def ssim(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    keep_map: bool = True,
+    identical_rows: np.ndarray | None = None,
 ) -> SSIMResult:
     """Mean structural similarity (SSIM) of two images, per Wang et al. (2004).
 
@@ -338,6 +373,14 @@ def ssim(
         Standard deviation of the Gaussian window, in pixels (> 0).
     k1, k2
         Stabilising constants (> 0).
+    keep_map
+        Whether to keep the per-pixel map (4 bytes per pixel); without it only the means are
+        computed (the same numbers) and ``ssim_map`` is an empty 0x0 array.
+    identical_rows
+        Optional bool array of ``H``: True where row ``y`` of ``a`` equals row ``y`` of ``b``
+        (e.g. from the difference map). Bands whose windows see only such rows are not
+        filtered: their SSIM is exactly 1, so the result is the same, bit for bit. A wrong
+        hint gives a wrong result.
 
     Returns
     -------
@@ -382,18 +425,28 @@ def ssim(
             crop = 0
 
     work = _SSIMBands(
-        a, b, data_range=data_range, sigma=sigma, k1=k1, k2=k2, region=region, crop=crop
+        a,
+        b,
+        data_range=data_range,
+        sigma=sigma,
+        k1=k1,
+        k2=k2,
+        region=region,
+        crop=crop,
+        keep_map=keep_map,
+        identical_rows=identical_rows,
     )
     totals = work.run()
+    ssim_map = work.ssim_map if work.ssim_map is not None else np.empty((0, 0), np.float32)
     if nothing_compared:
-        return SSIMResult(1.0, 1.0, 1.0, 1.0, work.ssim_map)
+        return SSIMResult(1.0, 1.0, 1.0, 1.0, ssim_map)
     score, lum, con, struct = (float(v) for v in totals[:4] / totals[4])
     return SSIMResult(
         score=min(1.0, max(-1.0, score)),
         luminance=min(1.0, max(0.0, lum)),
         contrast=min(1.0, max(0.0, con)),
         structure=min(1.0, max(-1.0, struct)),
-        ssim_map=work.ssim_map,
+        ssim_map=ssim_map,
     )
 
 
@@ -426,16 +479,37 @@ def psnr(
         the MSE in squared pixel units (0 .. data_range^2).
     """
     a, b, m = _prepare(a, b, mask, data_range)
-    if m is None:
+    sq, count = squared_error_sum(a, b, m)
+    return psnr_from_squared_error(sq, count, data_range=data_range)
+
+
+def squared_error_sum(
+    a: np.ndarray, b: np.ndarray, mask_u8: np.ndarray | None
+) -> tuple[float, int]:
+    """``(sum of (a - b)^2, number of channel values summed)`` over the masked-in pixels.
+
+    ``a`` and ``b`` are validated contiguous HxWxC arrays and ``mask_u8`` a uint8 0/1 HxW mask
+    or None. The sum is exact (an integer) up to 2^50, so sums of bands add up to the sum of
+    the whole image.
+    """
+    if mask_u8 is None:
         count = a.size
         sq = cv2.norm(a, b, cv2.NORM_L2SQR)
     else:
-        count = cv2.countNonZero(m) * a.shape[2]
-        sq = cv2.norm(a, b, cv2.NORM_L2SQR, mask=m) if count else 0.0
+        count = cv2.countNonZero(mask_u8) * a.shape[2]
+        sq = cv2.norm(a, b, cv2.NORM_L2SQR, mask=mask_u8) if count else 0.0
     # The exact sum of squared integer differences is an integer; OpenCV's (IPP) path returns
     # the square of the rounded L2 norm, a few ulps off. Round it back while that is exact.
     if sq < 2.0**50:
         sq = round(sq)
+    return float(sq), int(count)
+
+
+def psnr_from_squared_error(
+    sq: float, count: int, *, data_range: float
+) -> tuple[float | None, float]:
+    """``(psnr_db, mse)`` from a sum of squared errors over ``count`` channel values (see
+    :func:`psnr`): ``None`` dB when the MSE is 0."""
     mse = float(sq) / count if count else 0.0
     if mse == 0.0:
         return None, 0.0
@@ -489,12 +563,27 @@ def histogram_similarity(
         return 1.0
 
     def histograms(img: np.ndarray) -> list[np.ndarray]:
-        return [_histogram(img, ch, m, int(bins), data_range) for ch in range(img.shape[2])]
+        return channel_histograms(img, m, bins=int(bins), data_range=data_range)
 
     if a.size >= _PARALLEL_HISTOGRAM_VALUES:
         hists_a, hists_b = parallel_map(histograms, (a, b))  # one image per thread
     else:
         hists_a, hists_b = histograms(a), histograms(b)
+    return bhattacharyya_mean(hists_a, hists_b)
+
+
+def channel_histograms(
+    img: np.ndarray, mask_u8: np.ndarray | None, *, bins: int, data_range: float
+) -> list[np.ndarray]:
+    """Per channel of a validated HxWxC image: float64 counts in ``bins`` equal bins over
+    ``[0, data_range + 1)`` of the pixels where ``mask_u8`` (uint8 0/1 HxW, or None) is set.
+    Counts of bands add up to the counts of the whole image."""
+    return [_histogram(img, ch, mask_u8, bins, data_range) for ch in range(img.shape[2])]
+
+
+def bhattacharyya_mean(hists_a: list[np.ndarray], hists_b: list[np.ndarray]) -> float:
+    """Mean Bhattacharyya coefficient over channels of two lists of histograms, in [0, 1]
+    (see :func:`histogram_similarity`)."""
     total = 0.0
     for ha, hb in zip(hists_a, hists_b, strict=True):
         sa, sb = ha.sum(), hb.sum()
@@ -502,7 +591,7 @@ def histogram_similarity(
             total += 1.0 if sa == sb else 0.0
             continue
         total += float(np.sqrt(ha * hb).sum() / math.sqrt(sa * sb))
-    return min(1.0, max(0.0, total / a.shape[2]))
+    return min(1.0, max(0.0, total / len(hists_a)))
 
 
 def _histogram(

@@ -318,9 +318,12 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
     The local SSIM is measured over the box grown to at least ``REGION_SSIM_MIN_SIDE`` px a side.
 
     Over the region's box: when the grey patterns of A and B correlate (>= 0.8) the shapes
-    stayed and the colours moved (``recoloured``); otherwise the side with at least 1.5 times
-    the other's gradient energy gained (``added``) or lost (``removed``) the detail, else
-    ``changed``.
+    stayed and the colours moved (``recoloured``). Otherwise the image in which the box's
+    colours stand out from its own surroundings holds the object: B (``added``: a sticker,
+    a pasted object) or A (``removed``: painted out, so B's box looks like its surroundings),
+    when one stands out at least ``FOREIGN_RATIO`` times more than the other. Failing that,
+    the side with at least 1.5 times the other's gradient energy gained (``added``) or lost
+    (``removed``) the detail, else ``changed``.
     """
     from core.imaging.metrics import ssim
 
@@ -339,6 +342,12 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
         corr = float(np.corrcoef(ga.ravel(), gb.ravel())[0, 1])
         if corr >= 0.8:
             return "recoloured", local
+    foreign_a = _foreignness(pa, region)
+    foreign_b = _foreignness(pb, region)
+    if foreign_b > FOREIGN_RATIO * foreign_a + FOREIGN_MIN:
+        return "added", local
+    if foreign_a > FOREIGN_RATIO * foreign_b + FOREIGN_MIN:
+        return "removed", local
     ea = _gradient_energy(fa, None) if min(ca.shape[:2]) >= 3 else 0.0
     eb = _gradient_energy(fb, None) if min(cb.shape[:2]) >= 3 else 0.0
     if eb > 1.5 * ea + 1.0:
@@ -346,6 +355,37 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
     if ea > 1.5 * eb + 1.0:
         return "removed", local
     return "changed", local
+
+
+#: One image's box must stand out from its surroundings this many times more than the other's
+#: (plus :data:`FOREIGN_MIN`) for the region to be called added or removed by its colours.
+FOREIGN_RATIO = 1.5
+#: Below this distance (0..1) of colour distributions, a box does not stand out at all.
+FOREIGN_MIN = 0.05
+
+
+def _foreignness(img: np.ndarray, region: Region) -> float:
+    """How far the colours of ``region``'s box are from those of a ring around it in ``img``:
+    1 - the Bhattacharyya coefficient of their 64-bin colour histograms (0 = alike, 1 = none
+    in common). The ring is as wide as half the box's shorter side (at least 4 px), clipped to
+    the image; 0 when there is no ring."""
+    h, w = img.shape[:2]
+    margin = max(4, min(region.width, region.height) // 2)
+    y0, y1 = max(region.y - margin, 0), min(region.y + region.height + margin, h)
+    x0, x1 = max(region.x - margin, 0), min(region.x + region.width + margin, w)
+    shift = 14 if img.dtype == np.uint16 else 6
+    levels = (img[y0:y1, x0:x1, :3] >> shift).astype(np.int32)
+    codes = levels[..., 0] * 16 + levels[..., 1] * 4 + levels[..., 2]
+    inside = np.zeros(codes.shape, bool)
+    inside[
+        region.y - y0 : region.y - y0 + region.height, region.x - x0 : region.x - x0 + region.width
+    ] = True
+    box, ring = codes[inside], codes[~inside]
+    if box.size == 0 or ring.size == 0:
+        return 0.0
+    p = np.bincount(box, minlength=64) / box.size
+    q = np.bincount(ring, minlength=64) / ring.size
+    return float(1.0 - np.sqrt(p * q).sum())
 
 
 #: Smallest side, in px, of the box a region's SSIM is measured on (the SSIM window's support).

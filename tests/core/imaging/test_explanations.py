@@ -194,6 +194,23 @@ def test_removed_object_region_is_classified_removed() -> None:
     assert d2["regions"][0]["kind"] == "added"
 
 
+def test_a_sticker_over_a_busy_edge_is_added_and_taking_it_off_is_removed() -> None:
+    # A flat red ring over a black/white edge has less gradient energy than what it covers:
+    # the colours that stand out from the surroundings say which image holds the object.
+    a = np.zeros((240, 320, 3), np.uint8)
+    a[:, 160:] = 235
+    a[::6, :] = 128  # busy stripes on both sides of the edge
+    b = a.copy()
+    cv2.circle(b, (160, 120), 30, (30, 30, 220), thickness=-1)
+    cv2.circle(b, (160, 120), 12, (235, 235, 235), thickness=-1)
+    added = compare(png(a), png(b), NO_PREVIEW).to_dict()
+    assert added["verdict"] == "localized_edit", added["summary"]
+    assert added["regions"][0]["kind"] == "added"
+    assert "added" in added["summary"]
+    removed = compare(png(b), png(a), NO_PREVIEW).to_dict()
+    assert removed["regions"][0]["kind"] == "removed"
+
+
 def test_significance_drops_noise_specks_but_keeps_a_dense_block() -> None:
     rng = np.random.default_rng(1)
     noise = rng.random((200, 200)) < 0.02

@@ -58,7 +58,9 @@ MAX_URL_LENGTH = 2048
 
 OPTIONS_DESCRIPTION = (
     "Engine options: `mode` (`auto` | `pixel` | `align`), `ignore` ([[x, y, w, h], ...] in A's "
-    "pixels), `tolerance` (0..1 of the data range), `fail_under` (SSIM threshold 0..1). "
+    "pixels), `tolerance` (0..1 of the data range), `antialiasing` (true, the default: "
+    "anti-aliasing and resampling noise is not counted as a change), `fail_under` (SSIM "
+    "threshold 0..1). "
     "Validated by the service (422 `invalid_options`)."
 )
 METADATA_DESCRIPTION = "Your own JSON object (a reference, a build number), echoed back as is."

@@ -165,11 +165,11 @@ def _check_timeout(timeout_s: float) -> None:
         fail(INVALID_OPTIONS, f"--timeout must be > 0 seconds, got {timeout_s:g}")
 
 
-def _engine_options(mode: str, tolerance: float | None) -> dict[str, Any]:
+def _engine_options(mode: str, tolerance: float | None, antialiasing: bool) -> dict[str, Any]:
     """The per-pair options; ``invalid_options`` for a bad mode or tolerance."""
     if mode not in _MODES:
         fail(INVALID_OPTIONS, f"--mode must be {', '.join(_MODES)}, not {mode!r}")
-    options: dict[str, Any] = {"mode": mode}
+    options: dict[str, Any] = {"mode": mode, "antialiasing": antialiasing}
     if tolerance is not None:
         if not 0.0 <= tolerance <= 1.0:
             fail(INVALID_OPTIONS, f"--tolerance must be within 0..1, got {tolerance:g}")
@@ -248,6 +248,12 @@ def submit_command(
     tolerance: Annotated[
         float | None, typer.Option(help="Noise tolerance, 0..1 of the data range (default 0.1).")
     ] = None,
+    antialiasing: Annotated[
+        bool,
+        typer.Option(
+            help="Leave anti-aliasing and resampling noise out of the changes (the default)."
+        ),
+    ] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the batch, then gate.")] = False,
     timeout_s: Timeout = 3600.0,
     fail_under: FailUnder = None,
@@ -261,7 +267,7 @@ def submit_command(
     if gate.active and not wait:
         fail(INVALID_OPTIONS, "--fail-under and --fail-on need --wait (or: diffall batch wait ID)")
     _check_timeout(timeout_s)
-    options = _engine_options(mode, tolerance)
+    options = _engine_options(mode, tolerance, antialiasing)
     try:
         found = pair_folders(dir_a, dir_b)
     except NotADirectoryError as exc:

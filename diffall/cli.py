@@ -90,6 +90,12 @@ def compare_command(
         float | None,
         typer.Option(help="Noise tolerance as a fraction of the data range (default 0.1)."),
     ] = None,
+    antialiasing: Annotated[
+        bool,
+        typer.Option(
+            help="Leave anti-aliasing and resampling noise out of the changes (the default)."
+        ),
+    ] = True,
     fail_under: Annotated[
         str | None,
         typer.Option(help="Exit 1 when SSIM is below this (0.98 or 98%): a QA gate."),
@@ -110,6 +116,7 @@ def compare_command(
             mode=mode,  # type: ignore[arg-type]  # validated by CompareOptions
             ignore=rects,
             tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            antialiasing=antialiasing,
             preview_max_side=None,  # the command line writes no preview: do not render one
         )
         result = compare(data_a, data_b, options)

@@ -77,7 +77,7 @@ log = structlog.get_logger(__name__)
 #: Storage key of a comparison's heatmap (deterministic, so a re-run overwrites it).
 HEATMAP_KEY = "heatmaps/{comparison_id}.png"
 #: The options a client may set.
-OPTION_KEYS = frozenset({"mode", "ignore", "tolerance", "fail_under"})
+OPTION_KEYS = frozenset({"mode", "ignore", "tolerance", "antialiasing", "fail_under"})
 #: Most ignore rectangles in one comparison.
 MAX_IGNORE_RECTS = 1000
 #: Lease of a claimed job when the caller gives none, in seconds (the default
@@ -104,7 +104,8 @@ def _is_number(value: Any) -> bool:
 
 
 def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Check client options (mode, ignore [[x, y, w, h], ...], tolerance, fail_under) and return
+    """Check client options (mode, ignore [[x, y, w, h], ...], tolerance, antialiasing,
+    fail_under) and return
     them normalised; raise ``InvalidRequest`` with a clear message otherwise.
 
     Parameters
@@ -113,7 +114,10 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
         ``mode``: ``"auto"`` (default), ``"pixel"`` or ``"align"``; ``ignore``: up to 1000
         rectangles ``[x, y, width, height]`` of integers in A's pixel coordinates (width and
         height > 0; parts outside the image are clipped by the engine); ``tolerance``: noise
-        tolerance in [0, 1) as a fraction of the data range (default 10/255); ``fail_under``:
+        tolerance in [0, 1) as a fraction of the data range (default 0.1, 25.5 of 255 levels);
+        ``antialiasing``: true (default) to leave anti-aliasing and resampling noise out of
+        ``changed_ratio`` and the regions, false to count every pixel over the tolerance;
+        ``fail_under``:
         an SSIM threshold in [0, 1] (or null) stored for the client's pass/fail gate, not used
         by the engine. Unknown keys are refused.
 
@@ -121,8 +125,9 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
     -------
     dict
         ``{"mode": str, "ignore": [[x, y, w, h], ...], "tolerance": float,
-        "fail_under": float | None}``, every key present; what is stored with the
-        comparison and mapped onto ``core.imaging.CompareOptions`` by :func:`engine_options`.
+        "antialiasing": bool, "fail_under": float | None}``, every key present; what is
+        stored with the comparison and mapped onto ``core.imaging.CompareOptions`` by
+        :func:`engine_options`.
     """
     if options is None:
         options = {}
@@ -144,6 +149,11 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
         tolerance = DEFAULT_TOLERANCE
     if not _is_number(tolerance) or not 0.0 <= tolerance < 1.0:
         raise InvalidRequest(f"tolerance must be a number in [0, 1), not {tolerance!r}")
+    antialiasing = options.get("antialiasing", True)
+    if antialiasing is None:
+        antialiasing = True
+    if not isinstance(antialiasing, bool):
+        raise InvalidRequest(f"antialiasing must be true or false, not {antialiasing!r}")
     fail_under = options.get("fail_under")
     if fail_under is not None and (not _is_number(fail_under) or not 0.0 <= fail_under <= 1.0):
         raise InvalidRequest(f"fail_under must be a number in [0, 1], not {fail_under!r}")
@@ -174,6 +184,7 @@ def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
         "mode": mode,
         "ignore": ignore,
         "tolerance": float(tolerance),
+        "antialiasing": antialiasing,
         "fail_under": None if fail_under is None else float(fail_under),
     }
     try:
@@ -195,6 +206,7 @@ def engine_options(options: dict[str, Any], limits: LimitsSettings | None = None
         mode=options.get("mode", "auto"),
         ignore=tuple(tuple(int(v) for v in rect) for rect in options.get("ignore") or ()),  # type: ignore[misc]
         tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
+        antialiasing=bool(options.get("antialiasing", True)),  # stored before it existed: on
         max_pixels=limits.max_pixels,
         max_bytes=limits.max_upload_bytes,
         preview_max_side=None,

@@ -56,6 +56,17 @@ def test_fail_under_gate(pair: tuple[Path, Path]) -> None:
     assert runner.invoke(app, ["compare", str(pa), str(pa), "--fail-under", "100%"]).exit_code == 0
 
 
+def test_antialiasing_option_counts_rendering_noise_when_off() -> None:
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    argv = ["compare", str(samples / "reference.png"), str(samples / "candidate.jpg"), "--json"]
+    default = json.loads(runner.invoke(app, argv).stdout)
+    counted = json.loads(runner.invoke(app, [*argv, "--no-antialiasing"]).stdout)
+    assert default["antialiased_pixels"] > 0
+    assert counted["antialiased_pixels"] == 0
+    assert counted["changed_ratio"] > default["changed_ratio"]
+    assert counted["ssim"] == default["ssim"]  # the option changes what counts, not the scores
+
+
 def test_ignore_option(pair: tuple[Path, Path]) -> None:
     pa, pb = pair
     result = runner.invoke(

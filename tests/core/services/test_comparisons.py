@@ -31,26 +31,37 @@ def test_default_options_are_filled_in() -> None:
         "mode": "auto",
         "ignore": [],
         "tolerance": DEFAULT_TOLERANCE,
+        "antialiasing": True,
         "fail_under": None,
     }
 
 
 def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
     options = comparisons.validate_options(
-        {"mode": "align", "ignore": [[1, 2, 3, 4], (5, -6, 7, 8)], "tolerance": 0, "fail_under": 1}
+        {
+            "mode": "align",
+            "ignore": [[1, 2, 3, 4], (5, -6, 7, 8)],
+            "tolerance": 0,
+            "antialiasing": False,
+            "fail_under": 1,
+        }
     )
     assert options == {
         "mode": "align",
         "ignore": [[1, 2, 3, 4], [5, -6, 7, 8]],
         "tolerance": 0.0,
+        "antialiasing": False,
         "fail_under": 1.0,
     }
     engine = comparisons.engine_options(options)
-    assert (engine.mode, engine.ignore, engine.tolerance) == (
+    assert (engine.mode, engine.ignore, engine.tolerance, engine.antialiasing) == (
         "align",
         ((1, 2, 3, 4), (5, -6, 7, 8)),
         0.0,
+        False,
     )
+    # Options stored before the option existed keep the engine's default.
+    assert comparisons.engine_options({"mode": "auto"}).antialiasing is True
     assert engine.preview_max_side is None
 
 
@@ -66,6 +77,8 @@ def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
         {"tolerance": "0.1"},
         {"tolerance": True},
         {"tolerance": float("nan")},
+        {"antialiasing": "no"},
+        {"antialiasing": 0},
         {"fail_under": 1.5},
         {"fail_under": -0.01},
         {"fail_under": "98%"},

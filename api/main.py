@@ -2,7 +2,7 @@
 
 Nothing happens at import. ``create_app(settings)`` builds the app (routes, error handlers,
 middleware, metrics, rate limiter); its lifespan opens the per-app resources and closes them at
-shutdown: the database engine and session factory, the object store, and the Celery producer
+shutdown: the database engine and session factory, the object store, and the broker producer
 behind the job queue. Run it with ``uvicorn --factory api.main:create_app``.
 """
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from celery import Celery
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import Engine
@@ -44,7 +43,7 @@ from core.config import Settings, get_settings
 from core.db.session import make_engine, make_session_factory
 from core.logs import configure_logging
 from core.services.factories import store_from_settings
-from core.services.jobqueue import CeleryJobQueue, JobQueue, make_celery_app
+from core.services.jobqueue import JobQueue, Producer, open_producer
 from core.storage import ObjectStore
 
 __all__ = ["API_VERSION", "create_app"]
@@ -108,7 +107,7 @@ class Resources:
     engine: Engine
     sessions: sessionmaker[Session]
     store: ObjectStore
-    celery: Celery
+    producer: Producer
     queue: JobQueue
 
 
@@ -123,17 +122,17 @@ def open_resources(settings: Settings) -> Resources:
     Returns
     -------
     Resources
-        Engine, session factory, object store, Celery producer app and job queue.
+        Engine, session factory, object store, broker producer and its job queue.
     """
     engine = make_engine(settings.database_url_resolved, secret_keys=settings.webhooks.secret_keys)
     store = store_from_settings(settings)
-    celery = make_celery_app(settings)  # creates the filesystem broker's folders if needed
+    producer = open_producer(settings)  # creates the filesystem broker's folders if needed
     return Resources(
         engine=engine,
         sessions=make_session_factory(engine),
         store=store,
-        celery=celery,
-        queue=CeleryJobQueue(celery),
+        producer=producer,
+        queue=producer.jobs,
     )
 
 
@@ -146,7 +145,7 @@ def close_resources(resources: Resources) -> None:
         What :func:`open_resources` returned.
     """
     try:
-        resources.celery.close()
+        resources.producer.close()
     finally:
         resources.engine.dispose()
 
@@ -233,7 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = resources.engine
         app.state.sessions = resources.sessions
         app.state.store = resources.store
-        app.state.celery = resources.celery
+        app.state.producer = resources.producer
         app.state.queue = resources.queue
         metrics.database.sessions = resources.sessions
         log.info(

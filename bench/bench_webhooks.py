@@ -20,7 +20,7 @@ loopback (a threaded ``http.server`` in this process) verifies every delivery's 
 1. **Delivery throughput**: ``--deliveries`` ping events are written through the service
    function the API uses (:func:`core.services.webhooks.create_ping`), all in one transaction,
    so the backlog appears at once when it commits; then one dispatcher pass is requested
-   (:meth:`core.services.webhook_delivery.CeleryDeliveryQueue.kick`). Timed from the commit to
+   (:meth:`core.services.jobqueue.CeleryDeliveryQueue.kick`). Timed from the commit to
    the last arrival: deliveries per second with the normal worker count.
 2. **Latency at ``--rate`` comparisons per second**: tiny PNG pairs (``--size``, 32x32 by
    default: the engine takes about 1 ms) are submitted through ``POST /v1/comparisons`` by a
@@ -642,7 +642,7 @@ def run_throughput(
 
     from core.db.models import WebhookEndpoint
     from core.services import webhooks
-    from core.services.webhook_delivery import CeleryDeliveryQueue
+    from core.services.jobqueue import CeleryDeliveryQueue
 
     ident = uuid.UUID(endpoint_id)
     with engine.connect() as connection:

@@ -46,3 +46,20 @@ def test_the_layers_contract_states_the_design_direction() -> None:
     assert layers == [
         ["diffall", "api | worker", "core.services", "core.db | core.storage", "core.config"]
     ]
+
+
+def test_only_the_job_queue_module_and_the_worker_import_celery_or_kombu() -> None:
+    # Read the sources themselves (the contract above could be loosened by accident).
+    offenders = []
+    for package in ("core", "api", "diffall"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "build" in path.relative_to(ROOT).parts:
+                continue
+            if path.relative_to(ROOT).as_posix() == "core/services/jobqueue.py":
+                continue
+            for line in path.read_text().splitlines():
+                words = line.split()
+                is_import = len(words) >= 2 and words[0] in ("import", "from")
+                if is_import and words[1].split(".")[0] in ("celery", "kombu"):
+                    offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == []

@@ -36,11 +36,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import logs
 from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
-from core.services.factories import job_queue_from_settings, store_from_settings
-from core.services.jobqueue import QUEUE_PRIORITY, CeleryJobQueue, make_celery_app
+from core.services.factories import store_from_settings
+from core.services.jobqueue import (
+    QUEUE_PRIORITY,
+    CeleryDeliveryQueue,
+    CeleryJobQueue,
+    make_celery_app,
+)
 from core.services.tasknames import QUEUE_MAINTENANCE, SWEEP_UPLOADS, WEBHOOK_DISPATCH
 from core.services.upload_sweep import UPLOAD_SWEEP_INTERVAL_S
-from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy
+from core.services.webhook_delivery import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
 
@@ -118,7 +123,7 @@ def get_queue() -> CeleryJobQueue:
     global _queue
     with _lock:
         if _queue is None:
-            _queue = job_queue_from_settings(settings, app=app)
+            _queue = CeleryJobQueue(app)
         return _queue
 
 

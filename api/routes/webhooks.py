@@ -34,20 +34,22 @@ from core.config import Settings
 from core.db.models import WebhookDeliveryState, WebhookEventType
 from core.services import webhooks
 from core.services.errors import InvalidRequest, Unavailable
-from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy, dispatch_due
+from core.services.jobqueue import Producer
+from core.services.webhook_delivery import DeliveryPolicy, DeliveryQueue, dispatch_due
 
 router = APIRouter(route_class=IdempotentRoute, tags=["webhooks"])
 
 log = structlog.get_logger("api.webhooks")
 
 
-def get_delivery_queue(request: Request) -> CeleryDeliveryQueue:
-    """Sends webhook deliver tasks through the app's Celery producer."""
+def get_delivery_queue(request: Request) -> DeliveryQueue:
+    """Sends webhook deliver tasks through the app's broker producer."""
     settings: Settings = request.app.state.settings
-    return CeleryDeliveryQueue(request.app.state.celery, expires_s=settings.webhooks.lease_s)
+    producer: Producer = request.app.state.producer
+    return producer.deliveries(expires_s=settings.webhooks.lease_s)
 
 
-DeliveryQueueDep = Annotated[CeleryDeliveryQueue, Depends(get_delivery_queue)]
+DeliveryQueueDep = Annotated[DeliveryQueue, Depends(get_delivery_queue)]
 #: A delivery-log filter: the deliveries of events about one comparison or batch.
 SubjectId = Annotated[
     uuid.UUID | None,
@@ -61,7 +63,7 @@ Since = Annotated[
 
 
 def dispatch_deliveries(
-    session: Session, queue: CeleryDeliveryQueue, settings: Settings, ids: list[uuid.UUID]
+    session: Session, queue: DeliveryQueue, settings: Settings, ids: list[uuid.UUID]
 ) -> None:
     """Best effort: send the deliveries just committed (else the periodic dispatcher does)."""
     if not ids:
@@ -89,7 +91,7 @@ def delivery_out(
 
 def retry_and_dispatch(
     session: Session,
-    queue: CeleryDeliveryQueue,
+    queue: DeliveryQueue,
     settings: Settings,
     tenant_id: uuid.UUID,
     delivery_id: uuid.UUID,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from celery import Celery
-
 from core.config import Settings
-from core.services.jobqueue import CeleryJobQueue, make_celery_app
 from core.storage import ObjectStore, make_store
 
-__all__ = ["job_queue_from_settings", "store_from_settings"]
+__all__ = ["store_from_settings"]
 
 
 def store_from_settings(settings: Settings) -> ObjectStore:
@@ -41,8 +38,3 @@ def store_from_settings(settings: Settings) -> ObjectStore:
         ),
         s3_presign_endpoint_url=storage.s3_presign_endpoint_url,
     )
-
-
-def job_queue_from_settings(settings: Settings, *, app: Celery | None = None) -> CeleryJobQueue:
-    """A ``CeleryJobQueue`` on ``app`` (default: a new producer app from ``settings``)."""
-    return CeleryJobQueue(app if app is not None else make_celery_app(settings))

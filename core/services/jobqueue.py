@@ -51,6 +51,8 @@ from core.services.tasknames import (
     RECOVER,
     RUN_COMPARISON,
     SWEEP,
+    WEBHOOK_DELIVER,
+    WEBHOOK_DISPATCH,
 )
 
 __all__ = [
@@ -58,11 +60,14 @@ __all__ = [
     "QUEUE_PRIORITY",
     "BatchJobQueue",
     "BulkJobQueue",
+    "CeleryDeliveryQueue",
     "CeleryJobQueue",
     "JobQueue",
+    "Producer",
     "QueueDepth",
     "broker_flags_redeliveries",
     "make_celery_app",
+    "open_producer",
 ]
 
 #: Broker priority of each queue's messages (Redis: 0 is served first; see the module docstring).
@@ -409,3 +414,72 @@ class CeleryJobQueue:
         with _map_broker_errors("ping"), self.app.connection_for_read() as connection:
             connection.ensure_connection(**_ENSURE_ONCE)
             connection.default_channel.queue_declare(queue=QUEUE_INTERACTIVE, passive=False)
+
+
+class CeleryDeliveryQueue:
+    """``DeliveryQueue`` over a Celery app: ``diffall.webhooks.deliver`` by name, on the
+    maintenance queue (served before batch work).
+
+    Parameters
+    ----------
+    app
+        An app made by :func:`make_celery_app`.
+    expires_s
+        Seconds after which a message not yet started is dropped by the worker (its claim has
+        expired by then: the dispatcher sends a new one). None: never.
+    """
+
+    def __init__(self, app: Celery, *, expires_s: float | None = None) -> None:
+        self.app = app
+        self.expires_s = expires_s
+
+    def send_delivery(self, delivery_id: uuid.UUID, claim_id: uuid.UUID) -> None:
+        """Send ``diffall.webhooks.deliver`` with ``[delivery_id, claim_id]``."""
+        with _map_broker_errors("send webhook delivery"):
+            self.app.send_task(
+                WEBHOOK_DELIVER,
+                args=[str(delivery_id), str(claim_id)],
+                queue=QUEUE_MAINTENANCE,
+                priority=QUEUE_PRIORITY[QUEUE_MAINTENANCE],
+                retry=True,
+                retry_policy=dict(PUBLISH_RETRY_POLICY),
+                expires=self.expires_s,
+            )
+
+    def kick(self) -> None:
+        """Send one ``diffall.webhooks.dispatch`` (a dispatcher pass as soon as possible)."""
+        with _map_broker_errors("send webhook dispatch"):
+            self.app.send_task(
+                WEBHOOK_DISPATCH,
+                queue=QUEUE_MAINTENANCE,
+                priority=QUEUE_PRIORITY[QUEUE_MAINTENANCE],
+                retry=True,
+                retry_policy=dict(PUBLISH_RETRY_POLICY),
+            )
+
+
+class Producer:
+    """A process's connection to the broker for sending only (the API): its job queue and
+    its webhook delivery queues, on one Celery app closed with :meth:`close`.
+
+    The rest of the code sees the protocols (``JobQueue``, ``webhook_delivery.DeliveryQueue``);
+    only this module and ``worker/`` know Celery.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.jobs = CeleryJobQueue(app)
+
+    def deliveries(self, *, expires_s: float | None = None) -> CeleryDeliveryQueue:
+        """A webhook delivery queue whose messages expire after ``expires_s`` seconds."""
+        return CeleryDeliveryQueue(self.app, expires_s=expires_s)
+
+    def close(self) -> None:
+        """Release the broker connections."""
+        self.app.close()
+
+
+def open_producer(settings: Settings) -> Producer:
+    """A :class:`Producer` on the configured broker (no connection is made yet; creates the
+    filesystem broker's folders if that broker is configured)."""
+    return Producer(make_celery_app(settings))

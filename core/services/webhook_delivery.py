@@ -31,19 +31,17 @@ an ``endpoint.disabled`` event recorded; so is one answering 410 Gone.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import math
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol
 
 import sqlalchemy as sa
 import structlog
-from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -62,9 +60,7 @@ from core.db.secretbox import SecretDecryptionError
 from core.services import webhooks
 from core.services._common import map_db_errors
 from core.services.errors import Unavailable
-from core.services.jobqueue import PUBLISH_RETRY_POLICY, QUEUE_PRIORITY
 from core.services.lifecycle import AfterCommit
-from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER, WEBHOOK_DISPATCH
 from core.services.webhooks_ssrf import (
     DeliveryError,
     IPNetwork,
@@ -73,14 +69,11 @@ from core.services.webhooks_ssrf import (
 )
 
 if TYPE_CHECKING:
-    from celery import Celery
-
     from core.config import Settings
 
 __all__ = [
     "DEFAULT_DISPATCH_LIMIT",
     "MAX_RETRY_AFTER_S",
-    "CeleryDeliveryQueue",
     "DeliveryPolicy",
     "DeliveryQueue",
     "DeliveryResult",
@@ -270,65 +263,6 @@ class DeliveryQueue(Protocol):
         """Send the deliver task of one claimed delivery; ``Unavailable`` if the broker is
         down (the row is re-sent when its lease expires)."""
         ...
-
-
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError, TimeoutError)
-try:  # redis-py's errors do not all derive from OSError
-    import redis.exceptions as _redis_exceptions
-
-    _BROKER_ERRORS = (*_BROKER_ERRORS, _redis_exceptions.RedisError)
-except ImportError:  # pragma: no cover - celery[redis] installs it
-    pass
-
-
-@contextlib.contextmanager
-def _broker_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except _BROKER_ERRORS as exc:
-        raise Unavailable(f"the job queue is unavailable ({action}): {exc}") from exc
-
-
-class CeleryDeliveryQueue:
-    """``DeliveryQueue`` over a Celery app: ``diffall.webhooks.deliver`` by name, on the
-    maintenance queue (served before batch work).
-
-    Parameters
-    ----------
-    app
-        An app made by ``core.services.jobqueue.make_celery_app``.
-    expires_s
-        Seconds after which a message not yet started is dropped by the worker (its claim has
-        expired by then: the dispatcher sends a new one). None: never.
-    """
-
-    def __init__(self, app: Celery, *, expires_s: float | None = None) -> None:
-        self.app = app
-        self.expires_s = expires_s
-
-    def send_delivery(self, delivery_id: uuid.UUID, claim_id: uuid.UUID) -> None:
-        """Send ``diffall.webhooks.deliver`` with ``[delivery_id, claim_id]``."""
-        with _broker_errors("send webhook delivery"):
-            self.app.send_task(
-                WEBHOOK_DELIVER,
-                args=[str(delivery_id), str(claim_id)],
-                queue=QUEUE_MAINTENANCE,
-                priority=QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-                retry=True,
-                retry_policy=dict(PUBLISH_RETRY_POLICY),
-                expires=self.expires_s,
-            )
-
-    def kick(self) -> None:
-        """Send one ``diffall.webhooks.dispatch`` (a dispatcher pass as soon as possible)."""
-        with _broker_errors("send webhook dispatch"):
-            self.app.send_task(
-                WEBHOOK_DISPATCH,
-                queue=QUEUE_MAINTENANCE,
-                priority=QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-                retry=True,
-                retry_policy=dict(PUBLISH_RETRY_POLICY),
-            )
 
 
 # -- the dispatcher ---------------------------------------------------------------------------

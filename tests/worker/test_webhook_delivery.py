@@ -26,8 +26,9 @@ from core.db.models import (
     WebhookEndpoint,
 )
 from core.services import comparisons, images, webhooks
+from core.services.jobqueue import CeleryDeliveryQueue
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
-from core.services.webhook_delivery import CeleryDeliveryQueue, DeliveryPolicy, dispatch_due
+from core.services.webhook_delivery import DeliveryPolicy, dispatch_due
 from core.services.webhooks_ssrf import parse_allowed_networks
 from tests.core.services.support import (
     CLAIM_KEY,

@@ -53,6 +53,8 @@ __all__ = [
     "WebhookWithSecretOut",
 ]
 
+#: An endpoint's description: free text, stored as is (no NUL character: not storable as text).
+ENDPOINT_DESCRIPTION = "Your note about the endpoint, at most 500 characters (no U+0000)."
 #: Longest webhook URL accepted, in characters (the database column's size).
 MAX_URL_LENGTH = 2048
 
@@ -488,7 +490,9 @@ class WebhookCreate(_In):
         "addresses (422 `webhook_url_forbidden` otherwise).",
     )
     events: list[str] | None = Field(default=None, description=EVENTS_DESCRIPTION)
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(
+        default=None, max_length=500, pattern=r"^[^\x00]*$", description=ENDPOINT_DESCRIPTION
+    )
     enabled: bool = Field(default=True, description="False registers it disabled.")
 
 
@@ -508,7 +512,9 @@ class WebhookUpdate(_In):
     events: list[str] | None = Field(
         default=None, description="New event types; null subscribes to all of them."
     )
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(
+        default=None, max_length=500, pattern=r"^[^\x00]*$", description=ENDPOINT_DESCRIPTION
+    )
     enabled: bool | SkipJsonSchema[None] = Field(
         default=None,
         json_schema_extra=_drop_default,

@@ -41,7 +41,9 @@ _DB_TRANSIENT: tuple[type[BaseException], ...] = (
 
 @contextlib.contextmanager
 def map_db_errors(action: str) -> Iterator[None]:
-    """Translate transient database errors raised in the block into ``Unavailable``.
+    """Translate transient database errors raised in the block into ``Unavailable``, and a
+    value the database cannot store (``DataError``: a NUL character in PostgreSQL text, a
+    number out of range) into ``InvalidRequest``.
 
     A ``DBAPIError`` whose connection was invalidated (the server went away mid-statement)
     counts as transient too.
@@ -50,6 +52,11 @@ def map_db_errors(action: str) -> Iterator[None]:
         yield
     except _DB_TRANSIENT as exc:
         raise Unavailable(f"the database is unavailable ({action})") from exc
+    except sa.exc.DataError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable(f"the database is unavailable ({action})") from exc
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid"
+        raise InvalidRequest(f"a value of the request cannot be stored ({reason})") from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise Unavailable(f"the database is unavailable ({action})") from exc
@@ -73,21 +80,41 @@ def map_storage_errors(action: str) -> Iterator[None]:
 
 def validate_metadata(metadata: Any, *, what: str = "metadata") -> dict[str, Any] | None:
     """Check the client's ``metadata``: None or a JSON object of at most
-    :data:`MAX_METADATA_BYTES` bytes; ``InvalidRequest`` otherwise."""
+    :data:`MAX_METADATA_BYTES` bytes of UTF-8, with no NUL character (U+0000) and no lone
+    surrogate (neither can be stored as text by PostgreSQL, so neither is taken anywhere);
+    ``InvalidRequest`` otherwise."""
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
         raise InvalidRequest(f"{what} must be a JSON object")
     try:
-        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
+        text = json.dumps(metadata, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{what} holds a lone surrogate (not valid Unicode text)") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"{what} must be plain JSON: {exc}") from exc
+    if any("\x00" in item for item in _strings(metadata)):
+        raise InvalidRequest(f"{what} may not contain the NUL character (U+0000)")
     if size > MAX_METADATA_BYTES:
         raise InvalidRequest(
             f"{what} is {size} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted",
             details={"max_bytes": MAX_METADATA_BYTES},
         )
     return metadata
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value: object keys, and string values at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def validate_webhook_url(url: Any, *, allowed_networks: Sequence[IPNetwork] = ()) -> str | None:

@@ -22,6 +22,7 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.ratelimit import RateLimiter, retry_after
+from api.sessions import cookie_tenant, uses_cookie
 from core.config import Settings
 from core.db.models import Tenant
 from core.services import keys
@@ -174,16 +175,20 @@ def resolve_tenant(request: Request) -> Tenant:
     cached: Tenant | None = getattr(request.state, "tenant", None)
     if cached is not None:
         return cached
-    token = parse_bearer(request.headers.get("authorization"))
+    cookie = uses_cookie(request)  # the viewer's session (api/sessions.py), else a Bearer key
+    token = None if cookie else parse_bearer(request.headers.get("authorization"))
     session = request_session(request)
     try:
-        tenant = keys.authenticate(session, token)
+        if token is None:
+            tenant, bucket = cookie_tenant(request, session)  # acts as its key: same bucket
+        else:
+            tenant, bucket = keys.authenticate(session, token), _rate_limit_key(token)
         session.commit()  # end the read transaction now (SQLite holds a lock while it is open)
     except BaseException:
         session.rollback()
         raise
     limiter: RateLimiter = request.app.state.rate_limiter
-    wait_s = limiter.acquire(_rate_limit_key(token))
+    wait_s = limiter.acquire(bucket)
     if wait_s > 0:
         wait = retry_after(wait_s)
         raise RateLimited(

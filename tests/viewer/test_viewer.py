@@ -43,6 +43,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SAMPLES = ROOT / "samples"
+#: The banner's one-time sign-in link for the viewer.
+SIGNIN_LINE = re.compile(
+    r"^Open the viewer, signed in \(works once, for \d+ min\): (http://\S+/#signin=dfs_\S+)$",
+    re.MULTILINE,
+)
 #: Milliseconds a page may take to show a result (upload, queue, compare, images).
 RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
 #: Milliseconds a page may take to react (generous: the test machine is shared and busy).
@@ -69,6 +74,7 @@ class Served:
     base_url: str
     key: str
     other_key: str  # another tenant's
+    signin_url: str  # the banner's one-time link
     service: Service
     data_dir: Path
 
@@ -102,8 +108,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         banner = "".join(serve.stdout_lines)
         key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
-        assert key and url, banner
-        yield Served(url.group(1), key.group(1), out.strip(), serve, root / "data")
+        signin = SIGNIN_LINE.search(banner)
+        assert key and url and signin, banner
+        yield Served(url.group(1), key.group(1), out.strip(), signin.group(1), serve, root / "data")
     finally:
         serve.stop()
 
@@ -140,8 +147,9 @@ def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
     tab.on("pageerror", lambda error: errors.append(str(error)))
     tab.goto(served.base_url + "/")
     tab.get_by_label("API key", exact=True).fill(key)
-    tab.get_by_role("button", name="Use this key").click()
+    tab.get_by_role("button", name="Sign in with this key").click()
     tab.wait_for_selector("#key-dialog:not([open])", state="attached")
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
     yield tab
     context.close()
     assert not errors, errors
@@ -174,6 +182,84 @@ def _screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[floa
     ty = float(canvas.get_attribute("data-ty"))
     offset = pane * box["width"] / 2
     return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
+
+
+def _session_cookie(context: Any) -> dict[str, Any]:
+    cookies = [c for c in context.cookies() if c["name"] == "diffall_session"]
+    assert len(cookies) == 1, cookies
+    cookie: dict[str, Any] = cookies[0]
+    return cookie
+
+
+def test_the_banner_link_signs_in_once_and_sign_out_ends_the_session(
+    browser: Any, served: Served, artifacts: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto(served.signin_url)
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text("Signed in as local")
+    playwright_api.expect(tab.locator("#key-dialog")).not_to_have_attribute("open", "")
+    # The token is gone from the address bar; the secret is an HttpOnly, SameSite=Strict
+    # cookie the page cannot read, and nothing is kept in storage.
+    assert tab.url == served.base_url + "/"
+    assert "signin" not in tab.evaluate("location.href")
+    cookie = _session_cookie(context)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain http on this machine; https adds Secure
+    assert "diffall_session" not in tab.evaluate("document.cookie")
+    assert tab.evaluate("sessionStorage.length + localStorage.length") == 0
+    tab.screenshot(path=artifacts / "signed-in-by-link.png")
+
+    # The cookie is the local tenant's, for the /v1 API; a state change without the CSRF
+    # token is refused (the page's own calls send it).
+    listed = tab.evaluate("fetch('/v1/comparisons?limit=1').then(r => r.status)")
+    assert listed == 200
+    refused = tab.evaluate(
+        """async () => {
+            const form = new FormData();
+            form.append("file", new Blob(["x"]), "x.png");
+            const r = await fetch("/v1/images", {method: "POST", body: form});
+            return [r.status, (await r.json()).code];
+        }"""
+    )
+    assert refused == [403, "csrf_failed"]
+    stolen = {"diffall_session": cookie["value"]}
+    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
+        delete = http.delete("/v1/sessions/current")
+        assert (delete.status_code, delete.json()["code"]) == (403, "csrf_failed")
+
+    tab.get_by_role("button", name="Sign out").click()
+    playwright_api.expect(tab.locator("#key-dialog")).to_have_attribute("open", "")
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text("")
+    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
+    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
+        after = http.get("/v1/comparisons")
+        assert (after.status_code, after.json()["code"]) == (401, "unauthorized")
+    context.close()
+
+    # The link works once.
+    context = browser.new_context()
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    again = context.new_page()
+    again.goto(served.signin_url)
+    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
+    again.wait_for_timeout(1000)  # the page's other calls (401) must not replace the message
+    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
+    assert again.url == served.base_url + "/"
+    again.screenshot(path=artifacts / "signin-link-used.png")
+    context.close()
+
+
+def test_signing_in_with_a_key_sets_the_session_cookie(page: Any, served: Served) -> None:
+    cookie = _session_cookie(page.context)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("sessionStorage.length + localStorage.length") == 0
+    assert served.key not in page.content()
+    session = {"diffall_session": cookie["value"]}
+    with httpx.Client(base_url=served.base_url, cookies=session, timeout=20) as http:
+        me = http.get("/v1/sessions/current")
+        assert me.json()["tenant"] == "local"
 
 
 def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
@@ -390,8 +476,9 @@ def test_a_wrong_key_is_refused_and_another_tenants_address_is_not_found(
     tab = context.new_page()
     tab.goto(served.base_url + "/")
     tab.get_by_label("API key", exact=True).fill("dfa_not-a-real-key")
-    tab.get_by_role("button", name="Use this key").click()
+    tab.get_by_role("button", name="Sign in with this key").click()
     playwright_api.expect(tab.locator("#key-error")).to_contain_text("(unauthorized)")
+    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
     assert tab.evaluate("sessionStorage.getItem('diffall.apiKey')") is None
     context.close()
 

@@ -514,3 +514,68 @@ def test_previews_follow_the_comparison(served: Served) -> None:
         assert not list(stored.glob("*.png"))  # deleted with the result
         gone = api.get(f"{base}/b")
         assert (gone.status_code, gone.json()["code"]) == (404, "preview_not_available")
+
+
+def _canvas_pixel(page: Any, x: float, y: float) -> list[int]:
+    """The stage canvas's RGB at a screen point (device pixel ratio 1)."""
+    box = page.locator("canvas.stage-canvas").bounding_box()
+    pixel: list[int] = page.evaluate(
+        """([x, y]) => Array.from(document.querySelector("canvas.stage-canvas")
+               .getContext("2d").getImageData(x, y, 1, 1).data.slice(0, 3))""",
+        [int(x - box["x"]), int(y - box["y"])],
+    )
+    return pixel
+
+
+def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts: Path) -> None:
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        job = client.compare(SAMPLES / "reference.png", SAMPLES / "candidate.jpg")
+        before = client.wait(job["id"], timeout_s=JOB_TIMEOUT_S, poll_s=0.2)
+    region = before["result"]["regions"][0]  # the localised edit
+    x, y, w, h = region["x"], region["y"], region["width"], region["height"]
+    page.goto(f"{served.base_url}/c/{job['id']}")
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    page.get_by_role("button", name="Draw ignore area").click()
+    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.down()
+    page.mouse.move(*_screen_point(page, x + w // 2, y + h // 2), steps=4)
+    page.mouse.move(*_screen_point(page, x + w - 1, y + h - 1), steps=4)
+    page.mouse.up()
+    items = page.locator("[data-role=ignore-list] li")
+    playwright_api.expect(items).to_have_count(1)
+    playwright_api.expect(items.nth(0)).to_contain_text(f"x {x}, y {y}, {w} × {h} px")
+    # Drawn grey over the image (side by side: over A's own pixels, in both panes).
+    page.keyboard.press("2")
+    page.locator("[data-role=regions] button").nth(0).click()  # zoomed in: no smoothing
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > 1
+    with Image.open(SAMPLES / "reference.png") as image:
+        reference = np.asarray(image.convert("RGB")).astype(float)
+    cx, cy = x + w // 2, y + h // 2
+    shown = np.array(_canvas_pixel(page, *_screen_point(page, cx, cy)), dtype=float)
+    expected = 0.85 * 128 + 0.15 * reference[cy, cx]
+    assert np.abs(shown - expected).max() <= 4, (shown, expected)
+    page.screenshot(path=artifacts / "ignore-drawn.png")
+
+    page.get_by_role("button", name="Re-run with these areas ignored").click()
+    page.wait_for_url(lambda url: re.search(r"/c/[0-9a-f-]{36}$", url) and job["id"] not in url)
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    again_id = _comparison_id(page)
+    with served.api() as api:
+        again = api.get(f"/v1/comparisons/{again_id}").json()
+        heatmap = np.asarray(Image.open(io.BytesIO(api.get(again["links"]["heatmap"]).content)))
+    assert (again["a"], again["b"]) == (before["a"], before["b"])
+    assert again["options"]["ignore"] == [[x, y, w, h]]
+    assert again["result"]["changed_pixels"] < before["result"]["changed_pixels"]
+    assert (heatmap[y : y + h, x : x + w] == 255).all()  # not compared
+    playwright_api.expect(page.locator("[data-role=ssim]")).to_have_text(
+        f"SSIM {again['result']['ssim'] * 100:.1f} %"
+    )
+    # The new result lists and draws the ignored area; hovering it says so.
+    playwright_api.expect(page.locator("[data-role=ignore-list] li")).to_have_count(1)
+    page.mouse.move(*_screen_point(page, cx, cy))
+    playwright_api.expect(page.locator("[data-role=readout]")).to_contain_text(
+        "difference: not compared"
+    )
+    page.screenshot(path=artifacts / "ignore-rerun.png", full_page=True)

@@ -579,3 +579,49 @@ def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts
         "difference: not compared"
     )
     page.screenshot(path=artifacts / "ignore-rerun.png", full_page=True)
+
+
+def test_walk_a_20_pair_batch_with_the_arrow_keys(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    pairs = [edited_pair(160, 120, seed=40 + i) for i in range(20)]
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        batch = client.create_batch(pairs)
+    page.goto(f"{served.base_url}/b/{batch['id']}")
+    counts = page.locator("[data-role=batch-counts]")
+    playwright_api.expect(counts).to_contain_text("100 % done", timeout=RESULT_TIMEOUT_MS)
+    rows = page.locator("[data-role=pairs] tbody tr")
+    playwright_api.expect(rows).to_have_count(20)
+    # Every row has its heatmap as a thumbnail (downscaled in the browser, long side 72 px).
+    thumbs = page.locator("[data-role=pairs] canvas[data-role=thumb]")
+    playwright_api.expect(thumbs).to_have_count(20)
+    assert max(int(thumbs.nth(0).get_attribute(n) or 0) for n in ("width", "height")) == 72
+    page.screenshot(path=artifacts / "batch-20.png", full_page=True)
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(20)]
+    with served.api() as api:
+        listed = api.get(f"/v1/batches/{batch['id']}/comparisons", params={"limit": 100}).json()
+    ssims = {c["id"]: c["result"]["ssim"] for c in listed["items"]}
+    assert [ssims[i] for i in ids] == sorted(ssims.values())  # worst first
+
+    rows.nth(0).click()
+    nav = page.locator("[data-role=batch-nav]")
+    for index, comparison_id in enumerate(ids):
+        page.wait_for_url(f"**/c/{comparison_id}")
+        playwright_api.expect(nav).to_contain_text(f"pair {index + 1} of 20")
+        playwright_api.expect(page.locator("[data-role=ssim]")).to_have_text(
+            f"SSIM {ssims[comparison_id] * 100:.1f} %"
+        )
+        page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(500)
+    assert page.url.endswith(f"/c/{ids[-1]}")  # the last pair has no next one
+    page.screenshot(path=artifacts / "batch-20-last.png")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/c/{ids[-2]}")
+
+    # The compare page lists the batch among the recent ones.
+    page.get_by_role("link", name="Compare", exact=True).click()
+    recent = page.locator("[data-role=recent-batches]")
+    playwright_api.expect(recent.locator(f"a[href='/b/{batch['id']}']")).to_have_text(
+        "Batch of 20 pairs"
+    )
+    page.screenshot(path=artifacts / "compare-recent.png", full_page=True)

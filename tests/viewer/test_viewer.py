@@ -625,3 +625,78 @@ def test_walk_a_20_pair_batch_with_the_arrow_keys(
         "Batch of 20 pairs"
     )
     page.screenshot(path=artifacts / "compare-recent.png", full_page=True)
+
+
+#: For every visible text element: its computed colour against the background it sits on
+#: (semi-transparent backgrounds blended up the tree), and the WCAG 2 contrast ratio.
+CONTRAST_SCRIPT = """() => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number).concat([1]).slice(0, 4);
+  const blend = (top, bottom) =>
+    [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const background = (el) => {
+    const layers = [];
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const c = parse(getComputedStyle(node).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    let colour = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) colour = blend(layer, colour);
+    return colour;
+  };
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.checkVisibility() || el.closest("[disabled], noscript")) continue;
+    if (el.closest("dialog") && !el.closest("dialog[open]")) continue;
+    const style = getComputedStyle(el);
+    const bg = background(el);
+    const fg = blend(parse(style.color), bg);
+    const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    out.push({ text: el.textContent.trim().slice(0, 40), ratio, need: large ? 3 : 4.5 });
+  }
+  return out;
+}"""
+
+
+def _low_contrast(page: Any) -> list[dict[str, Any]]:
+    checked: list[dict[str, Any]] = page.evaluate(CONTRAST_SCRIPT)
+    assert len(checked) > 10  # the page's text was found
+    return [item for item in checked if item["ratio"] < item["need"]]
+
+
+def test_keyboard_only_compare_and_aa_contrast(page: Any, served: Served, artifacts: Path) -> None:
+    assert _low_contrast(page) == []  # the compare page (with its recent lists)
+    page.get_by_label("Image A", exact=True).set_input_files(SAMPLES / "reference.png")
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    compare = page.get_by_role("button", name="Compare")
+    playwright_api.expect(compare).to_be_enabled()
+    focused = "(e => e.tagName + ':' + e.textContent)(document.activeElement)"
+    for _ in range(40):  # Tab through the page until the button has the focus
+        if page.evaluate(focused) == "BUTTON:Compare":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "BUTTON:Compare"
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    # A region, by keyboard: Tab to its button, Enter zooms onto it.
+    first_region = page.locator("[data-role=regions] button").nth(0)
+    before = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    first_region.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > before
+    # The legend is also text; every text on the result page meets WCAG AA.
+    legend = page.locator(".legend-text")
+    playwright_api.expect(legend).to_contain_text("red above 30 %")
+    playwright_api.expect(legend).to_contain_text("grey: not compared")
+    assert _low_contrast(page) == []
+    page.screenshot(path=artifacts / "keyboard-result.png")

@@ -13,6 +13,7 @@ takes the write lock, two sessions in one request could wait on each other).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from typing import Annotated, Final
@@ -22,6 +23,7 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.ratelimit import AUTH_FAILURE_PREFIX, RateLimiter, retry_after
+from api.sessions import cookie_tenant, uses_cookie
 from core.config import Settings
 from core.db.models import Tenant
 from core.services import keys
@@ -42,6 +44,7 @@ __all__ = [
     "get_tenant",
     "parse_bearer",
     "request_session",
+    "counting_failed_logins",
     "resolve_tenant",
 ]
 
@@ -178,6 +181,19 @@ def _check_failed_auth_limit(request: Request) -> RateLimiter:
     return limiter
 
 
+@contextlib.contextmanager
+def counting_failed_logins(request: Request) -> Iterator[None]:
+    """Refuse at once (429 ``too_many_failed_logins``) an address over its failed-login limit,
+    then count an ``Unauthorized`` raised in the block against that address. Wraps every
+    check of a credential: the API key of each request, and the viewer's sign-in."""
+    failures = _check_failed_auth_limit(request)
+    try:
+        yield
+    except Unauthorized:
+        failures.acquire(AUTH_FAILURE_PREFIX + client_address(request))
+        raise
+
+
 def resolve_tenant(request: Request) -> Tenant:
     """Authenticate the request's API key and apply its rate limit, once per request.
 
@@ -206,21 +222,21 @@ def resolve_tenant(request: Request) -> Tenant:
     cached: Tenant | None = getattr(request.state, "tenant", None)
     if cached is not None:
         return cached
-    failures = _check_failed_auth_limit(request)
-    try:
-        token = parse_bearer(request.headers.get("authorization"))
+    with counting_failed_logins(request):
+        cookie = uses_cookie(request)  # the viewer's session (api/sessions.py), else a Bearer key
+        token = None if cookie else parse_bearer(request.headers.get("authorization"))
         session = request_session(request)
         try:
-            tenant = keys.authenticate(session, token)
+            if token is None:
+                tenant, bucket = cookie_tenant(request, session)  # acts as its key: same bucket
+            else:
+                tenant, bucket = keys.authenticate(session, token), _rate_limit_key(token)
             session.commit()  # end the read transaction (SQLite holds a lock while it is open)
         except BaseException:
             session.rollback()
             raise
-    except Unauthorized:
-        failures.acquire(AUTH_FAILURE_PREFIX + client_address(request))
-        raise
     limiter: RateLimiter = request.app.state.rate_limiter
-    wait_s = limiter.acquire(_rate_limit_key(token))
+    wait_s = limiter.acquire(bucket)
     if wait_s > 0:
         wait = retry_after(wait_s)
         raise RateLimited(

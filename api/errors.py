@@ -35,6 +35,7 @@ from core.db.secretbox import SecretDecryptionError
 from core.imaging.errors import ErrorCode
 from core.services.errors import (
     Conflict,
+    Forbidden,
     IdempotencyInProgress,
     IdempotencyMismatch,
     ImageRejected,
@@ -90,6 +91,9 @@ _HTTP_CODES: Final[dict[int, str]] = {
 CODE_STATUS: Final[dict[str, int]] = {
     "bad_request": 400,
     "unauthorized": 401,
+    "signin_token_invalid": 401,
+    "forbidden": 403,
+    "csrf_failed": 403,
     "not_found": 404,
     "heatmap_not_ready": 404,
     "preview_not_available": 404,
@@ -131,6 +135,9 @@ CODE_STATUS: Final[dict[str, int]] = {
 _TITLES: Final[dict[str, str]] = {
     "bad_request": "Bad request",
     "unauthorized": "Missing or invalid API key",
+    "signin_token_invalid": "Sign-in link used or expired",
+    "forbidden": "Forbidden",
+    "csrf_failed": "Missing or wrong CSRF token",
     "not_found": "Not found",
     "heatmap_not_ready": "Heatmap not ready",
     "preview_not_available": "Preview not available",
@@ -231,6 +238,8 @@ def _service_status(exc: ServiceError) -> tuple[int, dict[str, str]]:
     """HTTP status and extra headers of a service error (most specific class first)."""
     if isinstance(exc, Unauthorized):
         return 401, {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, Forbidden):
+        return 403, {}
     if isinstance(exc, RateLimited):
         return 429, {"Retry-After": str(max(1, int(exc.retry_after_s)))}
     if isinstance(exc, Unavailable):

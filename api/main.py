@@ -34,6 +34,7 @@ from api.routes import (
     images,
     previews,
     problems,
+    sessions,
     viewer,
     webhook_deliveries,
     webhooks,
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_docs(app)
     app.include_router(previews.router)
+    app.include_router(sessions.router)  # the viewer's sign-in (cookie sessions)
     app.include_router(viewer.router)  # the web viewer at /, /c/{id}, /b/{id}, /viewer/*
     app.add_middleware(
         BodyLimitMiddleware, max_upload_bytes=lambda: settings.limits.max_upload_bytes

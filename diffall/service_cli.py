@@ -52,6 +52,7 @@ __all__ = [
     "ensure_local_key",
     "register",
     "schema_revisions",
+    "viewer_signin_url",
 ]
 
 #: The API's app factory, as uvicorn imports it.
@@ -431,11 +432,12 @@ def _http_ok(url: str) -> Callable[[], bool]:
 
 
 def _supervise(
-    children: list[_Child], env: dict[str, str], signals: _Signals, banner: str
+    children: list[_Child], env: dict[str, str], signals: _Signals, banner: Callable[[], str]
 ) -> _Child | None:
     """Run the children until a signal arrives; restart any that dies, with backoff.
 
-    The banner is printed on stdout once every child is up, and again after any restart.
+    The banner is made and printed on stdout once every child is up, and again after any
+    restart (each time with a fresh one-time sign-in link).
 
     Returns
     -------
@@ -472,7 +474,7 @@ def _supervise(
                 child.start(env)
                 _note(f"{child.name} restarted")
         if not announced and all(child.is_ready() for child in children):
-            print(banner, flush=True)
+            print(banner(), flush=True)
             announced = True
         elif not announced and now - first_start > STARTUP_TIMEOUT_S:
             _warn(f"not every component is up after {STARTUP_TIMEOUT_S:.0f} s; still waiting")
@@ -481,7 +483,35 @@ def _supervise(
     return None
 
 
-def _banner(settings: Settings, base_url: str, key: str | None, workers: int) -> str:
+def viewer_signin_url(settings: Settings, base_url: str, key: str) -> str | None:
+    """A one-time address of the viewer that opens it signed in as ``key``'s tenant.
+
+    The token (``#signin=dfs_...``, in the fragment: never sent to a server, so never in a log)
+    works once, for ``core.services.sessions.SIGNIN_TTL``; the page exchanges it for a session
+    cookie and removes it from the address bar. None (with a warning) when the database fails.
+    """
+    from core.db.session import dispose_engine, get_sessionmaker
+    from core.services import sessions
+    from core.services.errors import ServiceError
+
+    try:
+        with get_sessionmaker(settings.database_url_resolved)() as session:
+            token = sessions.create_signin_token(session, api_key=key)
+    except ServiceError as exc:
+        _warn(f"no sign-in link for the viewer ({exc.code}: {exc}); sign in with the key")
+        return None
+    finally:
+        dispose_engine()
+    return f"{base_url}/#signin={token}"
+
+
+def _banner(
+    settings: Settings,
+    base_url: str,
+    key: str | None,
+    workers: int,
+    signin_url: str | None = None,
+) -> str:
     """The start-up message printed on stdout."""
     storage = settings.storage
     where = storage.local_dir if storage.backend == "local" else f"s3://{storage.s3_bucket}"
@@ -491,6 +521,11 @@ def _banner(settings: Settings, base_url: str, key: str | None, workers: int) ->
         f"  database {_safe_url(settings.database_url_resolved)}; storage {where}; "
         f"broker {broker}; {workers} worker process{'es' if workers != 1 else ''}",
     ]
+    if signin_url is not None:
+        from core.services.sessions import SIGNIN_TTL
+
+        minutes = int(SIGNIN_TTL.total_seconds() // 60)
+        lines.append(f"Open the viewer, signed in (works once, for {minutes} min): {signin_url}")
     if key is not None:
         lines += [
             f'API key (tenant "{LOCAL_TENANT}"): {key}',
@@ -634,7 +669,12 @@ def serve_command(
     env["DIFFALL_BROKER_URL"] = settings.broker_url_resolved
     failed: _Child | None = None
     try:
-        failed = _supervise(children, env, signals, _banner(settings, base_url, key, processes))
+
+        def banner() -> str:
+            link = viewer_signin_url(settings, base_url, key) if key is not None else None
+            return _banner(settings, base_url, key, processes, link)
+
+        failed = _supervise(children, env, signals, banner)
     finally:
         if signals.received:
             _note("stopping (Ctrl+C again to kill)")

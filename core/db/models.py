@@ -50,6 +50,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Batch",
+    "BrowserSession",
     "Comparison",
     "ComparisonQueue",
     "ComparisonState",
@@ -58,6 +59,7 @@ __all__ = [
     "Image",
     "ImageStatus",
     "JSONType",
+    "SigninToken",
     "Tenant",
     "UTCDateTime",
     "WebhookAttempt",
@@ -257,6 +259,37 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
     __table_args__ = (sa.CheckConstraint("length(key_hash) = 64", name="key_hash_length"),)
+
+
+class SigninToken(Base):
+    """A one-time sign-in link's token (the viewer's, printed by ``diffall serve``), hashed."""
+
+    __tablename__ = "signin_tokens"
+
+    token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    """Lower-case hex SHA-256 of the token."""
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class BrowserSession(Base):
+    """A viewer's cookie session, acting as the tenant of the API key it came from."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    """Lower-case hex SHA-256 of the cookie's value."""
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class Image(Base):

@@ -30,6 +30,12 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """Authenticated, but this request is refused (HTTP 403; e.g. ``csrf_failed``)."""
+
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     """The resource does not exist for this tenant (HTTP 404; also for other tenants' ids)."""
 

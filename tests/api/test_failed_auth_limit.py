@@ -109,3 +109,22 @@ def test_peek_takes_nothing() -> None:
     assert limiter.peek("k") == 0.0
     assert limiter.acquire("k") == 0.0
     assert limiter.peek("k") > 0
+
+
+def test_viewer_sign_in_guesses_count_too(make_api: ApiFactory, sqlite_url: str) -> None:
+    # POST /v1/sessions checks a key or a sign-in token: guessing there is limited like a
+    # Bearer key (and a guessed key there counts for the address's other requests).
+    api = make_api(sqlite_url, failed_auth_per_minute=3)
+    guesses = [
+        {"api_key": f"dfa_{secrets.token_urlsafe(24)}"},
+        {"signin_token": f"dfs_{secrets.token_urlsafe(24)}"},
+        {"api_key": f"dfa_{secrets.token_urlsafe(24)}"},
+    ]
+    for guess in guesses:
+        assert api.client.post("/v1/sessions", json=guess).status_code == 401
+    refused = api.client.post("/v1/sessions", json={"api_key": api.key()})
+    body = assert_problem(refused, 429, "too_many_failed_logins")
+    assert int(refused.headers["retry-after"]) >= 1 and body["retry_after_s"] >= 1
+    assert_problem(
+        api.client.get("/v1/comparisons", headers=_wrong_key()), 429, "too_many_failed_logins"
+    )

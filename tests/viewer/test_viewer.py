@@ -43,6 +43,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SAMPLES = ROOT / "samples"
+#: The banner's one-time sign-in link for the viewer.
+SIGNIN_LINE = re.compile(
+    r"^Open the viewer, signed in \(works once, for \d+ min\): (http://\S+/#signin=dfs_\S+)$",
+    re.MULTILINE,
+)
 #: Milliseconds a page may take to show a result (upload, queue, compare, images).
 RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
 #: Milliseconds a page may take to react (generous: the test machine is shared and busy).
@@ -69,6 +74,7 @@ class Served:
     base_url: str
     key: str
     other_key: str  # another tenant's
+    signin_url: str  # the banner's one-time link
     service: Service
     data_dir: Path
 
@@ -102,8 +108,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         banner = "".join(serve.stdout_lines)
         key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
-        assert key and url, banner
-        yield Served(url.group(1), key.group(1), out.strip(), serve, root / "data")
+        signin = SIGNIN_LINE.search(banner)
+        assert key and url and signin, banner
+        yield Served(url.group(1), key.group(1), out.strip(), signin.group(1), serve, root / "data")
     finally:
         serve.stop()
 
@@ -140,8 +147,9 @@ def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
     tab.on("pageerror", lambda error: errors.append(str(error)))
     tab.goto(served.base_url + "/")
     tab.get_by_label("API key", exact=True).fill(key)
-    tab.get_by_role("button", name="Use this key").click()
+    tab.get_by_role("button", name="Sign in with this key").click()
     tab.wait_for_selector("#key-dialog:not([open])", state="attached")
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
     yield tab
     context.close()
     assert not errors, errors
@@ -174,6 +182,84 @@ def _screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[floa
     ty = float(canvas.get_attribute("data-ty"))
     offset = pane * box["width"] / 2
     return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
+
+
+def _session_cookie(context: Any) -> dict[str, Any]:
+    cookies = [c for c in context.cookies() if c["name"] == "diffall_session"]
+    assert len(cookies) == 1, cookies
+    cookie: dict[str, Any] = cookies[0]
+    return cookie
+
+
+def test_the_banner_link_signs_in_once_and_sign_out_ends_the_session(
+    browser: Any, served: Served, artifacts: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto(served.signin_url)
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text("Signed in as local")
+    playwright_api.expect(tab.locator("#key-dialog")).not_to_have_attribute("open", "")
+    # The token is gone from the address bar; the secret is an HttpOnly, SameSite=Strict
+    # cookie the page cannot read, and nothing is kept in storage.
+    assert tab.url == served.base_url + "/"
+    assert "signin" not in tab.evaluate("location.href")
+    cookie = _session_cookie(context)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain http on this machine; https adds Secure
+    assert "diffall_session" not in tab.evaluate("document.cookie")
+    assert tab.evaluate("sessionStorage.length + localStorage.length") == 0
+    tab.screenshot(path=artifacts / "signed-in-by-link.png")
+
+    # The cookie is the local tenant's, for the /v1 API; a state change without the CSRF
+    # token is refused (the page's own calls send it).
+    listed = tab.evaluate("fetch('/v1/comparisons?limit=1').then(r => r.status)")
+    assert listed == 200
+    refused = tab.evaluate(
+        """async () => {
+            const form = new FormData();
+            form.append("file", new Blob(["x"]), "x.png");
+            const r = await fetch("/v1/images", {method: "POST", body: form});
+            return [r.status, (await r.json()).code];
+        }"""
+    )
+    assert refused == [403, "csrf_failed"]
+    stolen = {"diffall_session": cookie["value"]}
+    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
+        delete = http.delete("/v1/sessions/current")
+        assert (delete.status_code, delete.json()["code"]) == (403, "csrf_failed")
+
+    tab.get_by_role("button", name="Sign out").click()
+    playwright_api.expect(tab.locator("#key-dialog")).to_have_attribute("open", "")
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text("")
+    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
+    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
+        after = http.get("/v1/comparisons")
+        assert (after.status_code, after.json()["code"]) == (401, "unauthorized")
+    context.close()
+
+    # The link works once.
+    context = browser.new_context()
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    again = context.new_page()
+    again.goto(served.signin_url)
+    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
+    again.wait_for_timeout(1000)  # the page's other calls (401) must not replace the message
+    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
+    assert again.url == served.base_url + "/"
+    again.screenshot(path=artifacts / "signin-link-used.png")
+    context.close()
+
+
+def test_signing_in_with_a_key_sets_the_session_cookie(page: Any, served: Served) -> None:
+    cookie = _session_cookie(page.context)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("sessionStorage.length + localStorage.length") == 0
+    assert served.key not in page.content()
+    session = {"diffall_session": cookie["value"]}
+    with httpx.Client(base_url=served.base_url, cookies=session, timeout=20) as http:
+        me = http.get("/v1/sessions/current")
+        assert me.json()["tenant"] == "local"
 
 
 def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
@@ -390,8 +476,9 @@ def test_a_wrong_key_is_refused_and_another_tenants_address_is_not_found(
     tab = context.new_page()
     tab.goto(served.base_url + "/")
     tab.get_by_label("API key", exact=True).fill("dfa_not-a-real-key")
-    tab.get_by_role("button", name="Use this key").click()
+    tab.get_by_role("button", name="Sign in with this key").click()
     playwright_api.expect(tab.locator("#key-error")).to_contain_text("(unauthorized)")
+    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
     assert tab.evaluate("sessionStorage.getItem('diffall.apiKey')") is None
     context.close()
 
@@ -427,3 +514,189 @@ def test_previews_follow_the_comparison(served: Served) -> None:
         assert not list(stored.glob("*.png"))  # deleted with the result
         gone = api.get(f"{base}/b")
         assert (gone.status_code, gone.json()["code"]) == (404, "preview_not_available")
+
+
+def _canvas_pixel(page: Any, x: float, y: float) -> list[int]:
+    """The stage canvas's RGB at a screen point (device pixel ratio 1)."""
+    box = page.locator("canvas.stage-canvas").bounding_box()
+    pixel: list[int] = page.evaluate(
+        """([x, y]) => Array.from(document.querySelector("canvas.stage-canvas")
+               .getContext("2d").getImageData(x, y, 1, 1).data.slice(0, 3))""",
+        [int(x - box["x"]), int(y - box["y"])],
+    )
+    return pixel
+
+
+def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts: Path) -> None:
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        job = client.compare(SAMPLES / "reference.png", SAMPLES / "candidate.jpg")
+        before = client.wait(job["id"], timeout_s=JOB_TIMEOUT_S, poll_s=0.2)
+    region = before["result"]["regions"][0]  # the localised edit
+    x, y, w, h = region["x"], region["y"], region["width"], region["height"]
+    page.goto(f"{served.base_url}/c/{job['id']}")
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    page.get_by_role("button", name="Draw ignore area").click()
+    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.down()
+    page.mouse.move(*_screen_point(page, x + w // 2, y + h // 2), steps=4)
+    page.mouse.move(*_screen_point(page, x + w - 1, y + h - 1), steps=4)
+    page.mouse.up()
+    items = page.locator("[data-role=ignore-list] li")
+    playwright_api.expect(items).to_have_count(1)
+    playwright_api.expect(items.nth(0)).to_contain_text(f"x {x}, y {y}, {w} × {h} px")
+    # Drawn grey over the image (side by side: over A's own pixels, in both panes).
+    page.keyboard.press("2")
+    page.locator("[data-role=regions] button").nth(0).click()  # zoomed in: no smoothing
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > 1
+    with Image.open(SAMPLES / "reference.png") as image:
+        reference = np.asarray(image.convert("RGB")).astype(float)
+    cx, cy = x + w // 2, y + h // 2
+    shown = np.array(_canvas_pixel(page, *_screen_point(page, cx, cy)), dtype=float)
+    expected = 0.85 * 128 + 0.15 * reference[cy, cx]
+    assert np.abs(shown - expected).max() <= 4, (shown, expected)
+    page.screenshot(path=artifacts / "ignore-drawn.png")
+
+    page.get_by_role("button", name="Re-run with these areas ignored").click()
+    page.wait_for_url(lambda url: re.search(r"/c/[0-9a-f-]{36}$", url) and job["id"] not in url)
+    page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    again_id = _comparison_id(page)
+    with served.api() as api:
+        again = api.get(f"/v1/comparisons/{again_id}").json()
+        heatmap = np.asarray(Image.open(io.BytesIO(api.get(again["links"]["heatmap"]).content)))
+    assert (again["a"], again["b"]) == (before["a"], before["b"])
+    assert again["options"]["ignore"] == [[x, y, w, h]]
+    assert again["result"]["changed_pixels"] < before["result"]["changed_pixels"]
+    assert (heatmap[y : y + h, x : x + w] == 255).all()  # not compared
+    playwright_api.expect(page.locator("[data-role=ssim]")).to_have_text(
+        f"SSIM {again['result']['ssim'] * 100:.1f} %"
+    )
+    # The new result lists and draws the ignored area; hovering it says so.
+    playwright_api.expect(page.locator("[data-role=ignore-list] li")).to_have_count(1)
+    page.mouse.move(*_screen_point(page, cx, cy))
+    playwright_api.expect(page.locator("[data-role=readout]")).to_contain_text(
+        "difference: not compared"
+    )
+    page.screenshot(path=artifacts / "ignore-rerun.png", full_page=True)
+
+
+def test_walk_a_20_pair_batch_with_the_arrow_keys(
+    page: Any, served: Served, artifacts: Path
+) -> None:
+    pairs = [edited_pair(160, 120, seed=40 + i) for i in range(20)]
+    with DiffallClient(served.base_url, served.key, timeout=20) as client:
+        batch = client.create_batch(pairs)
+    page.goto(f"{served.base_url}/b/{batch['id']}")
+    counts = page.locator("[data-role=batch-counts]")
+    playwright_api.expect(counts).to_contain_text("100 % done", timeout=RESULT_TIMEOUT_MS)
+    rows = page.locator("[data-role=pairs] tbody tr")
+    playwright_api.expect(rows).to_have_count(20)
+    # Every row has its heatmap as a thumbnail (downscaled in the browser, long side 72 px).
+    thumbs = page.locator("[data-role=pairs] canvas[data-role=thumb]")
+    playwright_api.expect(thumbs).to_have_count(20)
+    assert max(int(thumbs.nth(0).get_attribute(n) or 0) for n in ("width", "height")) == 72
+    page.screenshot(path=artifacts / "batch-20.png", full_page=True)
+    ids = [rows.nth(i).get_attribute("data-id") for i in range(20)]
+    with served.api() as api:
+        listed = api.get(f"/v1/batches/{batch['id']}/comparisons", params={"limit": 100}).json()
+    ssims = {c["id"]: c["result"]["ssim"] for c in listed["items"]}
+    assert [ssims[i] for i in ids] == sorted(ssims.values())  # worst first
+
+    rows.nth(0).click()
+    nav = page.locator("[data-role=batch-nav]")
+    for index, comparison_id in enumerate(ids):
+        page.wait_for_url(f"**/c/{comparison_id}")
+        playwright_api.expect(nav).to_contain_text(f"pair {index + 1} of 20")
+        playwright_api.expect(page.locator("[data-role=ssim]")).to_have_text(
+            f"SSIM {ssims[comparison_id] * 100:.1f} %"
+        )
+        page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(500)
+    assert page.url.endswith(f"/c/{ids[-1]}")  # the last pair has no next one
+    page.screenshot(path=artifacts / "batch-20-last.png")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/c/{ids[-2]}")
+
+    # The compare page lists the batch among the recent ones.
+    page.get_by_role("link", name="Compare", exact=True).click()
+    recent = page.locator("[data-role=recent-batches]")
+    playwright_api.expect(recent.locator(f"a[href='/b/{batch['id']}']")).to_have_text(
+        "Batch of 20 pairs"
+    )
+    page.screenshot(path=artifacts / "compare-recent.png", full_page=True)
+
+
+#: For every visible text element: its computed colour against the background it sits on
+#: (semi-transparent backgrounds blended up the tree), and the WCAG 2 contrast ratio.
+CONTRAST_SCRIPT = """() => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number).concat([1]).slice(0, 4);
+  const blend = (top, bottom) =>
+    [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const background = (el) => {
+    const layers = [];
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const c = parse(getComputedStyle(node).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    let colour = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) colour = blend(layer, colour);
+    return colour;
+  };
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.checkVisibility() || el.closest("[disabled], noscript")) continue;
+    if (el.closest("dialog") && !el.closest("dialog[open]")) continue;
+    const style = getComputedStyle(el);
+    const bg = background(el);
+    const fg = blend(parse(style.color), bg);
+    const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    out.push({ text: el.textContent.trim().slice(0, 40), ratio, need: large ? 3 : 4.5 });
+  }
+  return out;
+}"""
+
+
+def _low_contrast(page: Any) -> list[dict[str, Any]]:
+    checked: list[dict[str, Any]] = page.evaluate(CONTRAST_SCRIPT)
+    assert len(checked) > 10  # the page's text was found
+    return [item for item in checked if item["ratio"] < item["need"]]
+
+
+def test_keyboard_only_compare_and_aa_contrast(page: Any, served: Served, artifacts: Path) -> None:
+    assert _low_contrast(page) == []  # the compare page (with its recent lists)
+    page.get_by_label("Image A", exact=True).set_input_files(SAMPLES / "reference.png")
+    page.get_by_label("Image B", exact=True).set_input_files(SAMPLES / "candidate.jpg")
+    compare = page.get_by_role("button", name="Compare")
+    playwright_api.expect(compare).to_be_enabled()
+    focused = "(e => e.tagName + ':' + e.textContent)(document.activeElement)"
+    for _ in range(40):  # Tab through the page until the button has the focus
+        if page.evaluate(focused) == "BUTTON:Compare":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "BUTTON:Compare"
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
+    # A region, by keyboard: Tab to its button, Enter zooms onto it.
+    first_region = page.locator("[data-role=regions] button").nth(0)
+    before = float(page.locator("canvas.stage-canvas").get_attribute("data-scale"))
+    first_region.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > before
+    # The legend is also text; every text on the result page meets WCAG AA.
+    legend = page.locator(".legend-text")
+    playwright_api.expect(legend).to_contain_text("red above 30 %")
+    playwright_api.expect(legend).to_contain_text("grey: not compared")
+    assert _low_contrast(page) == []
+    page.screenshot(path=artifacts / "keyboard-result.png")

@@ -1,8 +1,13 @@
-// The public /v1 API, with the API key kept in this tab's sessionStorage.
-// Every call sends `Authorization: Bearer <key>`; images and heatmaps are fetched the same way
-// and handed to the page as Blobs (a plain <img src> would get 401).
+// The public /v1 API, through the viewer's session cookie (HttpOnly, SameSite=Strict: this
+// script never sees it). Signing in (a one-time link from `diffall serve`, or a pasted API key)
+// exchanges the secret for the cookie at POST /v1/sessions; no key is kept in the page or in
+// storage. State-changing calls send the session's CSRF token in X-CSRF-Token (kept in memory
+// only, and fetched again from GET /v1/sessions/current after a reload). Images and heatmaps
+// load through the same cookie (same-origin fetches), handed to the page as Blobs.
 
-const KEY_STORAGE = "diffall.apiKey";
+const CSRF_HEADER = "X-CSRF-Token";
+let csrfToken = "";
+let tenantName = "";
 
 /** An answer that was not 2xx: the problem+json body's detail and stable code. */
 export class ApiError extends Error {
@@ -15,24 +20,23 @@ export class ApiError extends Error {
   }
 }
 
-export function getKey() {
-  return sessionStorage.getItem(KEY_STORAGE) || "";
-}
+/** The signed-in tenant's name, or "" when signed out. */
+export const signedInAs = () => tenantName;
 
-export function setKey(key) {
-  if (key) sessionStorage.setItem(KEY_STORAGE, key.trim());
-  else sessionStorage.removeItem(KEY_STORAGE);
+function remember(session) {
+  csrfToken = (session && session.csrf_token) || "";
+  tenantName = (session && session.tenant) || "";
 }
 
 let onUnauthorized = () => {};
-/** Called with the error when the API answers 401 (the page asks for a key). */
+/** Called with the error when the API answers 401 (the page asks to sign in). */
 export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
 }
 
-function headers(extra = {}) {
-  const key = getKey();
-  return key ? { Authorization: `Bearer ${key}`, ...extra } : { ...extra };
+function headers(method = "GET", extra = {}) {
+  const unsafe = !["GET", "HEAD", "OPTIONS"].includes(method);
+  return unsafe && csrfToken ? { [CSRF_HEADER]: csrfToken, ...extra } : { ...extra };
 }
 
 async function problemFrom(response) {
@@ -43,13 +47,16 @@ async function problemFrom(response) {
     body = null;
   }
   const error = new ApiError(response.status, body && body.code, body && (body.detail || body.title), body);
-  if (response.status === 401) onUnauthorized(error);
+  if (response.status === 401) {
+    remember(null); // the session ended (expired, signed out elsewhere, key revoked)
+    onUnauthorized(error);
+  }
   return error;
 }
 
 /** GET or send JSON; resolves to the parsed body (and the response, for headers). */
 export async function request(method, path, body) {
-  const init = { method, headers: headers(), cache: "no-store" };
+  const init = { method, headers: headers(method), cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -60,11 +67,56 @@ export async function request(method, path, body) {
 }
 
 export const getJson = async (path) => (await request("GET", path)).data;
+
+async function sessionCall(method, body) {
+  const init = { method, cache: "no-store", credentials: "same-origin", headers: headers(method) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(method === "POST" ? "/v1/sessions" : "/v1/sessions/current", init);
+  if (!response.ok) {
+    let problem = null;
+    try {
+      problem = await response.json();
+    } catch {
+      problem = null;
+    }
+    throw new ApiError(response.status, problem && problem.code, problem && problem.detail, problem);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+/** Sign in with {signin_token} (the printed link's) or {api_key}; the server sets the cookie. */
+export async function signIn(credentials) {
+  remember(await sessionCall("POST", credentials));
+  return tenantName;
+}
+
+/** Whether this browser has a live session (reads its CSRF token); never asks to sign in. */
+export async function resumeSession() {
+  try {
+    remember(await sessionCall("GET"));
+  } catch (error) {
+    remember(null);
+    if (error.status !== 401) throw error;
+  }
+  return tenantName;
+}
+
+/** End the session on the server and clear the cookie. */
+export async function signOut() {
+  try {
+    await sessionCall("DELETE");
+  } finally {
+    remember(null);
+  }
+}
 export const postJson = async (path, body) => (await request("POST", path, body)).data;
 
 /** Fetch bytes (an image, a heatmap) with the key; null when the API answers 404. */
 export async function getBlob(path) {
-  const response = await fetch(path, { headers: headers(), cache: "no-store" });
+  const response = await fetch(path, { cache: "no-store", credentials: "same-origin" });
   if (response.status === 404) return null;
   if (!response.ok) throw await problemFrom(response);
   return response.blob();
@@ -78,7 +130,7 @@ export function uploadImage(file, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/images");
-    for (const [name, value] of Object.entries(headers())) xhr.setRequestHeader(name, value);
+    for (const [name, value] of Object.entries(headers("POST"))) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
     });
@@ -95,7 +147,10 @@ export function uploadImage(file, onProgress) {
         return;
       }
       const error = new ApiError(xhr.status, body && body.code, body && (body.detail || body.title), body);
-      if (xhr.status === 401) onUnauthorized(error);
+      if (xhr.status === 401) {
+        remember(null);
+        onUnauthorized(error);
+      }
       reject(error);
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "network_error", "the upload failed (network)")));

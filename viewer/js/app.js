@@ -1,7 +1,8 @@
-// The viewer's entry point: the API key dialog and the router of the three addresses
-// "/" (compare), "/c/{comparison_id}" (a result) and "/b/{batch_id}" (a batch).
+// The viewer's entry point: signing in (the printed one-time link, or an API key in the
+// dialog), signing out, and the router of the three addresses "/" (compare),
+// "/c/{comparison_id}" (a result) and "/b/{batch_id}" (a batch).
 
-import { getKey, getJson, setKey, setUnauthorizedHandler } from "./api.js";
+import { resumeSession, setUnauthorizedHandler, signedInAs, signIn, signOut } from "./api.js";
 import { renderBatch } from "./batch.js";
 import { renderCompare } from "./compare.js";
 import { $, navigate } from "./dom.js";
@@ -10,9 +11,10 @@ import { renderResult } from "./result.js";
 const UUID = "[0-9a-fA-F-]{36}";
 let current = null; // the page's teardown function
 
+/** Open the sign-in dialog; a message replaces the one shown only when it says something. */
 function askForKey(message = "") {
   const dialog = $("#key-dialog");
-  $("#key-error").textContent = message;
+  if (message || !dialog.open) $("#key-error").textContent = message;
   $("#key-input").value = "";
   if (!dialog.open) dialog.showModal();
   $("#key-input").focus();
@@ -22,35 +24,44 @@ function setUpKeyDialog() {
   const dialog = $("#key-dialog");
   $("#key-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const key = $("#key-input").value.trim();
+    const input = $("#key-input");
+    const key = input.value.trim();
     if (!key) return;
-    setKey(key);
     try {
-      await getJson("/v1/comparisons?limit=1"); // checks the key
+      await signIn({ api_key: key });
     } catch (error) {
-      setKey("");
       $("#key-error").textContent = `${error.detail} (${error.code})`;
       return;
+    } finally {
+      input.value = ""; // the key leaves the page as soon as it was sent
     }
     dialog.close();
-    updateKeyButton();
+    updateSignedIn();
     route();
   });
-  $("#key-forget").addEventListener("click", () => {
-    setKey("");
-    updateKeyButton();
-    $("#key-error").textContent = "Key forgotten.";
-  });
+  $("#key-cancel").addEventListener("click", () => dialog.close());
   $("#key-button").addEventListener("click", () => askForKey());
+  $("#sign-out").addEventListener("click", async () => {
+    try {
+      await signOut();
+    } finally {
+      updateSignedIn();
+      route();
+    }
+  });
   setUnauthorizedHandler((error) => {
-    setKey("");
-    updateKeyButton();
-    askForKey(`${error.detail} (${error.code})`);
+    // Signed out already: the dialog is open (keep its message); otherwise the session ended.
+    const ended = !$("#sign-out").hidden;
+    updateSignedIn();
+    askForKey(ended ? `Your session ended: sign in again. ${error.detail} (${error.code})` : "");
   });
 }
 
-function updateKeyButton() {
-  $("#key-button").textContent = getKey() ? "Signed in (change key)" : "Sign in";
+function updateSignedIn() {
+  const tenant = signedInAs();
+  $("#signed-in").textContent = tenant ? `Signed in as ${tenant}` : "";
+  $("#key-button").textContent = tenant ? "Change key" : "Sign in";
+  $("#sign-out").hidden = !tenant;
 }
 
 function route() {
@@ -61,10 +72,37 @@ function route() {
   const path = location.pathname;
   const comparison = path.match(new RegExp(`^/c/(${UUID})$`));
   const batch = path.match(new RegExp(`^/b/(${UUID})$`));
-  if (!getKey()) askForKey();
+  if (!signedInAs()) askForKey();
   if (comparison) current = renderResult(main, comparison[1]);
   else if (batch) current = renderBatch(main, batch[1]);
   else current = renderCompare(main);
+}
+
+/**
+ * The printed link's one-time token ("#signin=dfs_..."): taken out of the address bar at once
+ * (before it is even used, so it stays in no history entry), then exchanged for the cookie.
+ */
+async function start() {
+  const match = location.hash.match(/^#signin=([A-Za-z0-9_-]+)$/);
+  let problem = "";
+  if (match) {
+    history.replaceState(history.state, "", location.pathname + location.search);
+    try {
+      await signIn({ signin_token: match[1] });
+    } catch (error) {
+      problem = `${error.detail} (${error.code})`;
+    }
+  }
+  if (!signedInAs()) {
+    try {
+      await resumeSession();
+    } catch (error) {
+      problem = problem || `${error.detail} (${error.code})`;
+    }
+  }
+  updateSignedIn();
+  route();
+  if (problem && !signedInAs()) askForKey(problem);
 }
 
 document.addEventListener("click", (event) => {
@@ -79,5 +117,4 @@ document.addEventListener("click", (event) => {
 window.addEventListener("popstate", route);
 
 setUpKeyDialog();
-updateKeyButton();
-route();
+start();

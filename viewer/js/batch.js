@@ -1,7 +1,7 @@
 // The batch page /b/{id}: progress while it runs, then every pair as a row (verdict, SSIM,
 // changed ratio, or the failure's code), worst first, filterable by verdict; a row opens the pair.
 
-import { ApiError, getJson } from "./api.js";
+import { ApiError, getBlob, getJson, previewPath } from "./api.js";
 import { h, navigate, percent, sleep, verdictWords } from "./dom.js";
 
 const PAGE = 100;
@@ -26,6 +26,47 @@ export function worstFirst(a, b) {
   return (a.result?.ssim ?? 2) - (b.result?.ssim ?? 2);
 }
 
+/** Thumbnail size of a row's heatmap, in CSS pixels (the long side). */
+const THUMB = 72;
+const thumbs = new Map(); // comparison id -> Promise of a small canvas (or null)
+
+/** The heatmap, downscaled in the browser, drawn once per comparison. */
+function heatmapThumb(id) {
+  if (!thumbs.has(id)) {
+    thumbs.set(
+      id,
+      getBlob(previewPath(id, "heatmap"))
+        .then((blob) => (blob ? createImageBitmap(blob) : null))
+        .then((bitmap) => {
+          if (!bitmap) return null;
+          const scale = THUMB / Math.max(bitmap.width, bitmap.height);
+          const canvas = document.createElement("canvas");
+          canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+          canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+          const context = canvas.getContext("2d");
+          context.imageSmoothingQuality = "high";
+          context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+          bitmap.close();
+          return canvas;
+        })
+        .catch(() => null),
+    );
+  }
+  return thumbs.get(id);
+}
+
+function thumbCell(c) {
+  const cell = h("td", { class: "thumb" });
+  if (c.state !== "succeeded") return cell;
+  heatmapThumb(c.id).then((source) => {
+    if (!source) return;
+    const copy = h("canvas", { width: source.width, height: source.height, role: "img", "aria-label": "Heatmap thumbnail", "data-role": "thumb" });
+    copy.getContext("2d").drawImage(source, 0, 0);
+    cell.append(copy);
+  });
+  return cell;
+}
+
 export function renderBatch(main, batchId) {
   let alive = true;
   const title = h("h1", {}, "Batch");
@@ -36,7 +77,7 @@ export function renderBatch(main, batchId) {
   const table = h(
     "table",
     { class: "pairs", "data-role": "pairs" },
-    h("thead", {}, h("tr", {}, ["#", "State", "Verdict", "SSIM", "Changed", "Error"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ["#", "Heatmap", "State", "Verdict", "SSIM", "Changed", "Error"].map((t) => h("th", { scope: "col" }, t)))),
     tbody,
   );
   main.append(title, h("div", { class: "batch-head" }, progress, counts, h("label", { for: "verdict-filter" }, "Show "), filter), table);
@@ -51,6 +92,7 @@ export function renderBatch(main, batchId) {
             "tr",
             { class: `state-${c.state}`, tabindex: 0, "data-id": c.id, onclick: () => navigate(`/c/${c.id}`), onkeydown: (e) => e.key === "Enter" && navigate(`/c/${c.id}`) },
             h("td", {}, String(index + 1)),
+            thumbCell(c),
             h("td", {}, c.state),
             h("td", {}, h("a", { href: `/c/${c.id}` }, c.result ? verdictWords(c.result.verdict) : c.state === "failed" ? "failed" : "…")),
             h("td", { class: "num" }, c.result ? percent(c.result.ssim) : ""),

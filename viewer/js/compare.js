@@ -166,19 +166,48 @@ export function renderCompare(main) {
   return () => document.removeEventListener("paste", onPaste);
 }
 
+/** Recent batches: those of the latest 100 comparisons (the API lists comparisons, not batches). */
+async function recentBatches(items) {
+  const ids = [...new Set(items.map((item) => item.batch_id).filter(Boolean))].slice(0, 5);
+  const batches = await Promise.all(ids.map((id) => getJson(`/v1/batches/${id}`).catch(() => null)));
+  const known = batches.filter(Boolean);
+  if (!known.length) return null;
+  return h(
+    "section",
+    { "aria-label": "Recent batches" },
+    h("h2", {}, "Recent batches"),
+    h(
+      "ul",
+      { class: "recent-list", "data-role": "recent-batches" },
+      known.map((batch) =>
+        h(
+          "li",
+          {},
+          h("a", { href: `/b/${batch.id}` }, `Batch of ${batch.total} pairs`),
+          ` · ${percent(batch.progress, 0)} done`,
+          h("span", { class: "muted" }, ` · ${new Date(batch.created_at).toLocaleString()}`),
+        ),
+      ),
+    ),
+  );
+}
+
 async function loadRecent(section) {
   let page;
   try {
-    page = await getJson("/v1/comparisons?limit=10");
+    page = await getJson("/v1/comparisons?limit=100");
   } catch {
     return;
   }
   if (!page.items.length) return;
+  const batches = await recentBatches(page.items).catch(() => null);
+  if (batches) section.append(batches);
+  page.items = page.items.slice(0, 10);
   section.append(
     h("h2", {}, "Recent comparisons"),
     h(
       "ul",
-      { class: "recent-list" },
+      { class: "recent-list", "data-role": "recent-comparisons" },
       page.items.map((item) =>
         h(
           "li",

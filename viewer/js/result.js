@@ -2,7 +2,7 @@
 // summary as the headline, SSIM as the big number, the other scores, the alignment, the
 // findings, the regions (click to zoom) and the six views.
 
-import { ApiError, getBlob, previewPath, request } from "./api.js";
+import { ApiError, getBlob, postJson, previewPath, request } from "./api.js";
 import { allComparisons, worstFirst } from "./batch.js";
 import { h, navigate, percent, sleep, verdictWords } from "./dom.js";
 import { localFiles } from "./local.js";
@@ -207,7 +207,8 @@ async function showResult(main, comparison, isAlive) {
     " ",
     h("a", { href: "/" }, "New comparison"),
   );
-  const side = h("aside", { class: "side" }, ssim, scores, findingsList(result.findings), regionList, links);
+  const ignorePanel = ignoreSection(comparison, () => stage);
+  const side = h("aside", { class: "side" }, ssim, scores, findingsList(result.findings), regionList, ignorePanel.element, links);
   const loading = h("p", { class: "muted" }, "Loading images…");
   const body = h("div", { class: "result" }, h("div", { class: "main-col" }, loading), side);
   main.append(headline);
@@ -218,14 +219,64 @@ async function showResult(main, comparison, isAlive) {
   const first = await firstImages(comparison, heat);
   if (!isAlive()) return null;
   if (first) {
-    stage = createStage(first.images, result, { bNote: first.note });
+    stage = createStage(first.images, result, { bNote: first.note, ...ignorePanel.stageOptions });
     previews.then(({ images, note }) => stage.setImages(images, note));
   } else {
     const { images, note } = await previews;
     if (!isAlive()) return null;
-    stage = createStage({ heat, ...images }, result, { bNote: note });
+    stage = createStage({ heat, ...images }, result, { bNote: note, ...ignorePanel.stageOptions });
     stage.element.dataset.images = "final";
   }
   loading.replaceWith(stage.element);
   return stage;
+}
+
+const rectText = ([x, y, w, hgt]) => `x ${x}, y ${y}, ${w} × ${hgt} px`;
+
+/**
+ * The ignored areas: those of this comparison's options, plus the ones drawn on the image;
+ * "Re-run" submits the same pair again with them (the API's `ignore`, in A's pixels).
+ */
+function ignoreSection(comparison, getStage) {
+  const original = (comparison.options && comparison.options.ignore) || [];
+  let rects = original.map((r) => [...r]);
+  const list = h("ol", { "data-role": "ignore-list" });
+  const error = h("p", { class: "error", role: "alert", "data-role": "ignore-error" });
+  const rerun = h("button", { type: "button", class: "primary", onclick: () => submit() }, "Re-run with these areas ignored");
+  const clear = h("button", { type: "button", onclick: () => update([]) }, "Clear");
+  function update(next, fromStage = false) {
+    rects = next;
+    if (!fromStage && getStage()) getStage().setIgnore(rects);
+    list.replaceChildren(
+      ...rects.map((rect, index) =>
+        h("li", {}, rectText(rect), " ", h("button", { type: "button", class: "ghost small", "aria-label": `Remove ignored area ${index + 1}`, onclick: () => update(rects.filter((_, i) => i !== index)) }, "Remove")),
+      ),
+    );
+    const same = JSON.stringify(rects) === JSON.stringify(original);
+    rerun.disabled = same;
+    clear.disabled = !rects.length;
+  }
+  async function submit() {
+    rerun.disabled = true;
+    error.textContent = "";
+    try {
+      const options = { ...(comparison.options || {}), ignore: rects };
+      const created = await postJson("/v1/comparisons", { a: comparison.a, b: comparison.b, options });
+      navigate(`/c/${created.id}`);
+    } catch (failure) {
+      error.textContent = failure instanceof ApiError ? `${failure.detail} (${failure.code})` : String(failure);
+      rerun.disabled = false;
+    }
+  }
+  const element = h(
+    "section",
+    { class: "ignore", "aria-label": "Ignored areas" },
+    h("h2", {}, "Ignored areas"),
+    h("p", { class: "note" }, "Press “Draw ignore area” above the image, then drag a rectangle on it. Ignored areas count in no score and show grey."),
+    list,
+    h("div", { class: "row" }, rerun, clear),
+    error,
+  );
+  update(rects);
+  return { element, stageOptions: { ignore: rects, onIgnoreChange: (next) => update(next, true) } };
 }

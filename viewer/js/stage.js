@@ -15,6 +15,8 @@ export const VIEWS = [
 ];
 
 const MAX_SCALE = 64;
+/** Fill of ignored areas (grey over the image; the heatmap greys them too). */
+export const IGNORE_FILL = "rgba(128, 128, 128, 0.85)";
 
 /** Pixel access to a bitmap (read once, on first hover). */
 function pixelReader(bitmap) {
@@ -73,14 +75,14 @@ function legend(tolerance) {
  * Build the stage. images: {a, b, heat} ImageBitmaps on A's grid (b or heat may be null);
  * result: the result contract. Returns {element, setView, zoomToRegion, destroy}.
  */
-export function createStage(images, result, { bNote = "" } = {}) {
+export function createStage(images, result, { bNote = "", ignore = [], onIgnoreChange = () => {} } = {}) {
   const { width, height } = result;
   const regions = result.regions || [];
   const tolerance = result.tolerance ?? 0.1;
   let readA = pixelReader(images.a);
   let readB = pixelReader(images.b);
   let readHeat = pixelReader(images.heat);
-  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true, hover: null };
+  const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true, hover: null, ignore: ignore.map((r) => [...r]), drawing: false, draft: null };
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
   const context = canvas.getContext("2d");
@@ -105,12 +107,13 @@ export function createStage(images, result, { bNote = "" } = {}) {
     blink: slider("Blink interval (ms)", 100, 2000, 50, state.blinkMs, (v) => ((state.blinkMs = v), restartBlink())),
   };
   const blinkLabel = h("span", { class: "blink-label", "data-role": "blink-label" });
+  const drawButton = h("button", { type: "button", class: "draw-ignore", "aria-pressed": "false", onclick: () => setDrawing(!state.drawing) }, "Draw ignore area");
   const toolbar = h(
     "div",
     { class: "toolbar" },
     h("div", { class: "tabs", role: "group", "aria-label": "Views (keys 1 to 6)" }, tabs),
     h("div", { class: "view-controls" }, Object.values(controls), blinkLabel),
-    h("div", { class: "zoom" }, h("button", { type: "button", onclick: () => fit() }, "Fit"), h("button", { type: "button", onclick: () => zoomAt(1 / state.scale) }, "1:1"), zoomLabel),
+    h("div", { class: "zoom" }, drawButton, h("button", { type: "button", onclick: () => fit() }, "Fit"), h("button", { type: "button", onclick: () => zoomAt(1 / state.scale) }, "1:1"), zoomLabel),
   );
   const frame = h("div", { class: "stage-frame" }, canvas, overlay);
   const element = h(
@@ -191,6 +194,19 @@ export function createStage(images, result, { bNote = "" } = {}) {
       context.font = `${12 / state.scale}px sans-serif`;
       context.fillText(String(index + 1), region.x + 2 / state.scale, region.y - 3 / state.scale);
     });
+  }
+  /** Ignored areas (and the one being drawn): grey, outlined, in every view and pane. */
+  function drawIgnored() {
+    const rects = state.draft ? [...state.ignore, draftRect()] : state.ignore;
+    for (const [x, y, w, hgt] of rects) {
+      context.fillStyle = IGNORE_FILL;
+      context.fillRect(x, y, w, hgt);
+      context.lineWidth = 2 / state.scale;
+      context.setLineDash([6 / state.scale, 4 / state.scale]);
+      context.strokeStyle = "#f3f4f6";
+      context.strokeRect(x, y, w, hgt);
+      context.setLineDash([]);
+    }
   }
   function draw() {
     frameRequest = 0;
@@ -296,6 +312,7 @@ export function createStage(images, result, { bNote = "" } = {}) {
         break;
     }
     if (state.view !== "changes" && state.selected >= 0) outlineRegions();
+    drawIgnored();
   }
 
   let markerRequest = 0;
@@ -364,12 +381,45 @@ export function createStage(images, result, { bNote = "" } = {}) {
     zoomAt(Math.exp(-event.deltaY * 0.0015), px, py);
   }, { passive: false });
   let drag = null;
+  /** A's pixel under a pointer event, clamped into the image. */
+  function pixelAt(event) {
+    const { px, py } = paneOf(event.clientX, event.clientY);
+    const clamp = (v, n) => Math.max(0, Math.min(n - 1, v));
+    return [clamp(Math.floor((px - state.tx) / state.scale), width), clamp(Math.floor((py - state.ty) / state.scale), height)];
+  }
+  /** The rectangle being drawn, [x, y, w, h] in A's pixels (both corners included). */
+  function draftRect() {
+    const [x0, y0, x1, y1] = state.draft;
+    return [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0) + 1, Math.abs(y1 - y0) + 1];
+  }
+  function setDrawing(on) {
+    state.drawing = on;
+    drawButton.setAttribute("aria-pressed", String(on));
+    canvas.classList.toggle("drawing", on);
+  }
   canvas.addEventListener("pointerdown", (event) => {
-    drag = { x: event.clientX, y: event.clientY, tx: state.tx, ty: state.ty };
     canvas.setPointerCapture(event.pointerId);
+    if (state.drawing) {
+      const [x, y] = pixelAt(event);
+      state.draft = [x, y, x, y];
+      schedule();
+      return;
+    }
+    drag = { x: event.clientX, y: event.clientY, tx: state.tx, ty: state.ty };
   });
-  canvas.addEventListener("pointerup", () => (drag = null));
-  canvas.addEventListener("pointercancel", () => (drag = null));
+  canvas.addEventListener("pointerup", () => {
+    drag = null;
+    if (!state.draft) return;
+    state.ignore.push(draftRect());
+    state.draft = null;
+    schedule();
+    onIgnoreChange(state.ignore.map((r) => [...r]));
+  });
+  canvas.addEventListener("pointercancel", () => {
+    drag = null;
+    state.draft = null;
+    schedule();
+  });
   canvas.addEventListener("pointerleave", () => {
     state.hover = null;
     scheduleMarker();
@@ -377,7 +427,12 @@ export function createStage(images, result, { bNote = "" } = {}) {
   let hoverEvent = null;
   let hoverRequest = 0;
   canvas.addEventListener("pointermove", (event) => {
-    if (drag) {
+    if (state.draft) {
+      const [x, y] = pixelAt(event);
+      state.draft[2] = x;
+      state.draft[3] = y;
+      schedule();
+    } else if (drag) {
       state.tx = drag.tx + event.clientX - drag.x;
       state.ty = drag.ty + event.clientY - drag.y;
       state.fitted = false;
@@ -478,6 +533,11 @@ export function createStage(images, result, { bNote = "" } = {}) {
       schedule();
     },
     zoomToRegion,
+    /** Replace the ignored areas ([[x, y, w, h], ...] in A's pixels). */
+    setIgnore(rects) {
+      state.ignore = rects.map((r) => [...r]);
+      schedule();
+    },
     destroy() {
       document.removeEventListener("keydown", onKey);
       resize.disconnect();

@@ -40,11 +40,11 @@ __all__ = [
     "TenantDep",
     "client_address",
     "close_request_session",
+    "counting_failed_logins",
     "get_session",
     "get_tenant",
     "parse_bearer",
     "request_session",
-    "counting_failed_logins",
     "resolve_tenant",
 ]
 

@@ -212,8 +212,9 @@ def resolve_tenant(request: Request) -> Tenant:
     Raises
     ------
     Unauthorized
-        Missing, malformed, unknown or revoked key (HTTP 401); counted against the client
-        address's ``limits.failed_auth_per_minute``.
+        Missing, malformed, unknown or revoked key (HTTP 401); a presented key or session
+        cookie that fails is counted against the client address's
+        ``limits.failed_auth_per_minute`` (a request with neither is not a guess).
     TooManyFailedLogins
         The address exceeded ``limits.failed_auth_per_minute`` (HTTP 429), checked first.
     RateLimited
@@ -222,8 +223,11 @@ def resolve_tenant(request: Request) -> Tenant:
     cached: Tenant | None = getattr(request.state, "tenant", None)
     if cached is not None:
         return cached
-    with counting_failed_logins(request):
-        cookie = uses_cookie(request)  # the viewer's session (api/sessions.py), else a Bearer key
+    # Only a presented credential can be a guess: a page asking whether it is signed in (no
+    # header, no cookie) is refused without counting against its address.
+    cookie = uses_cookie(request)  # the viewer's session (api/sessions.py), else a Bearer key
+    presented = cookie or request.headers.get("authorization") is not None
+    with counting_failed_logins(request) if presented else contextlib.nullcontext():
         token = None if cookie else parse_bearer(request.headers.get("authorization"))
         session = request_session(request)
         try:

@@ -90,7 +90,9 @@ def current_session(request: Request, response: Response, tenant: TenantDep) -> 
     status_code=204,
     response_class=Response,
     summary="Sign out: end the viewer's session and clear its cookie",
-    responses=problem_responses(401, 403),
+    description="422 `invalid_request` when the request authenticates with a Bearer key: only "
+    "a cookie session can be ended.",
+    responses=problem_responses(401, 403, 422),
 )
 def delete_session(request: Request, tenant: TenantDep, session: SessionDep) -> Response:
     """End the session (CSRF-checked like every state change) and expire the cookie."""

@@ -128,3 +128,20 @@ def test_viewer_sign_in_guesses_count_too(make_api: ApiFactory, sqlite_url: str)
     assert_problem(
         api.client.get("/v1/comparisons", headers=_wrong_key()), 429, "too_many_failed_logins"
     )
+
+
+def test_requests_without_credentials_are_not_guesses(
+    make_api: ApiFactory, sqlite_url: str
+) -> None:
+    # The viewer asks GET /v1/sessions/current on every page load before anyone signed in:
+    # no key and no cookie is refused (401) but never locks the address out.
+    api = make_api(sqlite_url, failed_auth_per_minute=3)
+    for _ in range(20):
+        assert_problem(api.client.get("/v1/sessions/current"), 401, "unauthorized")
+        assert_problem(api.client.get("/v1/comparisons"), 401, "unauthorized")
+    assert api.client.get("/v1/comparisons", headers=api.auth()).status_code == 200
+    for _ in range(3):  # a presented wrong key still counts
+        assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 401
+    assert_problem(
+        api.client.get("/v1/comparisons", headers=_wrong_key()), 429, "too_many_failed_logins"
+    )

@@ -108,6 +108,11 @@ ShowProgress = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")]
+#: The engine's ``antialiasing`` option (``diffall compare`` and ``diffall batch submit``).
+Antialiasing = Annotated[
+    bool,
+    typer.Option(help="Leave anti-aliasing and resampling noise out of the changes (the default)."),
+]
 
 
 @dataclass
@@ -248,12 +253,7 @@ def submit_command(
     tolerance: Annotated[
         float | None, typer.Option(help="Noise tolerance, 0..1 of the data range (default 0.1).")
     ] = None,
-    antialiasing: Annotated[
-        bool,
-        typer.Option(
-            help="Leave anti-aliasing and resampling noise out of the changes (the default)."
-        ),
-    ] = True,
+    antialiasing: Antialiasing = True,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the batch, then gate.")] = False,
     timeout_s: Timeout = 3600.0,
     fail_under: FailUnder = None,

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffall.batch_cli import batch_app
+from diffall.batch_cli import Antialiasing, batch_app
 from diffall.cli_errors import (
     EXIT_GATE_FAILED,
     FILE_NOT_FOUND,
@@ -90,12 +90,7 @@ def compare_command(
         float | None,
         typer.Option(help="Noise tolerance as a fraction of the data range (default 0.1)."),
     ] = None,
-    antialiasing: Annotated[
-        bool,
-        typer.Option(
-            help="Leave anti-aliasing and resampling noise out of the changes (the default)."
-        ),
-    ] = True,
+    antialiasing: Antialiasing = True,
     fail_under: Annotated[
         str | None,
         typer.Option(help="Exit 1 when SSIM is below this (0.98 or 98%): a QA gate."),

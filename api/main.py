@@ -32,6 +32,7 @@ from api.routes import (
     comparisons,
     health,
     images,
+    legend,
     previews,
     problems,
     sessions,
@@ -268,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_docs(app)
     app.include_router(previews.router)
+    app.include_router(legend.router)  # the heatmap legend (SVG)
     app.include_router(sessions.router)  # the viewer's sign-in (cookie sessions)
     app.include_router(viewer.router)  # the web viewer at /, /c/{id}, /b/{id}, /viewer/*
     app.add_middleware(

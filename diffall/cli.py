@@ -82,6 +82,10 @@ def compare_command(
     heatmap: Annotated[
         Path | None, typer.Option(help="Write the heatmap PNG (A's pixel grid) here.")
     ] = None,
+    legend: Annotated[
+        Path | None,
+        typer.Option(help="Write the heatmap's legend (SVG, the tolerance marked) here."),
+    ] = None,
     ignore: Annotated[
         list[str] | None,
         typer.Option(help="Rectangle X,Y,W,H in A's pixels to leave out; repeatable."),
@@ -123,6 +127,14 @@ def compare_command(
             heatmap.write_bytes(result.heatmap_png)
         except OSError as exc:
             fail("output_unwritable", f"cannot write {heatmap}: {exc.strerror or exc}")
+    if legend is not None:
+        from core.imaging.legend import render_legend_svg
+
+        svg = render_legend_svg(result.tolerance, antialiasing=antialiasing)
+        try:
+            legend.write_text(svg, encoding="utf-8")
+        except OSError as exc:
+            fail("output_unwritable", f"cannot write {legend}: {exc.strerror or exc}")
     payload = result.to_dict()
     if as_json:
         print(json.dumps(payload, indent=2))

@@ -424,6 +424,18 @@ class DiffallClient:
         body = response.json()
         return body if isinstance(body, dict) else None
 
+    def heatmap_legend(self, *, tolerance: float = 0.1, antialiasing: bool = True) -> str:
+        """The heatmap's legend as SVG text: the colour scale with ``tolerance`` (a result's
+        ``tolerance``, fraction in [0, 1)) marked, magenta for anti-aliased pixels, grey for
+        pixels not compared."""
+        response = self._send(
+            "GET",
+            "/v1/heatmap-legend.svg",
+            params={"tolerance": tolerance, "antialiasing": str(antialiasing).lower()},
+            headers={"Accept": "image/svg+xml"},
+        )
+        return response.text
+
     def heatmap(self, comparison_id: str | uuid.UUID) -> bytes:
         """The heatmap PNG of a succeeded comparison (on A's pixel grid).
 

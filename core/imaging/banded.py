@@ -32,6 +32,7 @@ import numpy as np
 
 from core.imaging.diffmap import difference_map
 from core.imaging.heatmap import (
+    TOP_LEVEL_INDEX,
     deflate_strip,
     encode_palette_png,
     heatmap_indices,
@@ -172,7 +173,7 @@ def measure_banded(
         levels = diff[r0:r1]
         band_valid = None if valid is None else valid[r0:r1]
         if columns is not None:
-            coded = np.minimum(levels, np.uint8(254))
+            coded = np.minimum(levels, np.uint8(TOP_LEVEL_INDEX))
             coded += np.uint8(1)
             if band_valid is not None:
                 coded *= band_valid

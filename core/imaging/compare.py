@@ -98,6 +98,8 @@ class _Measurement:
     pb: np.ndarray | None = None
     heatmap_png: bytes | None = None  # already encoded (banded pass)
     preview_png: bytes | None = None
+    antialiased: np.ndarray | None = None  # bool HxW: drawn magenta on the heatmap
+    tolerance_level: int = 0
 
     @property
     def antialiased_ratio(self) -> float:
@@ -180,9 +182,21 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
         if edits is not None and verdict == "localized_edit":
             findings.append(edits)
     with timer.stage("heatmap"):
-        heatmap_png = m.heatmap_png or render_heatmap(m.diff, valid=m.valid)
+        # The banded pass encodes both PNGs on the way; anti-aliased pixels are known only
+        # after it, and then the PNGs are drawn again with them in magenta.
+        aa = m.antialiased
+        heatmap_png = (m.heatmap_png if aa is None else None) or render_heatmap(
+            m.diff, valid=m.valid, antialiased=aa
+        )
         preview_png = (
-            m.preview_png or render_preview(m.diff, valid=m.valid, max_side=opts.preview_max_side)
+            (m.preview_png if aa is None else None)
+            or render_preview(
+                m.diff,
+                valid=m.valid,
+                max_side=opts.preview_max_side,
+                antialiased=aa,
+                tolerance_level=m.tolerance_level,
+            )
             if opts.preview_max_side is not None
             else None
         )
@@ -412,6 +426,7 @@ def _measure(
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
         counted = valid
         antialiased = 0
+        noise = None
         if antialiasing:
             over = diff > threshold
             if valid is not None:
@@ -456,6 +471,8 @@ def _measure(
         pb=pb,
         heatmap_png=None if banded is None else banded.heatmap_png,
         preview_png=None if banded is None else banded.preview_png,
+        antialiased=noise if antialiased else None,
+        tolerance_level=threshold,
     )
 
 

@@ -21,13 +21,18 @@ levels almost everywhere and reads as a blue-green wash, while a pasted object d
 tens of levels and reads red, so an edit stands out against compression noise at a glance. The
 default noise tolerance (0.1, ``options.DEFAULT_TOLERANCE``) sits between green and
 yellow, above the compression-noise band. Pixels that are not compared (outside the overlap of
-the aligned images, or in an ignored rectangle) are drawn ``NEUTRAL_GREY``.
+the aligned images, or in an ignored rectangle) are drawn ``NEUTRAL_GREY``. Pixels above the
+tolerance that the anti-aliasing detector explains (edge and glyph smoothing, resampling at
+edges; ``core.imaging.noise``) are drawn ``ANTIALIAS_MAGENTA``: a colour outside the scale, so
+they read as rendering noise, not as a change. ``core.imaging.legend`` draws the legend.
 
 PNG encoding
 ------------
 The heatmap has one byte per pixel: a palette index, written as an 8-bit palette PNG (colour
 type 3), a third of the data of RGB. Index ``L`` is the colour of level ``L`` for ``L`` in
-0..254 (level 255 shares index 254: both are full red) and index 255 is ``NEUTRAL_GREY``. The
+0..253 (levels 254 and 255 share index 253: all three are full red), index 254
+(``ANTIALIAS_INDEX``) is ``ANTIALIAS_MAGENTA`` and index 255 (``GREY_INDEX``) is
+``NEUTRAL_GREY``. The
 PNG is written here directly (IHDR, PLTE, IDAT, IEND with ``zlib``) rather than through PIL or
 OpenCV because the encoder is on the hot path of every comparison. Measured on the difference
 map of a 1920x1080 photo and its quality-90 JPEG re-save (medians, 2 cores): PIL
@@ -66,8 +71,14 @@ HEATMAP_BREAKPOINTS: tuple[tuple[float, tuple[int, int, int]], ...] = (
 )
 #: Colour of pixels that are not compared (outside the overlap, or ignored), RGB.
 NEUTRAL_GREY: tuple[int, int, int] = (128, 128, 128)
-#: Palette index of ``NEUTRAL_GREY``; indices 0..254 are difference levels.
+#: Colour of anti-aliased pixels (a difference the anti-aliasing detector explains), RGB.
+ANTIALIAS_MAGENTA: tuple[int, int, int] = (255, 0, 255)
+#: Palette index of ``NEUTRAL_GREY``; indices 0..``TOP_LEVEL_INDEX`` are difference levels.
 GREY_INDEX = 255
+#: Palette index of ``ANTIALIAS_MAGENTA``.
+ANTIALIAS_INDEX = 254
+#: The last level index: levels from here to 255 share it (full red).
+TOP_LEVEL_INDEX = 253
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: zlib header for a deflate stream with a 32 KiB window, "fastest" compression level hint.
@@ -79,13 +90,16 @@ _MAX_STRIPS = 16
 
 @cache
 def _palette() -> np.ndarray:
-    levels = np.arange(255, dtype=np.float64) / 255.0
+    levels = np.arange(TOP_LEVEL_INDEX + 1, dtype=np.float64) / 255.0
     stops = np.array([d for d, _ in HEATMAP_BREAKPOINTS], dtype=np.float64)
     colours = np.array([c for _, c in HEATMAP_BREAKPOINTS], dtype=np.float64)
     palette = np.empty((256, 3), dtype=np.uint8)
     for channel in range(3):
         # np.interp holds the end values outside [0, last stop]: full red above 0.30.
-        palette[:255, channel] = np.rint(np.interp(levels, stops, colours[:, channel]))
+        palette[: TOP_LEVEL_INDEX + 1, channel] = np.rint(
+            np.interp(levels, stops, colours[:, channel])
+        )
+    palette[ANTIALIAS_INDEX] = ANTIALIAS_MAGENTA
     palette[GREY_INDEX] = NEUTRAL_GREY
     palette.setflags(write=False)
     return palette
@@ -94,13 +108,16 @@ def _palette() -> np.ndarray:
 def heatmap_palette() -> np.ndarray:
     """Return the heatmap palette as a read-only ``(256, 3)`` ``uint8`` RGB array.
 
-    Entry ``L`` (0..254) is the colour of difference level ``L`` on ``HEATMAP_BREAKPOINTS``
-    (level 255 uses entry 254, also full red); entry 255 is ``NEUTRAL_GREY``. Built once.
+    Entry ``L`` (0..253) is the colour of difference level ``L`` on ``HEATMAP_BREAKPOINTS``
+    (levels 254 and 255 use entry 253, also full red); entry 254 is ``ANTIALIAS_MAGENTA`` and
+    entry 255 ``NEUTRAL_GREY``. Built once.
     """
     return _palette()
 
 
-def heatmap_indices(diff: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+def heatmap_indices(
+    diff: np.ndarray, valid: np.ndarray | None, antialiased: np.ndarray | None = None
+) -> np.ndarray:
     """Map a difference map to palette indices.
 
     Parameters
@@ -109,22 +126,29 @@ def heatmap_indices(diff: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         ``uint8`` ``HxW`` difference levels 0..255.
     valid
         ``bool`` ``HxW``, True where a pixel is compared, or None for every pixel.
+    antialiased
+        ``bool`` ``HxW``, True where the anti-aliasing detector explains the difference, or None.
 
     Returns
     -------
     numpy.ndarray
-        New ``uint8`` ``HxW`` array: ``min(level, 254)`` where valid, 255 (grey) elsewhere.
+        New ``uint8`` ``HxW`` array: ``min(level, 253)`` where valid, 254 (magenta) where
+        anti-aliased, 255 (grey) where not compared (grey wins over magenta).
     """
     _check_diff(diff)
     # NumPy rather than cv2 here: cv2 turns a Python number into a 4-element Scalar and then
     # mis-shapes the result of a 1x1 image. Both run at memory speed.
-    indices = np.minimum(diff, np.uint8(254))
+    indices = np.minimum(diff, np.uint8(TOP_LEVEL_INDEX))
+    if antialiased is not None:
+        np.copyto(indices, np.uint8(ANTIALIAS_INDEX), where=_check_mask(antialiased, diff.shape))
     if valid is not None:
         np.copyto(indices, np.uint8(GREY_INDEX), where=~_check_mask(valid, diff.shape))
     return indices
 
 
-def render_heatmap(diff: np.ndarray, *, valid: np.ndarray | None = None) -> bytes:
+def render_heatmap(
+    diff: np.ndarray, *, valid: np.ndarray | None = None, antialiased: np.ndarray | None = None
+) -> bytes:
     """Encode the heatmap of ``diff`` as a palette PNG on A's pixel grid.
 
     Parameters
@@ -133,6 +157,8 @@ def render_heatmap(diff: np.ndarray, *, valid: np.ndarray | None = None) -> byte
         ``uint8`` ``HxW`` difference levels 0..255 (``diffmap.difference_map``).
     valid
         ``bool`` ``HxW`` compared-pixel mask, or None; other pixels are drawn grey.
+    antialiased
+        ``bool`` ``HxW`` anti-aliased-pixel mask, or None; those pixels are drawn magenta.
 
     Returns
     -------
@@ -140,18 +166,26 @@ def render_heatmap(diff: np.ndarray, *, valid: np.ndarray | None = None) -> byte
         A PNG of ``W x H`` pixels, 8-bit palette (colour type 3) with ``heatmap_palette()``,
         one byte per pixel. Deterministic: the same input always gives the same bytes.
     """
-    return encode_palette_png(heatmap_indices(diff, valid), heatmap_palette())
+    return encode_palette_png(heatmap_indices(diff, valid, antialiased), heatmap_palette())
 
 
 def render_preview(
-    diff: np.ndarray, *, valid: np.ndarray | None = None, max_side: int = 512
+    diff: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    max_side: int = 512,
+    antialiased: np.ndarray | None = None,
+    tolerance_level: int = 0,
 ) -> bytes:
     """Encode a downscaled heatmap PNG whose longest side is at most ``max_side`` pixels.
 
     The map is cut into ``f x f`` blocks, ``f = ceil(max(H, W) / max_side)`` (1 when the image
     already fits), and each block takes the largest difference level of its compared pixels, so
     a small strong edit stays visible (red) however far the image is reduced. A block is grey
-    only when none of its pixels is compared. The preview is ``ceil(W / f) x ceil(H / f)``.
+    only when none of its pixels is compared. Anti-aliased pixels count as level 0, and a block
+    holding one is magenta when no other pixel of it is above ``tolerance_level``: rendering
+    noise never hides a change, and a change never hides in magenta. The preview is
+    ``ceil(W / f) x ceil(H / f)``; with ``f = 1`` it equals ``render_heatmap``.
 
     Parameters
     ----------
@@ -161,6 +195,10 @@ def render_preview(
         ``bool`` ``HxW`` compared-pixel mask, or None for every pixel.
     max_side
         Longest side of the preview in pixels, >= 1.
+    antialiased
+        ``bool`` ``HxW`` anti-aliased-pixel mask, or None.
+    tolerance_level
+        Largest difference level (0..255) that is not a change: ``floor(tolerance * 255)``.
 
     Returns
     -------
@@ -172,15 +210,28 @@ def render_preview(
         raise ImagingError(ErrorCode.INVALID_OPTIONS, f"max_side must be >= 1, not {max_side}")
     height, width = diff.shape
     factor = max(1, math.ceil(max(height, width) / max_side))
-    # Code each pixel as level + 1 (1..255) where compared and 0 where not: the block maximum
+    if factor == 1:
+        return render_heatmap(diff, valid=valid, antialiased=antialiased)
+    # Code each pixel as level + 1 (1..254) where compared and 0 where not: the block maximum
     # then carries both the largest compared level and whether any pixel was compared.
-    coded = np.minimum(diff, np.uint8(254))
+    coded = np.minimum(diff, np.uint8(TOP_LEVEL_INDEX))
     coded += np.uint8(1)
+    aa = None if antialiased is None else _check_mask(antialiased, diff.shape)
+    if aa is not None:
+        np.copyto(coded, np.uint8(1), where=aa)  # level 0: noise, not a change
     if valid is not None:
         coded *= _check_mask(valid, diff.shape)
-    if factor > 1:
-        coded = _block_max(coded, factor)
+    coded = _block_max(coded, factor)
     indices = coded - np.uint8(1)  # uint8 wrap-around: 0 (nothing compared) becomes 255, grey
+    if aa is not None:
+        if valid is not None:
+            aa = aa & _check_mask(valid, diff.shape)
+        aa_blocks = _block_max(aa.view(np.uint8), factor).astype(bool)
+        np.copyto(
+            indices,
+            np.uint8(ANTIALIAS_INDEX),
+            where=aa_blocks & (indices <= np.uint8(min(max(tolerance_level, 0), 253))),
+        )
     return encode_palette_png(indices, heatmap_palette())
 
 

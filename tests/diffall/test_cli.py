@@ -49,6 +49,18 @@ def test_human_output_and_heatmap(pair: tuple[Path, Path], tmp_path: Path) -> No
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_legend_written_with_the_tolerance_marked(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    pa, pb = pair
+    out = tmp_path / "legend.svg"
+    argv = ["compare", str(pa), str(pb), "--tolerance", "0.2", "--legend", str(out)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    svg = out.read_text(encoding="utf-8")
+    assert svg.startswith("<svg ") and "tolerance 20 % (51.0 levels)" in svg
+    missing = runner.invoke(app, [*argv[:-1], str(tmp_path / "no" / "dir.svg")])
+    assert missing.exit_code == 2 and "output_unwritable" in missing.output
+
+
 def test_fail_under_gate(pair: tuple[Path, Path]) -> None:
     pa, pb = pair
     assert runner.invoke(app, ["compare", str(pa), str(pb), "--fail-under", "99.9%"]).exit_code == 1

@@ -66,6 +66,21 @@ def test_other_font_smoothing_is_antialiasing_not_change() -> None:
     assert off.changed_pixels == d["changed_pixels"] + d["antialiased_pixels"]
 
 
+def test_antialiased_pixels_are_drawn_magenta_on_the_heatmap() -> None:
+    a = _page(LINES, Image.Resampling.LANCZOS)
+    b = _page(LINES, Image.Resampling.HAMMING)
+    on = compare(png(a), png(b), CompareOptions(preview_max_side=64))
+    with Image.open(io.BytesIO(on.heatmap_png)) as image:
+        indices = np.asarray(image)
+    # Exactly the pixels the detector counted take the anti-aliasing colour (palette index 254).
+    assert int(np.count_nonzero(indices == 254)) == on.antialiased_pixels > 0
+    with Image.open(io.BytesIO(on.preview_png)) as image:
+        assert (np.asarray(image.convert("RGB")) == (255, 0, 255)).all(axis=-1).any()
+    off = compare(png(a), png(b), CompareOptions(antialiasing=False, preview_max_side=None))
+    with Image.open(io.BytesIO(off.heatmap_png)) as image:
+        assert not (np.asarray(image) == 254).any()
+
+
 def test_one_word_changed_on_a_page_is_found_despite_smoothing_noise() -> None:
     a = _page(LINES, Image.Resampling.LANCZOS)
     edited = [LINES[0], "Billing receipt export", LINES[2]]

@@ -17,6 +17,7 @@ from skimage.measure import block_reduce
 from core.imaging import heatmap, parallel
 from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.heatmap import (
+    ANTIALIAS_MAGENTA,
     HEATMAP_BREAKPOINTS,
     NEUTRAL_GREY,
     heatmap_indices,
@@ -77,11 +78,13 @@ def test_palette_shape_ends_and_grey() -> None:
     palette = heatmap_palette()
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     assert tuple(palette[0]) == BLUE
-    assert tuple(palette[254]) == RED
+    assert tuple(palette[253]) == RED
+    assert tuple(palette[254]) == ANTIALIAS_MAGENTA
     assert tuple(palette[255]) == NEUTRAL_GREY
-    # Only an identical pixel is pure blue, and grey is never the colour of a difference level.
-    assert not (palette[1:255] == BLUE).all(axis=1).any()
-    assert not (palette[:255] == NEUTRAL_GREY).all(axis=1).any()
+    # Only an identical pixel is pure blue; grey and magenta are never a difference level's.
+    assert not (palette[1:254] == BLUE).all(axis=1).any()
+    assert not (palette[:254] == NEUTRAL_GREY).all(axis=1).any()
+    assert not (palette[:254] == ANTIALIAS_MAGENTA).all(axis=1).any()
     # Built once; callers cannot change the cached table.
     assert heatmap_palette() is palette
     assert not palette.flags.writeable
@@ -93,20 +96,20 @@ def test_palette_follows_the_breakpoints() -> None:
     assert HEATMAP_BREAKPOINTS[-1][1] == RED
     for d, colour in HEATMAP_BREAKPOINTS:
         level = d * 255
-        lo, hi = int(np.floor(level)), min(int(np.ceil(level)), 254)
+        lo, hi = int(np.floor(level)), min(int(np.ceil(level)), 253)
         # The breakpoint colour lies between the two palette entries around it.
         for channel in range(3):
             low, high = sorted((palette[lo, channel], palette[hi, channel]))
             assert low - 1 <= colour[channel] <= high + 1
     top = int(np.ceil(HEATMAP_BREAKPOINTS[-1][0] * 255))
-    assert (palette[top:255] == RED).all()
+    assert (palette[top:254] == RED).all()
     # Compression noise of a few levels is blue-green, a pasted object (level >= 80) is red.
     assert palette[3, 2] > palette[3, 0] and palette[10, 1] > 150 and palette[10, 0] == 0
     assert tuple(palette[80]) == RED
 
 
 def test_palette_progresses_monotonically_from_blue_to_red() -> None:
-    palette = heatmap_palette()[:255].astype(np.int64)
+    palette = heatmap_palette()[:254].astype(np.int64)
     # Red never falls and blue never rises as the difference grows ...
     assert (np.diff(palette[:, 0]) >= 0).all()
     assert (np.diff(palette[:, 2]) <= 0).all()
@@ -122,11 +125,20 @@ def test_palette_progresses_monotonically_from_blue_to_red() -> None:
 def test_indices_clamp_255_and_mark_invalid_grey() -> None:
     diff = np.array([[0, 1, 254, 255], [7, 8, 9, 10]], dtype=np.uint8)
     valid = np.array([[True, True, True, True], [True, False, True, False]])
-    np.testing.assert_array_equal(heatmap_indices(diff, None), [[0, 1, 254, 254], [7, 8, 9, 10]])
+    np.testing.assert_array_equal(heatmap_indices(diff, None), [[0, 1, 253, 253], [7, 8, 9, 10]])
     np.testing.assert_array_equal(
-        heatmap_indices(diff, valid), [[0, 1, 254, 254], [7, 255, 9, 255]]
+        heatmap_indices(diff, valid), [[0, 1, 253, 253], [7, 255, 9, 255]]
     )
     np.testing.assert_array_equal(diff, [[0, 1, 254, 255], [7, 8, 9, 10]])  # input untouched
+
+
+def test_antialiased_pixels_are_magenta_and_grey_wins() -> None:
+    diff = np.array([[0, 40, 200, 30]], dtype=np.uint8)
+    valid = np.array([[True, True, True, False]])
+    aa = np.array([[False, True, False, True]])
+    np.testing.assert_array_equal(heatmap_indices(diff, valid, aa), [[0, 254, 200, 255]])
+    _, rgb = _decode_pil(render_heatmap(diff, valid=valid, antialiased=aa))
+    assert [tuple(p) for p in rgb[0]] == [BLUE, ANTIALIAS_MAGENTA, RED, NEUTRAL_GREY]
 
 
 # --- the PNG ------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def test_png_decodes_to_the_right_colours_in_pil_and_opencv(
         return deflate(part)
 
     monkeypatch.setattr(heatmap, "_deflate_strip", recording)
-    expected_indices = np.minimum(diff, 254)
+    expected_indices = np.minimum(diff, 253)
     expected_indices[~valid] = 255
     expected_rgb = heatmap_palette()[expected_indices]
     png = render_heatmap(diff, valid=valid)
@@ -178,7 +190,7 @@ def test_png_round_trips_any_size(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(4)
     diff = rng.integers(0, 256, shape, dtype=np.uint8)
     valid = rng.random(shape) < 0.9
-    expected = np.where(valid, np.minimum(diff, 254), 255)
+    expected = np.where(valid, np.minimum(diff, 253), 255)
     indices, _ = _decode_pil(render_heatmap(diff, valid=valid))
     np.testing.assert_array_equal(indices, expected)
     preview, _ = _decode_pil(render_preview(diff, valid=valid, max_side=16))
@@ -257,7 +269,7 @@ def test_preview_size_respects_max_side(
     # Block maximum, pinned against scikit-image's block_reduce (zero padding at the edges).
     factor = -(-max(shape) // max_side)
     reference = block_reduce(diff, (factor, factor), np.max, cval=0)
-    np.testing.assert_array_equal(indices, np.minimum(reference, 254))
+    np.testing.assert_array_equal(indices, np.minimum(reference, 253))
 
 
 def test_preview_is_grey_only_where_a_block_is_entirely_invalid() -> None:
@@ -276,10 +288,26 @@ def test_preview_is_grey_only_where_a_block_is_entirely_invalid() -> None:
     masked = np.where(valid, diff, 0)
     reference = block_reduce(masked, (2, 2), np.max)
     any_valid = block_reduce(valid, (2, 2), np.any)
-    np.testing.assert_array_equal(indices, np.where(any_valid, np.minimum(reference, 254), 255))
+    np.testing.assert_array_equal(indices, np.where(any_valid, np.minimum(reference, 253), 255))
 
 
 def test_preview_of_an_image_that_fits_is_the_heatmap() -> None:
     diff, valid = _known_diff()
     diff, valid = diff[:300, :500], valid[:300, :500]
     assert render_preview(diff, valid=valid, max_side=512) == render_heatmap(diff, valid=valid)
+
+
+def test_preview_shows_antialiasing_only_where_no_change_is_in_the_block() -> None:
+    diff = np.full((64, 64), 2, dtype=np.uint8)  # faint noise, below a tolerance of 25 levels
+    aa = np.zeros(diff.shape, dtype=bool)
+    diff[0:8, 0:8], aa[0:8, 0:8] = 120, True  # block (0, 0): only smoothed edges
+    diff[8:16, 8:16], aa[8:16, 8:16] = 120, True  # block (1, 1): smoothed edges ...
+    diff[12, 12], aa[12, 12] = 200, False  # ... and one real change
+    indices, rgb = _decode_pil(render_preview(diff, max_side=8, antialiased=aa, tolerance_level=25))
+    assert indices.shape == (8, 8)
+    assert tuple(rgb[0, 0]) == ANTIALIAS_MAGENTA
+    assert tuple(rgb[1, 1]) == RED  # the change is never hidden in magenta
+    assert (indices[2:, 2:] == 2).all()  # noise-only blocks keep their level
+    # With nothing reduced, the preview is the full heatmap, magenta included.
+    full = render_preview(diff, max_side=64, antialiased=aa, tolerance_level=25)
+    assert full == render_heatmap(diff, antialiased=aa)

@@ -41,6 +41,8 @@ edit_moved        an edit, then a JPEG re-encode or a warp       localized_edit
 unrelated         another source altogether                      different
 ui_word           (UI / document) one word changed               localized_edit
 antialias         (UI / document) the same page, other smoothing identical
+web_antialias     (Chromium-rendered page) other text rendering  identical
+web_word          (Chromium-rendered page) one word changed      localized_edit
 ================  =============================================  ===========================
 """
 
@@ -57,6 +59,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data as skdata
+
+from bench.chromium_pages import WEB_SOURCES, noise_variants, web_pages
 
 #: Longer side of every source image, in px.
 SIDE = 384
@@ -116,8 +120,8 @@ class Pair:
 
 
 def split_of(source: str) -> str:
-    """``"tune"`` or ``"held_out"``: alternate over the sorted photo and UI sources."""
-    for group in (PHOTO_SOURCES, UI_SOURCES):
+    """``"tune"`` or ``"held_out"``: alternate over the sorted photo, UI and web sources."""
+    for group in (PHOTO_SOURCES, UI_SOURCES, WEB_SOURCES):
         if source in group:
             return "tune" if sorted(group).index(source) % 2 == 0 else "held_out"
     raise KeyError(source)
@@ -713,11 +717,49 @@ def _page_pairs(name: str) -> Iterator[Pair]:
     yield pair("unrelated", render_page(others[int(rng.integers(len(others)))]), DIFFERENT)
 
 
+def _web_pairs(name: str, renders: dict[str, np.ndarray]) -> Iterator[Pair]:
+    """Pairs of one Chromium-rendered page (``bench.chromium_pages``)."""
+    a = renders["a"]
+    pa = png(a)
+
+    def pair(category: str, b: np.ndarray, accept: tuple[str, ...], **kw: object) -> Pair:
+        variant = kw.pop("variant")
+        return Pair(
+            name=f"{name}/{category}/{variant}",
+            source=name,
+            category=category,
+            a=pa,
+            b=png(b),
+            accept=accept,
+            accept_pixel=accept,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    for variant in noise_variants():
+        b = renders[variant]
+        if not np.array_equal(a, b):
+            yield pair("web_antialias", b, IDENTICAL, causes=("antialias",), variant=variant)
+    for variant, truth in (("word0", "word0"), ("word1", "word1"), ("word1_offset", "word1")):
+        box = _changed_box(a, renders[truth])
+        if box is not None:
+            causes = ("edit", "antialias") if variant != truth else ("edit",)
+            yield pair(
+                "web_word", renders[variant], LOCAL, boxes=(box,), causes=causes, variant=variant
+            )
+
+
 def build_corpus(sources: tuple[str, ...] | None = None) -> list[Pair]:
-    """Every pair of the corpus (or of the named sources), in a fixed order."""
-    chosen = sources or PHOTO_SOURCES + UI_SOURCES
+    """Every pair of the corpus (or of the named sources), in a fixed order. The web sources
+    need Debian's Chromium (``bench.chromium_pages``)."""
+    chosen = sources or PHOTO_SOURCES + UI_SOURCES + WEB_SOURCES
+    web = tuple(name for name in chosen if name in WEB_SOURCES)
+    renders = web_pages(web) if web else {}  # one browser launch per setup for all of them
     pairs: list[Pair] = []
     for name in chosen:
-        maker = _page_pairs if name in UI_SOURCES else _photo_pairs
-        pairs.extend(maker(name))
+        if name in WEB_SOURCES:
+            pairs.extend(_web_pairs(name, renders[name]))
+        elif name in UI_SOURCES:
+            pairs.extend(_page_pairs(name))
+        else:
+            pairs.extend(_photo_pairs(name))
     return pairs

@@ -17,7 +17,15 @@ import pytest
 from PIL import Image
 
 from bench import bench_verdict as bv
-from bench.verdict_corpus import PHOTO_SOURCES, UI_SOURCES, Pair, build_corpus, split_of
+from bench.chromium_pages import render_html
+from bench.verdict_corpus import (
+    PHOTO_SOURCES,
+    UI_SOURCES,
+    WEB_SOURCES,
+    Pair,
+    build_corpus,
+    split_of,
+)
 from core.imaging.result import VERDICTS
 
 TINY = ("text", "ui1")
@@ -45,11 +53,32 @@ def test_corpus_is_deterministic_and_labelled() -> None:
 
 
 def test_split_keeps_every_source_in_one_half() -> None:
-    for group in (PHOTO_SOURCES, UI_SOURCES):
+    for group in (PHOTO_SOURCES, UI_SOURCES, WEB_SOURCES):
         halves = {split_of(s) for s in group}
         assert halves == {"tune", "held_out"}
     with pytest.raises(KeyError):
         split_of("nope")
+
+
+def test_browser_rendered_pages_are_labelled_noise_and_word_edits() -> None:
+    pairs = build_corpus(("web0",))
+    by_category: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_category.setdefault(pair.category, []).append(pair)
+    assert set(by_category) == {"web_antialias", "web_word"}
+    for pair in by_category["web_antialias"]:
+        assert pair.accept == ("identical",) and not pair.boxes and pair.a != pair.b
+    for pair in by_category["web_word"]:
+        assert pair.accept == ("localized_edit",) and len(pair.boxes) == 1
+        (x, y, w, h) = pair.boxes[0]
+        a = np.asarray(Image.open(io.BytesIO(pair.a)).convert("RGB")).astype(int)
+        b = np.asarray(Image.open(io.BytesIO(pair.b)).convert("RGB")).astype(int)
+        inside = np.abs(a - b)[y : y + h, x : x + w].max()
+        assert inside > 25  # the edited word differs inside its box
+    # Chromium renders the same document to the same pixels, run after run.
+    document = "<p style='font: 14px serif'>Billing invoice export</p>"
+    first, second = render_html([document], "offset"), render_html([document], "offset")
+    assert np.array_equal(first[0], second[0]) and first[0].shape == (320, 480, 3)
 
 
 def test_box_scores() -> None:

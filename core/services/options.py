@@ -135,6 +135,10 @@ class ComparisonOptions(BaseModel):
 OPTION_KEYS: Final = frozenset(ComparisonOptions.model_fields)
 
 
+#: Pydantic error types of a rectangle that does not have four values.
+_NOT_FOUR: Final = frozenset({"missing", "too_long", "tuple_type"})
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -154,15 +158,20 @@ def _message(exc: ValidationError) -> str:
             f"accepted: {', '.join(sorted(OPTION_KEYS))}"
         )
     for error in exc.errors(include_url=False):
-        if error["type"] != "extra_forbidden":
+        loc = tuple(error["loc"])
+        if loc == ("ignore",) and error["type"] == "tuple_type":
+            parts.append("ignore: a list of [x, y, width, height] rectangles is expected")
+        elif loc[:1] == ("ignore",) and len(loc) >= 2 and error["type"] in _NOT_FOUR:
+            parts.append(f"{_where(loc[:2])}: a rectangle is four integers [x, y, width, height]")
+        elif error["type"] != "extra_forbidden":
             got = error.get("input")
             shown = (
                 f", not {got!r}"
                 if isinstance(got, str | int | float) and len(repr(got)) < 40
                 else ""
             )
-            parts.append(f"{_where(tuple(error['loc']))}: {error['msg']}{shown}")
-    return "; ".join(parts)
+            parts.append(f"{_where(loc)}: {error['msg']}{shown}")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def parse_options(options: Any) -> ComparisonOptions:

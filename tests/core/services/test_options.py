@@ -31,6 +31,8 @@ from core.services.options import (
         ({"tolerance": "0.1"}, "tolerance: Input should be a valid number, not '0.1'"),
         ({"antialiasing": 0}, "antialiasing: Input should be a valid boolean, not 0"),
         ({"ignore": [[0, 0, 0, 5]]}, "ignore[0][2]: Input should be greater than or equal to 1"),
+        ({"ignore": [[0, 0, 1]]}, "ignore[0]: a rectangle is four integers [x, y, width, height]"),
+        ({"ignore": "0,0,1,1"}, "ignore: a list of [x, y, width, height] rectangles is expected"),
         ([], "options must be a JSON object"),
     ],
 )

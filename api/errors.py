@@ -10,8 +10,9 @@ error's ``details``). ``code`` is stable and machine-readable; ``detail`` is one
 a stack trace never appears in a body (unexpected errors are logged, and answered with
 ``internal_error``).
 
-Services raise :class:`core.services.errors.ServiceError` subclasses, storage raises
-:class:`core.storage.StorageError`, FastAPI raises ``RequestValidationError`` and Starlette
+Services raise :class:`core.services.errors.ServiceError` subclasses (a database, storage or
+secret-box error that escaped them is translated by ``core.services.translate``: this module
+names no lower layer), FastAPI raises ``RequestValidationError`` and Starlette
 ``HTTPException``: :func:`problem_for_exception` maps each of them, :func:`install_error_handlers`
 registers the mapping on the app, and the request middleware answers anything else with
 :func:`internal_error_response`.
@@ -28,10 +29,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.db.secretbox import SecretDecryptionError
 from core.imaging.errors import ErrorCode
 from core.services.errors import (
     Conflict,
@@ -47,7 +46,7 @@ from core.services.errors import (
     Unauthorized,
     Unavailable,
 )
-from core.storage import ObjectNotFound, StorageUnavailable
+from core.services.translate import TRANSLATED, as_service_error
 
 __all__ = [
     "CODE_STATUS",
@@ -303,6 +302,9 @@ def problem_for_exception(exc: BaseException) -> ApiProblem | None:
     ApiProblem or None
         The problem to answer with, or None when ``exc`` is a bug (answer 500, log it).
     """
+    translated = as_service_error(exc)  # a database, storage or secret-box error: the services'
+    if translated is not None:
+        exc = translated
     if isinstance(exc, ServiceError):
         status, headers = _service_status(exc)
         extras = {k: v for k, v in exc.details.items() if k not in _RESERVED}
@@ -324,30 +326,6 @@ def problem_for_exception(exc: BaseException) -> ApiProblem | None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such resource"
         return ApiProblem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
-    if isinstance(exc, StorageUnavailable):
-        return ApiProblem(
-            503,
-            "storage_unavailable",
-            "object storage is unavailable; retry later",
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
-        )
-    if isinstance(exc, ObjectNotFound):
-        return ApiProblem(404, "not_found", "the stored object does not exist")
-    if isinstance(exc, SecretDecryptionError):  # the server's keys, not the request
-        log.error("api.secret_undecryptable", code=exc.code)
-        return ApiProblem(
-            500,
-            exc.code,
-            "a stored webhook signing secret cannot be decrypted with the configured keys "
-            "(DIFFALL_WEBHOOKS__SECRET_KEYS); the operator has been told in the log",
-        )
-    if isinstance(exc, OperationalError | InterfaceError):
-        return ApiProblem(
-            503,
-            "database_unavailable",
-            "the database is unavailable; retry later",
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
-        )
     return None
 
 
@@ -456,10 +434,6 @@ def install_error_handlers(app: FastAPI) -> None:
         ServiceError,
         RequestValidationError,
         StarletteHTTPException,
-        StorageUnavailable,
-        ObjectNotFound,
-        SecretDecryptionError,
-        OperationalError,
-        InterfaceError,
+        *TRANSLATED,
     ):
         app.add_exception_handler(exc_type, _handle)

@@ -11,8 +11,16 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema, core_schema
 
 from core.db.models import (
     Batch,
@@ -28,6 +36,7 @@ from core.db.models import (
 )
 from core.services.batches import BatchSummary, ItemOutcome
 from core.services.images import PresignedUpload
+from core.services.options import ComparisonOptions
 from core.services.webhooks import SUBSCRIBABLE_EVENTS, DeliveryView, webhook_id
 
 __all__ = [
@@ -59,11 +68,8 @@ ENDPOINT_DESCRIPTION = "Your note about the endpoint, at most 500 characters (no
 MAX_URL_LENGTH = 2048
 
 OPTIONS_DESCRIPTION = (
-    "Engine options: `mode` (`auto` | `pixel` | `align`), `ignore` ([[x, y, w, h], ...] in A's "
-    "pixels), `tolerance` (0..1 of the data range), `antialiasing` (true, the default: "
-    "anti-aliasing and resampling noise is not counted as a change), `fail_under` (SSIM "
-    "threshold 0..1). "
-    "Validated by the service (422 `invalid_options`)."
+    "Engine options (every field optional; see `ComparisonOptions`). Validated by the service: "
+    "422 `invalid_request` for a comparison, an `invalid_options` item error in a batch."
 )
 METADATA_DESCRIPTION = "Your own JSON object (a reference, a build number), echoed back as is."
 
@@ -76,6 +82,29 @@ def _check_url(value: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an absolute http(s) URL")
     return value
+
+
+class _OptionsObject:
+    """Request ``options``: any JSON object here, documented as :class:`ComparisonOptions`.
+
+    The service validates it with that model (``core.services.options.parse_options``): a
+    bad comparison is refused with 422 ``invalid_request``, a bad batch item gets its own
+    ``invalid_options`` error without sinking the batch.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(ComparisonOptions.__pydantic_core_schema__)
+
+
+#: A request's ``options`` object (documented by the model, validated by the service).
+OptionsIn = Annotated[dict[str, Any], _OptionsObject]
 
 
 class _Model(BaseModel):
@@ -213,7 +242,7 @@ class ComparisonCreate(_In):
 
     a: uuid.UUID = Field(description="Image A (the reference): an id from `POST /v1/images`.")
     b: uuid.UUID = Field(description="Image B (the candidate).")
-    options: dict[str, Any] | None = Field(default=None, description=OPTIONS_DESCRIPTION)
+    options: OptionsIn | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
     webhook_url: str | None = Field(
         default=None, max_length=MAX_URL_LENGTH, description="Called when the job is final."
@@ -255,7 +284,7 @@ class ComparisonOut(_Model):
         description="Times a worker ran the job (>= 0); a run given back because the database "
         "or storage was unavailable is not counted."
     )
-    options: dict[str, Any]
+    options: ComparisonOptions = Field(description="The options, defaults filled in.")
     metadata: dict[str, Any] | None
     webhook_url: str | None
     batch_id: uuid.UUID | None
@@ -299,7 +328,7 @@ class ComparisonOut(_Model):
             started_at=comparison.started_at,
             finished_at=comparison.finished_at,
             attempts=comparison.attempt,
-            options=comparison.options or {},
+            options=ComparisonOptions.from_stored(comparison.options),
             metadata=comparison.client_metadata,
             webhook_url=comparison.webhook_url,
             batch_id=comparison.batch_id,
@@ -329,7 +358,7 @@ class BatchItemIn(_In):
 
     a: uuid.UUID
     b: uuid.UUID
-    options: dict[str, Any] | None = Field(default=None, description=OPTIONS_DESCRIPTION)
+    options: OptionsIn | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
 
 

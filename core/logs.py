@@ -41,6 +41,7 @@ ROUTINE_LOGGERS: Final = frozenset(
         "celery.worker.strategy",  # "Task ... received"
         "celery.app.trace",  # "Task ... succeeded in ..."
         "celery.beat",  # "Scheduler: Sending due task ..."
+        "alembic.runtime.plugins",  # "setup plugin ..." (diffall serve migrates at start)
     }
 )
 #: Event keys never rendered (their values may be headers, bodies or credentials).

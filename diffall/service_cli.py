@@ -567,9 +567,11 @@ def serve_command(
     """
     from core.config import ensure_broker_folders
     from core.db.session import dispose_engine
+    from core.logs import configure_logging
     from core.services import tasknames
 
     settings = _load_settings()
+    configure_logging()  # the supervisor's own log lines: the children's format, redacted
     processes = workers if workers is not None else settings.worker.processes
     url = settings.database_url_resolved
     embedded = _is_sqlite(url)

@@ -3,6 +3,7 @@
 The app comes from :func:`core.services.jobqueue.make_celery_app` (the same configuration the
 API produces with); this module adds what only the worker needs:
 
+- the beat schedule (``worker.schedule``: sweeper, recovery, webhook dispatcher, upload sweep);
 - the task module (``worker.tasks``, registered under the names of
   ``core.services.tasknames``);
 - per-process resources (database engine, object store, job queue), created lazily in each
@@ -37,17 +38,11 @@ from core import logs
 from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
 from core.services.factories import store_from_settings
-from core.services.jobqueue import (
-    QUEUE_PRIORITY,
-    CeleryDeliveryQueue,
-    CeleryJobQueue,
-    make_celery_app,
-)
-from core.services.tasknames import QUEUE_MAINTENANCE, SWEEP_UPLOADS, WEBHOOK_DISPATCH
-from core.services.upload_sweep import UPLOAD_SWEEP_INTERVAL_S
+from core.services.jobqueue import CeleryDeliveryQueue, CeleryJobQueue, make_celery_app
 from core.services.webhook_delivery import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
+from worker.schedule import beat_schedule, beat_schedule_filename
 
 #: Environment variable naming the file a worker or beat creates once it is up (diffall serve).
 READY_FILE_ENV = "DIFFALL_SERVE_READY_FILE"
@@ -68,30 +63,9 @@ __all__ = [
 settings: Settings = get_settings()
 app = make_celery_app(settings)
 app.conf.include = ["worker.tasks"]
-# The webhook dispatcher runs next to the sweeper, every webhooks.dispatch_interval_s seconds.
-app.conf.beat_schedule = {
-    **app.conf.beat_schedule,
-    "diffall-webhooks-dispatch": {
-        "task": WEBHOOK_DISPATCH,
-        "schedule": float(settings.webhooks.dispatch_interval_s),
-        "options": {
-            "queue": QUEUE_MAINTENANCE,
-            "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-            # A pass that waited longer than one interval is superseded by the next.
-            "expires": float(settings.webhooks.dispatch_interval_s),
-        },
-    },
-    # Abandoned presigned uploads (core.services.upload_sweep), hourly.
-    "diffall-uploads-sweep": {
-        "task": SWEEP_UPLOADS,
-        "schedule": UPLOAD_SWEEP_INTERVAL_S,
-        "options": {
-            "queue": QUEUE_MAINTENANCE,
-            "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-            "expires": UPLOAD_SWEEP_INTERVAL_S,
-        },
-    },
-}
+# Every periodic task (sweeper, recovery, webhook dispatcher, upload sweep): worker.schedule.
+app.conf.beat_schedule = beat_schedule(settings)
+app.conf.beat_schedule_filename = beat_schedule_filename(settings)
 
 _lock = threading.Lock()
 _store: ObjectStore | None = None

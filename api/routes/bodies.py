@@ -383,7 +383,10 @@ COMPARISON_REQUEST_BODY: Final[dict[str, Any]] = {
                     "properties": {
                         "a": {**_FILE_OR_ID, "description": "Image A: a file or an image id."},
                         "b": {**_FILE_OR_ID, "description": "Image B: a file or an image id."},
-                        "options": {"type": "string", "description": "JSON object of options."},
+                        "options": {
+                            "type": "string",
+                            "description": "JSON text of a `ComparisonOptions` object.",
+                        },
                         "metadata": {"type": "string", "description": "JSON object, echoed."},
                         "webhook_url": {"type": "string", "format": "uri"},
                     },

@@ -25,7 +25,6 @@ from core.db.models import (
 from core.imaging import VERDICTS
 from core.services import lifecycle
 from core.services._common import map_db_errors, validate_metadata, validate_webhook_url
-from core.services.comparisons import validate_options
 from core.services.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -35,6 +34,7 @@ from core.services.errors import (
 )
 from core.services.jobqueue import BatchJobQueue, BulkJobQueue, JobQueue
 from core.services.lifecycle import mark_unsent
+from core.services.options import validate_options
 from core.services.webhooks_ssrf import IPNetwork
 
 __all__ = [

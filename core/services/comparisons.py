@@ -9,7 +9,6 @@ only while its attempt still holds (``UPDATE ... WHERE id = ? AND attempt = ? AN
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ from core.db.models import (
     ImageStatus,
     utcnow,
 )
-from core.imaging import CompareOptions, ImagingError, compare
-from core.imaging.options import DEFAULT_TOLERANCE
+from core.imaging import ImagingError, compare
 from core.services import lifecycle, previews
 from core.services._common import (
     cut_page,
@@ -53,6 +51,7 @@ from core.services.errors import (
 from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
 from core.services.lifecycle import AfterCommit, Claim, mark_unsent
+from core.services.options import ComparisonOptions, engine_options, parse_options
 from core.services.webhooks import DeliveryClaim
 from core.services.webhooks_ssrf import IPNetwork
 from core.storage import ObjectNotFound, ObjectStore
@@ -60,26 +59,18 @@ from core.storage import ObjectNotFound, ObjectStore
 __all__ = [
     "DEFAULT_LEASE_S",
     "HEATMAP_KEY",
-    "MAX_IGNORE_RECTS",
-    "OPTION_KEYS",
     "Page",
     "create_comparison",
     "delete_comparison",
-    "engine_options",
     "get_comparison",
     "list_comparisons",
     "run_comparison",
-    "validate_options",
 ]
 
 log = structlog.get_logger(__name__)
 
 #: Storage key of a comparison's heatmap (deterministic, so a re-run overwrites it).
 HEATMAP_KEY = "heatmaps/{comparison_id}.png"
-#: The options a client may set.
-OPTION_KEYS = frozenset({"mode", "ignore", "tolerance", "antialiasing", "fail_under"})
-#: Most ignore rectangles in one comparison.
-MAX_IGNORE_RECTS = 1000
 #: Lease of a claimed job when the caller gives none, in seconds (the default
 #: ``worker.stale_running_after_s``: hard time limit 150 s + 30 s).
 DEFAULT_LEASE_S = 180.0
@@ -91,127 +82,11 @@ IMAGE_MISSING = "image_missing"
 TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 INTERNAL_ERROR = "internal_error"
 
-_MODES = ("auto", "pixel", "align")
 _T = TypeVar("_T")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
-
-
-def validate_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Check client options (mode, ignore [[x, y, w, h], ...], tolerance, antialiasing,
-    fail_under) and return
-    them normalised; raise ``InvalidRequest`` with a clear message otherwise.
-
-    Parameters
-    ----------
-    options
-        ``mode``: ``"auto"`` (default), ``"pixel"`` or ``"align"``; ``ignore``: up to 1000
-        rectangles ``[x, y, width, height]`` of integers in A's pixel coordinates (width and
-        height > 0; parts outside the image are clipped by the engine); ``tolerance``: noise
-        tolerance in [0, 1) as a fraction of the data range (default 0.1, 25.5 of 255 levels);
-        ``antialiasing``: true (default) to leave anti-aliasing and resampling noise out of
-        ``changed_ratio`` and the regions, false to count every pixel over the tolerance;
-        ``fail_under``:
-        an SSIM threshold in [0, 1] (or null) stored for the client's pass/fail gate, not used
-        by the engine. Unknown keys are refused.
-
-    Returns
-    -------
-    dict
-        ``{"mode": str, "ignore": [[x, y, w, h], ...], "tolerance": float,
-        "antialiasing": bool, "fail_under": float | None}``, every key present; what is
-        stored with the comparison and mapped onto ``core.imaging.CompareOptions`` by
-        :func:`engine_options`.
-    """
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise InvalidRequest("options must be a JSON object")
-    unknown = sorted(set(options) - OPTION_KEYS)
-    if unknown:
-        raise InvalidRequest(
-            f"unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(sorted(OPTION_KEYS))}"
-        )
-    mode = options.get("mode", "auto")
-    if mode is None:
-        mode = "auto"
-    if mode not in _MODES:
-        raise InvalidRequest(f"mode must be one of {', '.join(_MODES)}, not {mode!r}")
-    tolerance = options.get("tolerance", DEFAULT_TOLERANCE)
-    if tolerance is None:
-        tolerance = DEFAULT_TOLERANCE
-    if not _is_number(tolerance) or not 0.0 <= tolerance < 1.0:
-        raise InvalidRequest(f"tolerance must be a number in [0, 1), not {tolerance!r}")
-    antialiasing = options.get("antialiasing", True)
-    if antialiasing is None:
-        antialiasing = True
-    if not isinstance(antialiasing, bool):
-        raise InvalidRequest(f"antialiasing must be true or false, not {antialiasing!r}")
-    fail_under = options.get("fail_under")
-    if fail_under is not None and (not _is_number(fail_under) or not 0.0 <= fail_under <= 1.0):
-        raise InvalidRequest(f"fail_under must be a number in [0, 1], not {fail_under!r}")
-    ignore_in = options.get("ignore", [])
-    if ignore_in is None:
-        ignore_in = []
-    if not isinstance(ignore_in, list | tuple):
-        raise InvalidRequest("ignore must be a list of [x, y, width, height] rectangles")
-    if len(ignore_in) > MAX_IGNORE_RECTS:
-        raise InvalidRequest(f"at most {MAX_IGNORE_RECTS} ignore rectangles are accepted")
-    ignore: list[list[int]] = []
-    for index, rect in enumerate(ignore_in):
-        if (
-            not isinstance(rect, list | tuple)
-            or len(rect) != 4
-            or not all(_is_int(v) for v in rect)
-        ):
-            raise InvalidRequest(
-                f"ignore[{index}] must be four integers [x, y, width, height], got {rect!r}"
-            )
-        x, y, w, h = (int(v) for v in rect)
-        if w <= 0 or h <= 0:
-            raise InvalidRequest(f"ignore[{index}] has no area: width and height must be > 0")
-        if max(abs(x), abs(y), w, h) > 10**9:
-            raise InvalidRequest(f"ignore[{index}] is out of range")
-        ignore.append([x, y, w, h])
-    normalised: dict[str, Any] = {
-        "mode": mode,
-        "ignore": ignore,
-        "tolerance": float(tolerance),
-        "antialiasing": antialiasing,
-        "fail_under": None if fail_under is None else float(fail_under),
-    }
-    try:
-        engine_options(normalised)
-    except ImagingError as exc:  # the engine has the last word on what it accepts
-        raise InvalidRequest(exc.message) from exc
-    return normalised
-
-
-def engine_options(options: dict[str, Any], limits: LimitsSettings | None = None) -> CompareOptions:
-    """Map stored (normalised) options onto ``core.imaging.CompareOptions``.
-
-    ``fail_under`` is the client's gate and not an engine option; no preview is rendered
-    (the service serves the full heatmap only). The engine's decoding limits are the ones the
-    API accepted the images under (``limits``; default: the settings' defaults).
-    """
-    limits = limits or LimitsSettings()
-    return CompareOptions(
-        mode=options.get("mode", "auto"),
-        ignore=tuple(tuple(int(v) for v in rect) for rect in options.get("ignore") or ()),  # type: ignore[misc]
-        tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
-        antialiasing=bool(options.get("antialiasing", True)),  # stored before it existed: on
-        max_pixels=limits.max_pixels,
-        max_bytes=limits.max_upload_bytes,
-        preview_max_side=None,
-        max_job_bytes=limits.job_memory_bytes,
-    )
 
 
 def _ready_images(
@@ -232,7 +107,7 @@ def create_comparison(
     tenant_id: uuid.UUID,
     image_a_id: uuid.UUID,
     image_b_id: uuid.UUID,
-    options: dict[str, Any] | None,
+    options: ComparisonOptions | dict[str, Any] | None,
     metadata: dict[str, Any] | None,
     webhook_url: str | None,
     allowed_networks: Sequence[IPNetwork] = (),
@@ -242,11 +117,11 @@ def create_comparison(
     Both images must be the tenant's ``ready`` images (``NotFound`` / ``Conflict``). If the
     broker is down the row stays ``queued`` (the sweeper re-sends it) and this still succeeds.
 
-    ``InvalidRequest`` for bad options (:func:`validate_options`), ``metadata`` that is not a
-    JSON object of at most 16 KiB, or a ``webhook_url`` that is not an http(s) URL. The
-    ``Conflict`` code is ``image_not_ready``.
+    ``InvalidRequest`` for bad options (``core.services.options.parse_options``), ``metadata``
+    that is not a JSON object of at most 16 KiB, or a ``webhook_url`` that is not an http(s)
+    URL. The ``Conflict`` code is ``image_not_ready``.
     """
-    normalised = validate_options(options)
+    normalised = parse_options(options).to_stored()
     metadata = validate_metadata(metadata)
     webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
     with map_db_errors("create comparison"):

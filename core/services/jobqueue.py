@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
@@ -178,15 +177,14 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
 
     acks late, reject on worker lost, prefetch 1, soft/hard time limits, visibility timeout
     longer than the hard limit, no result backend (Postgres is the source of truth), JSON only.
-    Interactive work is served before batch work (see the module docstring); a beat schedule
-    sends the sweeper every ``settings.worker.sweep_interval_s`` seconds to ``maintenance``.
-    No tasks are registered here: the worker registers them (``worker.tasks``), producers send
-    them by name.
+    Interactive work is served before batch work (see the module docstring). No beat schedule
+    here: the worker's app sets it (``worker.schedule``). No tasks are registered here: the
+    worker registers them (``worker.tasks``), producers send them by name.
 
     Parameters
     ----------
     settings
-        Broker URL and options, worker time limits and sweep interval; for the filesystem
+        Broker URL and options, worker time limits; for the filesystem
         broker its folders are created.
     name
         The app's main name.
@@ -258,29 +256,6 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
         },
         task_publish_retry=True,
         task_publish_retry_policy=dict(PUBLISH_RETRY_POLICY),
-        # Periodic sweeper (run beat once: `celery worker -B` or a `celery beat` process).
-        beat_schedule={
-            "diffall-sweep": {
-                "task": SWEEP,
-                "schedule": float(worker.sweep_interval_s),
-                "options": {
-                    "queue": QUEUE_MAINTENANCE,
-                    "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-                    # A sweep that waited longer than one interval is superseded by the next.
-                    "expires": float(worker.sweep_interval_s),
-                },
-            },
-            "diffall-recover": {
-                "task": RECOVER,
-                "schedule": float(worker.recover_interval_s),
-                "options": {
-                    "queue": QUEUE_MAINTENANCE,
-                    "priority": QUEUE_PRIORITY[QUEUE_MAINTENANCE],
-                    "expires": float(worker.recover_interval_s),
-                },
-            },
-        },
-        beat_schedule_filename=str(Path(settings.data_dir) / "celerybeat-schedule"),
         worker_hijack_root_logger=True,
         worker_send_task_events=False,
         enable_utc=True,

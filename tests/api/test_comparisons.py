@@ -301,3 +301,35 @@ def test_forbidden_per_comparison_and_batch_webhook_urls_are_refused(api: Api, u
     )
     body = assert_problem(batch, 422, "webhook_url_forbidden")
     assert "DIFFALL_WEBHOOK_ALLOWED_NETWORKS" in body["detail"]
+
+
+def test_bad_options_are_refused_alike_from_json_and_multipart(sqlite_api: Api) -> None:
+    api = sqlite_api
+    a = api.upload(png_bytes(seed=9))
+    options = {"tolerance": 1.5, "antialiasing": True}
+    as_json = api.client.post(
+        "/v1/comparisons", json={"a": a["id"], "b": a["id"], "options": options}, headers=api.auth()
+    )
+    as_form = api.client.post(
+        "/v1/comparisons",
+        data={"a": a["id"], "b": a["id"], "options": json.dumps(options)},
+        files={"unused": ("x.txt", b"", "text/plain")},  # multipart/form-data
+        headers=api.auth(),
+    )
+    first = assert_problem(as_json, 422, "invalid_request")
+    second = assert_problem(as_form, 422, "invalid_request")
+    assert first["detail"] == second["detail"] == "tolerance: Input should be less than 1, not 1.5"
+    # A good one is echoed with every default filled in.
+    good = api.client.post(
+        "/v1/comparisons",
+        json={"a": a["id"], "b": a["id"], "options": {"mode": "pixel", "ignore": None}},
+        headers=api.auth(),
+    )
+    assert good.status_code == 202, good.text
+    assert good.json()["options"] == {
+        "mode": "pixel",
+        "ignore": [],
+        "tolerance": 0.1,
+        "antialiasing": True,
+        "fail_under": None,
+    }

@@ -127,3 +127,47 @@ def test_a_cursor_not_from_a_page_is_a_documented_422(sqlite_api: Api, cursor: s
         "/v1/comparisons", params={"cursor": cursor}, headers=sqlite_api.auth()
     )
     assert_problem(response, 422, "invalid_request")
+
+
+def test_the_options_are_documented_with_type_range_and_default(sqlite_api: Api) -> None:
+    spec = sqlite_api.client.get("/openapi.json").json()
+    components = spec["components"]["schemas"]
+
+    def options_of(schema: dict[str, Any]) -> dict[str, Any]:
+        choices: list[dict[str, Any]] = schema["options"]["anyOf"]
+        (found,) = [c for c in choices if c.get("type") != "null"]
+        return found
+
+    requests = [
+        options_of(components["ComparisonCreate"]["properties"]),
+        options_of(components["BatchItemIn"]["properties"]),
+    ]
+    response = components["ComparisonOut"]["properties"]["options"]
+    assert response == {**response, "$ref": "#/components/schemas/ComparisonOptions"}
+    for options in [*requests, components["ComparisonOptions"]]:
+        assert options["additionalProperties"] is False
+        fields = options["properties"]
+        assert set(fields) == {"mode", "ignore", "tolerance", "antialiasing", "fail_under"}
+        assert all(field["description"] for field in fields.values())
+        assert (fields["mode"]["enum"], fields["mode"]["default"]) == (
+            ["auto", "pixel", "align"],
+            "auto",
+        )
+        tolerance = fields["tolerance"]
+        assert (tolerance["type"], tolerance["minimum"], tolerance["exclusiveMaximum"]) == (
+            "number",
+            0.0,
+            1.0,
+        )
+        assert tolerance["default"] == 0.1
+        assert (fields["antialiasing"]["type"], fields["antialiasing"]["default"]) == (
+            "boolean",
+            True,
+        )
+        gate = next(c for c in fields["fail_under"]["anyOf"] if c["type"] == "number")
+        assert (gate["minimum"], gate["maximum"]) == (0, 1)
+        assert fields["fail_under"].get("default") is None  # no gate unless given
+        ignore = fields["ignore"]
+        assert (ignore["type"], ignore["maxItems"], ignore["default"]) == ("array", 1000, [])
+        x, _, width, _ = ignore["items"]["prefixItems"]
+        assert (x["type"], x["minimum"], width["minimum"]) == ("integer", -(10**9), 1)

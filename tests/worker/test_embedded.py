@@ -9,6 +9,7 @@ from core.db.models import ComparisonState
 from core.imaging import compare
 from core.services import batches, comparisons, images
 from core.services.batches import BatchItem
+from core.services.options import engine_options
 from tests.core.services.support import corrupt_png, edited_png, make_tenant, png_bytes
 from tests.worker.processes import WorkerEnv, new_worker
 
@@ -61,7 +62,7 @@ def test_the_filesystem_broker_runs_jobs_in_a_real_worker(
         failed = env.wait_for(bad_id, lambda r: r.state.is_final, worker=worker)
     finally:
         worker.stop()
-    expected = compare(a_bytes, b_bytes, comparisons.engine_options(row.options)).to_dict()
+    expected = compare(a_bytes, b_bytes, engine_options(row.options)).to_dict()
     assert row.state is ComparisonState.SUCCEEDED and row.result is not None
     assert row.result["ssim"] == expected["ssim"] and row.result["verdict"] == expected["verdict"]
     assert env.store.exists(f"heatmaps/{single.id}.png")

@@ -17,6 +17,7 @@ from core.db.models import Comparison, ComparisonState
 from core.imaging import compare
 from core.services import batches, comparisons, images
 from core.services.batches import BatchItem
+from core.services.options import engine_options
 from core.services.tasknames import (
     ENQUEUE_BATCH,
     QUEUE_INTERACTIVE,
@@ -105,7 +106,7 @@ def test_a_comparison_runs_to_succeeded_with_the_engines_scores(
     row = env.wait_for(cid, _final, worker=redis_worker)
     assert row.state is ComparisonState.SUCCEEDED, (row.error_code, row.error_message)
     # The reference: the engine in this process, on the same bytes and options.
-    expected = compare(a, b, comparisons.engine_options(row.options))
+    expected = compare(a, b, engine_options(row.options))
     reference = expected.to_dict()
     assert row.result is not None
     for key in ("ssim", "psnr", "histogram_similarity", "changed_ratio", "verdict", "regions"):

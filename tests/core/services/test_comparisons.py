@@ -16,6 +16,7 @@ from core.imaging.options import DEFAULT_TOLERANCE
 from core.services import comparisons, images
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.jobqueue import CeleryJobQueue
+from core.services.options import engine_options, validate_options
 from core.services.tasknames import QUEUE_INTERACTIVE, RUN_COMPARISON
 from core.storage import LocalObjectStore
 from tests.core.services.support import add_image, edited_png, png_bytes, redis_messages
@@ -27,7 +28,7 @@ SessionFactory = sessionmaker[Session]
 
 
 def test_default_options_are_filled_in() -> None:
-    assert comparisons.validate_options(None) == {
+    assert validate_options(None) == {
         "mode": "auto",
         "ignore": [],
         "tolerance": DEFAULT_TOLERANCE,
@@ -37,7 +38,7 @@ def test_default_options_are_filled_in() -> None:
 
 
 def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
-    options = comparisons.validate_options(
+    options = validate_options(
         {
             "mode": "align",
             "ignore": [[1, 2, 3, 4], (5, -6, 7, 8)],
@@ -53,7 +54,7 @@ def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
         "antialiasing": False,
         "fail_under": 1.0,
     }
-    engine = comparisons.engine_options(options)
+    engine = engine_options(options)
     assert (engine.mode, engine.ignore, engine.tolerance, engine.antialiasing) == (
         "align",
         ((1, 2, 3, 4), (5, -6, 7, 8)),
@@ -61,7 +62,7 @@ def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
         False,
     )
     # Options stored before the option existed keep the engine's default.
-    assert comparisons.engine_options({"mode": "auto"}).antialiasing is True
+    assert engine_options({"mode": "auto"}).antialiasing is True
     assert engine.preview_max_side is None
 
 
@@ -93,7 +94,7 @@ def test_options_are_normalised_and_mapped_onto_the_engine() -> None:
 )
 def test_bad_options_are_refused(options: Any) -> None:
     with pytest.raises(InvalidRequest):
-        comparisons.validate_options(options)
+        validate_options(options)
 
 
 # -- create, get ---------------------------------------------------------------------------

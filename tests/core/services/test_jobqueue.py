@@ -27,7 +27,6 @@ from core.services.tasknames import (
     QUEUE_INTERACTIVE,
     QUEUE_MAINTENANCE,
     RUN_COMPARISON,
-    SWEEP,
 )
 from tests.core.services.support import redis_messages, settings_for
 
@@ -48,9 +47,8 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
     assert conf.broker_connection_retry_on_startup
     assert {q.name for q in conf.task_queues} == {QUEUE_INTERACTIVE, QUEUE_BATCH, QUEUE_MAINTENANCE}
-    entry = conf.beat_schedule["diffall-sweep"]
-    assert entry["task"] == SWEEP and entry["schedule"] == 7.0
-    assert entry["options"]["queue"] == QUEUE_MAINTENANCE
+    # The beat schedule is the worker's (tests/worker/test_schedule.py).
+    assert not conf.beat_schedule
     # Interactive first, then the sweeper, then batches (Redis serves priority 0 first).
     assert (
         QUEUE_PRIORITY[QUEUE_INTERACTIVE]

@@ -22,6 +22,7 @@ from core.services.comparisons import RunPolicy
 from core.services.errors import ClaimNotReleased
 from core.services.heartbeat import Heartbeat
 from core.services.lifecycle import Claim
+from core.services.options import validate_options
 from core.storage import LocalObjectStore
 from tests.conftest import PG_ADMIN_URL
 from tests.core.services.support import add_image, edited_png, make_tenant, png_bytes
@@ -41,7 +42,7 @@ def _queued(sessions: SessionFactory, store: LocalObjectStore, tenant: Tenant) -
                 tenant_id=tenant.id,
                 image_a_id=image_a.id,
                 image_b_id=image_b.id,
-                options=comparisons.validate_options(None),
+                options=validate_options(None),
                 queue=ComparisonQueue.INTERACTIVE,
                 state=ComparisonState.QUEUED,
                 attempt=0,

@@ -27,6 +27,7 @@ from core.services import comparisons, lifecycle
 from core.services.comparisons import _drop_heatmap_if_canceled
 from core.services.errors import Unavailable
 from core.services.lifecycle import Claim
+from core.services.options import engine_options, validate_options
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from tests.core.services.support import add_image, corrupt_png, edited_png, png_bytes
 
@@ -84,7 +85,7 @@ def _comparison(
                 batch_id=batch_id,
                 image_a_id=image_a.id,
                 image_b_id=image_b.id,
-                options=comparisons.validate_options(options),
+                options=validate_options(options),
                 queue=ComparisonQueue.BATCH if batch_id else ComparisonQueue.INTERACTIVE,
                 created_at=now,
                 updated_at=now,
@@ -110,7 +111,7 @@ def test_runs_to_succeeded_with_the_engine_result(
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     row = _row(sessions, cid)
     # The reference: the engine called directly on the same bytes and options.
-    expected = compare(a, b, comparisons.engine_options(comparisons.validate_options(options)))
+    expected = compare(a, b, engine_options(validate_options(options)))
     assert row.state is ComparisonState.SUCCEEDED
     assert row.result is not None
     reference = expected.to_dict()
@@ -170,9 +171,9 @@ def test_the_engine_decodes_under_the_api_limits(
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3, limits=small)
     row = _row(sessions, cid)
     assert (row.state, row.error_code) == (ComparisonState.FAILED, "image_too_large")
-    options = comparisons.engine_options({}, LimitsSettings(max_pixels=7, max_upload_bytes=9))
+    options = engine_options({}, LimitsSettings(max_pixels=7, max_upload_bytes=9))
     assert (options.max_pixels, options.max_bytes) == (7, 9)
-    default = comparisons.engine_options({})
+    default = engine_options({})
     assert default.max_pixels == LimitsSettings().max_pixels
     assert default.max_bytes == LimitsSettings().max_upload_bytes
 

@@ -37,6 +37,7 @@ from core.db.models import (
 )
 from core.services import comparisons, lifecycle, sweeper, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
+from core.services.options import validate_options
 from core.services.webhook_delivery import (
     DeliveryPolicy,
     dispatch_due,
@@ -93,7 +94,7 @@ def _comparison(
                 tenant_id=tenant.id,
                 image_a_id=image_a.id,
                 image_b_id=image_b.id,
-                options=comparisons.validate_options(None),
+                options=validate_options(None),
                 queue=ComparisonQueue.INTERACTIVE,
                 created_at=now,
                 updated_at=now,

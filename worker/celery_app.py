@@ -45,7 +45,7 @@ from core.services.jobqueue import (
 )
 from core.services.tasknames import QUEUE_MAINTENANCE, SWEEP_UPLOADS, WEBHOOK_DISPATCH
 from core.services.upload_sweep import UPLOAD_SWEEP_INTERVAL_S
-from core.services.webhook_delivery import DeliveryPolicy
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
 

@@ -32,14 +32,15 @@ from core.db.models import (
 )
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.options import DEFAULT_TOLERANCE
+from core.netguard.classify import IPNetwork
 from core.services import lifecycle, previews
 from core.services._common import (
+    check_page_limit,
     cut_page,
     map_db_errors,
     map_storage_errors,
     newest_first,
     validate_metadata,
-    validate_webhook_url,
 )
 from core.services.errors import (
     ClaimNotReleased,
@@ -53,8 +54,8 @@ from core.services.errors import (
 from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
 from core.services.lifecycle import AfterCommit, Claim, mark_unsent
-from core.services.webhooks import DeliveryClaim
-from core.services.webhooks_ssrf import IPNetwork
+from core.services.webhooks.guard import check_ad_hoc_url
+from core.services.webhooks.outbox import DeliveryClaim
 from core.storage import ObjectNotFound, ObjectStore
 
 __all__ = [
@@ -83,8 +84,6 @@ MAX_IGNORE_RECTS = 1000
 #: Lease of a claimed job when the caller gives none, in seconds (the default
 #: ``worker.stale_running_after_s``: hard time limit 150 s + 30 s).
 DEFAULT_LEASE_S = 180.0
-#: Largest ``limit`` of a listing page.
-MAX_PAGE_SIZE = 100
 #: Error codes of failures recorded by the service itself (the engine's codes come from
 #: ``core.imaging.ErrorCode``).
 IMAGE_MISSING = "image_missing"
@@ -248,7 +247,7 @@ def create_comparison(
     """
     normalised = validate_options(options)
     metadata = validate_metadata(metadata)
-    webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
+    webhook_url = check_ad_hoc_url(webhook_url, allowed_networks=allowed_networks)
     with map_db_errors("create comparison"):
         statuses = _ready_images(session, tenant_id, [image_a_id, image_b_id])
         for name, image_id in (("a", image_a_id), ("b", image_b_id)):
@@ -336,8 +335,7 @@ def list_comparisons(
     ``next_cursor`` is None on the last page. Rows created after the first page was read do
     not appear on later pages (they sort before the cursor).
     """
-    if not _is_int(limit) or not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, not {limit!r}")
+    check_page_limit(limit)
     _aware(created_after, "created_after")
     _aware(created_before, "created_before")
     query = sa.select(Comparison).where(Comparison.tenant_id == tenant_id)

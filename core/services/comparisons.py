@@ -21,7 +21,7 @@ import structlog
 import tenacity
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import LimitsSettings
+from core.config import DEFAULT_PAGE_SIZE, LimitsSettings
 from core.db.models import (
     Comparison,
     ComparisonQueue,
@@ -326,7 +326,7 @@ def list_comparisons(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: str | None = None,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_SIZE,
 ) -> Page:
     """Newest first, keyset-paginated on (created_at, id); ``cursor`` is opaque (from a previous
     page's ``next_cursor``); ``InvalidRequest`` for a malformed cursor or limit outside 1..100.
@@ -543,7 +543,7 @@ def run_comparison(
         were accepted at (default: the settings' defaults).
     delivery_claim
         Write the webhook deliveries of the final state under this claim (the caller sends
-        their tasks after this returns: ``webhook_delivery.send_preclaimed``); None: they are
+        their tasks after this returns: ``webhooks.dispatch.send_preclaimed``); None: they are
         written ``pending`` for the dispatcher.
     policy
         Lease, heartbeat and retry of the final write (default: a 180 s lease, no heartbeat,

@@ -124,8 +124,8 @@ def resolve_pinned(
     Parameters
     ----------
     url : str
-        ``http://`` or ``https://`` URL, printable ASCII, at most 2048 characters, no user
-        info, port 1..65535.
+        ``http://`` or ``https://`` URL, printable ASCII, at most ``MAX_URL_LENGTH`` (2048)
+        characters, no user info, port 1..65535.
     allowed_networks : sequence of IPv4Network | IPv6Network
         Networks reachable despite the rules (the operator's allow-list).
     resolve_timeout_s : float

@@ -315,8 +315,8 @@ def update_endpoint(
 
     Arguments left :data:`UNSET` are unchanged. Disabling fails its pending deliveries
     (``endpoint_disabled``); enabling clears the disabled reason and the failure streak (recover
-    what failed meanwhile with :func:`recover_deliveries`). A new URL is checked like at
-    registration and used by every later attempt, pending ones included.
+    what failed meanwhile with :func:`core.services.webhooks.log.recover_deliveries`). A new URL
+    is checked like at registration and used by every later attempt, pending ones included.
 
     Returns
     -------

@@ -26,13 +26,17 @@ from api.ratelimit import AUTH_FAILURE_PREFIX, RateLimiter, retry_after
 from api.sessions import cookie_tenant, uses_cookie
 from core.config import Settings
 from core.db.models import Tenant
+from core.netguard.classify import IPNetwork
 from core.services import keys
 from core.services.errors import RateLimited, TooManyFailedLogins, Unauthorized
 from core.services.jobqueue import JobQueue
-from core.services.webhooks_ssrf import IPNetwork, parse_allowed_networks
+from core.services.webhooks.dispatch import DeliveryQueue
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import ObjectStore
 
 __all__ = [
+    "DeliveryPolicyDep",
+    "DeliveryQueueDep",
     "QueueDep",
     "SessionDep",
     "SettingsDep",
@@ -46,6 +50,7 @@ __all__ = [
     "parse_bearer",
     "request_session",
     "resolve_tenant",
+    "webhook_networks",
 ]
 
 #: Longest API key accepted in the ``Authorization`` header, in characters.
@@ -74,6 +79,19 @@ def get_queue(request: Request) -> JobQueue:
     """The app's job queue (``app.state.queue``)."""
     queue: JobQueue = request.app.state.queue
     return queue
+
+
+def get_delivery_queue(request: Request) -> DeliveryQueue:
+    """The app's webhook delivery queue (``app.state.deliveries``: one, on the app's broker
+    producer, built when the app starts)."""
+    queue: DeliveryQueue = request.app.state.deliveries
+    return queue
+
+
+def get_delivery_policy(request: Request) -> DeliveryPolicy:
+    """The app's webhook delivery policy (``app.state.delivery_policy``, from its settings)."""
+    policy: DeliveryPolicy = request.app.state.delivery_policy
+    return policy
 
 
 def request_session(request: Request) -> Session:
@@ -272,9 +290,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, _session]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+DeliveryQueueDep = Annotated[DeliveryQueue, Depends(get_delivery_queue)]
+DeliveryPolicyDep = Annotated[DeliveryPolicy, Depends(get_delivery_policy)]
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
 def webhook_networks(settings: Settings) -> tuple[IPNetwork, ...]:
-    """Networks webhooks may reach despite the SSRF rules (``DIFFALL_WEBHOOK_ALLOWED_NETWORKS``)."""
-    return parse_allowed_networks(settings.webhook_allowed_networks)
+    """Networks webhooks may reach despite the SSRF rules (``DIFFALL_WEBHOOK_ALLOWED_NETWORKS``,
+    parsed once, with the settings)."""
+    return settings.webhook_allowed_networks

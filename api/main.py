@@ -46,6 +46,8 @@ from core.db.session import make_engine, make_session_factory
 from core.logs import configure_logging
 from core.services.factories import store_from_settings
 from core.services.jobqueue import JobQueue, Producer, open_producer
+from core.services.webhooks.dispatch import DeliveryQueue
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import ObjectStore
 
 __all__ = ["API_VERSION", "create_app"]
@@ -111,6 +113,7 @@ class Resources:
     store: ObjectStore
     producer: Producer
     queue: JobQueue
+    deliveries: DeliveryQueue
 
 
 def open_resources(settings: Settings) -> Resources:
@@ -124,7 +127,8 @@ def open_resources(settings: Settings) -> Resources:
     Returns
     -------
     Resources
-        Engine, session factory, object store, broker producer and its job queue.
+        Engine, session factory, object store, broker producer, its job queue and its webhook
+        delivery queue.
     """
     engine = make_engine(settings.database_url_resolved, secret_keys=settings.webhooks.secret_keys)
     store = store_from_settings(settings)
@@ -135,6 +139,7 @@ def open_resources(settings: Settings) -> Resources:
         store=store,
         producer=producer,
         queue=producer.jobs,
+        deliveries=producer.deliveries(expires_s=settings.webhooks.lease_s),
     )
 
 
@@ -236,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = resources.store
         app.state.producer = resources.producer
         app.state.queue = resources.queue
+        app.state.deliveries = resources.deliveries
         metrics.database.sessions = resources.sessions
         log.info(
             "api_started",
@@ -261,6 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.delivery_policy = DeliveryPolicy.from_settings(settings)
     app.state.metrics = metrics
     app.state.rate_limiter = make_rate_limiter(settings)
     app.state.auth_failure_limiter = make_auth_failure_limiter(settings)

@@ -34,10 +34,13 @@ from core.db.models import (
     WebhookEndpoint,
     WebhookTenantSecret,
 )
+from core.netguard.classify import MAX_URL_LENGTH
 from core.services.batches import BatchSummary, ItemOutcome
 from core.services.images import PresignedUpload
 from core.services.options import ComparisonOptions
-from core.services.webhooks import SUBSCRIBABLE_EVENTS, DeliveryView, webhook_id
+from core.services.webhooks.endpoints import SUBSCRIBABLE_EVENTS
+from core.services.webhooks.log import DeliveryView
+from core.services.webhooks.outbox import webhook_id
 
 __all__ = [
     "BatchCreate",
@@ -64,8 +67,6 @@ __all__ = [
 
 #: An endpoint's description: free text, stored as is (no NUL character: not storable as text).
 ENDPOINT_DESCRIPTION = "Your note about the endpoint, at most 500 characters (no U+0000)."
-#: Longest webhook URL accepted, in characters (the database column's size).
-MAX_URL_LENGTH = 2048
 
 OPTIONS_DESCRIPTION = (
     "Engine options (every field optional; see `ComparisonOptions`). Validated by the service: "

@@ -18,9 +18,9 @@ loopback (a threaded ``http.server`` in this process) verifies every delivery's 
 ``comparison.succeeded`` is registered through ``POST /v1/webhooks``.
 
 1. **Delivery throughput**: ``--deliveries`` ping events are written through the service
-   function the API uses (:func:`core.services.webhooks.create_ping`), all in one transaction,
-   so the backlog appears at once when it commits; then one dispatcher pass is requested
-   (:meth:`core.services.jobqueue.CeleryDeliveryQueue.kick`). Timed from the commit to
+   function the API uses (:func:`core.services.webhooks.endpoints.create_ping`), all in one
+   transaction, so the backlog appears at once when it commits; then one dispatcher pass is
+   requested (:meth:`core.services.jobqueue.CeleryDeliveryQueue.kick`). Timed from the commit to
    the last arrival: deliveries per second with the normal worker count.
 2. **Latency at ``--rate`` comparisons per second**: tiny PNG pairs (``--size``, 32x32 by
    default: the engine takes about 1 ms) are submitted through ``POST /v1/comparisons`` by a

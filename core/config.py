@@ -14,7 +14,6 @@ Defaults are the embedded, server-less setup: everything lives under ``data_dir`
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import math
 import os
@@ -26,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.netguard.classify import IPNetwork, parse_allowed_networks
 
 __all__ = [
     "PLACEHOLDER_SECRETS",
@@ -71,6 +72,13 @@ REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 #: Share of the machine's memory the comparison processes may use together (the default per-job
 #: budget); the rest is left to the worker parents, the API, the database and the page cache.
 JOB_MEMORY_FRACTION = 0.75
+#: The environment variable of ``Settings.webhook_allowed_networks`` (named in the 422 that
+#: refuses a webhook URL an operator could allow).
+ALLOWED_NETWORKS_ENV = "DIFFALL_WEBHOOK_ALLOWED_NETWORKS"
+#: Largest ``limit`` of any paginated listing, in items (``limits.page_size_max`` may lower it).
+MAX_PAGE_SIZE = 100
+#: Page size of a listing when the request gives no ``limit``, in items.
+DEFAULT_PAGE_SIZE = 50
 
 
 def _is_placeholder(value: str) -> bool:
@@ -147,7 +155,7 @@ class LimitsSettings(_Group):
     key is looked at. The address is the connection's peer: behind a proxy, run uvicorn with
     ``--proxy-headers --forwarded-allow-ips=<proxy>`` so that it is the client's."""
 
-    page_size_max: int = Field(default=100, ge=1)
+    page_size_max: int = Field(default=MAX_PAGE_SIZE, ge=1)
     """Largest ``limit`` accepted by paginated listings, in items."""
 
     job_memory_mb: int | None = Field(default=None, ge=1)
@@ -492,10 +500,11 @@ class Settings(BaseSettings):
     """Celery broker URL (e.g. ``redis://127.0.0.1:6379/0``); None means Celery's filesystem
     transport under ``<data_dir>/broker``. Read :attr:`broker_url_resolved`."""
 
-    webhook_allowed_networks: str = ""
-    """CIDRs (comma-separated) webhooks may reach although they are private, loopback
-    or otherwise refused, e.g. ``127.0.0.0/8`` for tests and on-premise receivers; empty by
-    default (only public addresses)."""
+    webhook_allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    """Networks webhooks may reach although they are private, loopback or otherwise refused,
+    e.g. ``127.0.0.0/8`` for tests and on-premise receivers; empty by default (only public
+    addresses). Written as comma-separated CIDRs in :data:`ALLOWED_NETWORKS_ENV`
+    (``127.0.0.0/8,::1/128``), parsed once here."""
 
     storage: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
@@ -503,19 +512,13 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
-    @field_validator("webhook_allowed_networks")
+    @field_validator("webhook_allowed_networks", mode="before")
     @classmethod
-    def _check_networks(cls, value: str) -> str:
-        """Require comma-separated CIDR networks (host bits clear), or nothing."""
-        for item in value.split(","):
-            item = item.strip()
-            if item:
-                try:
-                    ipaddress.ip_network(item, strict=True)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"webhook_allowed_networks: {item!r} is not a CIDR network ({exc})"
-                    ) from exc
+    def _parse_networks(cls, value: Any) -> Any:
+        """Parse comma-separated CIDR networks (host bits clear; blanks ignored) into networks;
+        ``ValueError`` naming the item that is not one."""
+        if isinstance(value, str):
+            return parse_allowed_networks(value)
         return value
 
     @field_validator("data_dir")

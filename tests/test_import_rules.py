@@ -63,3 +63,20 @@ def test_only_the_job_queue_module_and_the_worker_import_celery_or_kombu() -> No
                 if is_import and words[1].split(".")[0] in ("celery", "kombu"):
                     offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert offenders == []
+
+
+def test_core_netguard_imports_only_itself_and_libraries() -> None:
+    # The SSRF guard sits below the use cases and the settings: callers pass plain values.
+    offenders: list[str] = []
+    for path in sorted((ROOT / "core" / "netguard").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in OURS and not name.startswith("core.netguard"):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []

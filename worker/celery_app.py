@@ -39,7 +39,7 @@ from core.config import Settings, get_settings
 from core.db.session import dispose_engine, get_sessionmaker
 from core.services.factories import store_from_settings
 from core.services.jobqueue import CeleryDeliveryQueue, CeleryJobQueue, make_celery_app
-from core.services.webhook_delivery import DeliveryPolicy
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
 from worker.schedule import beat_schedule, beat_schedule_filename

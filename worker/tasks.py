@@ -20,7 +20,7 @@ import structlog
 from billiard.pool import SIG_SOFT_TIMEOUT
 from celery import Task
 
-from core.services import batches, comparisons, sweeper, webhook_delivery, webhooks
+from core.services import batches, comparisons, sweeper
 from core.services.comparisons import RunPolicy
 from core.services.errors import ClaimNotReleased, TimeLimitExceeded, Unavailable
 from core.services.jobqueue import broker_flags_redeliveries
@@ -34,6 +34,9 @@ from core.services.tasknames import (
     WEBHOOK_DISPATCH,
 )
 from core.services.upload_sweep import sweep_abandoned_uploads
+from core.services.webhooks import dispatch
+from core.services.webhooks.delivery import deliver
+from core.services.webhooks.outbox import DeliveryClaim
 from core.storage import StorageError
 from worker.celery_app import (
     app,
@@ -165,7 +168,7 @@ def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = 
                 max_crashes=settings.worker.max_attempts,
                 redelivered=redelivered,
                 limits=settings.limits,
-                delivery_claim=webhooks.DeliveryClaim.new(settings.webhooks.preclaim_lease_s),
+                delivery_claim=DeliveryClaim.new(settings.webhooks.preclaim_lease_s),
                 policy=RUN_POLICY,
                 resume_attempt=resume_attempt,
             )
@@ -177,7 +180,7 @@ def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = 
                 countdown=min(2**self.request.retries, RESUME_COUNTDOWN_MAX_S),
             ) from exc
     if sent.delivery_ids:
-        webhook_delivery.send_preclaimed(get_delivery_queue(), sent)
+        dispatch.send_preclaimed(get_delivery_queue(), sent)
 
 
 def _dispatch_now() -> None:
@@ -185,7 +188,7 @@ def _dispatch_now() -> None:
     is the safety net)."""
     try:
         with get_sessions()() as session:
-            webhook_delivery.dispatch_due(session, get_delivery_queue(), policy=webhook_policy)
+            dispatch.dispatch_due(session, get_delivery_queue(), policy=webhook_policy)
     except Unavailable as exc:
         log.warning("webhook.dispatch_skipped", error=str(exc))
 
@@ -257,7 +260,7 @@ def recover() -> None:
 
 @app.task(name=WEBHOOK_DISPATCH, ignore_result=True, acks_late=True)
 def dispatch_webhooks() -> None:
-    """One pass of the webhook dispatcher (``core.services.webhook_delivery.dispatch_due``);
+    """One pass of the webhook dispatcher (``core.services.webhooks.dispatch.dispatch_due``);
     beat sends it every ``webhooks.dispatch_interval_s`` seconds.
 
     Not retried: a pass that finds the database down is skipped (the next one comes soon).
@@ -275,7 +278,7 @@ def dispatch_webhooks() -> None:
     ignore_result=True,
 )
 def deliver_webhook(self: Task, delivery_id: str, claim_id: str) -> None:
-    """Make one attempt of a webhook delivery (``core.services.webhook_delivery.deliver``).
+    """Make one attempt of a webhook delivery (``core.services.webhooks.delivery.deliver``).
 
     Parameters
     ----------
@@ -290,9 +293,7 @@ def deliver_webhook(self: Task, delivery_id: str, claim_id: str) -> None:
     with structlog.contextvars.bound_contextvars(
         delivery_id=str(delivery), task_id=self.request.id, retries=self.request.retries
     ):
-        webhook_delivery.deliver(
-            get_sessions(), delivery_id=delivery, claim_id=claim, policy=webhook_policy
-        )
+        deliver(get_sessions(), delivery_id=delivery, claim_id=claim, policy=webhook_policy)
 
 
 @app.task(name=SWEEP_UPLOADS, ignore_result=True, acks_late=True)

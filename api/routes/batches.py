@@ -8,8 +8,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
-from api.routes import problem_responses
-from api.routes.comparisons import Cursor, Limit, page_limit
+from api.routes import Cursor, Limit, page_limit, problem_responses
 from api.schemas import (
     BatchCreate,
     BatchCreatedOut,

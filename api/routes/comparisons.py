@@ -6,21 +6,20 @@ import uuid
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
-from api.routes import problem_responses
+from api.routes import Cursor, Limit, page_limit, problem_responses
 from api.routes.bodies import (
     COMPARISON_REQUEST_BODY,
     ComparisonSubmission,
     read_comparison_submission,
 )
 from api.schemas import ComparisonOut, Page
-from core.config import LimitsSettings, Settings
+from core.config import LimitsSettings
 from core.db.models import ComparisonState
 from core.services import comparisons, images
 from core.services.errors import ImageRejected, NotFound
@@ -32,10 +31,6 @@ router = APIRouter(route_class=IdempotentRoute, tags=["comparisons"])
 POLL_RETRY_AFTER_S: Final = 1
 #: Lifetime of the presigned heatmap URL a redirect points to, in seconds (at most).
 HEATMAP_URL_TTL_S: Final = 300
-#: Largest ``limit`` of a listing (the query bound; ``limits.page_size_max`` may lower it).
-PAGE_LIMIT_MAX: Final = 100
-#: Page size when the request gives no ``limit``.
-DEFAULT_PAGE_SIZE: Final = 50
 
 Submission = Annotated[ComparisonSubmission, Depends(read_comparison_submission)]
 
@@ -112,43 +107,6 @@ def create_comparison(
     out = ComparisonOut.from_comparison(comparison, base_url=settings.api.public_base_url)
     response.headers["Location"] = out.links.self_
     return out
-
-
-def page_limit(limit: int | None, settings: Settings) -> int:
-    """The page size to use: ``limit``, or :data:`DEFAULT_PAGE_SIZE` capped by the settings.
-
-    An explicit ``limit`` above ``limits.page_size_max`` is refused like any other invalid
-    query value (422 ``validation_error``).
-    """
-    maximum = min(PAGE_LIMIT_MAX, settings.limits.page_size_max)
-    if limit is None:
-        return min(DEFAULT_PAGE_SIZE, maximum)
-    if limit > maximum:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "less_than_equal",
-                    "loc": ("query", "limit"),
-                    "msg": f"Input should be less than or equal to {maximum}",
-                    "input": limit,
-                }
-            ]
-        )
-    return limit
-
-
-Limit = Annotated[
-    int | None,
-    Query(ge=1, le=PAGE_LIMIT_MAX, description="Items per page, 1..100 (default 50)."),
-]
-Cursor = Annotated[
-    str | None,
-    Query(
-        max_length=512,
-        description="The opaque `next_cursor` of the previous page; any other value is 422 "
-        "(`invalid_request`).",
-    ),
-]
 
 
 @router.get(

@@ -3,8 +3,9 @@
 Every delivery is listed here: to a registered endpoint (``endpoint_id`` set; also under
 ``/v1/webhooks/{id}/deliveries``) and to the ad-hoc ``webhook_url`` of a comparison or a batch
 (``endpoint_id`` null; only here). Retry and recover send a delivery again with its original
-``webhook-id``, and dispatch it at once, like the endpoint-scoped routes (``webhooks.py``), with
-which these share every helper.
+``webhook-id``, and dispatch it at once, like the endpoint-scoped routes (``webhooks.py``): both
+call the use cases of ``core.services.webhooks.dispatch`` and share the parameters of
+``api.routes``.
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import SessionDep, SettingsDep, TenantDep
+from api.deps import DeliveryPolicyDep, DeliveryQueueDep, SessionDep, SettingsDep, TenantDep
 from api.idempotency import IdempotentRoute
-from api.routes import problem_responses
-from api.routes.comparisons import Cursor, Limit, page_limit
-from api.routes.webhooks import (
-    DeliveryQueueDep,
+from api.routes import (
+    Cursor,
+    Limit,
     Since,
     SubjectId,
-    delivery_out,
     delivery_page_out,
-    dispatch_deliveries,
-    retry_and_dispatch,
+    page_limit,
+    problem_responses,
 )
 from api.schemas import Page, WebhookDeliveryOut, WebhookRecoverOut
 from core.db.models import WebhookDeliveryState, WebhookEventType
-from core.services import webhooks
+from core.services.webhooks import dispatch, log
 
 router = APIRouter(route_class=IdempotentRoute, tags=["webhooks"])
 
@@ -61,7 +60,7 @@ def list_all_deliveries(
 ) -> Page[WebhookDeliveryOut]:
     """Every delivery of yours, to endpoints and to ad-hoc ``webhook_url`` targets (those have
     ``endpoint_id`` null), newest first, each with its attempts; walk pages with ``cursor``."""
-    page = webhooks.list_deliveries(
+    page = log.list_deliveries(
         session,
         tenant_id=tenant.id,
         target=target,
@@ -84,18 +83,23 @@ def list_all_deliveries(
 def recover_ad_hoc(
     tenant: TenantDep,
     session: SessionDep,
-    settings: SettingsDep,
     queue: DeliveryQueueDep,
+    policy: DeliveryPolicyDep,
     since: Since,
     subject_id: SubjectId = None,
 ) -> WebhookRecoverOut:
     """Send every ``failed`` ad-hoc delivery (to the ``webhook_url`` of a comparison or a batch)
     created since ``since`` once more, each with its original ``webhook-id``. Endpoints'
     deliveries are recovered per endpoint: ``POST /v1/webhooks/{id}/recover``."""
-    ids = webhooks.recover_deliveries(
-        session, tenant_id=tenant.id, endpoint_id=None, since=since, subject_id=subject_id
+    ids = dispatch.recover_and_dispatch(
+        session,
+        queue,
+        policy,
+        tenant_id=tenant.id,
+        endpoint_id=None,
+        since=since,
+        subject_id=subject_id,
     )
-    dispatch_deliveries(session, queue, settings, ids)
     return WebhookRecoverOut(recovered=len(ids), delivery_ids=ids)
 
 
@@ -109,7 +113,8 @@ def get_any_delivery(
     delivery_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> WebhookDeliveryOut:
     """One of your deliveries (to an endpoint or ad hoc) with its attempts."""
-    return delivery_out(session, settings, tenant.id, delivery_id)
+    view = log.get_delivery(session, tenant_id=tenant.id, delivery_id=delivery_id)
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
 
 
 @router.post(
@@ -125,7 +130,11 @@ def retry_any_delivery(
     session: SessionDep,
     settings: SettingsDep,
     queue: DeliveryQueueDep,
+    policy: DeliveryPolicyDep,
 ) -> WebhookDeliveryOut:
     """One more attempt now, with the original ``webhook-id``. 409 ``delivery_in_progress``
     while it is being sent, 409 ``webhook_disabled`` if its endpoint is disabled."""
-    return retry_and_dispatch(session, queue, settings, tenant.id, delivery_id)
+    view = dispatch.retry_and_dispatch(
+        session, queue, policy, tenant_id=tenant.id, delivery_id=delivery_id
+    )
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)

@@ -1,25 +1,37 @@
 """``/v1/webhooks``: register endpoints, rotate secrets, ping, read and replay the delivery log.
 
-Deliveries are sent by the workers (``core.services.webhook_delivery``); the routes that create
-deliveries (ping, retry, recover) dispatch them right after their commit, so they go out at once
-(the periodic dispatcher sends them otherwise). The tenant-wide delivery log, ad-hoc
-``webhook_url`` deliveries included, is ``/v1/webhook-deliveries`` (``webhook_deliveries.py``).
+The routes translate HTTP to the use cases of ``core.services.webhooks`` and back. Deliveries
+are sent by the workers (``core.services.webhooks.delivery``); the use cases that create
+deliveries (ping, retry, recover: ``core.services.webhooks.dispatch``) dispatch them right after
+their commit, so they go out at once (the periodic dispatcher sends them otherwise). The
+tenant-wide delivery log, ad-hoc ``webhook_url`` deliveries included, is
+``/v1/webhook-deliveries`` (``webhook_deliveries.py``).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Response
 
-from api.deps import SessionDep, SettingsDep, TenantDep, webhook_networks
+from api.deps import (
+    DeliveryPolicyDep,
+    DeliveryQueueDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    webhook_networks,
+)
 from api.idempotency import IdempotentRoute
-from api.routes import problem_responses
-from api.routes.comparisons import Cursor, Limit, page_limit
+from api.routes import (
+    Cursor,
+    Limit,
+    Since,
+    SubjectId,
+    delivery_page_out,
+    page_limit,
+    problem_responses,
+)
 from api.schemas import (
     Page,
     WebhookCreate,
@@ -30,89 +42,11 @@ from api.schemas import (
     WebhookUpdate,
     WebhookWithSecretOut,
 )
-from core.config import Settings
 from core.db.models import WebhookDeliveryState, WebhookEventType
-from core.services import webhooks
-from core.services.errors import InvalidRequest, Unavailable
-from core.services.jobqueue import Producer
-from core.services.webhook_delivery import DeliveryPolicy, DeliveryQueue, dispatch_due
+from core.services.errors import InvalidRequest
+from core.services.webhooks import dispatch, endpoints, log, secrets
 
 router = APIRouter(route_class=IdempotentRoute, tags=["webhooks"])
-
-log = structlog.get_logger("api.webhooks")
-
-
-def get_delivery_queue(request: Request) -> DeliveryQueue:
-    """Sends webhook deliver tasks through the app's broker producer."""
-    settings: Settings = request.app.state.settings
-    producer: Producer = request.app.state.producer
-    return producer.deliveries(expires_s=settings.webhooks.lease_s)
-
-
-DeliveryQueueDep = Annotated[DeliveryQueue, Depends(get_delivery_queue)]
-#: A delivery-log filter: the deliveries of events about one comparison or batch.
-SubjectId = Annotated[
-    uuid.UUID | None,
-    Query(description="A comparison or batch id: only the deliveries of events about it."),
-]
-#: The ``since`` of a recover request.
-Since = Annotated[
-    AwareDatetime,
-    Query(description="Re-send the failed deliveries created at or after this time."),
-]
-
-
-def dispatch_deliveries(
-    session: Session, queue: DeliveryQueue, settings: Settings, ids: list[uuid.UUID]
-) -> None:
-    """Best effort: send the deliveries just committed (else the periodic dispatcher does)."""
-    if not ids:
-        return
-    try:
-        dispatch_due(session, queue, policy=DeliveryPolicy.from_settings(settings), only_ids=ids)
-    except Unavailable as exc:
-        log.warning("webhook.dispatch_skipped", error=str(exc))
-
-
-def delivery_out(
-    session: Session,
-    settings: Settings,
-    tenant_id: uuid.UUID,
-    delivery_id: uuid.UUID,
-    *,
-    endpoint_id: uuid.UUID | None = None,
-) -> WebhookDeliveryOut:
-    """The delivery as the API shows it (of ``endpoint_id`` when given; 404 otherwise)."""
-    view = webhooks.get_delivery(
-        session, tenant_id=tenant_id, delivery_id=delivery_id, endpoint_id=endpoint_id
-    )
-    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
-
-
-def retry_and_dispatch(
-    session: Session,
-    queue: DeliveryQueue,
-    settings: Settings,
-    tenant_id: uuid.UUID,
-    delivery_id: uuid.UUID,
-    *,
-    endpoint_id: uuid.UUID | None = None,
-) -> WebhookDeliveryOut:
-    """Retry a delivery (of ``endpoint_id`` when given), send it at once, and show it."""
-    webhooks.retry_delivery(
-        session, tenant_id=tenant_id, delivery_id=delivery_id, endpoint_id=endpoint_id
-    )
-    dispatch_deliveries(session, queue, settings, [delivery_id])
-    return delivery_out(session, settings, tenant_id, delivery_id, endpoint_id=endpoint_id)
-
-
-def delivery_page_out(page: webhooks.DeliveryPage, settings: Settings) -> Page[WebhookDeliveryOut]:
-    """A page of the delivery log as the API shows it."""
-    base = settings.api.public_base_url
-    return Page[WebhookDeliveryOut](
-        items=[WebhookDeliveryOut.from_view(v, base_url=base) for v in page.items],
-        next_cursor=page.next_cursor,
-    )
 
 
 @router.post(
@@ -135,7 +69,7 @@ def create_webhook(
     A URL that resolves to a private, loopback or otherwise internal address is refused (422
     ``webhook_url_forbidden``).
     """
-    endpoint = webhooks.create_endpoint(
+    endpoint = endpoints.create_endpoint(
         session,
         tenant_id=tenant.id,
         url=body.url,
@@ -165,7 +99,7 @@ def list_webhooks(
     limit: Limit = None,
 ) -> Page[WebhookOut]:
     """Your endpoints, newest first; walk pages with ``cursor``."""
-    page = webhooks.list_endpoints(
+    page = endpoints.list_endpoints(
         session, tenant_id=tenant.id, cursor=cursor, limit=page_limit(limit, settings)
     )
     base = settings.api.public_base_url
@@ -186,7 +120,7 @@ def get_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecretO
     Created on first use; readable again (unlike an endpoint's secret, it may have been created
     by a delivery).
     """
-    return WebhookSecretOut.from_row(webhooks.get_default_secret(session, tenant_id=tenant.id))
+    return WebhookSecretOut.from_row(secrets.get_default_secret(session, tenant_id=tenant.id))
 
 
 @router.post(
@@ -196,7 +130,7 @@ def get_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecretO
 )
 def rotate_default_secret(tenant: TenantDep, session: SessionDep) -> WebhookSecretOut:
     """Replace the default secret; for 24 h the previous one signs every delivery too."""
-    return WebhookSecretOut.from_row(webhooks.rotate_default_secret(session, tenant_id=tenant.id))
+    return WebhookSecretOut.from_row(secrets.rotate_default_secret(session, tenant_id=tenant.id))
 
 
 @router.get(
@@ -209,7 +143,7 @@ def get_webhook(
     webhook_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> WebhookOut:
     """One of your endpoints (without its secret)."""
-    endpoint = webhooks.get_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    endpoint = endpoints.get_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
     return WebhookOut.from_endpoint(endpoint, base_url=settings.api.public_base_url)
 
 
@@ -235,14 +169,14 @@ def update_webhook(
         raise InvalidRequest("url cannot be null")
     if body.enabled is None and "enabled" in sent:
         raise InvalidRequest("enabled cannot be null")
-    endpoint = webhooks.update_endpoint(
+    endpoint = endpoints.update_endpoint(
         session,
         tenant_id=tenant.id,
         endpoint_id=webhook_id,
-        url=webhooks.UNSET if body.url is None else body.url,
-        events=body.events if "events" in sent else webhooks.UNSET,
-        description=body.description if "description" in sent else webhooks.UNSET,
-        enabled=webhooks.UNSET if body.enabled is None else body.enabled,
+        url=endpoints.UNSET if body.url is None else body.url,
+        events=body.events if "events" in sent else endpoints.UNSET,
+        description=body.description if "description" in sent else endpoints.UNSET,
+        enabled=endpoints.UNSET if body.enabled is None else body.enabled,
         allowed_networks=webhook_networks(settings),
     )
     return WebhookOut.from_endpoint(endpoint, base_url=settings.api.public_base_url)
@@ -257,7 +191,7 @@ def update_webhook(
 )
 def delete_webhook(webhook_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> Response:
     """Delete the endpoint, its deliveries and their log."""
-    webhooks.delete_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    endpoints.delete_endpoint(session, tenant_id=tenant.id, endpoint_id=webhook_id)
     return Response(status_code=204)
 
 
@@ -272,7 +206,9 @@ def rotate_secret(
 ) -> WebhookWithSecretOut:
     """Give the endpoint a new secret (shown this once). For 24 h every delivery carries two
     signatures, one per secret, so receivers holding either one verify it."""
-    endpoint = webhooks.rotate_endpoint_secret(session, tenant_id=tenant.id, endpoint_id=webhook_id)
+    endpoint = endpoints.rotate_endpoint_secret(
+        session, tenant_id=tenant.id, endpoint_id=webhook_id
+    )
     return WebhookWithSecretOut.from_endpoint_with_secret(
         endpoint, base_url=settings.api.public_base_url
     )
@@ -291,12 +227,14 @@ def ping_webhook(
     session: SessionDep,
     settings: SettingsDep,
     queue: DeliveryQueueDep,
+    policy: DeliveryPolicyDep,
 ) -> WebhookDeliveryOut:
     """Send a ``ping`` event to the endpoint now (also when it is disabled); follow it in the
     delivery log."""
-    delivery = webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=webhook_id)
-    dispatch_deliveries(session, queue, settings, [delivery.id])
-    return delivery_out(session, settings, tenant.id, delivery.id, endpoint_id=webhook_id)
+    view = dispatch.ping_and_dispatch(
+        session, queue, policy, tenant_id=tenant.id, endpoint_id=webhook_id
+    )
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
 
 
 @router.get(
@@ -318,7 +256,7 @@ def list_deliveries(
 ) -> Page[WebhookDeliveryOut]:
     """The endpoint's deliveries, newest first, each with its attempts (status code, duration,
     error, the first kilobyte of the answer); filters as ``GET /v1/webhook-deliveries``."""
-    page = webhooks.list_deliveries(
+    page = log.list_deliveries(
         session,
         tenant_id=tenant.id,
         endpoint_id=webhook_id,
@@ -345,7 +283,10 @@ def get_delivery(
     settings: SettingsDep,
 ) -> WebhookDeliveryOut:
     """One delivery of the endpoint with its attempts."""
-    return delivery_out(session, settings, tenant.id, delivery_id, endpoint_id=webhook_id)
+    view = log.get_delivery(
+        session, tenant_id=tenant.id, delivery_id=delivery_id, endpoint_id=webhook_id
+    )
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
 
 
 @router.post(
@@ -362,12 +303,19 @@ def retry_delivery(
     session: SessionDep,
     settings: SettingsDep,
     queue: DeliveryQueueDep,
+    policy: DeliveryPolicyDep,
 ) -> WebhookDeliveryOut:
     """One more attempt now, with the original ``webhook-id``. 409 ``delivery_in_progress``
     while it is being sent, 409 ``webhook_disabled`` if the endpoint is disabled."""
-    return retry_and_dispatch(
-        session, queue, settings, tenant.id, delivery_id, endpoint_id=webhook_id
+    view = dispatch.retry_and_dispatch(
+        session,
+        queue,
+        policy,
+        tenant_id=tenant.id,
+        delivery_id=delivery_id,
+        endpoint_id=webhook_id,
     )
+    return WebhookDeliveryOut.from_view(view, base_url=settings.api.public_base_url)
 
 
 @router.post(
@@ -381,15 +329,14 @@ def recover(
     webhook_id: uuid.UUID,
     tenant: TenantDep,
     session: SessionDep,
-    settings: SettingsDep,
     queue: DeliveryQueueDep,
+    policy: DeliveryPolicyDep,
     since: Since,
 ) -> WebhookRecoverOut:
     """Send every ``failed`` delivery created since ``since`` once more, each with its original
     ``webhook-id`` (e.g. after an outage of your receiver). 409 ``webhook_disabled`` if the
     endpoint is disabled."""
-    ids = webhooks.recover_deliveries(
-        session, tenant_id=tenant.id, endpoint_id=webhook_id, since=since
+    ids = dispatch.recover_and_dispatch(
+        session, queue, policy, tenant_id=tenant.id, endpoint_id=webhook_id, since=since
     )
-    dispatch_deliveries(session, queue, settings, ids)
     return WebhookRecoverOut(recovered=len(ids), delivery_ids=ids)

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db.secretbox import EncryptedSecret
+from core.netguard.classify import MAX_URL_LENGTH
 
 __all__ = [
     "FINAL_STATES",
@@ -84,8 +85,8 @@ NAMING_CONVENTION: dict[str, str] = {
 
 #: Length of the VARCHAR holding a string enum (room for values added later).
 ENUM_LENGTH = 32
-#: Length of URL columns (webhook URLs), in characters.
-URL_LENGTH = 2048
+#: Length of URL columns (webhook URLs), in characters: the longest URL the guard accepts.
+URL_LENGTH = MAX_URL_LENGTH
 #: Length of object-storage key columns, in characters.
 STORAGE_KEY_LENGTH = 512
 

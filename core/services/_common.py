@@ -7,28 +7,26 @@ import binascii
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
+from core.config import MAX_PAGE_SIZE
 from core.services.errors import InvalidRequest, ServiceError, Unavailable
-from core.services.webhooks_ssrf import IPNetwork, check_webhook_url_offline
 from core.storage import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = [
     "MAX_METADATA_BYTES",
+    "check_page_limit",
     "map_db_errors",
     "map_storage_errors",
     "validate_metadata",
-    "validate_webhook_url",
 ]
 
 #: Largest ``metadata`` object accepted, in bytes of compact JSON.
 MAX_METADATA_BYTES = 16 * 1024
-#: Longest webhook URL accepted, in characters (the column's length).
-MAX_URL_LENGTH = 2048
 
 # Errors that mean "the database cannot be used right now" (connection refused or lost, pool
 # exhausted, SQLite busy): worth retrying later. Integrity and programming errors are not.
@@ -117,15 +115,10 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def validate_webhook_url(url: Any, *, allowed_networks: Sequence[IPNetwork] = ()) -> str | None:
-    """Check a per-comparison or per-batch webhook URL: None, or an http(s) URL of at most 2048
-    characters that is not a forbidden destination as far as can be told without DNS
-    (``webhooks_ssrf.check_webhook_url_offline``; names are checked again when sent)."""
-    if url is None:
-        return None
-    if not isinstance(url, str):
-        raise InvalidRequest(f"webhook_url must be a URL of at most {MAX_URL_LENGTH} characters")
-    return check_webhook_url_offline(url, allowed_networks=allowed_networks)
+def check_page_limit(limit: int) -> None:
+    """``InvalidRequest`` unless ``limit`` is an integer in 1..:data:`MAX_PAGE_SIZE`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, not {limit!r}")
 
 
 def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:

@@ -23,8 +23,9 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import VERDICTS
+from core.netguard.classify import IPNetwork
 from core.services import lifecycle
-from core.services._common import map_db_errors, validate_metadata, validate_webhook_url
+from core.services._common import map_db_errors, validate_metadata
 from core.services.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -35,7 +36,7 @@ from core.services.errors import (
 from core.services.jobqueue import BatchJobQueue, BulkJobQueue, JobQueue
 from core.services.lifecycle import mark_unsent
 from core.services.options import validate_options
-from core.services.webhooks_ssrf import IPNetwork
+from core.services.webhooks.guard import check_ad_hoc_url
 
 __all__ = [
     "BatchCreated",
@@ -213,7 +214,7 @@ def create_batch(
             details={"max_pairs": max_pairs, "pairs": len(items)},
         )
     metadata = validate_metadata(metadata)
-    webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
+    webhook_url = check_ad_hoc_url(webhook_url, allowed_networks=allowed_networks)
     # Options repeat across items (usually one set for the whole batch): validate each once.
     options_cache: dict[str, dict[str, Any] | ServiceError] = {}
 

@@ -20,7 +20,7 @@ import structlog
 import tenacity
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import LimitsSettings
+from core.config import DEFAULT_PAGE_SIZE, LimitsSettings
 from core.db.models import (
     Comparison,
     ComparisonQueue,
@@ -30,14 +30,15 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import ImagingError, compare
+from core.netguard.classify import IPNetwork
 from core.services import lifecycle, previews
 from core.services._common import (
+    check_page_limit,
     cut_page,
     map_db_errors,
     map_storage_errors,
     newest_first,
     validate_metadata,
-    validate_webhook_url,
 )
 from core.services.errors import (
     ClaimNotReleased,
@@ -52,8 +53,8 @@ from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
 from core.services.lifecycle import AfterCommit, Claim, mark_unsent
 from core.services.options import ComparisonOptions, engine_options, parse_options
-from core.services.webhooks import DeliveryClaim
-from core.services.webhooks_ssrf import IPNetwork
+from core.services.webhooks.guard import check_ad_hoc_url
+from core.services.webhooks.outbox import DeliveryClaim
 from core.storage import ObjectNotFound, ObjectStore
 
 __all__ = [
@@ -74,8 +75,6 @@ HEATMAP_KEY = "heatmaps/{comparison_id}.png"
 #: Lease of a claimed job when the caller gives none, in seconds (the default
 #: ``worker.stale_running_after_s``: hard time limit 150 s + 30 s).
 DEFAULT_LEASE_S = 180.0
-#: Largest ``limit`` of a listing page.
-MAX_PAGE_SIZE = 100
 #: Error codes of failures recorded by the service itself (the engine's codes come from
 #: ``core.imaging.ErrorCode``).
 IMAGE_MISSING = "image_missing"
@@ -123,7 +122,7 @@ def create_comparison(
     """
     normalised = parse_options(options).to_stored()
     metadata = validate_metadata(metadata)
-    webhook_url = validate_webhook_url(webhook_url, allowed_networks=allowed_networks)
+    webhook_url = check_ad_hoc_url(webhook_url, allowed_networks=allowed_networks)
     with map_db_errors("create comparison"):
         statuses = _ready_images(session, tenant_id, [image_a_id, image_b_id])
         for name, image_id in (("a", image_a_id), ("b", image_b_id)):
@@ -202,7 +201,7 @@ def list_comparisons(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: str | None = None,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_SIZE,
 ) -> Page:
     """Newest first, keyset-paginated on (created_at, id); ``cursor`` is opaque (from a previous
     page's ``next_cursor``); ``InvalidRequest`` for a malformed cursor or limit outside 1..100.
@@ -211,8 +210,7 @@ def list_comparisons(
     ``next_cursor`` is None on the last page. Rows created after the first page was read do
     not appear on later pages (they sort before the cursor).
     """
-    if not _is_int(limit) or not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE_SIZE}, not {limit!r}")
+    check_page_limit(limit)
     _aware(created_after, "created_after")
     _aware(created_before, "created_before")
     query = sa.select(Comparison).where(Comparison.tenant_id == tenant_id)
@@ -420,7 +418,7 @@ def run_comparison(
         were accepted at (default: the settings' defaults).
     delivery_claim
         Write the webhook deliveries of the final state under this claim (the caller sends
-        their tasks after this returns: ``webhook_delivery.send_preclaimed``); None: they are
+        their tasks after this returns: ``webhooks.dispatch.send_preclaimed``); None: they are
         written ``pending`` for the dispatcher.
     policy
         Lease, heartbeat and retry of the final write (default: a 180 s lease, no heartbeat,

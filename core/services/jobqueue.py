@@ -437,7 +437,7 @@ class Producer:
     """A process's connection to the broker for sending only (the API): its job queue and
     its webhook delivery queues, on one Celery app closed with :meth:`close`.
 
-    The rest of the code sees the protocols (``JobQueue``, ``webhook_delivery.DeliveryQueue``);
+    The rest of the code sees the protocols (``JobQueue``, ``webhooks.dispatch.DeliveryQueue``);
     only this module and ``worker/`` know Celery.
     """
 

@@ -32,11 +32,11 @@ worker can never overwrite a newer attempt or a cancellation. A crash is counted
 failed ``worker_crashed`` at ``max_crashes``, in one place (:func:`_count_crash`).
 
 Every transition to a final state writes its webhook event (the outbox,
-:mod:`core.services.webhooks`) and completes its batch (``batches.completed_at``, set once, with
-its ``batch.completed`` event) in the caller's transaction. A transition given a
-:class:`~core.services.webhooks.DeliveryClaim` writes its deliveries claimed and returns them in
-an :class:`AfterCommit`, whose tasks the caller sends once it committed
-(``webhook_delivery.send_preclaimed``). No function here commits: the caller owns the
+:mod:`core.services.webhooks.outbox`) and completes its batch (``batches.completed_at``, set
+once, with its ``batch.completed`` event) in the caller's transaction. A transition given a
+:class:`~core.services.webhooks.outbox.DeliveryClaim` writes its deliveries claimed and returns
+them in an :class:`AfterCommit`, whose tasks the caller sends once it committed
+(``webhooks.dispatch.send_preclaimed``). No function here commits: the caller owns the
 transaction.
 """
 
@@ -62,8 +62,8 @@ from core.db.models import (
     WebhookEvent,
     utcnow,
 )
-from core.services import webhooks
-from core.services.webhooks import DeliveryClaim
+from core.services.webhooks import outbox
+from core.services.webhooks.outbox import DeliveryClaim
 
 __all__ = [
     "WORKER_CRASHED",
@@ -174,7 +174,7 @@ def comparison_ended(
     ``canceled``. ``comparison``: the id, or the row as the final write left it (saves a read);
     ``now``: event time (default now, UTC); ``claim``: write the deliveries under it.
     """
-    event = webhooks.record_comparison_event(session, comparison, now=now, claim=claim)
+    event = outbox.record_comparison_event(session, comparison, now=now, claim=claim)
     return _claimed_ids(session, event, claim)
 
 
@@ -196,7 +196,7 @@ def _complete_batch(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False, AfterCommit()
     log.info("batch.completed", batch_id=str(batch_id))
-    event = webhooks.record_batch_completed(session, batch_id, now=now, claim=claim)
+    event = outbox.record_batch_completed(session, batch_id, now=now, claim=claim)
     return True, _claimed_ids(session, event, claim)
 
 

@@ -36,7 +36,7 @@ from core.services.errors import Unavailable
 from core.services.idempotency import purge_expired
 from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
 from core.services.lifecycle import mark_unsent
-from core.services.webhooks import purge_old_events
+from core.services.webhooks.log import purge_old_events
 
 __all__ = ["DEFAULT_SWEEP_LIMIT", "SweepReport", "recover", "sweep"]
 

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from api.main import create_app
 from core.config import WebhookSettings
 from core.db.secretbox import PREFIX
+from core.netguard.classify import parse_allowed_networks
 from core.services import keys
 from tests.api.conftest import REDIS_HOST, REDIS_PORT, assert_problem, make_settings
 from tests.support.databases import migrate
@@ -35,7 +36,7 @@ def start_app(tmp_path: Path, redis_db: redis.Redis) -> Iterator[object]:
         ).model_copy(
             update={
                 "webhooks": WebhookSettings(secret_keys=(SecretStr(key.decode()),)),
-                "webhook_allowed_networks": "127.0.0.1/32",
+                "webhook_allowed_networks": parse_allowed_networks("127.0.0.1/32"),
             }
         )
         client = TestClient(create_app(settings))

@@ -23,7 +23,8 @@ from core.config import Settings, StorageSettings
 from core.db.models import WebhookDelivery, WebhookDeliveryState
 from core.services import comparisons
 from core.services.tasknames import WEBHOOK_DELIVER
-from core.services.webhook_delivery import DeliveryPolicy, deliver
+from core.services.webhooks.delivery import deliver
+from core.services.webhooks.policy import DeliveryPolicy
 from tests.api.conftest import (
     REDIS_HOST,
     REDIS_PORT,

@@ -270,3 +270,24 @@ def test_the_job_memory_budget_divides_memory_among_processes() -> None:
     assert job_memory_share(8 * 2**30, 4, fraction=0.5) == 2**30
     with pytest.raises(ValueError):
         job_memory_share(2**30, 0)
+
+
+def test_webhook_allowed_networks_are_parsed_once_into_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ipaddress
+
+    monkeypatch.setenv("DIFFALL_WEBHOOK_ALLOWED_NETWORKS", " 127.0.0.0/8, ::1/128 ,,10.20.0.1")
+    networks = _settings().webhook_allowed_networks
+    assert networks == (
+        ipaddress.IPv4Network("127.0.0.0/8"),
+        ipaddress.IPv6Network("::1/128"),
+        ipaddress.IPv4Network("10.20.0.1/32"),
+    )
+    monkeypatch.delenv("DIFFALL_WEBHOOK_ALLOWED_NETWORKS")
+    assert _settings().webhook_allowed_networks == ()
+    for bad in ("127.0.0.1/8", "10.0.0.0/8,nope"):
+        monkeypatch.setenv("DIFFALL_WEBHOOK_ALLOWED_NETWORKS", bad)
+        with pytest.raises(ValidationError, match="CIDR") as caught:
+            _settings()
+        assert bad.split(",")[-1] in str(caught.value)

@@ -25,11 +25,12 @@ from core.db.models import (
     WebhookDeliveryState,
     WebhookEndpoint,
 )
+from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, images, webhooks
 from core.services.jobqueue import CeleryDeliveryQueue
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
-from core.services.webhook_delivery import DeliveryPolicy, dispatch_due
-from core.services.webhooks_ssrf import parse_allowed_networks
+from core.services.webhooks.dispatch import dispatch_due
+from core.services.webhooks.policy import DeliveryPolicy
 from tests.core.services.support import (
     CLAIM_KEY,
     edited_png,

@@ -21,7 +21,7 @@ import redis
 from core.db.models import WebhookAttempt, WebhookDelivery, WebhookDeliveryState
 from core.services.jobqueue import CeleryDeliveryQueue, make_celery_app
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
-from core.services.webhook_delivery import dispatch_due
+from core.services.webhooks.dispatch import dispatch_due
 from tests.core.services.support import make_tenant, redis_messages
 from tests.core.services.test_webhooks_receiver import Receiver, Reply, running_receiver, verify
 from tests.s3server import free_port

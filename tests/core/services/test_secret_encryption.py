@@ -32,11 +32,12 @@ from core.db.models import (
 )
 from core.db.secretbox import PREFIX
 from core.db.session import make_engine, make_session_factory
+from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, webhooks
 from core.services.errors import ServiceError
 from core.services.secret_encryption import encrypt_stored_secrets
-from core.services.webhook_delivery import DeliveryPolicy, dispatch_due
-from core.services.webhooks_ssrf import parse_allowed_networks
+from core.services.webhooks.dispatch import dispatch_due
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
 from tests.core.services.support import make_tenant
 from tests.core.services.test_webhooks import _comparison

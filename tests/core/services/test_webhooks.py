@@ -35,17 +35,14 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
+from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, lifecycle, sweeper, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.options import validate_options
-from core.services.webhook_delivery import (
-    DeliveryPolicy,
-    dispatch_due,
-    parse_retry_after,
-    retry_delay_s,
-    sign,
-)
-from core.services.webhooks_ssrf import ForbiddenDestination, parse_allowed_networks
+from core.services.webhooks.delivery import sign
+from core.services.webhooks.dispatch import dispatch_due
+from core.services.webhooks.guard import ForbiddenDestination
+from core.services.webhooks.policy import DeliveryPolicy, parse_retry_after, retry_delay_s
 from core.storage import LocalObjectStore
 from tests.core.services.support import add_image, corrupt_png, edited_png, make_tenant, png_bytes
 from tests.core.services.test_webhooks_receiver import InlineQueue
@@ -169,7 +166,7 @@ def test_create_endpoint_refuses_bad_fields(
 def test_forbidden_urls_are_refused_at_registration(
     sessions: SessionFactory, tenant: Tenant, url: str
 ) -> None:
-    # The SSRF rules of core.services.webhooks_ssrf apply when an endpoint is registered (and
+    # The SSRF rules of core.netguard apply when an endpoint is registered (and
     # when its URL changes); without an allow-list loopback is refused like the rest.
     with sessions() as session, pytest.raises(ForbiddenDestination) as caught:
         webhooks.create_endpoint(session, tenant_id=tenant.id, url=url)
@@ -627,7 +624,7 @@ def test_dispatchers_skip_rows_locked_by_another_on_postgresql(
 def test_a_lost_attempt_is_recorded_and_sent_again(
     sessions: SessionFactory, tenant: Tenant
 ) -> None:
-    from core.services.webhook_delivery import _begin_attempt
+    from core.services.webhooks.delivery import _begin_attempt
 
     endpoint = _endpoint(sessions, tenant)
     ident = _ping(sessions, tenant, endpoint)
@@ -653,7 +650,7 @@ def test_a_lost_attempt_is_recorded_and_sent_again(
 
 
 def test_a_lost_last_attempt_ends_failed(sessions: SessionFactory, tenant: Tenant) -> None:
-    from core.services.webhook_delivery import _begin_attempt
+    from core.services.webhooks.delivery import _begin_attempt
 
     policy = DeliveryPolicy(schedule_s=(0.0,), jitter=0.0, lease_s=60.0)
     endpoint = _endpoint(sessions, tenant)

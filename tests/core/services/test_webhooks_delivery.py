@@ -33,9 +33,11 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
+from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, webhooks
-from core.services.webhook_delivery import DeliveryPolicy, deliver, dispatch_due
-from core.services.webhooks_ssrf import parse_allowed_networks
+from core.services.webhooks.delivery import deliver
+from core.services.webhooks.dispatch import dispatch_due
+from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
 from diffall.webhooks import verify_webhook
 from tests.core.services.support import corrupt_png
@@ -413,7 +415,7 @@ def test_recover_resends_failed_deliveries_once_with_their_webhook_id(
 def test_a_worker_lost_mid_delivery_loses_nothing(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
-    from core.services.webhook_delivery import _begin_attempt
+    from core.services.webhooks.delivery import _begin_attempt
 
     endpoint = _endpoint(sessions, tenant, receiver.url("/lost"))
     ident = _ping(sessions, tenant, endpoint)

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Tenant, WebhookDeliveryState
-from core.services.webhook_delivery import DeliveryPolicy
-from core.services.webhooks_ssrf import DeliveryError, pinned_post
+from core.services.webhooks.guard import DeliveryError, pinned_post
+from core.services.webhooks.policy import DeliveryPolicy
 from tests.core.services.test_webhooks_delivery import (
     LOOPBACK,
     _attempts,

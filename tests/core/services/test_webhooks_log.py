@@ -26,7 +26,7 @@ from core.db.models import (
 )
 from core.services import comparisons, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
-from core.services.webhook_delivery import dispatch_due
+from core.services.webhooks.dispatch import dispatch_due
 from core.storage import LocalObjectStore
 from tests.core.services.test_webhooks import (
     HOOK,

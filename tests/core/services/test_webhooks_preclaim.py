@@ -26,11 +26,8 @@ from core.db.models import (
 from core.services import comparisons, webhooks
 from core.services.errors import Unavailable
 from core.services.lifecycle import AfterCommit
-from core.services.webhook_delivery import (
-    deliver,
-    dispatch_due,
-    send_preclaimed,
-)
+from core.services.webhooks.delivery import deliver
+from core.services.webhooks.dispatch import dispatch_due, send_preclaimed
 from core.storage import LocalObjectStore
 from tests.core.services.test_webhooks import _comparison
 from tests.core.services.test_webhooks_delivery import FAST, LOOPBACK

@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from svix.webhooks import Webhook as SvixWebhook
 
-from core.services.webhook_delivery import DeliveryPolicy, DeliveryResult, deliver, dispatch_due
+from core.services.webhooks.delivery import DeliveryResult, deliver
+from core.services.webhooks.dispatch import dispatch_due
+from core.services.webhooks.policy import DeliveryPolicy
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,13 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.netguard.classify import forbidden_reason, parse_allowed_networks
+from core.netguard.resolve import PinnedTarget
 from core.services.errors import InvalidRequest
-from core.services.webhooks_ssrf import (
+from core.services.webhooks.guard import (
     DELIVERY_ERROR_CODES,
     DeliveryError,
     ForbiddenDestination,
-    PinnedTarget,
-    forbidden_reason,
-    parse_allowed_networks,
     pinned_post,
     resolve_pinned,
     validate_webhook_url,

@@ -1,9 +1,10 @@
 """Shared fixtures.
 
 Databases (tests/support/databases.py): each backend is migrated once per test process, and a
-test gets a copy: ``database_url`` is a database at the head revision (a SQLite file copied from
-the migrated one, or a PostgreSQL database cloned from the migrated template), ``engine`` and
-``session_factory`` are on it; ``empty_database_url`` is an empty one, for the migration tests.
+test gets a copy: ``database_url`` is a database at the head revision with no rows (a SQLite
+file copied from the migrated one, or a PostgreSQL clone of the migrated template, emptied
+between tests); ``engine`` and ``session_factory`` are on it; ``empty_database_url`` is an
+empty one, for the tests of the migrations themselves.
 PostgreSQL must be up on 127.0.0.1:5432 (trust auth, database ``test``; override the admin URL
 with ``DIFFALL_TEST_PG_ADMIN_URL``). If it is down the tests FAIL (CI starts the service).
 
@@ -23,11 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.session import dispose_engine, make_engine, make_session_factory
 from tests.support.databases import (
-    clone_pg_database,
     create_pg_database,
     drop_pg_database,
     drop_pg_database_later,
-    migrate,
+    fresh_pg_database,
     migrated_sqlite_url,
 )
 
@@ -50,16 +50,13 @@ def pg_database_url() -> Iterator[str]:
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of this test at the head revision: a copy of the migrated SQLite file in
-    tmp_path, or a PostgreSQL database cloned from the migrated template (dropped after)."""
+    """A database of this test at the head revision with no rows: a copy of the migrated
+    SQLite file in tmp_path, or this process's PostgreSQL clone of the migrated template,
+    emptied (see tests/support/databases.py)."""
     if request.param == "sqlite":
         yield migrated_sqlite_url(tmp_path / "db" / "diffall.db")
         return
-    url = clone_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database_later(url)
+    yield fresh_pg_database()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -78,8 +75,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on ``database_url`` (at head)."""
-    migrate(database_url)  # already at head: a check, no migration
+    """An engine on ``database_url`` (at head already: a copy of the real migration)."""
     engine = make_engine(database_url)
     try:
         yield engine

@@ -1,13 +1,17 @@
-"""Test databases: migrated once per test session, then cloned for every test.
+"""Test databases: migrated once per test session, then copied or cloned.
 
 Running Alembic's upgrade for every test costs 0.1-0.3 s each (imports, logging set-up, DDL one
 statement at a time). Here each backend is migrated for real once per test process (with
-:func:`core.db.session.upgrade_database`), and every test gets a copy of the result:
+:func:`core.db.session.upgrade_database`), and tests get copies of the result:
 
-- SQLite: the migrated file is copied byte for byte (:func:`migrated_sqlite_url`);
-- PostgreSQL: a migrated *template database* is cloned with ``CREATE DATABASE ... TEMPLATE``
-  (:func:`clone_pg_database`, a few tens of milliseconds); clones are dropped by a background
-  thread when their test ends, so the drop is off the test's path.
+- SQLite: the migrated file is copied byte for byte for every test (:func:`migrated_sqlite_url`);
+- PostgreSQL: the migrated *template database* is cloned with ``CREATE DATABASE ... TEMPLATE``
+  (:func:`clone_pg_database`: module databases of the worker and end-to-end tests, measurements).
+  The per-test database (:func:`fresh_pg_database`) is one clone per test process whose rows are
+  deleted before each test (milliseconds); when a test left it changed (another schema:
+  different relations, triggers, functions or revision) or locked, a new clone replaces it. A
+  clone per test would cost as much as it saves: every ``DROP DATABASE`` forces a checkpoint of
+  the whole (shared) server.
 
 :func:`migrate` brings any database to head: a database already at head (a clone) is left as it
 is, an empty one is filled from the template, anything else is migrated for real, so it can stand
@@ -43,6 +47,8 @@ __all__ = [
     "clone_pg_database",
     "create_pg_database",
     "drop_pg_database",
+    "drop_pg_database_later",
+    "fresh_pg_database",
     "migrate",
     "migrated_sqlite_url",
     "pg_url",
@@ -150,6 +156,8 @@ def _pg_template_name() -> str:
 
 
 def _drop_template() -> None:
+    if _pg_work is not None:
+        drop_pg_database_later(_pg_work)
     _dropper.join()
     if _pg_template is not None:
         with contextlib.suppress(BaseException):  # at exit, nothing left to report to
@@ -162,6 +170,93 @@ def clone_pg_database(prefix: str = "diffall_test") -> str:
     The caller drops it (:func:`drop_pg_database` or :func:`drop_pg_database_later`).
     """
     return create_pg_database(prefix, template=_pg_template_name())
+
+
+_pg_work: str | None = None  # this process's per-test database (a clone), when made
+_pg_fingerprint: tuple[object, ...] | None = None  # the template's schema, as _fingerprint
+
+
+def _fingerprint(connection: sa.Connection) -> tuple[object, ...]:
+    """What a test could change of a schema: relations, functions, triggers, the revision."""
+    relations = connection.exec_driver_sql(
+        "SELECT c.relname, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1, 2"
+    ).all()
+    functions = connection.exec_driver_sql(
+        "SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+    ).scalar_one()
+    triggers = connection.exec_driver_sql(
+        "SELECT count(*) FROM pg_catalog.pg_trigger WHERE NOT tgisinternal"
+    ).scalar_one()
+    version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    return (tuple(map(tuple, relations)), functions, triggers, tuple(map(tuple, version)))
+
+
+def _template_fingerprint() -> tuple[object, ...]:
+    global _pg_fingerprint
+    template = _pg_template_name()
+    if _pg_fingerprint is None:
+        engine = sa.create_engine(pg_url(template), poolclass=sa.NullPool)
+        try:
+            with engine.connect() as connection:
+                _pg_fingerprint = _fingerprint(connection)
+        finally:
+            engine.dispose()
+    return _pg_fingerprint
+
+
+def _emptied(url: str) -> bool:
+    """Delete every row of ``url`` (one transaction) if its schema is still the template's.
+
+    False (nothing done) when the schema differs, or a lock or error got in the way.
+    """
+    expected = _template_fingerprint()
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            connection.exec_driver_sql("SET LOCAL statement_timeout = '20s'")
+            if _fingerprint(connection) != expected:
+                return False
+            tables = [
+                name
+                for name, kind in expected[0]  # type: ignore[misc]
+                if kind in ("r", "p") and name != "alembic_version"
+            ]
+            # DELETE with the foreign-key triggers off (any order) takes milliseconds where
+            # TRUNCATE, making new files for every table and index, takes tenths of a second.
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+            for name in tables:
+                connection.exec_driver_sql(f'DELETE FROM "{name}"')
+            for name, kind in expected[0]:  # type: ignore[misc]
+                if kind == "S":
+                    connection.exec_driver_sql(f'ALTER SEQUENCE "{name}" RESTART')
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def fresh_pg_database() -> str:
+    """A PostgreSQL database at the head revision with no rows, for one test.
+
+    The same database (this process's clone of the template) comes back emptied for the next
+    test; a changed or locked one is replaced by a new clone (the old one dropped in the
+    background). Dropped when the process ends.
+    """
+    global _pg_work
+    with _lock:
+        work = _pg_work
+    if work is not None and _emptied(work):
+        return work
+    if work is not None:
+        drop_pg_database_later(work)
+    url = clone_pg_database("diffall_test")
+    with _lock:
+        _pg_work = url
+    return url
 
 
 def reset_pg_schema(url: str) -> None:

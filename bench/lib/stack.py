@@ -21,8 +21,15 @@ from typing import Any
 
 import httpx
 
-from tests.s3server import free_port
-from tests.support.processes import Service, http_ok, port_open, service_env, start, wait_until
+from tests.support.processes import (
+    Service,
+    free_port,
+    http_ok,
+    port_open,
+    service_env,
+    start,
+    wait_until,
+)
 
 __all__ = [
     "PG_ADMIN_URL",

@@ -208,6 +208,19 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+def free_port() -> int:
+    """Return a loopback TCP port with nothing listening on it (at the time of the call).
+
+    Returns
+    -------
+    int
+        A port number in 1..65535; connecting to it is refused.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
     """A condition: a TCP connection to ``host:port`` succeeds."""
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.session import dispose_engine, make_engine, make_session_factory
+from tests.support import databases
 from tests.support.databases import (
     create_pg_database,
     drop_pg_database,
@@ -34,6 +35,11 @@ from tests.support.databases import (
 pytest_plugins = ["tests.support.receivers"]
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this process's template and clone databases (tests/support/databases.py)."""
+    databases.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ from core.db.session import upgrade_database
 
 __all__ = [
     "PG_ADMIN_URL",
+    "cleanup",
     "clone_pg_database",
     "create_pg_database",
     "drop_pg_database",
@@ -151,17 +152,29 @@ def _pg_template_name() -> str:
             name = make_url(url).database
             assert name is not None
             _pg_template = name
-            atexit.register(_drop_template)
+            atexit.register(cleanup)
         return _pg_template
 
 
-def _drop_template() -> None:
-    if _pg_work is not None:
-        drop_pg_database_later(_pg_work)
+def cleanup() -> None:
+    """Drop what this process made: the per-test clone, pending drops, the template.
+
+    Called at the end of the test session (``pytest_sessionfinish`` in tests/conftest.py; an
+    xdist worker may end without running ``atexit`` handlers), and at exit as a fallback.
+    """
+    global _pg_work, _pg_template, _pg_fingerprint, _sqlite_template
+    with _lock:
+        work, template = _pg_work, _pg_template
+        _pg_work = _pg_template = _pg_fingerprint = None
+        if _sqlite_template is not None:
+            shutil.rmtree(_sqlite_template.parent, ignore_errors=True)
+            _sqlite_template = None
+    if work is not None:
+        drop_pg_database_later(work)
     _dropper.join()
-    if _pg_template is not None:
-        with contextlib.suppress(BaseException):  # at exit, nothing left to report to
-            drop_pg_database(pg_url(_pg_template))
+    if template is not None:
+        with contextlib.suppress(BaseException):  # at the end, nothing left to report to
+            drop_pg_database(pg_url(template))
 
 
 def clone_pg_database(prefix: str = "diffall_test") -> str:
@@ -253,7 +266,7 @@ def fresh_pg_database() -> str:
         return work
     if work is not None:
         drop_pg_database_later(work)
-    url = clone_pg_database("diffall_test")
+    url = clone_pg_database("diffall_clone")
     with _lock:
         _pg_work = url
     return url
@@ -338,7 +351,6 @@ def _sqlite_template_path() -> Path | None:
                 return None
             _sqlite_head = _sqlite_version(template)
             _sqlite_template = template
-            atexit.register(shutil.rmtree, folder, True)
         return _sqlite_template
 
 

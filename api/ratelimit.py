@@ -56,13 +56,19 @@ FALLBACK_S: Final = 5.0
 REDIS_TIMEOUT_S: Final = 0.25
 
 # GCRA on Redis's clock. KEYS[1]: the bucket; ARGV[1]: seconds per token; ARGV[2]: capacity;
-# ARGV[3]: "1" to only look (no token taken, nothing written), else "0". Returns "0" (allowed:
-# the token is taken, or only looked at) or the seconds until a token is available, as text (a
-# Lua number returned to Redis would be truncated to an integer; tostring keeps only 14 digits,
-# 0.1 ms of a Unix time, so times are formatted to the microsecond).
+# ARGV[3]: "1" to only look (no token taken, nothing written), else "0"; ARGV[4]: "" for Redis's
+# clock (TIME), else the time in seconds (an injected clock). Returns "0" (allowed: the token is
+# taken, or only looked at) or the seconds until a token is available, as text (a Lua number
+# returned to Redis would be truncated to an integer; tostring keeps only 14 digits, 0.1 ms of a
+# Unix time, so times are formatted to the microsecond).
 _GCRA: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now
+if ARGV[4] == nil or ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[4])
+end
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -216,6 +222,10 @@ class SharedTokenBucketLimiter:
         Seconds the in-memory fallback is used after a Redis error (> 0).
     clock
         Monotonic clock for the fallback period, in seconds (tests pass a fake one).
+    bucket_clock
+        Clock of the buckets, in seconds; None (the default, and what every API process must
+        use to share buckets) is Redis's own clock (``TIME``). Tests pass one they move, so
+        that refills depend on the time they set, not on how fast the machine is.
     """
 
     def __init__(
@@ -226,6 +236,7 @@ class SharedTokenBucketLimiter:
         burst: int | None = None,
         fallback_s: float = FALLBACK_S,
         clock: Callable[[], float] = time.monotonic,
+        bucket_clock: Callable[[], float] | None = None,
     ) -> None:
         self.fallback = TokenBucketLimiter(rate_per_minute=rate_per_minute, burst=burst)
         if not fallback_s > 0:
@@ -236,11 +247,17 @@ class SharedTokenBucketLimiter:
         self._client = client
         self._script = client.register_script(_GCRA)
         self._clock = clock
+        self._bucket_clock = bucket_clock
         self._fallback_until = float("-inf")
 
     @classmethod
     def from_url(
-        cls, url: str, *, rate_per_minute: int, burst: int | None = None
+        cls,
+        url: str,
+        *,
+        rate_per_minute: int,
+        burst: int | None = None,
+        bucket_clock: Callable[[], float] | None = None,
     ) -> SharedTokenBucketLimiter:
         """A limiter on the Redis database at ``url`` (the broker's), with short timeouts.
 
@@ -254,7 +271,7 @@ class SharedTokenBucketLimiter:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),  # redis-py's default retries would wait ~7 s
         )
-        return cls(client, rate_per_minute=rate_per_minute, burst=burst)
+        return cls(client, rate_per_minute=rate_per_minute, burst=burst, bucket_clock=bucket_clock)
 
     def acquire(self, key: str) -> float:
         """Take one token from ``key``'s shared bucket (see :meth:`TokenBucketLimiter.acquire`).
@@ -275,7 +292,12 @@ class SharedTokenBucketLimiter:
         try:
             answer = self._script(
                 keys=[REDIS_PREFIX + key],
-                args=[self.interval_s, self.capacity, "0" if take else "1"],
+                args=[
+                    self.interval_s,
+                    self.capacity,
+                    "0" if take else "1",
+                    "" if self._bucket_clock is None else f"{self._bucket_clock():.6f}",
+                ],
             )
         except Exception as exc:  # Redis down, or misconfigured: limit locally, never fail
             self._fallback_until = self._clock() + self.fallback_s

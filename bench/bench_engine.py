@@ -26,7 +26,6 @@ import gc
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ from rich.table import Table
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench.images import photographic_pair, rotated, write_png
+from bench.lib.machine import machine_info as lib_machine_info
 
 #: Named sizes accepted by ``--sizes`` (``WxH`` is accepted too), in pixels.
 NAMED_SIZES: dict[str, tuple[int, int]] = {
@@ -833,28 +832,8 @@ def evaluate_targets(reports: Sequence[SizeReport]) -> list[TargetRow]:
 
 
 def machine_info(tools: Sequence[ExternalTool] = ()) -> dict[str, Any]:
-    """Describe the machine and library versions the figures were taken on."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cv2_threads": cv2.getNumThreads(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "scikit_image": metadata.version("scikit-image"),
-        "pillow": metadata.version("pillow"),
-        "tools": {t.row: t.version for t in tools},
-    }
+    """Describe the machine and library versions the figures were taken on (and the tools)."""
+    return {**lib_machine_info(), "tools": {t.row: t.version for t in tools}}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

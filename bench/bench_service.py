@@ -42,23 +42,15 @@ either way: it reports, it does not gate.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import random
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +60,19 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.lib.client import FINAL, fmt, upload_pairs
+from bench.lib.machine import (
+    MACHINE_BUSY,
+    cpu_delta,
+    cpu_snapshot,
+    default_workers,
+    load_average,
+    machine_busy_cpu_s,
+    machine_cpus,
+    machine_info,
+    progress,
+)
+from bench.lib.stack import ServiceStack
 
 #: Size of the benchmark's images, in pixels.
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
@@ -93,25 +97,10 @@ TARGET_RATIO = 0.85
 #: Target: seconds from POST to 202 for a batch of ``DEFAULT_BATCH_ACCEPT`` pairs, below.
 TARGET_ACCEPT_S = 2.0
 
-#: Admin URL of the PostgreSQL server (a database is created and dropped through it).
-PG_ADMIN_URL = os.environ.get(
-    "DIFFALL_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-#: Credentials and region used against moto's S3 server (it accepts any).
-S3_KEY, S3_SECRET, S3_REGION = "bench", "bench-secret", "us-east-1"
-#: Marker key written into the chosen Redis database so no other run picks it.
-REDIS_MARKER = "diffall-bench:claimed"
-
 #: Windows where other processes took more than this share of the machine are marked noisy.
 NOISY_SHARE = 0.03
-#: Key of the machine's busy CPU seconds in the ``cpu_s`` dictionaries.
-MACHINE_BUSY = "machine busy"
 #: Key of the bare engine processes' CPU seconds.
 ENGINE_PROCESSES = "engine processes"
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 # --------------------------------------------------------------------------------------------
 # Configuration, images, machine
@@ -181,14 +170,6 @@ class BenchConfig:
             raise ValueError("batch_accept must be >= 0, poll_s and timeout_s > 0")
 
 
-def default_workers() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def make_pairs(distinct: int, width: int, height: int, *, seed: int) -> list[tuple[bytes, bytes]]:
     """PNG bytes of ``distinct`` photographic pairs (pair i from ``photographic_pair`` with
     ``seed + i``).
@@ -214,92 +195,6 @@ def make_pairs(distinct: int, width: int, height: int, *, seed: int) -> list[tup
         a, b = photographic_pair(width, height, seed=seed + i)
         out.append((png_bytes(a), png_bytes(b)))
     return out
-
-
-def machine_cpus() -> int:
-    """CPUs of the machine (``os.cpu_count()``), at least 1."""
-    return os.cpu_count() or 1
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages, rounded to 0.01."""
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def machine_busy_cpu_s() -> float:
-    """CPU seconds the whole machine spent busy since boot (all CPUs; ``/proc/stat``: user,
-    nice, system, irq, softirq, steal)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(v) for v in fields]
-    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
-    return busy / _CLK_TCK
-
-
-def _proc_stats() -> Iterator[tuple[int, str, int, float]]:
-    """Every live process: (pid, comm, process group, CPU seconds user + system)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        head, _, tail = stat.rpartition(")")
-        comm = head.split("(", 1)[1] if "(" in head else ""
-        fields = tail.split()
-        if len(fields) < 13 or fields[0] == "Z":
-            continue
-        yield int(entry.name), comm, int(fields[2]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def cpu_snapshot(
-    groups: dict[str, int], *, main_pids: dict[str, int] | None = None
-) -> dict[str, float]:
-    """CPU seconds (user + system, since each process started) used so far by named groups.
-
-    Parameters
-    ----------
-    groups : dict of str to int
-        Name -> process group id (each subprocess runs in its own group, so this includes its
-        children, e.g. Celery's pool processes).
-    main_pids : dict of str to int, optional
-        Name -> pid of a group's leader to count apart: its CPU goes to ``"<name> main"`` and
-        the rest of its group to ``"<name> pool"``.
-
-    Returns
-    -------
-    dict of str to float
-        Seconds per name, plus ``postgres`` (every process named ``postgres``, any client's) and
-        ``redis`` (every ``redis-server``), and ``machine busy`` (:func:`machine_busy_cpu_s`).
-    """
-    main_pids = main_pids or {}
-    by_group = {pgid: name for name, pgid in groups.items()}
-    out: dict[str, float] = {}
-    for name in groups:
-        if name in main_pids:
-            out[f"{name} main"] = 0.0
-            out[f"{name} pool"] = 0.0
-        else:
-            out[name] = 0.0
-    out["postgres"] = 0.0
-    out["redis"] = 0.0
-    for pid, comm, pgrp, cpu in _proc_stats():
-        group = by_group.get(pgrp)
-        if group is not None:
-            if group in main_pids:
-                out[f"{group} {'main' if pid == main_pids[group] else 'pool'}"] += cpu
-            else:
-                out[group] += cpu
-        elif comm == "postgres":
-            out["postgres"] += cpu
-        elif comm == "redis-server":
-            out["redis"] += cpu
-    out[MACHINE_BUSY] = machine_busy_cpu_s()
-    return out
-
-
-def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: round(max(0.0, v - before.get(k, 0.0)), 3) for k, v in after.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,386 +409,10 @@ def run_bare_engine(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# 2. The service stack
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """A subprocess in its own process group, its output in a log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        """The process id (also its process group id)."""
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        """Whether it is still running."""
-        return self.popen.poll() is None
-
-    def tail(self, chars: int = 4000) -> str:
-        """The end of its log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, *, grace_s: float = 10.0) -> None:
-        """SIGTERM its process group, SIGKILL it after ``grace_s`` seconds."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=grace_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
-
-
-def _start(name: str, argv: list[str], *, env: dict[str, str], root: Path) -> Proc:
-    log_path = root / "logs" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Proc(name, popen, log_path)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(
-    condition: Callable[[], bool], *, what: str, timeout_s: float, procs: Sequence[Proc] = ()
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        for proc in procs:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
-def _port_open(port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    return check
-
-
-def _http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
-class ServiceStack:
-    """PostgreSQL database, Redis database, moto S3, API and one Celery worker, on this machine.
-
-    Use as a context manager: everything started is stopped, the database dropped and the
-    Redis database flushed on exit, whatever happened.
-
-    Parameters
-    ----------
-    workers : int
-        Celery worker concurrency (prefork pool processes, >= 1).
-    timeout_s : float
-        Seconds a process may take to start.
-    """
-
-    def __init__(self, *, workers: int, timeout_s: float = 60.0) -> None:
-        self.workers = workers
-        self.timeout_s = timeout_s
-        self.root = Path(tempfile.mkdtemp(prefix="diffall-bench-"))
-        self.database_name = f"diffall_bench_{uuid.uuid4().hex[:12]}"
-        self.database_url = ""
-        self.redis_db: int | None = None
-        self.base_url = ""
-        self.key = ""
-        self.procs: dict[str, Proc] = {}
-        self._redis: Any = None
-        self._db_created = False
-        self._stopped_logs: list[str] = []
-        self.env: dict[str, str] = {}
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> ServiceStack:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        """Create the database and Redis database, start S3, the worker and the API, make a key."""
-        import sqlalchemy as sa
-        from sqlalchemy.engine import make_url
-
-        from core.db.session import upgrade_database
-
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-        try:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'CREATE DATABASE "{self.database_name}"')
-            self._db_created = True
-        finally:
-            admin.dispose()
-        self.database_url = (
-            make_url(PG_ADMIN_URL)
-            .set(database=self.database_name)
-            .render_as_string(hide_password=False)
-        )
-        upgrade_database(self.database_url)
-        self._claim_redis_db()
-
-        s3_port, api_port = _free_port(), _free_port()
-        s3_url = f"http://127.0.0.1:{s3_port}"
-        self.base_url = f"http://127.0.0.1:{api_port}"
-        python = sys.executable
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFALL_")}
-        paths = [str(ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        env["PYTHONUNBUFFERED"] = "1"
-        bucket = f"bench-{uuid.uuid4().hex[:12]}"
-        env.update(
-            {
-                "DIFFALL_ENV": "test",
-                "DIFFALL_DATA_DIR": str(self.root / "data"),
-                "DIFFALL_DATABASE_URL": self.database_url,
-                "DIFFALL_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
-                "DIFFALL_STORAGE__BACKEND": "s3",
-                "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
-                "DIFFALL_STORAGE__S3_BUCKET": bucket,
-                "DIFFALL_STORAGE__S3_REGION": S3_REGION,
-                "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
-                "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
-                "DIFFALL_API__PUBLIC_BASE_URL": self.base_url,
-                # The benchmark measures throughput, not the per-key rate limiter.
-                "DIFFALL_LIMITS__RATE_LIMIT_PER_MINUTE": "1000000",
-            }
-        )
-        self.env = env
-        s3 = _start(
-            "s3",
-            [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-            env=env,
-            root=self.root,
-        )
-        self.procs["s3"] = s3
-        _wait_for(_port_open(s3_port), what="moto S3", timeout_s=self.timeout_s, procs=[s3])
-        import boto3
-
-        s3_client = boto3.client(
-            "s3",
-            endpoint_url=s3_url,
-            region_name=S3_REGION,
-            aws_access_key_id=S3_KEY,
-            aws_secret_access_key=S3_SECRET,
-        )
-        try:
-            s3_client.create_bucket(Bucket=bucket)
-        finally:
-            s3_client.close()
-        self.start_worker()
-        self.procs["api"] = _start(
-            "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--host=127.0.0.1",
-                f"--port={api_port}",
-                "--log-level=warning",
-            ],
-            env=env,
-            root=self.root,
-        )
-        keys = subprocess.run(
-            [python, "-m", "diffall.cli", "keys", "create", "--tenant", "bench"],
-            env=env,
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=self.timeout_s,
-            check=False,
-        )
-        if keys.returncode != 0 or not keys.stdout.strip():
-            raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
-        self.key = keys.stdout.strip().splitlines()[-1]
-        _wait_for(
-            _http_ok(f"{self.base_url}/healthz"),
-            what="the API",
-            timeout_s=self.timeout_s,
-            procs=list(self.procs.values()),
-        )
-
-    def start_worker(self) -> None:
-        """Start the Celery worker (``--concurrency workers``) and wait until it is ready."""
-        worker = _start(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "--app=worker.celery_app",
-                "worker",
-                "--pool=prefork",
-                f"--concurrency={self.workers}",
-                "--queues=interactive,batch,maintenance",
-                f"--hostname=bench-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-            ],
-            env=self.env,
-            root=self.root,
-        )
-        self.procs["worker"] = worker
-        _wait_for(
-            lambda: " ready." in worker.tail(100_000),
-            what="the Celery worker",
-            timeout_s=self.timeout_s,
-            procs=[worker],
-        )
-
-    def stop_worker(self) -> None:
-        """Stop the worker (warm shutdown, then SIGKILL); queued jobs stay queued."""
-        worker = self.procs.pop("worker", None)
-        if worker is not None:
-            worker.stop()
-            self._stopped_logs.append(worker.tail())
-
-    def _claim_redis_db(self) -> None:
-        import redis
-
-        numbers = list(range(1, 16))
-        random.Random().shuffle(numbers)
-        for number in numbers:
-            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
-            if client.dbsize() == 0 and client.set(REDIS_MARKER, "1", nx=True):
-                if client.dbsize() == 1:
-                    self._redis, self.redis_db = client, number
-                    return
-                client.delete(REDIS_MARKER)
-            client.close()
-        raise RuntimeError("no empty Redis database among 1..15")
-
-    def close(self) -> None:
-        """Stop every process, drop the database, flush the Redis database, remove temp files."""
-        errors: list[str] = []
-        for name in ("api", "worker", "s3"):
-            proc = self.procs.pop(name, None)
-            if proc is not None:
-                try:
-                    proc.stop()
-                except Exception as exc:  # keep cleaning up
-                    errors.append(f"stop {name}: {exc}")
-        if self._db_created:
-            try:
-                import sqlalchemy as sa
-
-                admin = sa.create_engine(
-                    PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
-                )
-                try:
-                    with admin.connect() as connection:
-                        connection.exec_driver_sql(
-                            f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'
-                        )
-                    self._db_created = False
-                finally:
-                    admin.dispose()
-            except Exception as exc:
-                errors.append(f"drop database: {exc}")
-        if self._redis is not None:
-            try:
-                self._redis.flushdb()
-                self._redis.close()
-                self._redis = None
-            except Exception as exc:
-                errors.append(f"flush redis: {exc}")
-        shutil.rmtree(self.root, ignore_errors=True)
-        if errors:
-            raise RuntimeError("clean-up failed: " + "; ".join(errors))
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def groups(self) -> dict[str, int]:
-        """Name -> process group id of every running subprocess."""
-        return {name: proc.pid for name, proc in self.procs.items()}
-
-    def client(self, *, timeout: float = 60.0) -> httpx.Client:
-        """An httpx client on the API with the key."""
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.key}"},
-            timeout=timeout,
-        )
-
-    def describe_failure(self) -> str:
-        """The log tails of every process (for an error message)."""
-        parts = [f"=== {name} ===\n{proc.tail()}" for name, proc in self.procs.items()]
-        parts += [f"=== stopped worker ===\n{t}" for t in self._stopped_logs]
-        return "\n".join(parts)
-
-
-def upload_pairs(stack: ServiceStack, pngs: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Upload every image once (``POST /v1/images``); return the image ids of each pair."""
-    ids: list[tuple[str, str]] = []
-    with stack.client() as http:
-        for a, b in pngs:
-            pair = []
-            for data in (a, b):
-                response = http.post(
-                    "/v1/images", files={"file": ("image.png", data, "application/octet-stream")}
-                )
-                if response.status_code >= 300:
-                    raise RuntimeError(f"upload failed: {response.status_code} {response.text}")
-                pair.append(str(response.json()["id"]))
-            ids.append((pair[0], pair[1]))
-    return ids
-
-
 def batch_body(ids: Sequence[tuple[str, str]], pairs: int) -> bytes:
     """JSON body of ``POST /v1/batches`` with ``pairs`` pairs cycling over ``ids``."""
     items = [{"a": ids[i % len(ids)][0], "b": ids[i % len(ids)][1]} for i in range(pairs)]
     return json.dumps({"pairs": items, "metadata": {"bench": "service"}}).encode()
-
-
-FINAL = ("succeeded", "failed", "canceled")
 
 
 @dataclass
@@ -1113,7 +632,7 @@ def run_service(
         before = cpu_snapshot(groups, main_pids=main_pids)
         bench0 = time.process_time()
         outcome = run_batch(http, ids, pairs, poll_s=poll_s, timeout_s=timeout_s, stack=stack)
-        cpu = _diff(cpu_snapshot(groups, main_pids=main_pids), before)
+        cpu = cpu_delta(cpu_snapshot(groups, main_pids=main_pids), before)
         cpu["bench"] = round(time.process_time() - bench0, 3)
         jobs = batch_job_stats(http, outcome.batch_id)
     return ServiceRun(
@@ -1331,28 +850,6 @@ class Report:
         }
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, library versions, OpenCV's and the pipeline's thread counts and
-    the load average now."""
-    from bench.bench_engine import machine_info as engine_machine_info
-    from core.imaging.parallel import thread_count
-
-    info = engine_machine_info()
-    info.pop("tools", None)
-    info["pipeline_threads"] = thread_count()
-    return info
-
-
-def progress(console: Console | None) -> Callable[[str], None]:
-    """A function printing timestamped progress lines on ``console`` (none when omitted)."""
-
-    def say(text: str) -> None:
-        if console is not None:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')} {text}[/dim]")
-
-    return say
-
-
 def run(config: BenchConfig, *, console: Console | None = None) -> Report:
     """Run the whole benchmark (rounds of bare engine and service, then batch acceptance);
     every subprocess, the database and the Redis database are cleaned up whatever happens.
@@ -1375,7 +872,7 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
 
     say = progress(console)
 
-    report = Report(config=config, machine=machine_info())
+    report = Report(config=config, machine=machine_info(pipeline=True))
     say(f"generating {config.distinct} pairs of {config.width}x{config.height} PNGs")
     pngs = make_pairs(config.distinct, config.width, config.height, seed=config.seed)
     report.machine["png_mb"] = round(statistics.fmean(len(x) for p in pngs for x in p) / 1e6, 2)
@@ -1393,7 +890,8 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
             f"uploading {2 * config.distinct} images; warm-up batch of "
             f"{2 * config.worker_concurrency}"
         )
-        ids = upload_pairs(stack, pngs)
+        with stack.client() as http:
+            ids = upload_pairs(http, pngs)
         try:
             report.warmup_s = warm_up(stack, ids, poll_s=config.poll_s, timeout_s=config.timeout_s)
             index = 0
@@ -1438,10 +936,6 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
         say("cleaning up: processes, database, Redis database")
     report.machine["load_average_end"] = load_average()
     return report
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _foreign(window: Window) -> str:
@@ -1508,12 +1002,12 @@ def render(console: Console, report: Report) -> None:
             engine = service.jobs.get("engine_ms_median")
         table.add_row(
             label,
-            _fmt(window.wall_s),
-            _fmt(window.rate),
-            _fmt(engine, 0),
-            _fmt(window.ours_cpu_s / window.pairs * 1000, 0),
+            fmt(window.wall_s),
+            fmt(window.rate),
+            fmt(engine, 0),
+            fmt(window.ours_cpu_s / window.pairs * 1000, 0),
             _foreign(window),
-            _fmt(window.load_start[0]),
+            fmt(window.load_start[0]),
         )
     console.print(table)
     if report.bare and report.service:
@@ -1528,13 +1022,13 @@ def render(console: Console, report: Report) -> None:
         basis = "quiet windows" if report.quiet else "all windows: NOT JUDGED"
         console.print(
             f"  bare engine {best(report.bare)}; service {best(report.service)}; ratio "
-            f"{_fmt(report.ratio, 3)} ({basis})"
+            f"{fmt(report.ratio, 3)} ({basis})"
         )
         console.print(
-            f"  medians: bare {_fmt(_median(bare_rates))}/s, service "
-            f"{_fmt(_median(service_rates))}/s, ratio {_fmt(report.ratio_of_medians, 3)}; "
+            f"  medians: bare {fmt(_median(bare_rates))}/s, service "
+            f"{fmt(_median(service_rates))}/s, ratio {fmt(report.ratio_of_medians, 3)}; "
             f"CPU-bound estimate (engine CPU / service CPU per comparison) "
-            f"{_fmt(report.cpu_ratio, 3)}, {_fmt(report.cpu_ratio_without_s3, 3)} without the "
+            f"{fmt(report.cpu_ratio, 3)}, {fmt(report.cpu_ratio_without_s3, 3)} without the "
             "S3 test server's CPU"
         )
         if not report.quiet:
@@ -1571,15 +1065,15 @@ def render(console: Console, report: Report) -> None:
                 states += f"; errors {j['errors']}"
             jobs.add_row(
                 str(index + 1),
-                _fmt(s.submit_s * 1000, 0),
-                _fmt(j.get("first_start_ms"), 0),
-                _fmt(j.get("queue_wait_ms_median"), 0),
-                _fmt(j.get("run_ms_median"), 0),
-                _fmt(j.get("engine_ms_median"), 0),
-                _fmt(j.get("overhead_ms_median"), 0),
-                _fmt(idle, 0),
-                _fmt(j.get("server_makespan_s")),
-                _fmt(s.wall_s),
+                fmt(s.submit_s * 1000, 0),
+                fmt(j.get("first_start_ms"), 0),
+                fmt(j.get("queue_wait_ms_median"), 0),
+                fmt(j.get("run_ms_median"), 0),
+                fmt(j.get("engine_ms_median"), 0),
+                fmt(j.get("overhead_ms_median"), 0),
+                fmt(idle, 0),
+                fmt(j.get("server_makespan_s")),
+                fmt(s.wall_s),
                 states,
             )
         console.print(jobs)
@@ -1606,7 +1100,7 @@ def render(console: Console, report: Report) -> None:
         def per_cmp(windows: Sequence[Window], name: str, pairs: int) -> str:
             if not windows or not any(name in w.cpu_s for w in windows):
                 return "-"
-            return _fmt(sum(w.cpu_s.get(name, 0.0) for w in windows) / pairs * 1000, 0)
+            return fmt(sum(w.cpu_s.get(name, 0.0) for w in windows) / pairs * 1000, 0)
 
         totals = {name: sum(s.cpu_s.get(name, 0.0) for s in report.service) for name in names}
         for name in sorted(names, key=lambda n: -totals.get(n, 0.0)):
@@ -1617,13 +1111,13 @@ def render(console: Console, report: Report) -> None:
             )
         cpu.add_row(
             "[bold]ours, total[/bold]",
-            _fmt(sum(r.ours_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
-            _fmt(sum(s.ours_cpu_s for s in report.service) / service_pairs * 1000, 0),
+            fmt(sum(r.ours_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
+            fmt(sum(s.ours_cpu_s for s in report.service) / service_pairs * 1000, 0),
         )
         cpu.add_row(
             "other processes",
-            _fmt(sum(r.foreign_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
-            _fmt(sum(s.foreign_cpu_s for s in report.service) / service_pairs * 1000, 0),
+            fmt(sum(r.foreign_cpu_s for r in report.bare) / max(1, bare_pairs) * 1000, 0),
+            fmt(sum(s.foreign_cpu_s for s in report.service) / service_pairs * 1000, 0),
         )
         console.print(cpu)
         console.print(
@@ -1647,7 +1141,7 @@ def render(console: Console, report: Report) -> None:
         colour = colours.get(t["status"], "dim")
         targets.add_row(
             t["target"],
-            _fmt(t["measured"], 3),
+            fmt(t["measured"], 3),
             t["limit"],
             f"[{colour}]{t['status']}[/{colour}]",
         )

@@ -6,7 +6,7 @@ up)::
     .venv/bin/python -m bench.bench_webhooks [--rate 50] [--seconds 10] [--workers N]
                                              [--deliveries 500] [--json OUT]
 
-Set-up (untimed): the real stack of :mod:`bench.bench_service` (a fresh PostgreSQL database, an
+Set-up (untimed): the real stack of :mod:`bench.lib.stack` (a fresh PostgreSQL database, an
 empty Redis database, moto's S3 server, the API under uvicorn) with the normal worker set-up:
 ONE Celery worker with ``--concurrency N`` (default: the service's default,
 ``WorkerSettings.processes``: the CPUs + 1) consuming
@@ -57,8 +57,19 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_service as bsv
+from bench.lib.client import FINAL, fmt, upload_pairs
+from bench.lib.machine import (
+    MACHINE_BUSY,
+    cpu_delta,
+    cpu_snapshot,
+    load_average,
+    machine_cpus,
+    machine_info,
+    progress,
+)
+from bench.lib.stack import ServiceStack
 from core.config import WorkerSettings
+from tests.support.processes import wait_until
 
 #: ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS`` of the stack: the receiver listens on 127.0.0.1.
 ALLOWED_NETWORKS = "127.0.0.1/32"
@@ -90,8 +101,6 @@ POLL_S = 0.2
 EVENT = "comparison.succeeded"
 #: Missing comparison ids listed in the report (the count is always complete).
 MISSING_SHOWN = 20
-
-FINAL = ("succeeded", "failed", "canceled")
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +354,7 @@ class Receiver:
 
 
 # --------------------------------------------------------------------------------------------
-# The stack: bench_service's, plus the worker's beat and the allow-list
+# The stack: bench.lib.stack's, plus the worker's beat and the allow-list
 # --------------------------------------------------------------------------------------------
 
 
@@ -392,8 +401,8 @@ def webhook_worker_argv(*, threads: int) -> list[str]:
     ]
 
 
-class WebhookStack(bsv.ServiceStack):
-    """:class:`bench.bench_service.ServiceStack` with the normal worker set-up of
+class WebhookStack(ServiceStack):
+    """:class:`bench.lib.stack.ServiceStack` with the normal worker set-up of
     ``diffall serve``: the beat runs inside the worker (``--beat``), and every process gets
     ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS`` (the receiver is on loopback).
 
@@ -413,13 +422,13 @@ class WebhookStack(bsv.ServiceStack):
         self.webhook_workers = webhook_workers
 
     def _start_celery(self, name: str, argv: list[str]) -> None:
-        proc = bsv._start(name, argv, env=self.env, root=self.root)
+        proc = self.start_process(name, argv)
         self.procs[name] = proc
-        bsv._wait_for(
+        wait_until(
             lambda: " ready." in proc.tail(100_000),
             what=f"the Celery worker {name!r}",
             timeout_s=self.timeout_s,
-            procs=[proc],
+            services=[proc],
         )
 
     def start_worker(self) -> None:
@@ -528,7 +537,7 @@ class ThroughputRun:
     attempts : int
         Attempts recorded in all (more than ``deliveries``: retries).
     cpu_s : dict of str to float
-        CPU seconds of each component during the window (``bench_service.cpu_snapshot``).
+        CPU seconds of each component during the window (``bench.lib.machine.cpu_snapshot``).
     cpus : int
         CPUs of the machine.
     load_start : list of float
@@ -556,12 +565,12 @@ class ThroughputRun:
     @property
     def ours_cpu_s(self) -> float:
         """CPU seconds of our components in the window."""
-        return sum(v for k, v in self.cpu_s.items() if k != bsv.MACHINE_BUSY)
+        return sum(v for k, v in self.cpu_s.items() if k != MACHINE_BUSY)
 
     @property
     def foreign_cpu_s(self) -> float:
         """CPU seconds other processes used during the window."""
-        return max(0.0, self.cpu_s.get(bsv.MACHINE_BUSY, 0.0) - self.ours_cpu_s)
+        return max(0.0, self.cpu_s.get(MACHINE_BUSY, 0.0) - self.ours_cpu_s)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -672,14 +681,14 @@ def run_throughput(
             finally:
                 session.close()
             write_s = time.perf_counter() - t_write
-            load_start = bsv.load_average()
-            before = bsv.cpu_snapshot(groups, main_pids=main_pids)
+            load_start = load_average()
+            before = cpu_snapshot(groups, main_pids=main_pids)
             bench0 = time.process_time()
             outer.commit()
             t0 = time.time()
         queue.kick()
         _wait(lambda: len(receiver.arrived(msg_ids)) >= deliveries, timeout_s=drain_s)
-        cpu = bsv._diff(bsv.cpu_snapshot(groups, main_pids=main_pids), before)
+        cpu = cpu_delta(cpu_snapshot(groups, main_pids=main_pids), before)
         cpu["bench"] = round(time.process_time() - bench0, 3)
     finally:
         app.close()
@@ -709,7 +718,7 @@ def run_throughput(
         states=states,
         attempts=len(attempts),
         cpu_s=cpu,
-        cpus=bsv.machine_cpus(),
+        cpus=machine_cpus(),
         load_start=load_start,
     )
 
@@ -834,12 +843,12 @@ class LatencyRun:
     @property
     def ours_cpu_s(self) -> float:
         """CPU seconds of our components in the window."""
-        return sum(v for k, v in self.cpu_s.items() if k != bsv.MACHINE_BUSY)
+        return sum(v for k, v in self.cpu_s.items() if k != MACHINE_BUSY)
 
     @property
     def foreign_cpu_s(self) -> float:
         """CPU seconds other processes used during the window."""
-        return max(0.0, self.cpu_s.get(bsv.MACHINE_BUSY, 0.0) - self.ours_cpu_s)
+        return max(0.0, self.cpu_s.get(MACHINE_BUSY, 0.0) - self.ours_cpu_s)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures, with summaries of every list beside the lists."""
@@ -848,22 +857,6 @@ class LatencyRun:
             out[f"{name}_summary"] = summary(getattr(self, name))
         out["foreign_cpu_s"] = round(self.foreign_cpu_s, 3)
         return out
-
-
-def upload_pairs(http: httpx.Client, pngs: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Upload every image once (``POST /v1/images``); return the ids of each pair."""
-    ids: list[tuple[str, str]] = []
-    for a, b in pngs:
-        pair = []
-        for data in (a, b):
-            response = http.post(
-                "/v1/images", files={"file": ("image.png", data, "application/octet-stream")}
-            )
-            if response.status_code >= 300:
-                raise RuntimeError(f"upload failed: {response.status_code} {response.text}")
-            pair.append(str(response.json()["id"]))
-        ids.append((pair[0], pair[1]))
-    return ids
 
 
 def _comparison_rows(engine: Any, ids: Sequence[str]) -> dict[str, Any]:
@@ -999,8 +992,8 @@ def run_latency(
 
     groups = stack.groups()
     main_pids = {"worker": stack.procs["worker"].pid}
-    load_start = bsv.load_average()
-    before = bsv.cpu_snapshot(groups, main_pids=main_pids)
+    load_start = load_average()
+    before = cpu_snapshot(groups, main_pids=main_pids)
     bench0 = time.process_time()
     with ThreadPoolExecutor(max_workers=senders, thread_name_prefix="bench-sender") as pool:
         for _ in range(senders):  # open the connections before the clock starts
@@ -1026,7 +1019,7 @@ def run_latency(
         return len(final) == len(cids) and len(receiver.for_subjects(succeeded)) == len(succeeded)
 
     _wait(done, timeout_s=drain_s, interval_s=0.5)
-    cpu = bsv._diff(bsv.cpu_snapshot(groups, main_pids=main_pids), before)
+    cpu = cpu_delta(cpu_snapshot(groups, main_pids=main_pids), before)
     cpu["bench"] = round(time.process_time() - bench0, 3)
 
     rows = _comparison_rows(engine, cids)
@@ -1101,7 +1094,7 @@ def run_latency(
         retried=retried,
         wall_s=round(last - t0, 3),
         cpu_s=cpu,
-        cpus=bsv.machine_cpus(),
+        cpus=machine_cpus(),
         load_start=load_start,
     )
 
@@ -1258,9 +1251,9 @@ def run(config: WebhookBenchConfig, *, console: Console | None = None) -> Report
         The figures; :func:`render` prints them.
     """
 
-    say = bsv.progress(console)
+    say = progress(console)
 
-    report = Report(config=config, machine=bsv.machine_info())
+    report = Report(config=config, machine=machine_info(pipeline=True))
     pngs = make_pairs(config.distinct, config.size, seed=config.seed)
     receiver = Receiver()
     try:
@@ -1331,12 +1324,8 @@ def run(config: WebhookBenchConfig, *, console: Console | None = None) -> Report
     report.bad_signatures = receiver.bad_signatures
     report.duplicates = receiver.duplicates()
     report.requests = receiver.requests
-    report.machine["load_average_end"] = bsv.load_average()
+    report.machine["load_average_end"] = load_average()
     return report
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _cpu_table(title: str, cpu_s: dict[str, float], per: int, unit: str) -> Table:
@@ -1344,13 +1333,13 @@ def _cpu_table(title: str, cpu_s: dict[str, float], per: int, unit: str) -> Tabl
     table.add_column("component")
     table.add_column(f"CPU ms / {unit}", justify="right")
     table.add_column("CPU s", justify="right")
-    ours = {k: v for k, v in cpu_s.items() if k != bsv.MACHINE_BUSY}
+    ours = {k: v for k, v in cpu_s.items() if k != MACHINE_BUSY}
     for name, value in sorted(ours.items(), key=lambda kv: -kv[1]):
-        table.add_row(name, _fmt(value / max(1, per) * 1000, 1), _fmt(value, 2))
+        table.add_row(name, fmt(value / max(1, per) * 1000, 1), fmt(value, 2))
     total = sum(ours.values())
-    table.add_row("[bold]ours, total[/bold]", _fmt(total / max(1, per) * 1000, 1), _fmt(total))
-    foreign = max(0.0, cpu_s.get(bsv.MACHINE_BUSY, 0.0) - total)
-    table.add_row("other processes", _fmt(foreign / max(1, per) * 1000, 1), _fmt(foreign))
+    table.add_row("[bold]ours, total[/bold]", fmt(total / max(1, per) * 1000, 1), fmt(total))
+    foreign = max(0.0, cpu_s.get(MACHINE_BUSY, 0.0) - total)
+    table.add_row("other processes", fmt(foreign / max(1, per) * 1000, 1), fmt(foreign))
     return table
 
 
@@ -1386,7 +1375,7 @@ def render(console: Console, report: Report) -> None:
     console.print(
         f"python {m.get('python')}; receiver: {report.requests} requests, "
         f"{report.bad_signatures} bad signatures, {report.duplicates} duplicates "
-        f"(standardwebhooks verification); warm-up {_fmt(report.warmup_s)} s"
+        f"(standardwebhooks verification); warm-up {fmt(report.warmup_s)} s"
     )
 
     tp = report.throughput
@@ -1409,14 +1398,14 @@ def render(console: Console, report: Report) -> None:
             table.add_column(name, justify="right")
         table.add_row(
             f"{tp.arrived}/{tp.deliveries}",
-            _fmt(tp.first_arrival_s),
-            _fmt(tp.wall_s),
-            _fmt(tp.rate, 1),
-            _fmt(tp.steady_rate, 1),
-            f"{_fmt(tp.attempt_ms.get('median'), 0)}, {_fmt(tp.attempt_ms.get('p99'), 0)}",
+            fmt(tp.first_arrival_s),
+            fmt(tp.wall_s),
+            fmt(tp.rate, 1),
+            fmt(tp.steady_rate, 1),
+            f"{fmt(tp.attempt_ms.get('median'), 0)}, {fmt(tp.attempt_ms.get('p99'), 0)}",
             str(tp.attempts),
             ", ".join(f"{k} {v}" for k, v in sorted(tp.states.items())),
-            _fmt(tp.load_start[0]),
+            fmt(tp.load_start[0]),
         )
         console.print(table)
         console.print(
@@ -1440,22 +1429,22 @@ def render(console: Console, report: Report) -> None:
         rejected = ", ".join(f"{k}: {v}" for k, v in lat.rejected.items()) or "none"
         table.add_row("accepted (202) / planned", f"{lat.accepted} / {lat.planned}")
         table.add_row("rejected", rejected)
-        table.add_row("submitted per s", _fmt(lat.submit_rate, 1))
+        table.add_row("submitted per s", fmt(lat.submit_rate, 1))
         table.add_row(
             "send lag ms (median, p99)",
-            f"{_fmt(lat.send_lag_ms['median'], 0)}, {_fmt(lat.send_lag_ms['p99'], 0)}",
+            f"{fmt(lat.send_lag_ms['median'], 0)}, {fmt(lat.send_lag_ms['p99'], 0)}",
         )
         table.add_row(
             "POST to 202 ms (median, p99)",
-            f"{_fmt(lat.post_ms['median'], 0)}, {_fmt(lat.post_ms['p99'], 0)}",
+            f"{fmt(lat.post_ms['median'], 0)}, {fmt(lat.post_ms['p99'], 0)}",
         )
-        table.add_row("finished per s", _fmt(lat.finish_rate, 1))
+        table.add_row("finished per s", fmt(lat.finish_rate, 1))
         table.add_row("states", ", ".join(f"{k} {v}" for k, v in sorted(lat.states.items())))
         table.add_row("webhooks arrived", str(lat.arrived))
         shown = (": " + ", ".join(lat.missing_ids)) if lat.missing_ids else ""
         table.add_row("webhooks missing", f"{lat.missing}{shown}")
         table.add_row("deliveries retried", str(lat.retried))
-        table.add_row("first submission -> last event s", _fmt(lat.wall_s))
+        table.add_row("first submission -> last event s", fmt(lat.wall_s))
         console.print(table)
 
         stages = Table(title="Where the time goes (per comparison)", title_justify="left")
@@ -1471,7 +1460,7 @@ def render(console: Console, report: Report) -> None:
         ):
             s = summary([v * scale for v in values])
             stages.add_row(
-                label, _fmt(s["median"], 0), _fmt(s["p99"], 0), _fmt(s["max"], 0), str(s["n"])
+                label, fmt(s["median"], 0), fmt(s["p99"], 0), fmt(s["max"], 0), str(s["n"])
             )
         console.print(stages)
         console.print(
@@ -1492,7 +1481,7 @@ def render(console: Console, report: Report) -> None:
         measured = t["measured"]
         targets.add_row(
             t["target"],
-            str(measured) if isinstance(measured, int) else _fmt(measured, 3),
+            str(measured) if isinstance(measured, int) else fmt(measured, 3),
             t["limit"],
             f"[{colour}]{t['status']}[/{colour}]",
         )

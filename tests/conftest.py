@@ -1,84 +1,87 @@
 """Shared fixtures.
 
-Database: a throwaway PostgreSQL database per test session and a SQLite file per test.
-
+Databases (tests/support/databases.py): each backend is migrated once per test process, and a
+test gets a copy: ``database_url`` is a database at the head revision with no rows (a SQLite
+file copied from the migrated one, or a PostgreSQL clone of the migrated template, emptied
+between tests); ``engine`` and ``session_factory`` are on it; ``empty_database_url`` is an
+empty one, for the tests of the migrations themselves.
 PostgreSQL must be up on 127.0.0.1:5432 (trust auth, database ``test``; override the admin URL
-with ``DIFFALL_TEST_PG_ADMIN_URL``). If it is down the tests FAIL (CI starts the service; see
-docs). Every test gets an empty ``public`` schema.
+with ``DIFFALL_TEST_PG_ADMIN_URL``). If it is down the tests FAIL (CI starts the service).
+
+Shared helpers live in tests/support/; its fixtures (the webhook ``receiver``) are registered here
+for every test.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.session import dispose_engine, make_engine, make_session_factory
-from tests.support.databases import migrate
-
-PG_ADMIN_URL = os.environ.get(
-    "DIFFALL_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support import databases
+from tests.support.databases import (
+    create_pg_database,
+    drop_pg_database,
+    drop_pg_database_later,
+    fresh_pg_database,
+    migrated_sqlite_url,
 )
+
+pytest_plugins = ["tests.support.receivers"]
 
 BACKENDS = ("sqlite", "postgresql")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this process's template and clone databases (tests/support/databases.py)."""
+    databases.cleanup()
+
+
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database, created for this session and dropped at its end."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"diffall_test_{uuid.uuid4().hex[:12]}"
+    """URL of a fresh, empty PostgreSQL database, created for this session and dropped at its
+    end (for tests that empty and fill one database themselves)."""
+    url = create_pg_database("diffall_test")
     try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc.orig}); start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
-            pytrace=False,
-        )
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
         dispose_engine()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def _reset_pg_schema(url: str) -> None:
-    """Drop everything in the ``public`` schema of ``url`` (tables, alembic_version)."""
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            connection.exec_driver_sql("CREATE SCHEMA public")
-    finally:
-        engine.dispose()
+        drop_pg_database(url)
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database (no tables): a SQLite file in tmp_path, or the session's PostgreSQL
-    database with its schema emptied."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test at the head revision with no rows: a copy of the migrated
+    SQLite file in tmp_path, or this process's PostgreSQL clone of the migrated template,
+    emptied (see tests/support/databases.py)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db' / 'diffall.db'}"
-    url: str = request.getfixturevalue("pg_database_url")
-    _reset_pg_schema(url)
-    return url
+        yield migrated_sqlite_url(tmp_path / "db" / "diffall.db")
+        return
+    yield fresh_pg_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables) of this test: a SQLite file path in tmp_path (not created
+    yet), or a new PostgreSQL database (dropped after). The migrations run on it for real."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'diffall.db'}"
+        return
+    url = create_pg_database("diffall_empty")
+    try:
+        yield url
+    finally:
+        drop_pg_database_later(url)
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on ``database_url`` migrated to head."""
-    migrate(database_url)
+    """An engine on ``database_url`` (at head already: a copy of the real migration)."""
     engine = make_engine(database_url)
     try:
         yield engine

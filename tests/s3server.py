@@ -15,13 +15,14 @@ swallowed by moto).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
 from moto.server import ThreadedMotoServer
+
+from tests.support.processes import free_port
 
 __all__ = [
     "TEST_ACCESS_KEY_ID",
@@ -96,16 +97,3 @@ def running_s3_server() -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
-
-
-def free_port() -> int:
-    """Return a loopback TCP port with nothing listening on it (at the time of the call).
-
-    Returns
-    -------
-    int
-        A port number in 1..65535; connecting to it is refused.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -35,8 +35,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.e2e.procs import Service, python_argv, service_env, start, wait_until
 from tests.s3server import free_port
+from tests.support.processes import KEY_LINE, Service, python_argv, service_env, start, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LANGUAGES = {"bash", "python", "json", "text"}
 DIRECTIVE = re.compile(r"^<!-- readme-test: (?P<what>[a-z-]+)(?::| )\s*(?P<arg>.*?) -->$")
-KEY_LINE = re.compile(r'^API key \(tenant "local"\): (dfa_\S+)$', re.MULTILINE)
 BANNER_END = "Press Ctrl+C to stop."
 SERVE_LINE = re.compile(r"^(?P<indent>\s*)(?P<cmd>(?:\./scripts/serve|diffall serve))(?P<args>.*)$")
 #: At most this many blocks may be left unrun (each says why).

@@ -1,17 +1,19 @@
-"""tests/support/databases.py: a copied migration is the real migration's schema, at head."""
+"""tests/support/databases.py: a copied or cloned migration is the real migration's schema, at
+head; ``migrate`` leaves a database at head alone and migrates any other for real."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from core.db.models import Base
-from core.db.session import alembic_config, make_engine
-from tests.conftest import _reset_pg_schema
+from core.db.models import Base, Tenant
+from core.db.session import alembic_config, make_engine, make_session_factory
 from tests.support import databases
-from tests.support.databases import migrate
+from tests.support.databases import drop_pg_database, migrate, reset_pg_schema
 
 
 def _head(url: str) -> str:
@@ -28,22 +30,53 @@ def _differences(url: str) -> list[object]:
         engine.dispose()
 
 
-def test_copied_migrations_match_the_models_on_both_backends(database_url: str, tmp_path) -> None:
-    if database_url.startswith("sqlite"):
+def test_the_database_of_a_test_is_the_real_migration_at_head(database_url: str) -> None:
+    # database_url is a copy (SQLite) or a clone (PostgreSQL) of the migrated template.
+    assert _differences(database_url) == [_head(database_url)]
+
+
+def test_copied_migrations_match_the_models_on_both_backends(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    migrate(empty_database_url)  # an empty database is filled from the template
+    if empty_database_url.startswith("sqlite"):
+        assert databases._sqlite_template is not None  # the copy path was taken
         second = f"sqlite:///{tmp_path / 'second' / 'copy.db'}"
-        migrate(database_url)
-        assert databases._sqlite_template is not None  # the copy path is taken next
         migrate(second)
+        assert _differences(second) == [_head(second)]
     else:
-        migrate(database_url)
-        _reset_pg_schema(database_url)
-        assert databases._pg_script is not None
-        migrate(database_url)
-        second = database_url
-    assert _differences(second) == [_head(second)]
+        assert databases._pg_template is not None  # the clone path was taken
+        reset_pg_schema(empty_database_url)  # empty again: cloned again under the same name
+        migrate(empty_database_url)
+    assert _differences(empty_database_url) == [_head(empty_database_url)]
 
 
-def test_a_database_that_is_not_empty_is_migrated_for_real(tmp_path) -> None:
+def test_a_clone_is_a_database_of_its_own() -> None:
+    first, second = databases.clone_pg_database(), databases.clone_pg_database()
+    try:
+        engine = make_engine(first)
+        try:
+            with make_session_factory(engine).begin() as session:
+                session.add(Tenant(name="only-in-the-first"))
+        finally:
+            engine.dispose()
+        counts = []
+        for url in (first, second):
+            engine = make_engine(url)
+            try:
+                with engine.connect() as connection:
+                    counts.append(
+                        connection.exec_driver_sql("SELECT count(*) FROM tenants").scalar()
+                    )
+            finally:
+                engine.dispose()
+        assert counts == [1, 0]
+    finally:
+        drop_pg_database(first)
+        drop_pg_database(second)
+
+
+def test_a_database_that_is_not_empty_is_migrated_for_real(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'used.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as connection:

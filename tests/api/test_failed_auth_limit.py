@@ -1,19 +1,24 @@
 """Failed authentication is limited per client address (429 ``too_many_failed_logins``).
 
-The real app on SQLite and PostgreSQL with the shared (Redis) limiter, and the in-process
-limiter with an injected clock. A refused request is answered before its key is looked at.
+The real app on SQLite and PostgreSQL with the shared (Redis) limiter, its buckets on a clock the
+test moves, and the in-process limiter with an injected clock. A refused request is answered
+before its key is looked at.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import time
 
 import pytest
 from sqlalchemy import event
 
-from api.ratelimit import AUTH_FAILURE_PREFIX, REDIS_PREFIX, TokenBucketLimiter
+from api.ratelimit import (
+    AUTH_FAILURE_PREFIX,
+    REDIS_PREFIX,
+    SharedTokenBucketLimiter,
+    TokenBucketLimiter,
+)
 from tests.api.conftest import Api, ApiFactory, TestClient, assert_problem
 
 LIMIT = 30
@@ -27,16 +32,27 @@ def test_700_wrong_keys_are_refused_after_the_limit(
     make_api: ApiFactory, database_url: str
 ) -> None:
     api = make_api(database_url, failed_auth_per_minute=LIMIT)
-    good = api.auth()  # made first: creating a key later could outlast the 2 s refill
-    started = time.monotonic()
+    # The app's limiter is the shared (Redis) one at LIMIT per minute; the test puts in its
+    # place the same limiter on a clock it moves, so no refill depends on the machine's speed.
+    built = api.app.state.auth_failure_limiter
+    assert isinstance(built, SharedTokenBucketLimiter) and built.interval_s == 60 / LIMIT
+    now = [1_000.0]
+    api.app.state.auth_failure_limiter = SharedTokenBucketLimiter.from_url(
+        api.settings.broker_url, rate_per_minute=LIMIT, bucket_clock=lambda: now[0]
+    )
+    built.close()
+    good = api.auth()
+    elapsed_s = 0.0  # on the limiter's clock: it does not move during the burst
     statuses = [
         api.client.get("/v1/comparisons", headers=_wrong_key()).status_code for _ in range(700)
     ]
-    elapsed_s = time.monotonic() - started
     assert statuses[: LIMIT + 1] == [401] * LIMIT + [429]
     assert set(statuses) == {401, 429}
     # Beyond the burst, one more failure per 60/LIMIT s of the run (the bucket refills).
     assert statuses.count(401) <= LIMIT + math.ceil(elapsed_s * LIMIT / 60) + 1
+    assert statuses.count(401) == LIMIT
+    now[0] += 60 / LIMIT  # one token refilled: one more failure is let through, then 429
+    assert api.client.get("/v1/comparisons", headers=_wrong_key()).status_code == 401
 
     refused = api.client.get("/v1/comparisons", headers=_wrong_key())
     body = assert_problem(refused, 429, "too_many_failed_logins")

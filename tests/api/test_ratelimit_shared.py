@@ -136,19 +136,26 @@ def test_two_api_processes_enforce_one_limit(make_api: ApiFactory, sqlite_url: s
 
 @pytest.mark.parametrize("rate", [1, 600])
 def test_capacity_is_the_rate_by_default(redis_db: redis.Redis, rate: int) -> None:
-    limiter = SharedTokenBucketLimiter.from_url(_url(redis_db), rate_per_minute=rate)
+    now = [5_000.0]
+    limiter = SharedTokenBucketLimiter.from_url(
+        _url(redis_db), rate_per_minute=rate, bucket_clock=lambda: now[0]
+    )
     key = uuid.uuid4().hex
     try:
-        # Tokens refill on Redis's clock while the burst runs (600/min is one per 0.1 s, and a
-        # loaded machine takes longer than that for 600 calls): a full bucket grants ``rate``
-        # at once, plus at most what refilled during the burst, then refuses.
-        started = time.monotonic()
+        # On a clock that stands still during the burst (the test moves it), a full bucket
+        # grants ``rate`` at once, plus what refilled during the burst (nothing), then refuses.
         granted = 0
         while limiter.acquire(key) == 0.0:
             granted += 1
             assert granted <= 2 * rate + 10, "the limiter never refused"
-        refilled = (time.monotonic() - started) * rate / 60
+        refilled = 0.0
         assert rate <= granted <= rate + refilled + 1
+        assert granted == rate
+        wait = limiter.acquire(key)
+        assert wait == pytest.approx(60 / rate, abs=1e-3)  # the next token, exactly one period
+        now[0] += wait
+        assert limiter.acquire(key) == 0.0  # refilled at the rate
+        assert limiter.acquire(key) > 0.0
     finally:
         limiter.close()
 

@@ -34,8 +34,8 @@ from tests.api.conftest import (
     png_bytes,
 )
 from tests.api.conftest import queued_messages as _queued
-from tests.core.services.test_webhooks_receiver import Receiver, running_receiver, verify
 from tests.support.databases import migrate
+from tests.support.receivers import Receiver, verify
 
 
 @pytest.fixture
@@ -59,12 +59,6 @@ def hooks_api(database_url: str, tmp_path: Path, redis_db: redis.Redis) -> Itera
         yield Api(app=app, client=client, settings=settings, broker=redis_db)
     finally:
         client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 HOOK = "http://127.0.0.1:9/hook"

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from bench import bench_service as bsv
+from bench.lib import machine, stack
 
 TINY = bsv.BenchConfig(
     workers=1,
@@ -72,7 +73,7 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     # Cleaned up: processes, database, Redis database.
     for pid in report.stack["pids"].values():
         assert not _alive(pid), report.stack
-    admin = sa.create_engine(bsv.PG_ADMIN_URL, poolclass=sa.NullPool)
+    admin = sa.create_engine(stack.PG_ADMIN_URL, poolclass=sa.NullPool)
     try:
         with admin.connect() as connection:
             left = connection.execute(
@@ -82,9 +83,9 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     finally:
         admin.dispose()
     assert left == 0
-    client = redis.Redis(host=bsv.REDIS_HOST, port=bsv.REDIS_PORT, db=report.stack["redis_db"])
+    client = redis.Redis(host=stack.REDIS_HOST, port=stack.REDIS_PORT, db=report.stack["redis_db"])
     try:
-        assert client.exists(bsv.REDIS_MARKER) == 0
+        assert client.exists(stack.REDIS_MARKER) == 0
     finally:
         client.close()
 
@@ -111,7 +112,7 @@ def _bare(rate: float, cpu_ms: float = 200.0, busy_extra: float = 0.0) -> bsv.Ba
     return bsv.BareRun(
         pairs=10,
         wall_s=wall,
-        cpu_s={bsv.ENGINE_PROCESSES: cpu, "bench": 0.0, bsv.MACHINE_BUSY: cpu + busy_extra},
+        cpu_s={bsv.ENGINE_PROCESSES: cpu, "bench": 0.0, machine.MACHINE_BUSY: cpu + busy_extra},
         cpus=2,
         load_start=[0.0, 0.0, 0.0],
         workers=2,
@@ -121,8 +122,8 @@ def _bare(rate: float, cpu_ms: float = 200.0, busy_extra: float = 0.0) -> bsv.Ba
 
 
 def _service(rate: float, pool_ms: float = 220.0, s3_ms: float = 20.0) -> bsv.ServiceRun:
-    cpu = {"worker pool": pool_ms / 100, "s3": s3_ms / 100, bsv.MACHINE_BUSY: 0.0}
-    cpu[bsv.MACHINE_BUSY] = sum(cpu.values())
+    cpu = {"worker pool": pool_ms / 100, "s3": s3_ms / 100, machine.MACHINE_BUSY: 0.0}
+    cpu[machine.MACHINE_BUSY] = sum(cpu.values())
     return bsv.ServiceRun(
         pairs=10,
         wall_s=10 / rate,
@@ -187,7 +188,7 @@ def test_foreign_load_is_what_the_machine_did_beyond_ours() -> None:
 def test_command_line_defaults_and_errors() -> None:
     config, out = bsv.parse_args([])
     assert out is None
-    assert config.workers == bsv.default_workers() >= 1
+    assert config.workers == machine.default_workers() >= 1
     assert (config.pairs, config.distinct, config.batch_accept) == (40, 4, 10_000)
     assert (config.width, config.height, config.rounds) == (1920, 1080, 3)
     assert config.concurrency is None and config.worker_concurrency == config.workers

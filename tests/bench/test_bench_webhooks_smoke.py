@@ -25,8 +25,8 @@ from PIL import Image
 from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
-from bench import bench_service as bsv
 from bench import bench_webhooks as bwh
+from bench.lib import stack
 from core.config import WorkerSettings
 
 TINY = bwh.WebhookBenchConfig(
@@ -80,7 +80,7 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     # Cleaned up: processes, database, Redis database.
     for pid in report.stack["pids"].values():
         assert not _alive(pid), report.stack
-    admin = sa.create_engine(bsv.PG_ADMIN_URL, poolclass=sa.NullPool)
+    admin = sa.create_engine(stack.PG_ADMIN_URL, poolclass=sa.NullPool)
     try:
         with admin.connect() as connection:
             left = connection.execute(
@@ -90,9 +90,9 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     finally:
         admin.dispose()
     assert left == 0
-    client = redis.Redis(host=bsv.REDIS_HOST, port=bsv.REDIS_PORT, db=report.stack["redis_db"])
+    client = redis.Redis(host=stack.REDIS_HOST, port=stack.REDIS_PORT, db=report.stack["redis_db"])
     try:
-        assert client.exists(bsv.REDIS_MARKER) == 0
+        assert client.exists(stack.REDIS_MARKER) == 0
     finally:
         client.close()
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from core.imaging import compare
 from diffall.cli import app, parse_rect, parse_threshold
-from tests.core.imaging.photos import paste_patch, photo, png
+from tests.support.images import paste_patch, photo, png
 
 runner = CliRunner()
 

@@ -105,7 +105,9 @@ def test_refuses_without_keys_or_without_the_old_key(
     assert "secret_key_missing" in err
 
 
-def test_refuses_an_outdated_schema(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out, err = _run(monkeypatch, database_url, NEW_KEY)
+def test_refuses_an_outdated_schema(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = _run(monkeypatch, empty_database_url, NEW_KEY)
     assert code == 2 and out == ""
     assert "diffall db upgrade" in err

@@ -14,10 +14,10 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from core.db.session import upgrade_database
-from tests.conftest import PG_ADMIN_URL
 from tests.e2e.helpers import Stack
-from tests.e2e.procs import (
+from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port
+from tests.support.databases import PG_ADMIN_URL, migrate
+from tests.support.processes import (
     RUNNING,
     STARTED,
     Service,
@@ -27,7 +27,6 @@ from tests.e2e.procs import (
     start,
     wait_until,
 )
-from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -84,9 +83,10 @@ def fresh_pg_url() -> Iterator[Callable[[], str]]:
 
 @pytest.fixture(scope="module")
 def migrated_pg_url(fresh_pg_url: Callable[[], str]) -> str:
-    """A fresh PostgreSQL database brought to the latest schema."""
+    """A fresh PostgreSQL database brought to the latest schema (a copy of the session's
+    migrated template)."""
     url = fresh_pg_url()
-    upgrade_database(url)
+    migrate(url)
     return url
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.core.imaging.photos import paste_patch, photo, png
 from tests.e2e.helpers import JOB_TIMEOUT_S, Stack
-from tests.e2e.procs import service_env
+from tests.support.images import paste_patch, photo, png
+from tests.support.processes import service_env
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,36 +21,23 @@ from core.config import Settings
 from core.imaging import CompareOptions, compare
 from diffall.client import DiffallClient, DiffallError
 from diffall.service_cli import LOCAL_KEY_FILE, ensure_local_key
-from tests.e2e.helpers import JOB_TIMEOUT_S, assert_same_scores, edited_pair, expected_result
-from tests.e2e.procs import (
+from tests.e2e.helpers import JOB_TIMEOUT_S, assert_same_scores, expected_result
+from tests.s3server import free_port
+from tests.support.images import edited_pair
+from tests.support.processes import (
+    KEY_LINE,
     ROOT,
+    URL_LINE,
     alive,
     descendants,
     python_argv,
+    run_cli,
     service_env,
     start,
     wait_until,
 )
-from tests.s3server import free_port
 
 pytestmark = pytest.mark.slow
-
-KEY_LINE = re.compile(r'^API key \(tenant "local"\): (dfa_\S+)$', re.MULTILINE)
-URL_LINE = re.compile(r"^DiffALL is running at (http://\S+)", re.MULTILINE)
-
-
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """Run `diffall ARGS` to completion; return (exit code, stdout, stderr)."""
-    done = subprocess.run(
-        python_argv("-m", "diffall.cli", *args),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode, done.stdout, done.stderr
 
 
 def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,15 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import JOB_TIMEOUT_S
-from tests.e2e.procs import Service, descendants, python_argv, service_env, start, wait_until
 from tests.s3server import free_port
+from tests.support.processes import (
+    Service,
+    descendants,
+    python_argv,
+    service_env,
+    start,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 

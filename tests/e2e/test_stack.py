@@ -15,14 +15,8 @@ from PIL import Image
 
 from core.imaging import CompareOptions, compare
 from diffall.client import DiffallError
-from tests.e2e.helpers import (
-    JOB_TIMEOUT_S,
-    Stack,
-    assert_same_scores,
-    corrupt_png,
-    edited_pair,
-    expected_result,
-)
+from tests.e2e.helpers import JOB_TIMEOUT_S, Stack, assert_same_scores, expected_result
+from tests.support.images import edited_pair, garbled_png
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +46,7 @@ def test_upload_compare_poll_heatmap(stack: Stack, tmp_path: Path) -> None:
 def test_batch_with_one_corrupt_pair(stack: Stack) -> None:
     pairs = [edited_pair(160, 120, seed=seed) for seed in range(20, 26)]
     broken = 3
-    pairs[broken] = (pairs[broken][0], corrupt_png(pairs[broken][1]))
+    pairs[broken] = (pairs[broken][0], garbled_png(pairs[broken][1]))
     with stack.client() as client:
         created = client.create_batch(pairs, metadata={"run": "e2e"})
         assert created["accepted"] == 6 and created["rejected"] == 0, created

@@ -24,10 +24,20 @@ import pytest
 from PIL import Image
 
 from diffall.client import DiffallClient
-from tests.e2e.helpers import JOB_TIMEOUT_S, corrupt_png, edited_pair
-from tests.e2e.procs import ROOT, Service, python_argv, service_env, start, wait_until
-from tests.e2e.test_embedded import KEY_LINE, URL_LINE, run_cli
+from tests.e2e.helpers import JOB_TIMEOUT_S
 from tests.s3server import free_port
+from tests.support.images import edited_pair, garbled_png
+from tests.support.processes import (
+    KEY_LINE,
+    ROOT,
+    URL_LINE,
+    Service,
+    python_argv,
+    run_cli,
+    service_env,
+    start,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -415,7 +425,7 @@ def test_the_batch_page_lists_every_pair_and_opens_one(
     page: Any, served: Served, artifacts: Path
 ) -> None:
     a, b = edited_pair(160, 120, seed=3)
-    broken = corrupt_png(a)
+    broken = garbled_png(a)
     with DiffallClient(served.base_url, served.key, timeout=20) as client:
         batch = client.create_batch(
             [

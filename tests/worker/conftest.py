@@ -2,7 +2,7 @@
 
 ``celery -A worker.celery_app worker --pool prefork -c 1 -Q interactive,batch,maintenance`` runs
 as a subprocess configured only through ``DIFFALL_*`` variables, against a fresh PostgreSQL
-database (migrated with ``upgrade_database``), a Redis database of its own and a bucket on moto's
+database (a clone of the migrated template), a Redis database of its own and a bucket on moto's
 S3 server; or, for the embedded default, against SQLite, a local directory and the filesystem
 broker. Subprocesses are always killed (their whole process group) when a fixture ends.
 """
@@ -16,17 +16,15 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from core.config import Settings
-from core.db.session import make_engine, make_session_factory, upgrade_database
+from core.db.session import make_engine, make_session_factory
 from core.services.factories import store_from_settings
 from core.services.jobqueue import CeleryJobQueue, make_celery_app
-from tests.conftest import PG_ADMIN_URL
-from tests.core.services.support import REDIS_HOST, REDIS_PORT, claimed_redis_db, redis_url
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
-from tests.worker.processes import WorkerEnv, WorkerProcess
+from tests.support.brokers import REDIS_HOST, REDIS_PORT, claimed_redis_db, redis_url
+from tests.support.databases import clone_pg_database, drop_pg_database, migrate
+from tests.support.workers import WorkerEnv, WorkerProcess
 
 
 def _common_variables(data_dir: Path) -> dict[str, str]:
@@ -51,19 +49,13 @@ def _settings(variables: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Set
 
 @pytest.fixture(scope="module")
 def pg_worker_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module, migrated; dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"diffall_worker_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    """A fresh PostgreSQL database for this module at the head revision (cloned from the
+    session's migrated template); dropped afterwards."""
+    url = clone_pg_database("diffall_worker")
     try:
-        upgrade_database(url)
         yield url
     finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        drop_pg_database(url)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +121,7 @@ def embedded_env(tmp_path: Path) -> Iterator[WorkerEnv]:
         settings = _settings(variables, monkeypatch)
     finally:
         monkeypatch.undo()
-    upgrade_database(settings.database_url_resolved)
+    migrate(settings.database_url_resolved)
     engine = make_engine(settings.database_url_resolved)
     app = make_celery_app(settings)
     try:

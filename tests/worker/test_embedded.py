@@ -10,8 +10,9 @@ from core.imaging import compare
 from core.services import batches, comparisons, images
 from core.services.batches import BatchItem
 from core.services.options import engine_options
-from tests.core.services.support import corrupt_png, edited_png, make_tenant, png_bytes
-from tests.worker.processes import WorkerEnv, new_worker
+from tests.support.images import corrupt_png, edited_png, png_bytes
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, new_worker
 
 LIMITS = LimitsSettings()
 

@@ -12,9 +12,9 @@ from functools import cache
 from core.config import LimitsSettings
 from core.db.models import Comparison, ComparisonState
 from core.services import comparisons, images
-from tests.core.imaging.photos import jpeg, photo
-from tests.core.services.support import make_tenant
-from tests.worker.processes import WorkerEnv, WorkerProcess, new_worker
+from tests.support.images import jpeg, photo
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, WorkerProcess, new_worker
 
 #: The bound the issue sets: a dead worker's job is taken back within 30 s.
 RECOVERY_BOUND_S = 30.0

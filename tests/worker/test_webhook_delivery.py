@@ -31,20 +31,15 @@ from core.services.jobqueue import CeleryDeliveryQueue
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
-from tests.core.services.support import (
-    CLAIM_KEY,
-    edited_png,
-    make_tenant,
-    png_bytes,
-    redis_messages,
-)
-from tests.core.services.test_webhooks_receiver import (
+from tests.support.brokers import CLAIM_KEY, redis_messages
+from tests.support.images import edited_png, png_bytes
+from tests.support.receivers import (
     Receiver,
     Reply,
-    running_receiver,
     verify,
 )
-from tests.worker.processes import WorkerEnv, WorkerProcess
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, WorkerProcess
 
 LOOPBACK = parse_allowed_networks("127.0.0.0/8")
 #: Compressed webhook settings for the worker (the schedule is a setting: no code change).
@@ -56,12 +51,6 @@ WEBHOOK_VARIABLES = {
     "DIFFALL_WEBHOOKS__LEASE_S": "4",
     "DIFFALL_WEBHOOKS__DISPATCH_INTERVAL_S": "0.5",
 }
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def _endpoint(env: WorkerEnv, tenant: Tenant, url: str) -> WebhookEndpoint:

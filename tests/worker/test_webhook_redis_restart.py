@@ -22,10 +22,11 @@ from core.db.models import WebhookAttempt, WebhookDelivery, WebhookDeliveryState
 from core.services.jobqueue import CeleryDeliveryQueue, make_celery_app
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
 from core.services.webhooks.dispatch import dispatch_due
-from tests.core.services.support import make_tenant, redis_messages
-from tests.core.services.test_webhooks_receiver import Receiver, Reply, running_receiver, verify
 from tests.s3server import free_port
-from tests.worker.processes import WorkerEnv, WorkerProcess
+from tests.support.brokers import redis_messages
+from tests.support.receivers import Receiver, Reply, verify
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, WorkerProcess
 from tests.worker.test_webhook_delivery import POLICY, WEBHOOK_VARIABLES, _endpoint, _ping
 
 
@@ -96,12 +97,6 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def _attempt_codes(env: WorkerEnv, ident: uuid.UUID) -> list[str | None]:

@@ -26,15 +26,10 @@ from core.services.tasknames import (
     SWEEP,
     WEBHOOK_DELIVER,
 )
-from tests.core.imaging.photos import jpeg, photo
-from tests.core.services.support import (
-    corrupt_png,
-    edited_png,
-    make_tenant,
-    png_bytes,
-    redis_messages,
-)
-from tests.worker.processes import WorkerEnv, WorkerProcess
+from tests.support.brokers import redis_messages
+from tests.support.images import corrupt_png, edited_png, jpeg, photo, png_bytes
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, WorkerProcess
 
 LIMITS = LimitsSettings()
 

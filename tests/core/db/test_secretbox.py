@@ -257,11 +257,11 @@ def _insert_clear_rows_at_0002(url: str) -> uuid.UUID:
 
 
 def test_upgrade_keeps_clear_secrets_readable(
-    database_url: str, engines: Callable[..., Engine]
+    empty_database_url: str, engines: Callable[..., Engine]
 ) -> None:
-    ident = _insert_clear_rows_at_0002(database_url)
-    upgrade_database(database_url)
-    keyed = make_session_factory(engines(database_url, [NEW_KEY]))
+    ident = _insert_clear_rows_at_0002(empty_database_url)
+    upgrade_database(empty_database_url)
+    keyed = make_session_factory(engines(empty_database_url, [NEW_KEY]))
     assert _read(keyed, ident) == (SECRET, PREVIOUS)
     with keyed() as session:
         assert session.scalars(sa.select(WebhookTenantSecret.secret)).all() == [SECRET]
@@ -274,17 +274,17 @@ def test_upgrade_keeps_clear_secrets_readable(
 
 
 def test_downgrade_refuses_while_secrets_are_encrypted(
-    database_url: str, engines: Callable[..., Engine]
+    empty_database_url: str, engines: Callable[..., Engine]
 ) -> None:
-    upgrade_database(database_url)
-    ident = _add_endpoint(make_session_factory(engines(database_url, [NEW_KEY])))
+    upgrade_database(empty_database_url)
+    ident = _add_endpoint(make_session_factory(engines(empty_database_url, [NEW_KEY])))
     with pytest.raises(RuntimeError, match="encrypted secret"):
-        command.downgrade(alembic_config(database_url), "0002")
+        command.downgrade(alembic_config(empty_database_url), "0002")
     # Once the secrets are clear again (here: rewritten with no key), the downgrade runs.
-    clear = make_session_factory(engines(database_url, ()))
+    clear = make_session_factory(engines(empty_database_url, ()))
     with clear.begin() as session:
         session.execute(sa.update(WebhookEndpoint).values(secret=SECRET, previous_secret=PREVIOUS))
         session.execute(sa.update(WebhookTenantSecret).values(secret=SECRET))
-    command.downgrade(alembic_config(database_url), "0002")
-    upgrade_database(database_url)
+    command.downgrade(alembic_config(empty_database_url), "0002")
+    upgrade_database(empty_database_url)
     assert _read(clear, ident) == (SECRET, PREVIOUS)

@@ -22,7 +22,7 @@ import pytest
 from core.imaging import align
 from core.imaging.align import Alignment, corner_error, estimate_alignment, is_identity, warp_into
 from core.imaging.errors import ErrorCode, ImagingError
-from tests.core.imaging.photos import decode_rgb, jpeg, paste_patch, photo, similarity
+from tests.support.images import decode_rgb, jpeg, paste_patch, photo, similarity
 
 Case = tuple[np.ndarray, np.ndarray, np.ndarray]  # A, B, true B -> A homography
 

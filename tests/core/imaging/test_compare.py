@@ -17,7 +17,7 @@ from skimage.metrics import structural_similarity
 
 from core.imaging import VERDICTS, CompareOptions, ErrorCode, ImagingError, compare
 from core.imaging.align import corner_error
-from tests.core.imaging.photos import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
+from tests.support.images import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
 
 CONTRACT_KEYS = {
     "engine_version",

@@ -18,7 +18,7 @@ from core.imaging import CompareOptions, compare
 from core.imaging.findings import jpeg_info
 from core.imaging.noise import antialiased_mask
 from core.imaging.regions import Region, merge_nearby, significant_regions
-from tests.core.imaging.photos import jpeg, paste_patch, photo, png
+from tests.support.images import jpeg, paste_patch, photo, png
 
 NO_PREVIEW = CompareOptions(preview_max_side=None)
 

@@ -8,7 +8,7 @@ import pytest
 
 from core.imaging import CompareOptions, ImagingError, compare
 from core.imaging.previews import render_previews, to_png
-from tests.core.imaging.photos import decode_rgb, photo, png
+from tests.support.images import decode_rgb, photo, png
 
 
 def _rgba(data: bytes) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.imaging import CompareOptions, compare
-from tests.core.imaging.photos import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
+from tests.support.images import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
 
 Case = Callable[[np.ndarray], tuple[bytes, bytes, CompareOptions | None]]
 

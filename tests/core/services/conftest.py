@@ -16,16 +16,11 @@ from core.db.models import Tenant
 from core.db.session import make_engine, make_session_factory
 from core.services.jobqueue import CeleryJobQueue, make_celery_app
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from tests.core.services.support import (
-    REDIS_HOST,
-    REDIS_PORT,
-    claimed_redis_db,
-    make_tenant,
-    redis_url,
-    settings_for,
-)
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port
-from tests.support.databases import migrate
+from tests.support.brokers import REDIS_HOST, REDIS_PORT, claimed_redis_db, redis_url
+from tests.support.databases import clone_pg_database, drop_pg_database_later
+from tests.support.settings import settings_for
+from tests.support.tenants import make_tenant
 
 SessionFactory = sessionmaker[Session]
 
@@ -37,16 +32,16 @@ def sessions(session_factory: SessionFactory) -> SessionFactory:
 
 
 @pytest.fixture
-def pg_sessions(pg_database_url: str) -> Iterator[SessionFactory]:
-    """Session factory on the session's PostgreSQL database, migrated, with an empty schema
-    (for measurements that are about PostgreSQL only)."""
-    from tests.conftest import _reset_pg_schema
-
-    _reset_pg_schema(pg_database_url)
-    migrate(pg_database_url)
-    engine = make_engine(pg_database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+def pg_sessions() -> Iterator[SessionFactory]:
+    """Session factory on a PostgreSQL database of this test at head (for measurements that are
+    about PostgreSQL only)."""
+    url = clone_pg_database()
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+        drop_pg_database_later(url)
 
 
 def _s3_store(endpoint: str, *, create: bool) -> S3ObjectStore:

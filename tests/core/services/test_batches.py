@@ -21,14 +21,9 @@ from core.services.tasknames import (
     QUEUE_MAINTENANCE,
 )
 from core.storage import LocalObjectStore
-from tests.core.services.support import (
-    add_image,
-    corrupt_png,
-    edited_png,
-    make_tenant,
-    png_bytes,
-    redis_messages,
-)
+from tests.support.brokers import redis_messages
+from tests.support.images import corrupt_png, edited_png, png_bytes
+from tests.support.tenants import add_image, make_tenant
 
 SessionFactory = sessionmaker[Session]
 

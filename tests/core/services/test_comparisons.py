@@ -19,7 +19,9 @@ from core.services.jobqueue import CeleryJobQueue
 from core.services.options import engine_options, validate_options
 from core.services.tasknames import QUEUE_INTERACTIVE, RUN_COMPARISON
 from core.storage import LocalObjectStore
-from tests.core.services.support import add_image, edited_png, png_bytes, redis_messages
+from tests.support.brokers import redis_messages
+from tests.support.images import edited_png, png_bytes
+from tests.support.tenants import add_image
 
 SessionFactory = sessionmaker[Session]
 

@@ -17,7 +17,7 @@ from core.db.models import Image, ImageStatus, Tenant
 from core.services import images
 from core.services.errors import Conflict, ImageRejected, NotFound, Unavailable
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from tests.core.services.support import corrupt_png, png_bytes
+from tests.support.images import corrupt_png, png_bytes
 
 SessionFactory = sessionmaker[Session]
 LIMITS = LimitsSettings()

@@ -28,7 +28,8 @@ from core.services.tasknames import (
     QUEUE_MAINTENANCE,
     RUN_COMPARISON,
 )
-from tests.core.services.support import redis_messages, settings_for
+from tests.support.brokers import redis_messages
+from tests.support.settings import settings_for
 
 
 def test_reliability_settings(tmp_path: Path) -> None:

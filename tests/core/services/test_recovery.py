@@ -24,8 +24,9 @@ from core.services.heartbeat import Heartbeat
 from core.services.lifecycle import Claim
 from core.services.options import validate_options
 from core.storage import LocalObjectStore
-from tests.conftest import PG_ADMIN_URL
-from tests.core.services.support import add_image, edited_png, make_tenant, png_bytes
+from tests.support.databases import PG_ADMIN_URL
+from tests.support.images import edited_png, png_bytes
+from tests.support.tenants import add_image, make_tenant
 
 SessionFactory = sessionmaker[Session]
 

@@ -29,7 +29,8 @@ from core.services.errors import Unavailable
 from core.services.lifecycle import Claim
 from core.services.options import engine_options, validate_options
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from tests.core.services.support import add_image, corrupt_png, edited_png, png_bytes
+from tests.support.images import corrupt_png, edited_png, png_bytes
+from tests.support.tenants import add_image
 
 SessionFactory = sessionmaker[Session]
 

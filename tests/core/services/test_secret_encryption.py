@@ -39,17 +39,16 @@ from core.services.secret_encryption import encrypt_stored_secrets
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
-from tests.core.services.support import make_tenant
 from tests.core.services.test_webhooks import _comparison
-from tests.core.services.test_webhooks_receiver import (
+from tests.support.databases import migrate
+from tests.support.receivers import (
     InlineQueue,
     Receiver,
     pump,
-    running_receiver,
     signatures,
     verify,
 )
-from tests.support.databases import migrate
+from tests.support.tenants import make_tenant
 
 SessionFactory = sessionmaker[Session]
 
@@ -85,12 +84,6 @@ def ring(migrated: str) -> Iterator[Callable[[Sequence[str]], SessionFactory]]:
     yield make
     for engine in made:
         engine.dispose()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def _stored(sessions: SessionFactory) -> list[str]:

@@ -9,7 +9,8 @@ import pytest
 from core.db.models import Comparison, ComparisonQueue, ComparisonState, utcnow
 from core.services.stats import job_stats
 from core.storage import LocalObjectStore
-from tests.core.services.support import add_image, make_tenant, png_bytes
+from tests.support.images import png_bytes
+from tests.support.tenants import add_image, make_tenant
 
 
 def _row(tenant_id, a, b, state, queue=ComparisonQueue.INTERACTIVE, **extra) -> Comparison:

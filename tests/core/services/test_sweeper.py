@@ -24,7 +24,9 @@ from core.services.jobqueue import CeleryJobQueue
 from core.services.sweeper import sweep
 from core.services.tasknames import QUEUE_BATCH, QUEUE_INTERACTIVE
 from core.storage import LocalObjectStore
-from tests.core.services.support import add_image, png_bytes, redis_messages
+from tests.support.brokers import redis_messages
+from tests.support.images import png_bytes
+from tests.support.tenants import add_image
 
 SessionFactory = sessionmaker[Session]
 THRESHOLDS: dict[str, Any] = {

@@ -18,7 +18,7 @@ from core.db.models import Image, ImageStatus, Tenant, utcnow
 from core.services import images
 from core.services.upload_sweep import sweep_abandoned_uploads
 from core.storage import ObjectStore
-from tests.core.services.support import png_bytes
+from tests.support.images import png_bytes
 
 SessionFactory = sessionmaker[Session]
 DAY_S = 24 * 3600.0

@@ -44,8 +44,9 @@ from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.guard import ForbiddenDestination
 from core.services.webhooks.policy import DeliveryPolicy, parse_retry_after, retry_delay_s
 from core.storage import LocalObjectStore
-from tests.core.services.support import add_image, corrupt_png, edited_png, make_tenant, png_bytes
-from tests.core.services.test_webhooks_receiver import InlineQueue
+from tests.support.images import corrupt_png, edited_png, png_bytes
+from tests.support.receivers import InlineQueue
+from tests.support.tenants import add_image, make_tenant
 
 SessionFactory = sessionmaker[Session]
 
@@ -774,7 +775,7 @@ def test_parse_retry_after() -> None:
 
 
 def test_delivery_policy_from_settings(tmp_path: Any) -> None:
-    from tests.core.services.support import settings_for
+    from tests.support.settings import settings_for
 
     settings = settings_for(
         tmp_path,

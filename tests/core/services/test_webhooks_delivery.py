@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -40,14 +39,13 @@ from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
 from diffall.webhooks import verify_webhook
-from tests.core.services.support import corrupt_png
 from tests.core.services.test_webhooks import _batch_of_running, _comparison, _finish_one
-from tests.core.services.test_webhooks_receiver import (
+from tests.support.images import corrupt_png
+from tests.support.receivers import (
     InlineQueue,
     Receiver,
     Reply,
     pump,
-    running_receiver,
     signatures,
     verify,
 )
@@ -63,12 +61,6 @@ FAST = DeliveryPolicy(
     base_url="https://diffall.example.com",
     allowed_networks=LOOPBACK,
 )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def _endpoint(sessions: SessionFactory, tenant: Tenant, url: str, **kwargs: Any) -> WebhookEndpoint:

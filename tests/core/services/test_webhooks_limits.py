@@ -29,7 +29,7 @@ from tests.core.services.test_webhooks_delivery import (
     _ping,
     _state,
 )
-from tests.core.services.test_webhooks_receiver import Receiver, Reply, pump, running_receiver
+from tests.support.receivers import Receiver, Reply, pump
 
 SessionFactory = sessionmaker[Session]
 
@@ -109,12 +109,6 @@ def trickling(head: bytes) -> Iterator[Trickler]:
 
 BODY_AFTER_200 = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n"
 ENDLESS_HEADERS = b"HTTP/1.1 200 OK\r\nx-slow: "
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def test_forbidden_destination_fails_at_once(

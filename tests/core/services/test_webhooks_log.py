@@ -36,7 +36,7 @@ from tests.core.services.test_webhooks import (
     _endpoint,
     _ping,
 )
-from tests.core.services.test_webhooks_receiver import InlineQueue
+from tests.support.receivers import InlineQueue
 
 ADHOC = "http://127.0.0.1:9/adhoc"
 

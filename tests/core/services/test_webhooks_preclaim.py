@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -31,10 +30,9 @@ from core.services.webhooks.dispatch import dispatch_due, send_preclaimed
 from core.storage import LocalObjectStore
 from tests.core.services.test_webhooks import _comparison
 from tests.core.services.test_webhooks_delivery import FAST, LOOPBACK
-from tests.core.services.test_webhooks_receiver import (
+from tests.support.receivers import (
     InlineQueue,
     Receiver,
-    running_receiver,
     verify,
 )
 
@@ -42,12 +40,6 @@ SessionFactory = sessionmaker[Session]
 
 #: The delivery tests' policy: compressed schedule, loopback allowed, a 5 s lease.
 POLICY = FAST
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 class DownQueue:

@@ -1,7 +1,10 @@
-"""Photographic test images made from scikit-image's bundled samples (no downloads)."""
+"""Test images, made by code: photographs from scikit-image's bundled samples (seeded grain, no
+downloads), their encodings, edited and damaged variants."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from functools import cache
 
 import cv2
@@ -77,3 +80,46 @@ def paste_patch(img: np.ndarray, rect: tuple[int, int, int, int], *, seed: int =
     patch = 255 - patch + rng.integers(-3, 4, size=patch.shape, dtype=np.int16)
     out[y : y + h, x : x + w] = np.clip(patch, 0, 255).astype(np.uint8)
     return out
+
+
+@cache
+def png_bytes(
+    width: int = 64, height: int = 48, *, seed: int = 0, name: str = "astronaut"
+) -> bytes:
+    """A PNG photograph made from scikit-image's samples (seeded grain)."""
+    return png(photo(width, height, name=name, seed=seed))
+
+
+def edited_png(width: int = 64, height: int = 48, *, seed: int = 0) -> bytes:
+    """The photo of :func:`png_bytes` with a white square painted on it."""
+    img = photo(width, height, seed=seed).copy()
+    img[height // 4 : height // 2, width // 4 : width // 2] = 255
+    return png(img)
+
+
+def corrupt_png(width: int = 64, height: int = 48, *, seed: int = 0) -> bytes:
+    """A PNG whose header and end are intact but whose pixel data is damaged: it passes the
+    header check and fails to decode (``corrupt_image``)."""
+    data = bytearray(png_bytes(width, height, seed=seed))
+    middle = len(data) // 2
+    data[middle : middle + 20] = bytes(20)
+    return bytes(data)
+
+
+def garbled_png(data: bytes, *, seed: int = 0) -> bytes:
+    """``data`` (a PNG) with garbage in its pixel data: the header and chunk structure (CRCs
+    included) stay valid, so it passes header validation and fails only when decoded."""
+    start = data.index(b"IDAT")
+    length = struct.unpack(">I", data[start - 4 : start])[0]
+    payload = bytearray(data[start + 4 : start + 4 + length])
+    rng = np.random.default_rng(seed)
+    payload[10:200] = rng.integers(0, 256, 190, dtype=np.uint8).tobytes()
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(payload)) & 0xFFFFFFFF)
+    return data[: start + 4] + bytes(payload) + crc + data[start + 8 + length :]
+
+
+def edited_pair(width: int, height: int, *, seed: int) -> tuple[bytes, bytes]:
+    """PNGs of a photo A and of A with one pasted patch (a localised edit)."""
+    a = photo(width, height, seed=seed)
+    rect = (width // 4 + seed % 7, height // 3, width // 5, height // 5)
+    return png(a), png(paste_patch(a, rect, seed=seed))

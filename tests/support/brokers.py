@@ -1,4 +1,5 @@
-"""Helpers for the service and worker tests: Redis databases, broker messages, test images."""
+"""Redis for the tests: claim a database of one's own (1..15), and read the Celery messages
+waiting in a queue as kombu's Redis transport stores them."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import LimitsSettings, Settings
-from core.db.models import Image, Tenant
-from core.services import images, keys
-from core.storage import ObjectStore
-from tests.core.imaging.photos import photo, png
+__all__ = [
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "Message",
+    "claimed_redis_db",
+    "redis_messages",
+    "redis_url",
+]
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -94,52 +95,3 @@ def redis_messages(client: redis.Redis, queue: str) -> list[Message]:
                 )
             )
     return found
-
-
-def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test: everything under ``tmp_path``, no ``.env`` file read."""
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "env": "test"}
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@cache
-def png_bytes(
-    width: int = 64, height: int = 48, *, seed: int = 0, name: str = "astronaut"
-) -> bytes:
-    """A PNG photograph made from scikit-image's samples (seeded grain)."""
-    return png(photo(width, height, name=name, seed=seed))
-
-
-def edited_png(width: int = 64, height: int = 48, *, seed: int = 0) -> bytes:
-    """The photo of :func:`png_bytes` with a white square painted on it."""
-    img = photo(width, height, seed=seed).copy()
-    img[height // 4 : height // 2, width // 4 : width // 2] = 255
-    return png(img)
-
-
-def corrupt_png(width: int = 64, height: int = 48, *, seed: int = 0) -> bytes:
-    """A PNG whose header and end are intact but whose pixel data is damaged: it passes the
-    header check and fails to decode (``corrupt_image``)."""
-    data = bytearray(png_bytes(width, height, seed=seed))
-    middle = len(data) // 2
-    data[middle : middle + 20] = bytes(20)
-    return bytes(data)
-
-
-def make_tenant(sessions: sessionmaker[Session], name: str | None = None) -> Tenant:
-    """A new tenant (through ``keys.create_key``)."""
-    with sessions() as session:
-        token = keys.create_key(session, tenant_name=name or f"t-{uuid.uuid4().hex[:8]}")
-        return keys.authenticate(session, token)
-
-
-def add_image(
-    sessions: sessionmaker[Session], store: ObjectStore, tenant_id: uuid.UUID, data: bytes
-) -> Image:
-    """Store ``data`` as a ready image of the tenant (``images.store_image``)."""
-    with sessions() as session:
-        image, _ = images.store_image(
-            session, store, tenant_id=tenant_id, data=data, limits=LimitsSettings()
-        )
-        return image

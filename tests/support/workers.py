@@ -1,12 +1,10 @@
-"""Worker subprocesses and the services they share with a test (see ``conftest.py``)."""
+"""Celery worker subprocesses for the worker tests, and the services they share with a test
+(see ``tests/worker/conftest.py``); started with :func:`tests.support.processes.start`."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,8 +19,8 @@ from core.config import Settings
 from core.db.models import Comparison
 from core.services.jobqueue import CeleryJobQueue
 from core.storage import ObjectStore
+from tests.support.processes import ROOT, python_argv, service_env, start
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a worker may take to start (imports, broker connection).
 START_TIMEOUT_S = 60.0
 
@@ -91,15 +89,12 @@ class WorkerProcess:
     """One ``celery worker`` subprocess (prefork, one child) in its own process group."""
 
     def __init__(self, variables: dict[str, str], log_path: Path, *extra: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFALL_")}
-        env.update(variables)
+        env = service_env(variables)
         env["PYTHONPATH"] = str(ROOT)
-        env["PYTHONUNBUFFERED"] = "1"
         self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
+        self.service = start(
+            log_path.stem,
+            python_argv(
                 "-m",
                 "celery",
                 "-A",
@@ -119,13 +114,12 @@ class WorkerProcess:
                 "-n",
                 f"test-{uuid.uuid4().hex[:8]}@%h",
                 *extra,
-            ],
-            cwd=log_path.parent,  # no stray .env file is read
+            ),
             env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cwd=log_path.parent,  # no stray .env file is read
+            log_dir=log_path.parent,
         )
+        self.process = self.service.process
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -157,11 +151,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """Kill the worker and its children (the process group it leads) and reap it."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
+        self.service.kill()
 
 
 def new_worker(env: WorkerEnv, name: str, *extra: str) -> WorkerProcess:

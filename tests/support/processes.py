@@ -1,16 +1,19 @@
-"""Run service processes for the end-to-end tests: start, wait, show logs, always stop.
+"""Launch service processes (for the tests and the benchmarks): start, wait, show logs, stop.
 
 Each process runs in its own process group (so stopping it also stops its pool children) with its
 output in a log file; every running process is listed in :data:`RUNNING`, whose logs
 ``tests/e2e/conftest.py`` attaches to the report of a failed test (with those of the processes
-the test started and already stopped, from :data:`STARTED`).
+the test started and already stopped, from :data:`STARTED`). ``bench/lib/stack.py`` starts its
+topology with the same :func:`start` and :func:`wait_until`. Nothing here imports pytest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNING: list[Service] = []
 #: Every process started in this test session, in order (their logs outlive them).
 STARTED: list[Service] = []
+
+#: The API key line of the ``diffall serve`` banner (the embedded default's first key).
+KEY_LINE = re.compile(r'^API key \(tenant "local"\): (dfa_\S+)$', re.MULTILINE)
+#: The URL line of the ``diffall serve`` banner.
+URL_LINE = re.compile(r"^DiffALL is running at (http://\S+)", re.MULTILINE)
 
 #: Characters of each log shown with a failed test.
 LOG_TAIL_CHARS = 6000
@@ -52,15 +60,26 @@ class Service:
     stdout_lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
 
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self.process.pid
+
     def alive(self) -> bool:
+        """Whether it is still running."""
         return self.process.poll() is None
 
-    def log(self) -> str:
+    def tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        """The last ``chars`` characters of its log ("" when there is none)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return text[-LOG_TAIL_CHARS:]
+        return text[-chars:]
+
+    def log(self) -> str:
+        """The end of its log (:data:`LOG_TAIL_CHARS` characters)."""
+        return self.tail()
 
     def describe(self) -> str:
         status = "running" if self.alive() else f"exited with {self.process.returncode}"
@@ -84,6 +103,13 @@ class Service:
             self.process.stdout.close()
         if self in RUNNING:
             RUNNING.remove(self)
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once and reap the process."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.stop(grace_s=0)
 
 
 def start(
@@ -133,6 +159,20 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run `diffall ARGS` to completion; return (exit code, stdout, stderr)."""
+    done = subprocess.run(
+        python_argv("-m", "diffall.cli", *args),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
 def wait_until(
     condition: Callable[[], bool],
     *,
@@ -149,7 +189,9 @@ def wait_until(
             return
         for service in watched:
             if not service.alive():
-                raise AssertionError(f"{service.name} exited while waiting for {what}")
+                raise AssertionError(
+                    f"{service.name} exited while waiting for {what}:\n{service.tail(4000)}"
+                )
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
@@ -161,6 +203,32 @@ def http_ok(url: str) -> Callable[[], bool]:
         try:
             return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def free_port() -> int:
+    """Return a loopback TCP port with nothing listening on it (at the time of the call).
+
+    Returns
+    -------
+    int
+        A port number in 1..65535; connecting to it is refused.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
+    """A condition: a TCP connection to ``host:port`` succeeds."""
+
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
             return False
 
     return check

@@ -4,13 +4,17 @@ tenant's id is still a 404 (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from core.db.models import ComparisonState
 from core.services import lifecycle
+from diffall.client import DiffallClient
 from tests.api.conftest import Api, assert_problem, png_bytes
 
 RESULT: dict[str, Any] = {"verdict": "identical", "ssim": 1.0}
@@ -182,3 +186,43 @@ def test_odd_if_none_match_values_get_the_full_answer(sqlite_api: Api, value: st
     created = api.compare(a, b)
     response = _get(api, f"/v1/comparisons/{created['id']}", value)
     assert response.status_code == 200 and response.json()["state"] == ComparisonState.QUEUED
+
+
+class _Recording(httpx.BaseTransport):
+    """The test client's transport (into the app), recording (If-None-Match, status)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.seen: list[tuple[str | None, int]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        self.seen.append((request.headers.get("if-none-match"), response.status_code))
+        return response
+
+
+def test_the_sdk_wait_gets_304s_from_the_api_until_the_job_is_done(sqlite_api: Api) -> None:
+    api = sqlite_api
+    a, b = _pair(api)
+    created = api.compare(a, b)
+    transport = _Recording(api.client._transport)  # the app, in process
+    sdk = DiffallClient(str(api.client.base_url), api.key(), transport=transport)
+
+    def finish_later() -> None:  # the API asks for 1 s between polls (Retry-After)
+        time.sleep(2.5)
+        claim = _claim(api, created["id"])
+        time.sleep(2.5)
+        _succeed(api, claim)
+
+    worker = threading.Thread(target=finish_later)
+    worker.start()
+    try:
+        done = sdk.wait(created, timeout_s=30, poll_s=0.05, max_poll_s=0.1)
+    finally:
+        worker.join()
+        sdk.close()
+    assert done["state"] == "succeeded" and done["result"] == RESULT
+    statuses = [status for _, status in transport.seen]
+    assert statuses[0] == 200 and statuses[-1] == 200 and statuses.count(304) >= 2
+    assert set(statuses) <= {200, 304}
+    assert transport.seen[0][0] is None and all(sent for sent, _ in transport.seen[1:])

@@ -48,6 +48,7 @@ from core.services.upload_sweep import UPLOAD_SWEEP_INTERVAL_S
 from core.services.webhook_delivery import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
+from worker import broker_transport
 
 #: Environment variable naming the file a worker or beat creates once it is up (diffall serve).
 READY_FILE_ENV = "DIFFALL_SERVE_READY_FILE"
@@ -68,6 +69,10 @@ __all__ = [
 settings: Settings = get_settings()
 app = make_celery_app(settings)
 app.conf.include = ["worker.tasks"]
+if settings.broker_url_resolved.split("://", 1)[0].lower() in ("redis", "rediss"):
+    # kombu's Redis transport, able to restore unacknowledged messages after a Redis restart
+    # (see worker.broker_transport: the stock one can stop the worker there).
+    app.conf.broker_transport = broker_transport.TRANSPORT
 # The webhook dispatcher runs next to the sweeper, every webhooks.dispatch_interval_s seconds.
 app.conf.beat_schedule = {
     **app.conf.beat_schedule,

@@ -29,7 +29,7 @@ from typing import Any, Self
 
 import httpx
 
-from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff
+from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff, Conditional
 
 __all__ = [
     "API_KEY_ENV",
@@ -684,16 +684,24 @@ class DiffallClient:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] | None = None
+        conditional = Conditional()  # If-None-Match: an unchanged resource answers 304
         while True:
             try:
-                response = self._send("GET", path)
+                response = self._send("GET", path, headers=conditional.headers())
             except DiffallError as exc:
                 answered_before = last is not None and exc.code in {"transport_error", "timeout"}
                 if exc.status not in RETRY_STATUSES and not answered_before:
                     raise
                 retry_after = exc.retry_after_s
             else:
-                body = response.json()
+                try:
+                    body = conditional.body(response)
+                except ValueError as exc:
+                    raise DiffallError(
+                        status=response.status_code,
+                        code="unexpected_response",
+                        detail=f"GET {path}: {exc}",
+                    ) from exc
                 if on_poll is not None:
                     on_poll(body)
                 if finished(body):

@@ -4,14 +4,20 @@ The delay starts at ``poll_s`` and grows by :data:`BACKOFF_FACTOR` per poll that
 up to ``max_poll_s``; a change (a new state, more comparisons done) starts again from
 ``poll_s``. A server's ``Retry-After`` (on a 200 while a comparison runs, on a 429 or 503) is a
 floor: the client never polls sooner than it asks. No delay goes past the deadline.
+
+Polls are conditional (:class:`Conditional`): each GET after the first sends the ``ETag`` of
+the copy it holds in ``If-None-Match``, and an unchanged resource answers ``304 Not Modified``
+with no body, which the client reads as the copy it already has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["BACKOFF_FACTOR", "DEFAULT_MAX_POLL_S", "RETRY_STATUSES", "Backoff"]
+import httpx
+
+__all__ = ["BACKOFF_FACTOR", "DEFAULT_MAX_POLL_S", "RETRY_STATUSES", "Backoff", "Conditional"]
 
 #: Growth of the delay per poll that saw nothing change.
 BACKOFF_FACTOR: Final = 1.5
@@ -60,3 +66,40 @@ class Backoff:
         delay = self._current
         self._current = min(self._current * self.factor, self.max_s)
         return delay if retry_after_s is None else max(delay, retry_after_s)
+
+
+@dataclass
+class Conditional:
+    """The copy of a polled resource and its ``ETag``, for conditional GETs.
+
+    ``headers()`` goes on each poll; ``body(response)`` is the resource the answer means: the
+    new body of a 200 (kept, with its ``ETag``), or the kept copy for a 304.
+    """
+
+    etag: str | None = None
+    last: dict[str, Any] | None = None
+
+    def headers(self) -> dict[str, str]:
+        """``If-None-Match`` with the kept ETag (none before a copy with an ETag is held)."""
+        if self.etag is None or self.last is None:
+            return {}
+        return {"If-None-Match": self.etag}
+
+    def body(self, response: httpx.Response) -> dict[str, Any]:
+        """The resource the answer stands for.
+
+        Raises
+        ------
+        ValueError
+            A 304 when no copy is held, or a body that is not a JSON object.
+        """
+        if response.status_code == 304:
+            if self.last is None:
+                raise ValueError("304 Not Modified without a copy to keep")
+            return dict(self.last)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ValueError("the answer is not a JSON object")
+        self.etag = response.headers.get("ETag")
+        self.last = dict(body)
+        return body

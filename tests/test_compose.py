@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 #: Services of the Python image that need the DiffALL settings.
-DIFFALL_SERVICES = ("migrate", "api", "worker", "scheduler")
+DIFFALL_SERVICES = ("migrate", "api", "worker", "webhooks", "scheduler")
 #: Services that keep running, so need a health check.
-LONG_RUNNING = ("postgres", "redis", "minio", "api", "worker", "scheduler")
+LONG_RUNNING = ("postgres", "redis", "minio", "api", "worker", "webhooks", "scheduler")
 
 
 def _compose_binary() -> str:
@@ -124,6 +124,18 @@ def test_every_part_of_the_service_is_there() -> None:
 def test_long_running_services_have_health_checks(name: str) -> None:
     check = services()[name].get("healthcheck")
     assert check and check.get("test") and not check.get("disable"), name
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_long_running_services_are_restarted_when_they_exit(name: str) -> None:
+    # Docker restarts them whatever their exit code, after a delay that doubles from 100 ms up
+    # to a minute while they keep failing (reset once one ran 10 s): supervision with backoff.
+    assert services()[name]["restart"] == "unless-stopped", name
+
+
+def test_one_off_services_are_never_restarted() -> None:
+    for name in set(services()) - set(LONG_RUNNING):
+        assert services()[name]["restart"] == "no", name
 
 
 def test_api_runs_the_app_factory_on_port_8000() -> None:

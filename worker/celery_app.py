@@ -42,6 +42,7 @@ from core.services.jobqueue import CeleryDeliveryQueue, CeleryJobQueue, make_cel
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import ObjectStore
 from core.storage.cache import CachingObjectStore
+from worker import broker_transport
 from worker.schedule import beat_schedule, beat_schedule_filename
 
 #: Environment variable naming the file a worker or beat creates once it is up (diffall serve).
@@ -63,6 +64,10 @@ __all__ = [
 settings: Settings = get_settings()
 app = make_celery_app(settings)
 app.conf.include = ["worker.tasks"]
+if settings.broker_url_resolved.split("://", 1)[0].lower() in ("redis", "rediss"):
+    # kombu's Redis transport, able to restore unacknowledged messages after a Redis restart
+    # (see worker.broker_transport: the stock one can stop the worker there).
+    app.conf.broker_transport = broker_transport.TRANSPORT
 # Every periodic task (sweeper, recovery, webhook dispatcher, upload sweep): worker.schedule.
 app.conf.beat_schedule = beat_schedule(settings)
 app.conf.beat_schedule_filename = beat_schedule_filename(settings)

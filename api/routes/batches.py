@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
+from api import etags
 from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
 from api.routes import Cursor, Limit, page_limit, problem_responses
@@ -75,38 +76,78 @@ def create_batch(
     "/v1/batches/{batch_id}",
     response_model=BatchOut,
     summary="Get a batch's progress",
-    responses=problem_responses(404),
+    responses={
+        200: {"description": "The batch.", "headers": etags.ETAG_HEADERS},
+        **etags.NOT_MODIFIED_RESPONSE,
+        **problem_responses(404),
+    },
 )
 def get_batch(
-    batch_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
-) -> BatchOut:
-    """Counts by state, progress (0..1) and verdicts of one of your batches."""
+    batch_id: uuid.UUID,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    if_none_match: etags.IfNoneMatch = None,
+) -> BatchOut | Response:
+    """Counts by state, progress (0..1) and verdicts of one of your batches.
+
+    Every answer has a strong ``ETag``: poll with ``If-None-Match: <etag>`` and an unchanged
+    batch answers ``304 Not Modified`` with no body (its verdicts are not recounted).
+    """
+    base = settings.api.public_base_url
+    if if_none_match:
+        version = batches.get_batch_version(session, tenant_id=tenant.id, batch_id=batch_id)
+        etag = etags.make_etag("batch", base, version.key())
+        if etags.matches(if_none_match, etag):
+            return etags.not_modified(etag)
     summary = batches.get_batch_summary(session, tenant_id=tenant.id, batch_id=batch_id)
-    return BatchOut.from_summary(summary, base_url=settings.api.public_base_url)
+    key = batches.BatchVersion.of(summary).key()
+    etags.set_validators(response, etags.make_etag("batch", base, key))
+    return BatchOut.from_summary(summary, base_url=base)
 
 
 @router.get(
     "/v1/batches/{batch_id}/comparisons",
     response_model=Page[ComparisonOut],
     summary="List a batch's comparisons",
-    responses=problem_responses(404, 422),
+    responses={
+        200: {"description": "One page of the batch's comparisons.", "headers": etags.ETAG_HEADERS},
+        **etags.NOT_MODIFIED_RESPONSE,
+        **problem_responses(404, 422),
+    },
 )
 def list_batch_comparisons(
     batch_id: uuid.UUID,
     tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
+    response: Response,
     state: ComparisonState | None = None,
     cursor: Cursor = None,
     limit: Limit = None,
-) -> Page[ComparisonOut]:
-    """The batch's comparisons, newest first, paginated like ``GET /v1/comparisons``."""
+    if_none_match: etags.IfNoneMatch = None,
+) -> Page[ComparisonOut] | Response:
+    """The batch's comparisons, newest first, paginated like ``GET /v1/comparisons``.
+
+    Each page has a strong ``ETag`` (``If-None-Match``: 304 while no comparison on the page
+    changed and the page holds the same ones).
+    """
     size = page_limit(limit, settings)
-    batches.get_batch_summary(session, tenant_id=tenant.id, batch_id=batch_id)  # 404 if not yours
+    batches.get_batch_version(session, tenant_id=tenant.id, batch_id=batch_id)  # 404 if not yours
+    base = settings.api.public_base_url
+    if if_none_match:
+        key = comparisons.list_comparison_versions(
+            session, tenant_id=tenant.id, batch_id=batch_id, state=state, cursor=cursor, limit=size
+        )
+        etag = etags.make_etag("batch-page", base, key)
+        if etags.matches(if_none_match, etag):
+            return etags.not_modified(etag)
     page = comparisons.list_comparisons(
         session, tenant_id=tenant.id, batch_id=batch_id, state=state, cursor=cursor, limit=size
     )
-    base = settings.api.public_base_url
+    key = comparisons.page_version(page.items, page.next_cursor)
+    etags.set_validators(response, etags.make_etag("batch-page", base, key))
     return Page[ComparisonOut](
         items=[ComparisonOut.from_comparison(c, base_url=base) for c in page.items],
         next_cursor=page.next_cursor,

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
+from api import etags
 from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep, webhook_networks
 from api.idempotency import IdempotentRoute
 from api.routes import Cursor, Limit, page_limit, problem_responses
@@ -152,7 +153,11 @@ def list_comparisons(
     "/v1/comparisons/{comparison_id}",
     response_model=ComparisonOut,
     summary="Get a comparison",
-    responses=problem_responses(404),
+    responses={
+        200: {"description": "The comparison.", "headers": etags.ETAG_HEADERS},
+        **etags.NOT_MODIFIED_RESPONSE,
+        **problem_responses(404),
+    },
 )
 def get_comparison(
     comparison_id: uuid.UUID,
@@ -160,17 +165,34 @@ def get_comparison(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
-) -> ComparisonOut:
+    if_none_match: etags.IfNoneMatch = None,
+) -> ComparisonOut | Response:
     """The comparison, its result when ``succeeded`` or its error when ``failed``.
 
-    ``Retry-After: 1`` while it is ``queued`` or ``running``.
+    ``Retry-After: 1`` while it is ``queued`` or ``running``. Every answer has a strong
+    ``ETag``: poll with ``If-None-Match: <etag>`` and an unchanged comparison answers
+    ``304 Not Modified`` with no body (a cheap read by primary key).
     """
+    base = settings.api.public_base_url
+    if if_none_match:
+        version = comparisons.get_comparison_version(
+            session, tenant_id=tenant.id, comparison_id=comparison_id
+        )
+        etag = etags.make_etag("comparison", base, version.key())
+        if etags.matches(if_none_match, etag):
+            return etags.not_modified(etag, _retry_after(version.state))
     comparison = comparisons.get_comparison(
         session, tenant_id=tenant.id, comparison_id=comparison_id
     )
-    if not ComparisonState(comparison.state).is_final:
-        response.headers["Retry-After"] = str(POLL_RETRY_AFTER_S)
-    return ComparisonOut.from_comparison(comparison, base_url=settings.api.public_base_url)
+    version = comparisons.ComparisonVersion.of(comparison)
+    response.headers.update(_retry_after(version.state))
+    etags.set_validators(response, etags.make_etag("comparison", base, version.key()))
+    return ComparisonOut.from_comparison(comparison, base_url=base)
+
+
+def _retry_after(state: ComparisonState) -> dict[str, str]:
+    """``Retry-After`` for a comparison that is not final (none once it is)."""
+    return {} if ComparisonState(state).is_final else {"Retry-After": str(POLL_RETRY_AFTER_S)}
 
 
 @router.get(

@@ -422,6 +422,8 @@ class Comparison(Base):
         sa.Index("ix_comparisons_state_updated", "state", "updated_at"),
         # Batch progress: counts by state.
         sa.Index("ix_comparisons_batch_state", "batch_id", "state"),
+        # A batch's comparisons newest first (cursor pagination within one batch).
+        sa.Index("ix_comparisons_batch_created", "batch_id", "created_at", "id"),
         sa.CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
         sa.CheckConstraint("crash_count >= 0", name="crash_count_nonnegative"),
     )

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,9 +43,11 @@ __all__ = [
     "BatchCreated",
     "BatchItem",
     "BatchSummary",
+    "BatchVersion",
     "ItemOutcome",
     "create_batch",
     "get_batch_summary",
+    "get_batch_version",
     "send_batch",
 ]
 
@@ -358,6 +361,19 @@ def send_batch(sessions: sessionmaker[Session], queue: JobQueue, *, batch_id: uu
     return len(ids)
 
 
+def _state_counts(session: Session, batch_id: uuid.UUID) -> dict[str, int]:
+    """Comparisons of the batch by state, every state present (zeros included); one
+    ``GROUP BY`` on the ``(batch_id, state)`` index."""
+    counts = {state.value: 0 for state in ComparisonState}
+    for state, count in session.execute(
+        sa.select(Comparison.state, sa.func.count())
+        .where(Comparison.batch_id == batch_id)
+        .group_by(Comparison.state)
+    ):
+        counts[ComparisonState(state).value] = int(count)
+    return counts
+
+
 def get_batch_summary(
     session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID
 ) -> BatchSummary:
@@ -373,13 +389,7 @@ def get_batch_summary(
         ).one_or_none()
         if batch is None:
             raise NotFound(f"batch {batch_id} not found")
-        counts = {state.value: 0 for state in ComparisonState}
-        for state, count in session.execute(
-            sa.select(Comparison.state, sa.func.count())
-            .where(Comparison.batch_id == batch_id)
-            .group_by(Comparison.state)
-        ):
-            counts[ComparisonState(state).value] = int(count)
+        counts = _state_counts(session, batch_id)
         verdict = Comparison.result["verdict"].as_string()
         verdicts = dict.fromkeys(VERDICTS, 0)
         for name, count in session.execute(
@@ -396,3 +406,48 @@ def get_batch_summary(
     final = sum(counts[s.value] for s in ComparisonState if s.is_final)
     progress = 1.0 if total == 0 else final / total
     return BatchSummary(batch=batch, counts=counts, progress=progress, verdicts=verdicts)
+
+
+@dataclass(frozen=True)
+class BatchVersion:
+    """What changes exactly when a batch's representation (:class:`BatchSummary`) does.
+
+    A batch's own columns never change but ``completed_at`` (set once). Its counts and
+    progress are functions of the counts by state. Its verdicts change only when a comparison
+    enters ``succeeded`` (the final count grows) or leaves it (only for ``canceled``: the
+    canceled count grows) or is deleted (the total shrinks); no comparison ever joins a batch
+    after it is created, a final state is left only for ``canceled`` and ``canceled`` is never
+    left, so the total never grows and, at a given total, the final and canceled counts never
+    shrink. A verdict change therefore always leaves the counts by state different from any
+    value they held before it: ``(completed_at, counts)`` is exact, and reading it skips the
+    verdict query (which reads every succeeded result).
+    """
+
+    batch_id: uuid.UUID
+    completed_at: datetime | None
+    counts: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, summary: BatchSummary) -> BatchVersion:
+        """The version of a summary."""
+        return cls(summary.batch.id, summary.batch.completed_at, tuple(summary.counts.items()))
+
+    def key(self) -> tuple[str, ...]:
+        """The version as strings, for an ETag."""
+        done = "" if self.completed_at is None else self.completed_at.isoformat()
+        return (str(self.batch_id), done, *(f"{state}={n}" for state, n in self.counts))
+
+
+def get_batch_version(
+    session: Session, *, tenant_id: uuid.UUID, batch_id: uuid.UUID
+) -> BatchVersion:
+    """The :class:`BatchVersion` of the tenant's batch (its row by primary key, and the counts
+    by state); ``NotFound`` otherwise, exactly as :func:`get_batch_summary`."""
+    with map_db_errors("get batch"):
+        completed = session.execute(
+            sa.select(Batch.completed_at).where(Batch.tenant_id == tenant_id, Batch.id == batch_id)
+        ).one_or_none()
+        if completed is None:
+            raise NotFound(f"batch {batch_id} not found")
+        counts = _state_counts(session, batch_id)
+    return BatchVersion(batch_id, completed.completed_at, tuple(counts.items()))

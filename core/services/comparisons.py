@@ -60,11 +60,15 @@ from core.storage import ObjectNotFound, ObjectStore
 __all__ = [
     "DEFAULT_LEASE_S",
     "HEATMAP_KEY",
+    "ComparisonVersion",
     "Page",
     "create_comparison",
     "delete_comparison",
     "get_comparison",
+    "get_comparison_version",
+    "list_comparison_versions",
     "list_comparisons",
+    "page_version",
     "run_comparison",
 ]
 
@@ -82,6 +86,7 @@ TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 INTERNAL_ERROR = "internal_error"
 
 _T = TypeVar("_T")
+_Select = TypeVar("_Select", bound="sa.Select[*tuple[Any, ...]]")
 
 
 def _is_int(value: Any) -> bool:
@@ -192,6 +197,36 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     return value
 
 
+def _listing_filters(
+    query: _Select,
+    *,
+    tenant_id: uuid.UUID,
+    state: ComparisonState | None,
+    batch_id: uuid.UUID | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> _Select:
+    """``query`` restricted to the tenant and the filters, newest first, one page (+1 row)."""
+    check_page_limit(limit)
+    _aware(created_after, "created_after")
+    _aware(created_before, "created_before")
+    query = query.where(Comparison.tenant_id == tenant_id)
+    if state is not None:
+        try:
+            query = query.where(Comparison.state == ComparisonState(state))
+        except ValueError as exc:
+            raise InvalidRequest(f"unknown state {state!r}") from exc
+    if batch_id is not None:
+        query = query.where(Comparison.batch_id == batch_id)
+    if created_after is not None:
+        query = query.where(Comparison.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Comparison.created_at < created_before)
+    return newest_first(query, Comparison.created_at, Comparison.id, cursor=cursor, limit=limit)
+
+
 def list_comparisons(
     session: Session,
     *,
@@ -210,25 +245,99 @@ def list_comparisons(
     ``next_cursor`` is None on the last page. Rows created after the first page was read do
     not appear on later pages (they sort before the cursor).
     """
-    check_page_limit(limit)
-    _aware(created_after, "created_after")
-    _aware(created_before, "created_before")
-    query = sa.select(Comparison).where(Comparison.tenant_id == tenant_id)
-    if state is not None:
-        try:
-            query = query.where(Comparison.state == ComparisonState(state))
-        except ValueError as exc:
-            raise InvalidRequest(f"unknown state {state!r}") from exc
-    if batch_id is not None:
-        query = query.where(Comparison.batch_id == batch_id)
-    if created_after is not None:
-        query = query.where(Comparison.created_at >= created_after)
-    if created_before is not None:
-        query = query.where(Comparison.created_at < created_before)
-    query = newest_first(query, Comparison.created_at, Comparison.id, cursor=cursor, limit=limit)
+    query = _listing_filters(
+        sa.select(Comparison),
+        tenant_id=tenant_id,
+        state=state,
+        batch_id=batch_id,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+        limit=limit,
+    )
     with map_db_errors("list comparisons"):
         rows, next_cursor = cut_page(list(session.scalars(query)), limit)
     return Page(items=rows, next_cursor=next_cursor)
+
+
+# -- versions: what a conditional GET (ETag / If-None-Match) compares -------------------------
+
+
+@dataclass(frozen=True)
+class ComparisonVersion:
+    """What changes exactly when a comparison's representation does.
+
+    Every UPDATE of a comparison sets ``updated_at`` (explicitly, or the column's
+    ``onupdate``) and ``updated_at`` is part of the representation, so ``(id, updated_at)``
+    changes with it; ``state`` and ``attempt`` are kept beside it as a guard against two
+    writes within one microsecond.
+    """
+
+    id: uuid.UUID
+    updated_at: datetime
+    state: ComparisonState
+    attempt: int
+
+    @classmethod
+    def of(cls, row: Any) -> ComparisonVersion:
+        """The version of a comparison row (or of a row with these four columns)."""
+        return cls(row.id, row.updated_at, ComparisonState(row.state), int(row.attempt))
+
+    def key(self) -> tuple[str, ...]:
+        """The version as strings, for an ETag."""
+        return (str(self.id), self.updated_at.isoformat(), self.state.value, str(self.attempt))
+
+
+_VERSION_COLUMNS = (Comparison.id, Comparison.updated_at, Comparison.state, Comparison.attempt)
+
+
+def get_comparison_version(
+    session: Session, *, tenant_id: uuid.UUID, comparison_id: uuid.UUID
+) -> ComparisonVersion:
+    """The version of the tenant's comparison, reading four columns by primary key (not the
+    result or options); ``NotFound`` otherwise, exactly as :func:`get_comparison`."""
+    with map_db_errors("get comparison"):
+        row = session.execute(
+            sa.select(*_VERSION_COLUMNS).where(
+                Comparison.tenant_id == tenant_id, Comparison.id == comparison_id
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"comparison {comparison_id} not found")
+    return ComparisonVersion.of(row)
+
+
+def page_version(items: Sequence[Any], next_cursor: str | None) -> tuple[str, ...]:
+    """The version of a listing page: each item's :class:`ComparisonVersion` in order, and the
+    next cursor."""
+    parts = [part for item in items for part in ComparisonVersion.of(item).key()]
+    return (*parts, next_cursor or "")
+
+
+def list_comparison_versions(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    state: ComparisonState | None = None,
+    batch_id: uuid.UUID | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[str, ...]:
+    """The :func:`page_version` of the page :func:`list_comparisons` would return for the same
+    arguments, reading only the version columns (and ``created_at`` for the cursor)."""
+    query = _listing_filters(
+        sa.select(*_VERSION_COLUMNS, Comparison.created_at),
+        tenant_id=tenant_id,
+        state=state,
+        batch_id=batch_id,
+        created_after=None,
+        created_before=None,
+        cursor=cursor,
+        limit=limit,
+    )
+    with map_db_errors("list comparisons"):
+        rows, next_cursor = cut_page(list(session.execute(query)), limit)
+    return page_version(rows, next_cursor)
 
 
 def delete_comparison(

@@ -531,3 +531,66 @@ def test_from_env_reads_the_url_and_the_key() -> None:
     ]
     with pytest.raises(ValueError, match="DIFFALL_API_KEY"):
         DiffallClient.from_env(environ={"DIFFALL_URL": "http://x"})
+
+
+class ETagServer:
+    """A resource whose versions come from ``bodies``; answers 304 to a current If-None-Match,
+    the way the API does (``ETag`` on every answer, ``Retry-After`` while not final)."""
+
+    def __init__(self, bodies: list[dict[str, Any]], repeats: int) -> None:
+        self.versions = [body for body in bodies for _ in range(repeats)]
+        self.polls = 0
+        self.sent: list[str | None] = []
+        self.statuses: list[int] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = self.versions[min(self.polls, len(self.versions) - 1)]
+        self.polls += 1
+        version = self.versions.index(body)
+        etag = f'"v{version}"'
+        self.sent.append(request.headers.get("if-none-match"))
+        headers = {"ETag": etag}
+        if body.get("state") not in ("succeeded", "failed", "canceled"):
+            headers["Retry-After"] = "1"
+        status = 304 if request.headers.get("if-none-match") == etag else 200
+        self.statuses.append(status)
+        if status == 304:
+            return httpx.Response(304, headers=headers)
+        return httpx.Response(200, json=body, headers=headers)
+
+
+def test_wait_sends_if_none_match_and_reads_304_as_unchanged(clock: FakeClock) -> None:
+    server = ETagServer(
+        [
+            {"id": "c", "state": "queued"},
+            {"id": "c", "state": "running"},
+            {"id": "c", "state": "succeeded", "result": {"ssim": 0.5}},
+        ],
+        repeats=3,
+    )
+    with make_client(server.handle) as client:
+        done = client.wait("c", timeout_s=60, poll_s=1.0)
+    assert done == {"id": "c", "state": "succeeded", "result": {"ssim": 0.5}}
+    # The first poll has no copy; each later one sends the ETag of the last 200.
+    assert server.sent == [None, '"v0"', '"v0"', '"v0"', '"v3"', '"v3"', '"v3"']
+    assert server.statuses == [200, 304, 304, 200, 304, 304, 200]
+    # A 304 is "no change": the delay grows as for an unchanged 200, Retry-After a floor.
+    assert clock.sleeps == pytest.approx([1.0, 1.5, 2.25, 1.0, 1.5, 2.25])
+
+
+def test_wait_batch_sends_if_none_match(clock: FakeClock) -> None:
+    server = ETagServer([_batch(0), _batch(2, 1), _batch(4, 1)], repeats=2)
+    with make_client(server.handle) as client:
+        done = client.wait_batch("b1", timeout_s=60, poll_s=1.0, progress=False)
+    assert done["completed_at"] is not None and done["counts"]["failed"] == 1
+    assert server.sent == [None, '"v0"', '"v0"', '"v2"', '"v2"']
+    assert server.statuses == [200, 304, 200, 304, 200]
+
+
+def test_a_304_without_a_copy_is_an_unexpected_response(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(304, headers={"ETag": '"x"'})
+
+    with make_client(handler) as client, pytest.raises(DiffallError) as info:
+        client.wait("c", timeout_s=60)
+    assert info.value.code == "unexpected_response" and info.value.status == 304

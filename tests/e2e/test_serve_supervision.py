@@ -113,7 +113,14 @@ def test_serve_survives_beat_ticks_kills_and_error_paths(tmp_path: Path) -> None
         assert first["state"] == "succeeded", first
 
         # Each component killed outright comes back; the banner is printed again; jobs run.
-        for marker in ("--hostname=diffall-serve-worker", "redis-server", "uvicorn"):
+        markers = (
+            "--hostname=diffall-serve-worker",
+            "--hostname=diffall-serve-hooks",  # the webhook delivery worker
+            "beat --schedule",
+            "redis-server",
+            "uvicorn",
+        )
+        for marker in markers:
             before = _banners(serve)
             os.kill(_child_pid(serve, marker), signal.SIGKILL)
             wait_until(
@@ -125,8 +132,8 @@ def test_serve_survives_beat_ticks_kills_and_error_paths(tmp_path: Path) -> None
             again = _compare(base_url, key)
             assert again["state"] == "succeeded", (marker, again)
         log = serve.log_path.read_text(errors="replace")
-        assert log.count("restarting it") == 3, log
-        for name in ("worker", "broker", "api"):
+        assert log.count("restarting it") == len(markers), log
+        for name in ("worker", "hooks", "beat", "broker", "api"):
             assert f"{name} restarted" in log
 
         # Error paths, each carrying the real key somewhere a careless log would copy it.
@@ -162,7 +169,7 @@ def test_serve_survives_beat_ticks_kills_and_error_paths(tmp_path: Path) -> None
             line for line in log.splitlines() if '"logger": "api' in line and "Traceback" in line
         ]
         # Under beat's 20 ticks a second nothing died except what the test killed.
-        assert log.count("exited with code") == 3, log
+        assert log.count("exited with code") == len(markers), log
         assert "Unrecoverable" not in log and "JSONDecodeError" not in log
 
         serve.process.send_signal(signal.SIGTERM)

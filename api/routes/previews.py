@@ -21,6 +21,7 @@ under a same-origin Content-Security-Policy.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
@@ -31,7 +32,9 @@ from core.services import previews
 
 router = APIRouter(tags=["comparisons"])
 
-_PNG = {200: {"content": {"image/png": {}}, "description": "The PNG."}}
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "The PNG."}
+}
 #: Previews and tiles never change once rendered (a comparison's result is final).
 _CACHE = {"Cache-Control": "private, max-age=3600"}
 

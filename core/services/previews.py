@@ -18,11 +18,14 @@ Pyramids (big images)
     level or tile is a storage read.
 
 When they are rendered
-    On the first request, not by the worker: measured with ``bench/bench_viewer.py``, rendering
-    the full-resolution previews costs 1.4x the comparison itself (1080p) and a 37 MP pyramid
-    about 0.6x of its comparison (see ARCHITECTURE.md), and most results of a high-volume batch
-    are never looked at; paying that on every comparison to save one wait on the few that are
-    opened would make every batch slower. Only ``succeeded`` comparisons have previews.
+    On the first request, by the API, not by the worker. Measured with ``bench/bench_viewer.py``
+    (2 shared cores): the full-resolution previews cost 0.6x the comparison itself at 1080p and
+    4K (1.4x in an earlier run); for a 37 MP pair (7200 x 5120) the three downscaled previews
+    cost 0.18x of its comparison and previews plus every tile 0.45x. Most results of a
+    high-volume batch are never opened: rendering in the worker would add up to 0.45x to every
+    big comparison to save one wait on the few that are. So the first request for a preview
+    renders the three previews alone (the first paint), and the tiles follow in a background
+    thread that keeps the comparison's lock; a tile asked for meanwhile waits for them.
 """
 
 from __future__ import annotations
@@ -153,9 +156,10 @@ def get_preview(
                 return store.get(key)
             except ObjectNotFound:
                 pass
-        if int(row.result.get("width", 0)) * int(row.result.get("height", 0)) > PREVIEW_MAX_PIXELS:
+        result = row.result or {}
+        if int(result.get("width", 0)) * int(result.get("height", 0)) > PREVIEW_MAX_PIXELS:
             raise _not_available(comparison_id, "image A is too large to preview")
-        rendered = _render(store, comparison_id, key_a, key_b, row.result, limits)
+        rendered = _render(store, comparison_id, key_a, key_b, result, limits)
     return rendered[name]
 
 
@@ -193,7 +197,7 @@ def _render(
     comparison_id: uuid.UUID,
     key_a: str,
     key_b: str,
-    result: dict[str, object],
+    result: dict[str, Any],
     limits: LimitsSettings | None,
 ) -> dict[str, bytes]:
     limits = limits or LimitsSettings()
@@ -228,7 +232,8 @@ def _homography(result: dict[str, Any]) -> Any:
 
 
 def _layout(row: Comparison, max_side: int) -> PyramidLayout:
-    return PyramidLayout(int(row.result["width"]), int(row.result["height"]), max_side, TILE_SIZE)
+    result = row.result or {}
+    return PyramidLayout(int(result["width"]), int(result["height"]), max_side, TILE_SIZE)
 
 
 def _prefix(comparison_id: uuid.UUID, layout: PyramidLayout) -> str:
@@ -426,7 +431,7 @@ def _render_pyramid(
         pieces = pixel_pyramid(pixels, layout, tiles=tiles)
         _store_pieces(store, comparison_id, layout, "a", pieces, previews=previews)
         del pixels
-        homography = _homography(row.result)
+        homography = _homography(row.result or {})
         pixels = b_in_a_frame(_read(store, key_b, comparison_id), homography, size, **decoding)
         pieces = pixel_pyramid(pixels, layout, tiles=tiles)
         _store_pieces(store, comparison_id, layout, "b", pieces, previews=previews)

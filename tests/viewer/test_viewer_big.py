@@ -157,6 +157,25 @@ def _screen_point(page: Any, x: float, y: float) -> tuple[float, float]:
     return box["x"] + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
 
 
+def _canvas_pixels(page: Any, x: int, y: int, *, radius: int) -> list[list[int]]:
+    """RGBA of the stage canvas's device pixels within ``radius`` of A's pixel (x, y)."""
+    _, scale, tx, ty = _transform(page)
+    return list(
+        page.evaluate(
+            """([cx, cy, r]) => {
+                const c = document.querySelector('canvas.stage-canvas');
+                const d = window.devicePixelRatio || 1;
+                const x = Math.round(cx * d) - r, y = Math.round(cy * d) - r;
+                const data = c.getContext('2d').getImageData(x, y, 2 * r + 1, 2 * r + 1).data;
+                const out = [];
+                for (let i = 0; i < data.length; i += 4) out.push(Array.from(data.slice(i, i + 4)));
+                return out;
+            }""",
+            [tx + (x + 0.5) * scale, ty + (y + 0.5) * scale, radius],
+        )
+    )
+
+
 def _expected_readout(a: np.ndarray, b: np.ndarray) -> re.Pattern[str]:
     x, y = PROBE
     pa, pb = a[y, x].tolist(), b[y, x].tolist()
@@ -193,6 +212,11 @@ def test_a_big_pair_shows_previews_zooms_into_tiles_and_reads_exact_pixels(
     note = page.locator("[data-role=images-note]")
     playwright_api.expect(note).to_contain_text("shown from 1500 × 2000 previews")
     page.screenshot(path=artifacts / "big-fitted-heatmap.png", full_page=True)
+    # At the fitted view (about 12 A pixels per screen pixel) the 6 px edit is still red on
+    # screen: the heatmap is drawn max-pooled to the screen's resolution, not averaged.
+    reds = [p for p in _canvas_pixels(page, *PROBE, radius=3) if p[0] > 150 and p[1] < 120]
+    assert reds, _canvas_pixels(page, *PROBE, radius=3)
+    assert not [p for p in _canvas_pixels(page, 1000, 1000, radius=3) if p[0] > 150 and p[1] < 120]
 
     # Hover the edited pixel at the fitted view (12 % zoom): the readout is still exact, read
     # from the full-resolution tiles under the pointer.
@@ -225,18 +249,8 @@ def test_a_big_pair_shows_previews_zooms_into_tiles_and_reads_exact_pixels(
     playwright_api.expect(readout).to_have_attribute("data-exact", "true")
     page.wait_for_timeout(500)  # the last tiles drawn
     page.screenshot(path=artifacts / "big-zoomed-edit-heatmap.png")
-    # What is on screen at the probe is the heatmap's red over A, not the preview's blur:
-    # the canvas pixel under the pointer is red-dominant.
-    px, py = _screen_point(page, *PROBE)
-    box, _, _, _ = _transform(page)
-    red = page.evaluate(
-        """([x, y]) => {
-            const c = document.querySelector('canvas.stage-canvas');
-            const d = window.devicePixelRatio || 1;
-            return Array.from(c.getContext('2d').getImageData(x * d, y * d, 1, 1).data);
-        }""",
-        [px - box["x"], py - box["y"]],
-    )
+    # What is on screen at the probe is the heatmap's red over A (from the tiles).
+    red = _canvas_pixels(page, *PROBE, radius=0)[0]
     assert red[0] > 150 and red[1] < 120 and red[2] < 120, red
 
     # Swipe at full resolution, all of it B: B's own pixels, from B's tiles.

@@ -36,6 +36,58 @@ function pixelReader(bitmap) {
   };
 }
 
+/**
+ * Max-pooled halvings of a heatmap bitmap: level k is 2^k times smaller, each pixel the most
+ * severe of its 2 x 2 block (grey only when the whole block is), computed once per level. Drawn
+ * instead of the bitmap when the view is smaller than it, so that a small red patch stays red
+ * on screen (the browser's own downscaling averages it away).
+ */
+function maxPooled(bitmap) {
+  const chain = [bitmap];
+  let source = null;
+  const severity = (data, i) => {
+    const level = levelOf(data[i], data[i + 1], data[i + 2]);
+    return level === null ? -1 : level;
+  };
+  return (k) => {
+    while (chain.length <= k) {
+      if (!source) {
+        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+        const context = canvas.getContext("2d", { willReadFrequently: true });
+        context.drawImage(bitmap, 0, 0);
+        source = { w: bitmap.width, h: bitmap.height, data: context.getImageData(0, 0, bitmap.width, bitmap.height).data };
+      }
+      if (source.w <= 1 && source.h <= 1) break;
+      const w = Math.ceil(source.w / 2);
+      const hgt = Math.ceil(source.h / 2);
+      const out = new Uint8ClampedArray(w * hgt * 4);
+      for (let y = 0; y < hgt; y++) {
+        for (let x = 0; x < w; x++) {
+          let best = -2;
+          let from = 0;
+          for (let dy = 0; dy < 2; dy++) {
+            const sy = 2 * y + dy;
+            if (sy >= source.h) break;
+            for (let dx = 0; dx < 2; dx++) {
+              const sx = 2 * x + dx;
+              if (sx >= source.w) break;
+              const i = (sy * source.w + sx) * 4;
+              const value = severity(source.data, i);
+              if (value > best) [best, from] = [value, i];
+            }
+          }
+          out.set(source.data.subarray(from, from + 4), (y * w + x) * 4);
+        }
+      }
+      const canvas = new OffscreenCanvas(w, hgt);
+      canvas.getContext("2d").putImageData(new ImageData(out, w, hgt), 0, 0);
+      chain.push(canvas);
+      source = { w, h: hgt, data: out };
+    }
+    return chain[Math.min(k, chain.length - 1)];
+  };
+}
+
 function legend(tolerance) {
   const canvas = h("canvas", { width: 320, height: 14, class: "legend-bar", "aria-hidden": "true" });
   const context = canvas.getContext("2d");
@@ -192,7 +244,13 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
   }
   let visible = [0, 0, width, height]; // the pane's area in A's pixels, set by draw()
   let deviceScale = 1; // device pixels per A pixel
+  let pooledHeat = null; // [bitmap, maxPooled(bitmap)] of a big comparison's heatmap preview
   function drawImage(bitmap, name) {
+    if (bitmap && tiles && name === "heatmap") {
+      if (!pooledHeat || pooledHeat[0] !== bitmap) pooledHeat = [bitmap, maxPooled(bitmap)];
+      const ratio = bitmap.width / width / deviceScale; // preview pixels per device pixel
+      if (ratio > 1) bitmap = pooledHeat[1](Math.ceil(Math.log2(ratio)));
+    }
     if (bitmap) context.drawImage(bitmap, 0, 0, width, height);
     if (tiles && name) {
       // A downscaled bitmap is blurred when enlarged: tiles are drawn at their own scale.

@@ -23,13 +23,15 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache, partial
 
 import cv2
 import numpy as np
 from PIL import PngImagePlugin
 
+from core.imaging import heatmap
 from core.imaging.errors import ErrorCode, ImagingError
-from core.imaging.heatmap import encode_palette_png, heatmap_palette
+from core.imaging.heatmap import GREY_INDEX, encode_palette_png, heatmap_palette
 from core.imaging.previews import to_png
 
 __all__ = [
@@ -139,28 +141,48 @@ def halve_pixels(pixels: np.ndarray) -> np.ndarray:
     return out if out.ndim == pixels.ndim else out[..., np.newaxis]
 
 
-def _code(indices: np.ndarray) -> np.ndarray:
-    """Heatmap indices as ``level + 1`` (1..255), 0 where not compared: maxima order them."""
-    return indices + np.uint8(1)  # wraps GREY_INDEX (255) to 0 (uint8 arithmetic)
+#: The anti-aliased pixels' own palette index (magenta), when the heatmap has one; without it,
+#: every index but grey is a difference level.
+_ANTIALIAS_INDEX: int | None = getattr(heatmap, "ANTIALIAS_INDEX", None)
 
 
-def _uncode(coded: np.ndarray) -> np.ndarray:
-    return coded - np.uint8(1)  # 0 (nothing compared) wraps back to GREY_INDEX
+@lru_cache(maxsize=256)
+def _ranks(tolerance_level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Severity rank (0..255) of each palette index, and the index of each rank.
+
+    Grey (not compared) ranks lowest, then the levels up to ``tolerance_level`` (noise), then
+    the anti-aliased index when the palette has one (rendering noise: shown only where nothing
+    in the block is a change, as ``heatmap.render_preview`` does), then the levels above.
+    """
+    order = [GREY_INDEX]
+    levels = [i for i in range(256) if i not in (GREY_INDEX, _ANTIALIAS_INDEX)]
+    order += [i for i in levels if i <= tolerance_level]
+    if _ANTIALIAS_INDEX is not None:
+        order.append(_ANTIALIAS_INDEX)
+    order += [i for i in levels if i > tolerance_level]
+    index_of_rank = np.array(order, dtype=np.uint8)
+    rank_of_index = np.empty(256, dtype=np.uint8)
+    rank_of_index[index_of_rank] = np.arange(256, dtype=np.uint8)
+    rank_of_index.setflags(write=False)
+    index_of_rank.setflags(write=False)
+    return rank_of_index, index_of_rank
 
 
-def halve_heatmap(indices: np.ndarray) -> np.ndarray:
-    """Reduce ``HxW`` heatmap palette indices (0..254 levels, 255 grey) 2x2 -> 1, keeping each
-    block's largest compared level (grey only when the whole block is grey)."""
-    coded = _code(indices)
+def halve_heatmap(indices: np.ndarray, *, tolerance_level: int = 0) -> np.ndarray:
+    """Reduce ``HxW`` heatmap palette indices 2x2 -> 1, keeping each block's most severe pixel:
+    its largest compared level (grey only when the whole block is grey; an anti-aliased pixel
+    only when no other pixel of the block is above ``tolerance_level``, 0..255)."""
+    rank_of_index, index_of_rank = _ranks(min(max(int(tolerance_level), 0), 255))
+    coded = rank_of_index[indices]
     height, width = coded.shape
     if height % 2 or width % 2:
         padded = np.zeros((height + height % 2, width + width % 2), dtype=np.uint8)
-        padded[:height, :width] = coded
+        padded[:height, :width] = coded  # rank 0 (grey) never wins over a compared pixel
         coded = padded
     out = np.maximum(coded[0::2, 0::2], coded[0::2, 1::2])
     np.maximum(out, coded[1::2, 0::2], out=out)
     np.maximum(out, coded[1::2, 1::2], out=out)
-    return _uncode(out)
+    return index_of_rank[out]
 
 
 def _check(image: np.ndarray, layout: PyramidLayout) -> None:
@@ -184,10 +206,17 @@ def pixel_pyramid(
 
 
 def heatmap_pyramid(
-    indices: np.ndarray, layout: PyramidLayout, *, tiles: bool = True
+    indices: np.ndarray, layout: PyramidLayout, *, tiles: bool = True, tolerance_level: int = 0
 ) -> Iterator[PyramidPiece]:
-    """Like :func:`pixel_pyramid` for ``HxW`` heatmap palette indices (max-pooled levels)."""
-    return _pyramid(indices, layout, halve_heatmap, heatmap=True, tiles=tiles)
+    """Like :func:`pixel_pyramid` for ``HxW`` heatmap palette indices (levels reduced by
+    :func:`halve_heatmap` with ``tolerance_level``, ``floor(tolerance * 255)``)."""
+    return _pyramid(
+        indices,
+        layout,
+        partial(halve_heatmap, tolerance_level=tolerance_level),
+        heatmap=True,
+        tiles=tiles,
+    )
 
 
 def _pyramid(

@@ -31,6 +31,7 @@ When they are rendered
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -440,7 +441,10 @@ def _render_pyramid(
             heat = _read(store, row.heatmap_key, comparison_id)
             indices = read_heatmap_indices(heat, max_pixels=limits.max_pixels)
             del heat
-            pieces = heatmap_pyramid(indices, layout, tiles=tiles)
+            tolerance = float((row.result or {}).get("tolerance") or 0.0)
+            pieces = heatmap_pyramid(
+                indices, layout, tiles=tiles, tolerance_level=math.floor(tolerance * 255)
+            )
             _store_pieces(store, comparison_id, layout, "heatmap", pieces, previews=previews)
     except (ImagingError, ValueError) as exc:
         log.warning("comparison.pyramid_failed", comparison_id=str(comparison_id), error=str(exc))

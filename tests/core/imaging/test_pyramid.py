@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.imaging import CompareOptions, ImagingError, compare
+from core.imaging import CompareOptions, ImagingError, compare, pyramid
 from core.imaging.heatmap import GREY_INDEX, heatmap_palette
-from core.imaging import pyramid
 from core.imaging.pyramid import (
     PyramidLayout,
     halve_heatmap,

@@ -345,6 +345,14 @@ class ApiSettings(_Group):
     public_base_url: str = "http://127.0.0.1:8000"
     """Base URL clients reach the API at; used to build links (no trailing slash)."""
 
+    preview_max_side: int = Field(default=2048, ge=256, le=8192)
+    """Longest side, in pixels, of the viewer's downscaled previews of big comparisons (the top
+    level of their tile pyramid; see ``core.imaging.pyramid``)."""
+
+    preview_tiled_above_pixels: int = Field(default=4096 * 4096, ge=1)
+    """Images A larger than this (width x height) are shown by the viewer from the downscaled
+    previews and full-resolution tiles; smaller ones from full-resolution PNGs."""
+
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:

@@ -20,7 +20,7 @@ from core.imaging.decode import decode
 from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
-__all__ = ["Previews", "render_previews", "to_png"]
+__all__ = ["Previews", "a_pixels", "b_in_a_frame", "render_previews", "to_png"]
 
 #: PNG compression level of the previews (1: fastest; they are written on every comparison).
 PNG_COMPRESSION = 1
@@ -60,6 +60,59 @@ def to_png(pixels: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def a_pixels(
+    a: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A as decoded, 8 bits per channel (``HxWx3`` or ``HxWx4`` ``uint8``).
+
+    Raises
+    ------
+    ImagingError
+        The decoder's codes.
+    """
+    return _to_8bit(decode(a, max_bytes=max_bytes, max_pixels=max_pixels).pixels)
+
+
+def b_in_a_frame(
+    b: bytes,
+    homography: list[list[float]] | np.ndarray | None,
+    size: tuple[int, int],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """B on A's grid, 8 bits per channel: warped by ``homography`` (RGBA, alpha 0 where B does
+    not cover A), or as decoded when ``homography`` is None.
+
+    Parameters
+    ----------
+    size
+        A's ``(height, width)`` in pixels.
+
+    Raises
+    ------
+    ImagingError
+        The decoder's codes; ``size_mismatch`` when B is unwarped and not A's size.
+    """
+    height, width = size
+    image_b = decode(b, max_bytes=max_bytes, max_pixels=max_pixels).pixels
+    if homography is None:
+        if image_b.shape[:2] != (height, width):
+            raise ImagingError(
+                ErrorCode.SIZE_MISMATCH,
+                f"B is {image_b.shape[1]}x{image_b.shape[0]}, A {width}x{height}, and unaligned",
+            )
+        return _to_8bit(image_b)
+    warped, valid = warp_into(image_b, np.asarray(homography, dtype=np.float64), (height, width))
+    del image_b
+    warped = _to_8bit(warped)
+    if warped.shape[2] == 3:
+        alpha = np.full((height, width, 1), 255, dtype=np.uint8)
+        warped = np.concatenate([warped, alpha], axis=2)
+    warped[..., 3][~valid] = 0
+    return warped
+
+
 def render_previews(
     a: bytes,
     b: bytes,
@@ -91,20 +144,9 @@ def render_previews(
     ImagingError
         The decoder's codes; ``size_mismatch`` when B is unwarped and not A's size.
     """
-    image_a = decode(a, max_bytes=max_bytes, max_pixels=max_pixels).pixels
-    image_b = decode(b, max_bytes=max_bytes, max_pixels=max_pixels).pixels
-    height, width = image_a.shape[:2]
-    if homography is None:
-        if image_b.shape[:2] != (height, width):
-            raise ImagingError(
-                ErrorCode.SIZE_MISMATCH,
-                f"B is {image_b.shape[1]}x{image_b.shape[0]}, A {width}x{height}, and unaligned",
-            )
-        return Previews(a_png=to_png(image_a), b_png=to_png(image_b))
-    warped, valid = warp_into(image_b, np.asarray(homography, dtype=np.float64), (height, width))
-    warped = _to_8bit(warped)
-    if warped.shape[2] == 3:
-        alpha = np.full((height, width, 1), 255, dtype=np.uint8)
-        warped = np.concatenate([warped, alpha], axis=2)
-    warped[..., 3][~valid] = 0
-    return Previews(a_png=to_png(image_a), b_png=to_png(warped))
+    image_a = a_pixels(a, max_bytes=max_bytes, max_pixels=max_pixels)
+    a_png = to_png(image_a)
+    size = image_a.shape[:2]
+    del image_a
+    image_b = b_in_a_frame(b, homography, size, max_bytes=max_bytes, max_pixels=max_pixels)
+    return Previews(a_png=a_png, b_png=to_png(image_b))

@@ -11,16 +11,15 @@ worker process must still be the one started (it never needed its supervisor).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from core.services.webhook_delivery import dispatch_due
 
 from core.services.jobqueue import CeleryDeliveryQueue, make_celery_app
-from tests.core.services.support import make_tenant
-from tests.core.services.test_webhooks_receiver import Receiver, Reply, running_receiver, verify
-from tests.worker.processes import WorkerEnv, WorkerProcess
+from core.services.webhooks.dispatch import dispatch_due
+from tests.support.receivers import Receiver, Reply, verify
+from tests.support.tenants import make_tenant
+from tests.support.workers import WorkerEnv, WorkerProcess
 from tests.worker.test_webhook_delivery import POLICY, WEBHOOK_VARIABLES, _endpoint, _ping
 from tests.worker.test_webhook_redis_restart import PrivateRedis, _wait_all
 
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.slow
 RESTARTS = 5
 #: The delivery worker as production runs it (docker-compose ``webhooks``, serve's ``hooks``).
 DELIVERY_WORKER = ("--pool", "threads", "-c", "4", "-Q", "maintenance")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as running:
-        yield running
 
 
 def test_the_delivery_worker_survives_five_empty_redis_restarts(

@@ -160,5 +160,10 @@ export function uploadImage(file, onProgress) {
   });
 }
 
-/** The comparison's preview images on A's grid: "a" (A as decoded) and "b" (B in A's frame). */
-export const previewPath = (comparisonId, name) => `/v1/comparisons/${comparisonId}/previews/${name}`;
+/**
+ * The comparison's preview images on A's grid: "a" (A as decoded), "b" (B in A's frame) or
+ * "heatmap"; at full resolution, or the downscaled preview when `level` is the manifest's
+ * preview_level.
+ */
+export const previewPath = (comparisonId, name, level = null) =>
+  `/v1/comparisons/${comparisonId}/previews/${name}${level === null ? "" : `?level=${level}`}`;

@@ -2,7 +2,7 @@
 // summary as the headline, SSIM as the big number, the other scores, the alignment, the
 // findings, the regions (click to zoom) and the six views.
 
-import { ApiError, getBlob, postJson, previewPath, request } from "./api.js";
+import { ApiError, getBlob, getJson, postJson, previewPath, request } from "./api.js";
 import { allComparisons, worstFirst } from "./batch.js";
 import { h, navigate, percent, sleep, verdictWords } from "./dom.js";
 import { localFiles } from "./local.js";
@@ -142,6 +142,28 @@ async function serverPreviews(comparison) {
 }
 
 /**
+ * A big comparison's images: the downscaled previews of A, B in A's frame and the heatmap
+ * (the heatmap's keeps each block's worst difference), drawn stretched to A's size; the stage
+ * adds full-resolution tiles when zoomed in. Null when the comparison is not big.
+ */
+async function bigPreviews(comparison) {
+  let manifest;
+  try {
+    manifest = await getJson(`/v1/comparisons/${comparison.id}/previews`);
+  } catch {
+    return null;
+  }
+  if (!manifest.tiled) return null;
+  const level = manifest.preview_level;
+  const [a, b, heat] = await Promise.all(["a", "b", "heatmap"].map((name) => getBlob(previewPath(comparison.id, name, level)).then(bitmapOf)));
+  if (!a) return null;
+  const aligned = comparison.result.alignment && comparison.result.alignment.applied;
+  const { width, height } = manifest.levels[level];
+  const note = `Big image: shown from ${width} × ${height} previews; zoom in for full-resolution tiles (the readout always reads A's and B's own pixels).${aligned ? ` ${ALIGNED_NOTE}` : ""}`;
+  return { images: { a, b, heat }, note, tiled: { comparisonId: comparison.id, manifest } };
+}
+
+/**
  * What to paint first: the heatmap, plus the files picked in this tab when there are (A, and
  * B when it was not warped), so the result shows before the server's previews are rendered.
  */
@@ -214,6 +236,15 @@ async function showResult(main, comparison, isAlive) {
   main.append(headline);
   if (comparison.batch_id) main.append(await batchNav(comparison));
   main.append(body);
+  const big = await bigPreviews(comparison);
+  if (big) {
+    if (!isAlive()) return null;
+    stage = createStage(big.images, result, { bNote: big.note, tiled: big.tiled, ...ignorePanel.stageOptions });
+    stage.element.dataset.images = "final";
+    stage.element.dataset.tiled = "true";
+    loading.replaceWith(stage.element);
+    return stage;
+  }
   const previews = serverPreviews(comparison);
   const heat = await getBlob(previewPath(comparison.id, "heatmap")).then(bitmapOf);
   const first = await firstImages(comparison, heat);

@@ -4,6 +4,7 @@
 
 import { h, percent } from "./dom.js";
 import { bandOf, colourOf, levelOf } from "./palette.js";
+import { createTiles } from "./tiles.js";
 
 export const VIEWS = [
   { id: "heatmap", key: "1", label: "Heatmap over A" },
@@ -32,6 +33,58 @@ function pixelReader(bitmap) {
     if (x < 0 || y < 0 || x >= bitmap.width || y >= bitmap.height) return null;
     const i = (y * bitmap.width + x) * 4;
     return [data[i], data[i + 1], data[i + 2], data[i + 3]];
+  };
+}
+
+/**
+ * Max-pooled halvings of a heatmap bitmap: level k is 2^k times smaller, each pixel the most
+ * severe of its 2 x 2 block (grey only when the whole block is), computed once per level. Drawn
+ * instead of the bitmap when the view is smaller than it, so that a small red patch stays red
+ * on screen (the browser's own downscaling averages it away).
+ */
+function maxPooled(bitmap) {
+  const chain = [bitmap];
+  let source = null;
+  const severity = (data, i) => {
+    const level = levelOf(data[i], data[i + 1], data[i + 2]);
+    return level === null ? -1 : level;
+  };
+  return (k) => {
+    while (chain.length <= k) {
+      if (!source) {
+        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+        const context = canvas.getContext("2d", { willReadFrequently: true });
+        context.drawImage(bitmap, 0, 0);
+        source = { w: bitmap.width, h: bitmap.height, data: context.getImageData(0, 0, bitmap.width, bitmap.height).data };
+      }
+      if (source.w <= 1 && source.h <= 1) break;
+      const w = Math.ceil(source.w / 2);
+      const hgt = Math.ceil(source.h / 2);
+      const out = new Uint8ClampedArray(w * hgt * 4);
+      for (let y = 0; y < hgt; y++) {
+        for (let x = 0; x < w; x++) {
+          let best = -2;
+          let from = 0;
+          for (let dy = 0; dy < 2; dy++) {
+            const sy = 2 * y + dy;
+            if (sy >= source.h) break;
+            for (let dx = 0; dx < 2; dx++) {
+              const sx = 2 * x + dx;
+              if (sx >= source.w) break;
+              const i = (sy * source.w + sx) * 4;
+              const value = severity(source.data, i);
+              if (value > best) [best, from] = [value, i];
+            }
+          }
+          out.set(source.data.subarray(from, from + 4), (y * w + x) * 4);
+        }
+      }
+      const canvas = new OffscreenCanvas(w, hgt);
+      canvas.getContext("2d").putImageData(new ImageData(out, w, hgt), 0, 0);
+      chain.push(canvas);
+      source = { w, h: hgt, data: out };
+    }
+    return chain[Math.min(k, chain.length - 1)];
   };
 }
 
@@ -72,16 +125,24 @@ function legend(tolerance) {
 }
 
 /**
- * Build the stage. images: {a, b, heat} ImageBitmaps on A's grid (b or heat may be null);
- * result: the result contract. Returns {element, setView, zoomToRegion, destroy}.
+ * Build the stage. images: {a, b, heat} ImageBitmaps on A's grid, at full resolution or
+ * downscaled (drawn stretched to A's size; b or heat may be null); result: the result contract;
+ * tiled: {comparisonId, manifest} for a big comparison (full-resolution tiles are drawn over the
+ * preview when zoomed in, and the hover readout reads them). Returns {element, setView,
+ * zoomToRegion, destroy}.
  */
-export function createStage(images, result, { bNote = "", ignore = [], onIgnoreChange = () => {} } = {}) {
+export function createStage(images, result, { bNote = "", ignore = [], onIgnoreChange = () => {}, tiled = null } = {}) {
   const { width, height } = result;
   const regions = result.regions || [];
   const tolerance = result.tolerance ?? 0.1;
   let readA = pixelReader(images.a);
   let readB = pixelReader(images.b);
   let readHeat = pixelReader(images.heat);
+  // Big comparisons: tiles for deep zoom and exact hover values (A's full-resolution pixels).
+  const tiles = tiled ? createTiles(tiled.comparisonId, tiled.manifest, () => {
+    schedule();
+    if (state.hover && readout.dataset.exact === "loading") requestInspect();
+  }) : null;
   const state = { view: "heatmap", scale: 1, tx: 0, ty: 0, opacity: 0.6, swipe: 0.5, onion: 0.5, blinkMs: 500, blinkA: true, selected: -1, fitted: true, hover: null, ignore: ignore.map((r) => [...r]), drawing: false, draft: null };
 
   const canvas = h("canvas", { class: "stage-canvas", tabindex: 0, "aria-label": "Image view: wheel to zoom, drag to pan, arrow keys to pan, + and - to zoom" });
@@ -181,8 +242,23 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
   function schedule() {
     if (!frameRequest) frameRequest = requestAnimationFrame(draw);
   }
-  function drawImage(bitmap) {
+  let visible = [0, 0, width, height]; // the pane's area in A's pixels, set by draw()
+  let deviceScale = 1; // device pixels per A pixel
+  let pooledHeat = null; // [bitmap, maxPooled(bitmap)] of a big comparison's heatmap preview
+  function drawImage(bitmap, name) {
+    if (bitmap && tiles && name === "heatmap") {
+      if (!pooledHeat || pooledHeat[0] !== bitmap) pooledHeat = [bitmap, maxPooled(bitmap)];
+      const ratio = bitmap.width / width / deviceScale; // preview pixels per device pixel
+      if (ratio > 1) bitmap = pooledHeat[1](Math.ceil(Math.log2(ratio)));
+    }
     if (bitmap) context.drawImage(bitmap, 0, 0, width, height);
+    if (tiles && name) {
+      // A downscaled bitmap is blurred when enlarged: tiles are drawn at their own scale.
+      const smooth = context.imageSmoothingEnabled;
+      context.imageSmoothingEnabled = deviceScale < 1;
+      tiles.draw(context, name, visible, deviceScale);
+      context.imageSmoothingEnabled = smooth;
+    }
   }
   function outlineRegions() {
     regions.forEach((region, index) => {
@@ -220,8 +296,10 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
     context.setTransform(1, 0, 0, 1, 0, 0);
     context.fillStyle = "#20242b";
     context.fillRect(0, 0, canvas.width, canvas.height);
-    context.imageSmoothingEnabled = state.scale < 1;
+    context.imageSmoothingEnabled = state.scale < 1 || Boolean(tiles);
     const paneW = paneWidth();
+    deviceScale = state.scale * dpr;
+    visible = [-state.tx / state.scale, -state.ty / state.scale, (paneW - state.tx) / state.scale, (ch - state.ty) / state.scale];
     const panes = state.view === "side" ? 2 : 1;
     for (let pane = 0; pane < panes; pane++) {
       context.save();
@@ -254,6 +332,12 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
     canvas.dataset.scale = String(state.scale);
     canvas.dataset.tx = String(state.tx);
     canvas.dataset.ty = String(state.ty);
+    if (tiles) {
+      const level = tiles.levelFor(deviceScale);
+      canvas.dataset.level = String(level);
+      canvas.dataset.tilesFetched = String(tiles.stats.fetched);
+      canvas.dataset.tileLevels = [...tiles.stats.levels].sort().join(",");
+    }
     zoomLabel.textContent = `${Math.round(state.scale * 100)} %`;
     scheduleMarker();
   }
@@ -268,36 +352,36 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
     const { a, b, heat } = images;
     switch (state.view) {
       case "heatmap":
-        drawImage(a);
+        drawImage(a, "a");
         context.globalAlpha = state.opacity;
-        drawImage(heat);
+        drawImage(heat, "heatmap");
         context.globalAlpha = 1;
         break;
       case "side":
-        drawImage(pane === 0 ? a : b);
+        drawImage(pane === 0 ? a : b, pane === 0 ? "a" : "b");
         break;
       case "swipe": {
-        drawImage(b);
+        drawImage(b, "b");
         context.save();
         context.beginPath();
         const edge = (state.swipe * canvas.clientWidth - state.tx) / state.scale;
         context.rect(-1e6, -1e6, edge + 1e6, 2e6);
         context.clip();
-        drawImage(a);
+        drawImage(a, "a");
         context.restore();
         break;
       }
       case "onion":
-        drawImage(a);
+        drawImage(a, "a");
         context.globalAlpha = state.onion;
-        drawImage(b);
+        drawImage(b, "b");
         context.globalAlpha = 1;
         break;
       case "blink":
-        drawImage(state.blinkA || !b ? a : b);
+        drawImage(state.blinkA || !b ? a : b, state.blinkA || !b ? "a" : "b");
         break;
       case "changes":
-        drawImage(a);
+        drawImage(a, "a");
         context.fillStyle = "rgba(0,0,0,0.35)";
         context.fillRect(0, 0, width, height);
         for (const region of regions) {
@@ -305,7 +389,7 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
           context.beginPath();
           context.rect(region.x, region.y, region.width, region.height);
           context.clip();
-          drawImage(a);
+          drawImage(a, "a");
           context.restore();
         }
         outlineRegions();
@@ -439,8 +523,11 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
       schedule();
     }
     hoverEvent = event;
-    if (!hoverRequest) hoverRequest = requestAnimationFrame(inspect);
+    requestInspect();
   });
+  function requestInspect() {
+    if (!hoverRequest) hoverRequest = requestAnimationFrame(inspect);
+  }
   canvas.addEventListener("keydown", (event) => {
     const step = 40;
     const moves = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
@@ -470,9 +557,23 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
       readout.textContent = `x ${x}, y ${y}: outside image A (${width} × ${height} px)`;
       return;
     }
-    const pa = readA(x, y);
-    const pb = readB(x, y);
-    const heat = readHeat(x, y);
+    let pa, pb, heat;
+    if (tiles) {
+      // A's full-resolution pixels, from the level-0 tiles under the pointer.
+      pa = tiles.pixel("a", x, y);
+      pb = images.b ? tiles.pixel("b", x, y) : null;
+      heat = images.heat ? tiles.pixel("heatmap", x, y) : null;
+      if (pa === undefined || pb === undefined || heat === undefined) {
+        readout.dataset.exact = "loading";
+        readout.textContent = `x ${x}, y ${y} · loading full-resolution pixels…`;
+        return;
+      }
+    } else {
+      pa = readA(x, y);
+      pb = readB(x, y);
+      heat = readHeat(x, y);
+    }
+    readout.dataset.exact = "true";
     const rgb = (p) => (p ? (p[3] === 0 ? "transparent (outside B)" : `${p[0]} ${p[1]} ${p[2]}${p[3] < 255 ? ` α${p[3]}` : ""}`) : "n/a");
     // The level: the largest channel difference of A and B in A's frame where both are known;
     // the heatmap says where nothing was compared (grey), and is the fallback (its full red

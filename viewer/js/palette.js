@@ -9,6 +9,13 @@ export const BREAKPOINTS = [
   [0.3, [255, 0, 0]],
 ];
 export const GREY = [128, 128, 128];
+/** Anti-aliased pixels (rendering noise the engine does not count as changed): palette 254. */
+export const ANTIALIAS = [255, 0, 255];
+export const ANTIALIAS_BAND = { name: "magenta", words: "anti-aliasing (rendering noise, not counted as changed)" };
+
+export function isAntialias(r, g, b) {
+  return r === ANTIALIAS[0] && g === ANTIALIAS[1] && b === ANTIALIAS[2];
+}
 
 /** The bands, with the words shown in the legend and the hover readout. */
 export const BANDS = [

@@ -3,7 +3,7 @@
 // in A's pixels; the side-by-side panes share one transform, so zoom and pan stay in step.
 
 import { h, percent } from "./dom.js";
-import { bandOf, colourOf, levelOf } from "./palette.js";
+import { ANTIALIAS_BAND, bandOf, colourOf, isAntialias, levelOf } from "./palette.js";
 import { createTiles } from "./tiles.js";
 
 export const VIEWS = [
@@ -46,6 +46,8 @@ function maxPooled(bitmap) {
   const chain = [bitmap];
   let source = null;
   const severity = (data, i) => {
+    // Magenta (anti-aliasing) ranks above identical and below any other level.
+    if (isAntialias(data[i], data[i + 1], data[i + 2])) return 0.5;
     const level = levelOf(data[i], data[i + 1], data[i + 2]);
     return level === null ? -1 : level;
   };
@@ -118,6 +120,7 @@ function legend(tolerance) {
       h("li", {}, h("span", { class: "swatch green" }), `blue to green: noise, up to 5 % (${levels(0.05)} levels)`),
       h("li", {}, h("span", { class: "swatch yellow" }), `green to yellow: soft change, 5 to 15 % (${levels(0.15)} levels)`),
       h("li", {}, h("span", { class: "swatch red" }), `yellow to red: clear change, 15 to 30 %; red above 30 % (${levels(0.3)} levels): content change`),
+      h("li", {}, h("span", { class: "swatch magenta" }), "magenta: anti-aliasing, rendering noise not counted as changed"),
       h("li", {}, h("span", { class: "swatch grey" }), "grey: not compared (outside the overlap, or ignored)"),
       h("li", {}, h("span", { class: "swatch mark" }), `black mark: the tolerance, ${percent(tolerance)} (${(tolerance * 255).toFixed(1)} levels)`),
     ),
@@ -581,7 +584,8 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
     let level = null;
     let atLeast = false;
     let compared = true;
-    if (heat) {
+    const antialiased = Boolean(heat && isAntialias(heat[0], heat[1], heat[2]));
+    if (heat && !antialiased) {
       level = levelOf(heat[0], heat[1], heat[2]);
       compared = level !== null;
       atLeast = heat[0] === 255 && heat[1] === 0 && heat[2] === 0;
@@ -591,7 +595,7 @@ export function createStage(images, result, { bNote = "", ignore = [], onIgnoreC
       atLeast = false;
     }
     const d = level === null ? null : level / 255;
-    const band = bandOf(d);
+    const band = antialiased ? ANTIALIAS_BAND : bandOf(d);
     const regionIndex = regions.findIndex((r) => x >= r.x && x < r.x + r.width && y >= r.y && y < r.y + r.height);
     const parts = [
       `x ${x}, y ${y}`,

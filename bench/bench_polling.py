@@ -7,7 +7,7 @@ up)::
     .venv/bin/python -m bench.bench_polling [--workers 2] [--pairs 1000] [--pollers 50]
                                             [--interval 1.0] [--rounds 1] [--json OUT]
 
-Set-up (untimed): the production topology of :class:`bench.bench_service.ServiceStack` (a fresh
+Set-up (untimed): the production topology of :class:`bench.lib.stack.ServiceStack` (a fresh
 PostgreSQL database, an empty Redis database, moto's S3 server, one Celery worker with
 ``--workers`` prefork processes and the API under uvicorn, as subprocesses); ``--distinct``
 small photographic PNG pairs (``--size`` pixels square) uploaded once; a warm-up batch.
@@ -47,7 +47,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench.bench_service import ServiceStack, load_average, make_pairs, upload_pairs
+from bench.bench_service import make_pairs
+from bench.lib.client import upload_pairs
+from bench.lib.machine import load_average
+from bench.lib.stack import ServiceStack
 
 #: Target: p99 latency of a conditional poll, in milliseconds, at most.
 TARGET_P99_MS = 100.0
@@ -303,7 +306,8 @@ def run(config: PollingBenchConfig, *, console: Console | None = None) -> Report
     pngs = make_pairs(config.distinct, config.size, config.size, seed=config.seed)
     say(f"starting the stack ({config.workers} worker processes)")
     with ServiceStack(workers=config.workers) as stack:
-        ids = upload_pairs(stack, pngs)
+        with stack.client() as http:
+            ids = upload_pairs(http, pngs)
         say("warm-up batch")
         warm = PollingBenchConfig(**{**asdict(config), "pairs": max(2 * config.workers, 4)})
         run_batch(stack, ids, warm, mode="reference", round_=-1)

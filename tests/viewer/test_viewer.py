@@ -356,11 +356,12 @@ def test_compare_the_samples_and_inspect_every_view(
     # (in A's frame), the difference level and its band, and the region.
     page.keyboard.press("1")
     first = result["regions"][0]
-    levels = np.asarray(heatmap)  # palette indices: the difference level, 255 = not compared
+    # Palette indices: the difference level up to 253, 254 = anti-aliased, 255 = not compared.
+    levels = np.asarray(heatmap)
     window = levels[
         first["y"] : first["y"] + first["height"], first["x"] : first["x"] + first["width"]
     ].astype(int)
-    window[window == 255] = -1
+    window[window >= 254] = -1
     dy, dx = np.unravel_index(int(np.argmax(window)), window.shape)
     x, y = first["x"] + int(dx), first["y"] + int(dy)
     level = int(levels[y, x])

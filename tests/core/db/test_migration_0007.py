@@ -78,10 +78,12 @@ def _fill(engine: sa.Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     return tenant, image, batch_ids
 
 
-def test_0007_upgrades_with_data_serves_the_listing_and_downgrades(database_url: str) -> None:
-    config = alembic_config(database_url)
+def test_0007_upgrades_with_data_serves_the_listing_and_downgrades(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
     command.upgrade(config, "0006")
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         assert INDEX not in _indexes(engine)
         tenant, _image, batch_ids = _fill(engine)

@@ -272,6 +272,41 @@ def test_signing_in_with_a_key_sets_the_session_cookie(page: Any, served: Served
         assert me.json()["tenant"] == "local"
 
 
+def test_a_late_401_from_before_signing_in_does_not_sign_the_page_out(
+    browser: Any, served: Served, artifacts: Path
+) -> None:
+    """A result address opened signed out asks for the comparison (401); when that answer
+    arrives after the user signed in, the new session stays and the key typed is kept."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    held: list[Any] = []  # asked for signed out, answered only once signed in
+    tab.route("**/v1/comparisons/*", lambda route: held.append(route))
+    tab.goto(f"{served.base_url}/c/{uuid.uuid4()}")
+    for _ in range(UI_TIMEOUT_MS // 100):  # Playwright runs the route handler while it waits
+        if held:
+            break
+        tab.wait_for_timeout(100)
+    assert held, "the result page never asked for its comparison"
+    tab.route("**/v1/comparisons/*", lambda route: route.continue_())  # from now on: real answers
+    tab.get_by_label("API key", exact=True).fill(served.key)
+    tab.get_by_role("button", name="Sign in with this key").click()
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
+    held[0].fulfill(
+        status=401,
+        content_type="application/problem+json",
+        body='{"code": "unauthorized", "detail": "sent before signing in", "status": 401}',
+    )
+    tab.wait_for_timeout(1000)  # time for the late answer to be handled
+    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
+    playwright_api.expect(tab.locator("#key-dialog")).not_to_have_attribute("open", "")
+    tab.screenshot(path=artifacts / "late-401-after-sign-in.png")
+    context.close()
+    assert not errors, errors
+
+
 def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
     with httpx.Client(base_url=served.base_url, timeout=20) as http:
         for path in ("/", f"/c/{uuid.uuid4()}", f"/b/{uuid.uuid4()}"):

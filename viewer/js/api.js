@@ -8,6 +8,9 @@
 const CSRF_HEADER = "X-CSRF-Token";
 let csrfToken = "";
 let tenantName = "";
+// Bumped at every sign-in and sign-out: a 401 to a request sent under an earlier session (a list
+// asked for before the user signed in, answered after) must not sign the new session out.
+let generation = 0;
 
 /** An answer that was not 2xx: the problem+json body's detail and stable code. */
 export class ApiError extends Error {
@@ -26,6 +29,14 @@ export const signedInAs = () => tenantName;
 function remember(session) {
   csrfToken = (session && session.csrf_token) || "";
   tenantName = (session && session.tenant) || "";
+  generation += 1;
+}
+
+/** A 401 to a request sent under the current session ends it and asks to sign in again. */
+function unauthorized(error, sentUnder) {
+  if (sentUnder !== generation) return; // answered for a session that is gone already
+  remember(null);
+  onUnauthorized(error);
 }
 
 let onUnauthorized = () => {};
@@ -39,7 +50,7 @@ function headers(method = "GET", extra = {}) {
   return unsafe && csrfToken ? { [CSRF_HEADER]: csrfToken, ...extra } : { ...extra };
 }
 
-async function problemFrom(response) {
+async function problemFrom(response, sentUnder) {
   let body = null;
   try {
     body = await response.json();
@@ -47,10 +58,8 @@ async function problemFrom(response) {
     body = null;
   }
   const error = new ApiError(response.status, body && body.code, body && (body.detail || body.title), body);
-  if (response.status === 401) {
-    remember(null); // the session ended (expired, signed out elsewhere, key revoked)
-    onUnauthorized(error);
-  }
+  // The session ended (expired, signed out elsewhere, key revoked).
+  if (response.status === 401) unauthorized(error, sentUnder);
   return error;
 }
 
@@ -61,8 +70,9 @@ export async function request(method, path, body) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
+  const sentUnder = generation;
   const response = await fetch(path, init);
-  if (!response.ok) throw await problemFrom(response);
+  if (!response.ok) throw await problemFrom(response, sentUnder);
   return { data: await response.json(), response };
 }
 
@@ -116,9 +126,10 @@ export const postJson = async (path, body) => (await request("POST", path, body)
 
 /** Fetch bytes (an image, a heatmap) with the key; null when the API answers 404. */
 export async function getBlob(path) {
+  const sentUnder = generation;
   const response = await fetch(path, { cache: "no-store", credentials: "same-origin" });
   if (response.status === 404) return null;
-  if (!response.ok) throw await problemFrom(response);
+  if (!response.ok) throw await problemFrom(response, sentUnder);
   return response.blob();
 }
 
@@ -128,6 +139,7 @@ export async function getBlob(path) {
  */
 export function uploadImage(file, onProgress) {
   return new Promise((resolve, reject) => {
+    const sentUnder = generation;
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/images");
     for (const [name, value] of Object.entries(headers("POST"))) xhr.setRequestHeader(name, value);
@@ -147,10 +159,7 @@ export function uploadImage(file, onProgress) {
         return;
       }
       const error = new ApiError(xhr.status, body && body.code, body && (body.detail || body.title), body);
-      if (xhr.status === 401) {
-        remember(null);
-        onUnauthorized(error);
-      }
+      if (xhr.status === 401) unauthorized(error, sentUnder);
       reject(error);
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "network_error", "the upload failed (network)")));

@@ -15,8 +15,9 @@ let current = null; // the page's teardown function
 function askForKey(message = "") {
   const dialog = $("#key-dialog");
   if (message || !dialog.open) $("#key-error").textContent = message;
+  if (dialog.open) return; // open already: keep what the user is typing
   $("#key-input").value = "";
-  if (!dialog.open) dialog.showModal();
+  dialog.showModal();
   $("#key-input").focus();
 }
 

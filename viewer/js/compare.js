@@ -2,7 +2,7 @@
 // Each file is uploaded to POST /v1/images with progress, so a bad file's problem (detail and
 // code) shows in its own zone; then POST /v1/comparisons by id, and on to /c/{id}.
 
-import { ApiError, getJson, postJson, uploadImage } from "./api.js";
+import { ApiError, getJson, postJson, signedInAs, uploadImage } from "./api.js";
 import { bytes, h, navigate, percent, verdictWords } from "./dom.js";
 import { rememberLocalFiles } from "./local.js";
 
@@ -162,7 +162,7 @@ export function renderCompare(main) {
 
   const recent = h("section", { class: "recent", "aria-label": "Recent comparisons" });
   main.append(h("h1", {}, "Compare two images"), form, recent);
-  loadRecent(recent);
+  if (signedInAs()) loadRecent(recent); // signed out: the page asks to sign in first
   return () => document.removeEventListener("paste", onPaste);
 }
 

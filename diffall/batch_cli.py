@@ -176,8 +176,8 @@ def _engine_options(mode: str, tolerance: float | None, antialiasing: bool) -> d
         fail(INVALID_OPTIONS, f"--mode must be {', '.join(_MODES)}, not {mode!r}")
     options: dict[str, Any] = {"mode": mode, "antialiasing": antialiasing}
     if tolerance is not None:
-        if not 0.0 <= tolerance <= 1.0:
-            fail(INVALID_OPTIONS, f"--tolerance must be within 0..1, got {tolerance:g}")
+        if not 0.0 <= tolerance < 1.0:  # the server's rule: [0, 1)
+            fail(INVALID_OPTIONS, f"--tolerance must be within [0, 1), got {tolerance:g}")
         options["tolerance"] = tolerance
     return options
 
@@ -251,7 +251,8 @@ def submit_command(
     api_key: ApiKey = None,
     mode: Annotated[str, typer.Option(help="auto, pixel or align (for every pair).")] = "auto",
     tolerance: Annotated[
-        float | None, typer.Option(help="Noise tolerance, 0..1 of the data range (default 0.1).")
+        float | None,
+        typer.Option(help="Noise tolerance in [0, 1) of the data range (default 0.1)."),
     ] = None,
     antialiasing: Antialiasing = True,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the batch, then gate.")] = False,

@@ -29,9 +29,8 @@ import cv2
 import numpy as np
 from PIL import PngImagePlugin
 
-from core.imaging import heatmap
 from core.imaging.errors import ErrorCode, ImagingError
-from core.imaging.heatmap import GREY_INDEX, encode_palette_png, heatmap_palette
+from core.imaging.heatmap import ANTIALIAS_INDEX, GREY_INDEX, encode_palette_png, heatmap_palette
 from core.imaging.previews import to_png
 
 __all__ = [
@@ -141,24 +140,18 @@ def halve_pixels(pixels: np.ndarray) -> np.ndarray:
     return out if out.ndim == pixels.ndim else out[..., np.newaxis]
 
 
-#: The anti-aliased pixels' own palette index (magenta), when the heatmap has one; without it,
-#: every index but grey is a difference level.
-_ANTIALIAS_INDEX: int | None = getattr(heatmap, "ANTIALIAS_INDEX", None)
-
-
 @lru_cache(maxsize=256)
 def _ranks(tolerance_level: int) -> tuple[np.ndarray, np.ndarray]:
     """Severity rank (0..255) of each palette index, and the index of each rank.
 
     Grey (not compared) ranks lowest, then the levels up to ``tolerance_level`` (noise), then
-    the anti-aliased index when the palette has one (rendering noise: shown only where nothing
-    in the block is a change, as ``heatmap.render_preview`` does), then the levels above.
+    the anti-aliased index (rendering noise: shown only where nothing in the block is a change,
+    as ``heatmap.render_preview`` does), then the levels above.
     """
     order = [GREY_INDEX]
-    levels = [i for i in range(256) if i not in (GREY_INDEX, _ANTIALIAS_INDEX)]
+    levels = [i for i in range(256) if i not in (GREY_INDEX, ANTIALIAS_INDEX)]
     order += [i for i in levels if i <= tolerance_level]
-    if _ANTIALIAS_INDEX is not None:
-        order.append(_ANTIALIAS_INDEX)
+    order.append(ANTIALIAS_INDEX)
     order += [i for i in levels if i > tolerance_level]
     index_of_rank = np.array(order, dtype=np.uint8)
     rank_of_index = np.empty(256, dtype=np.uint8)

@@ -148,6 +148,8 @@ def test_submit_without_wait_then_wait(stack: Stack, folders: tuple[Path, Path])
         (["batch", "submit", "{a}", "{b}", "--wait", "--fail-on", "blurry"], "invalid_options", 2),
         (["batch", "submit", "{a}", "{b}", "--fail-on", "different"], "invalid_options", 2),
         (["batch", "submit", "{a}", "{b}", "--mode", "fuzzy"], "invalid_options", 2),
+        (["batch", "submit", "{a}", "{b}", "--tolerance", "1"], "invalid_options", 2),
+        (["batch", "submit", "{a}", "{b}", "--tolerance", "-0.1"], "invalid_options", 2),
         (["batch", "submit", "{a}", "{empty}"], "no_pairs", 2),
         (["batch", "wait", "{unknown}"], "not_found", 2),
         (["batch", "wait", "not-a-uuid"], "usage_error", 2),

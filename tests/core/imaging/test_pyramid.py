@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.imaging import CompareOptions, ImagingError, compare, pyramid
-from core.imaging.heatmap import GREY_INDEX, heatmap_palette
+from core.imaging.heatmap import ANTIALIAS_INDEX, GREY_INDEX, heatmap_palette
 from core.imaging.pyramid import (
     PyramidLayout,
     halve_heatmap,
@@ -118,26 +118,15 @@ def test_pieces_must_match_the_layout_and_heatmaps_must_be_palette_pngs() -> Non
     assert info.value.code.value == "image_too_large"
 
 
-@pytest.mark.parametrize("antialias_index", [None, 254])
-def test_anti_aliased_pixels_show_only_where_nothing_else_is_a_change(
-    monkeypatch: pytest.MonkeyPatch, antialias_index: int | None
-) -> None:
-    """With a palette index of its own for anti-aliased pixels (254, magenta), a block keeps it
-    only when no other pixel is above the tolerance; without one, 254 is a level like others."""
-    monkeypatch.setattr(pyramid, "_ANTIALIAS_INDEX", antialias_index)
-    pyramid._ranks.cache_clear()
-    try:
-        blocks = np.array(
-            [
-                [254, 5, 254, 100, 254, GREY_INDEX, 3, 40],
-                [0, 0, 0, 0, GREY_INDEX, GREY_INDEX, 0, 0],
-            ],
-            dtype=np.uint8,
-        )
-        out = pyramid.halve_heatmap(blocks, tolerance_level=25).tolist()
-        if antialias_index is None:
-            assert out == [[254, 254, 254, 40]]
-        else:
-            assert out == [[254, 100, 254, 40]]
-    finally:
-        pyramid._ranks.cache_clear()
+def test_anti_aliased_pixels_show_only_where_nothing_else_is_a_change() -> None:
+    """Anti-aliased pixels have a palette index of their own (254, magenta): a block keeps it
+    only when no other pixel is above the tolerance."""
+    blocks = np.array(
+        [
+            [ANTIALIAS_INDEX, 5, ANTIALIAS_INDEX, 100, ANTIALIAS_INDEX, GREY_INDEX, 3, 40],
+            [0, 0, 0, 0, GREY_INDEX, GREY_INDEX, 0, 0],
+        ],
+        dtype=np.uint8,
+    )
+    out = pyramid.halve_heatmap(blocks, tolerance_level=25).tolist()
+    assert out == [[ANTIALIAS_INDEX, 100, ANTIALIAS_INDEX, 40]]

@@ -374,6 +374,17 @@ def test_compare_the_samples_and_inspect_every_view(
     )
     regions = page.locator("[data-role=regions] button")
     playwright_api.expect(regions).to_have_count(len(result["regions"]))
+    # Every finding is a sentence (no raw JSON) that stays inside the side column.
+    findings = page.locator("section.findings li")
+    playwright_api.expect(findings).to_have_count(len(result["findings"]))
+    assert [findings.nth(i).get_attribute("data-kind") for i in range(findings.count())] == [
+        finding["kind"] for finding in result["findings"]
+    ]
+    side = page.locator("aside.side").bounding_box()
+    for i in range(findings.count()):
+        text, box = findings.nth(i).inner_text(), findings.nth(i).bounding_box()
+        assert "{" not in text and '"' not in text, text
+        assert box["x"] + box["width"] <= side["x"] + side["width"] + 0.5, (text, box, side)
     page.screenshot(path=artifacts / "result.png", full_page=True)
 
     stage = page.locator("section.stage")

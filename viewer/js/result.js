@@ -105,9 +105,52 @@ function alignmentText(alignment) {
   return parts.join(", ");
 }
 
+const signed = (value, digits = 1) => `${value >= 0 ? "+" : ""}${Number(value).toFixed(digits)}`;
+const fixed = (value, digits = 2) => (typeof value === "number" ? value.toFixed(digits) : String(value));
+
+/** Each finding kind in words, from its details (core/imaging/findings.py lists the kinds). */
+const FINDING_WORDS = {
+  jpeg_reencode: (d) => `Re-encoded as JPEG (quality ≈ ${d.quality}, ${d.subsampling})`,
+  chroma_subsampling: (d) => `Chroma subsampling changed (A ${d.a}, B ${d.b})`,
+  resampled: (d) => `Resampled (scale ${fixed(d.scale, 3)}×)`,
+  crop: (d) => `Cropped: B covers ${percent(d.overlap_ratio)} of A`,
+  rotation: (d) => (d.perspective ? `Perspective warp (rotation ${fixed(d.rotation_deg)}°)` : `Rotated ${fixed(d.rotation_deg)}°`),
+  shift: (d) => `Shifted ${signed(d.dx)}, ${signed(d.dy)} px`,
+  flip: (d) => `Mirrored (${d.axis})`,
+  greyscale: () => "Converted to greyscale",
+  blur: (d) => `Blurred (sharpness ${fixed(d.ratio)}× A's)`,
+  sharpen: (d) => `Sharpened (sharpness ${fixed(d.ratio)}× A's)`,
+  tone: (d) => `Brightness / contrast changed (gain ${fixed(d.gain)}, offset ${signed(d.offset)} levels, gamma ${fixed(d.gamma)})`,
+  colour: (d) => `Colour shifted (saturation ${fixed(d.saturation_ratio)}× A's)`,
+  antialiasing: (d) => `Anti-aliasing noise on ${percent(d.ratio)} of pixels (${d.pixels} px), not counted as changed`,
+  edit: (d) => {
+    const kinds = [...new Set((d.regions || []).map((r) => r.kind).filter(Boolean))];
+    return `${d.count} significant ${d.count === 1 ? "region" : "regions"}${kinds.length ? ` (${kinds.join(", ")})` : ""}`;
+  },
+};
+
+/** One finding as a sentence: its words (or kind and details as key = value), and how sure. */
+function findingWords(item) {
+  if (typeof item === "string") return item;
+  const details = item.details || {};
+  const words = FINDING_WORDS[item.kind];
+  let text;
+  try {
+    text = words ? words(details) : "";
+  } catch {
+    text = "";
+  }
+  if (!text) {
+    const pairs = Object.entries(details).map(([key, value]) => `${key} = ${typeof value === "object" ? JSON.stringify(value) : value}`);
+    text = `${item.kind || "finding"}${pairs.length ? `: ${pairs.join(", ")}` : ""}`;
+  }
+  const sure = typeof item.confidence === "number" && item.confidence < 1 ? ` · confidence ${percent(item.confidence)}` : "";
+  return text + sure;
+}
+
 function findingsList(findings) {
   if (!findings || (Array.isArray(findings) && !findings.length)) return null;
-  const items = Array.isArray(findings) ? findings : Object.entries(findings).map(([k, v]) => ({ kind: k, ...(typeof v === "object" ? v : { value: v }) }));
+  const items = Array.isArray(findings) ? findings : Object.entries(findings).map(([k, v]) => ({ kind: k, details: v }));
   return h(
     "section",
     { class: "findings", "aria-label": "Findings" },
@@ -115,9 +158,7 @@ function findingsList(findings) {
     h(
       "ul",
       {},
-      items.map((item) =>
-        h("li", {}, typeof item === "string" ? item : item.message || item.summary || item.text || [item.kind || item.type, JSON.stringify(item)].filter(Boolean).join(": ")),
-      ),
+      items.map((item) => h("li", { "data-kind": item.kind || "" }, findingWords(item))),
     ),
   );
 }

@@ -39,7 +39,7 @@ from core.services.secret_encryption import encrypt_stored_secrets
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
-from tests.core.services.test_webhooks import _comparison
+from tests.support.comparisons import add_comparison
 from tests.support.databases import migrate
 from tests.support.receivers import (
     InlineQueue,
@@ -248,7 +248,7 @@ def test_ad_hoc_deliveries_verify_with_the_encrypted_default_secret(
 ) -> None:
     sessions = ring([NEW_KEY])
     tenant = make_tenant(sessions)
-    cid = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
+    cid = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     pump(sessions, FAST, lambda: bool(receiver.received("/adhoc")))
     (stored,) = _stored(sessions)  # the tenant's default secret, created for the delivery

@@ -138,3 +138,15 @@ def test_the_test_import_rule_sees_what_it_forbids(tmp_path: Path) -> None:
         "tests.core",
     ]
 
+
+def test_no_benchmark_imports_another_benchmark() -> None:
+    # What benchmarks share is in bench/lib/ (and bench/images.py, bench/chromium_pages.py,
+    # bench/verdict_corpus.py); a benchmark script (bench/bench_*.py) is imported by its smoke
+    # test only.
+    offenders: list[str] = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        for name in _imported_modules(path):
+            parts = name.split(".")
+            if len(parts) >= 2 and parts[0] == "bench" and parts[1].startswith("bench_"):
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []

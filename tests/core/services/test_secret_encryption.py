@@ -32,7 +32,6 @@ from core.db.models import (
 )
 from core.db.secretbox import PREFIX
 from core.db.session import make_engine, make_session_factory
-from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, webhooks
 from core.services.errors import ServiceError
 from core.services.secret_encryption import encrypt_stored_secrets
@@ -49,12 +48,12 @@ from tests.support.receivers import (
     verify,
 )
 from tests.support.tenants import make_tenant
+from tests.support.webhooks import LOOPBACK
 
 SessionFactory = sessionmaker[Session]
 
 OLD_KEY = "h2J1bhWAmUmCzp6J4J-GWjN8BM1wIS2gJUIUaJ-y9Kk="
 NEW_KEY = "X6tN7bHq3bYcP0k3nW0mJp7m5x0f0YQz4cN3rQ9b2dE="
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
 FAST = DeliveryPolicy(
     schedule_s=(0.0, 0.05, 0.05),
     jitter=0.0,

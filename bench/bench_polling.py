@@ -47,7 +47,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench.bench_service import make_pairs
+from bench.images import photographic_png_pairs
 from bench.lib.client import upload_pairs
 from bench.lib.machine import load_average
 from bench.lib.stack import ServiceStack
@@ -303,7 +303,7 @@ def run(config: PollingBenchConfig, *, console: Console | None = None) -> Report
             console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
     runs: list[BatchRun] = []
-    pngs = make_pairs(config.distinct, config.size, config.size, seed=config.seed)
+    pngs = photographic_png_pairs(config.distinct, config.size, config.size, seed=config.seed)
     say(f"starting the stack ({config.workers} worker processes)")
     with ServiceStack(workers=config.workers) as stack:
         with stack.client() as http:

@@ -48,7 +48,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.bench_engine import ROW_ODIFF, find_odiff, machine_info
+from bench.lib.tools import ROW_ODIFF, find_odiff, machine_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Named sizes accepted by ``--sizes`` (``WxH`` is accepted too), in pixels.

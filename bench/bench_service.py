@@ -43,36 +43,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-import queue as queue_mod
 import statistics
 import sys
-import time
-import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench.lib.client import FINAL, fmt, upload_pairs
+from bench.images import photographic_png_pairs
+from bench.lib.bare import ENGINE_PROCESSES, BareRun, run_bare_engine
+from bench.lib.batches import POLL_S, AcceptRun, ServiceRun, run_accept, run_service, warm_up
+from bench.lib.client import fmt, upload_pairs
 from bench.lib.machine import (
     MACHINE_BUSY,
-    cpu_delta,
-    cpu_snapshot,
     default_workers,
     load_average,
-    machine_busy_cpu_s,
-    machine_cpus,
     machine_info,
     progress,
 )
 from bench.lib.stack import ServiceStack
+from bench.lib.windows import NOISY_SHARE, Window, foreign_cell, median_or_none
 
 #: Size of the benchmark's images, in pixels.
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
@@ -84,8 +77,6 @@ DEFAULT_DISTINCT = 4
 DEFAULT_BATCH_ACCEPT = 10_000
 #: Seed of the first image pair (pair i uses seed + i).
 DEFAULT_SEED = 2024
-#: Seconds between two polls of the timed batch.
-POLL_S = 0.2
 #: Timed acceptance requests (the median is judged).
 ACCEPT_REPEAT = 3
 #: Rounds of (bare engine run, service batch), in alternating order.
@@ -97,13 +88,8 @@ TARGET_RATIO = 0.85
 #: Target: seconds from POST to 202 for a batch of ``DEFAULT_BATCH_ACCEPT`` pairs, below.
 TARGET_ACCEPT_S = 2.0
 
-#: Windows where other processes took more than this share of the machine are marked noisy.
-NOISY_SHARE = 0.03
-#: Key of the bare engine processes' CPU seconds.
-ENGINE_PROCESSES = "engine processes"
-
 # --------------------------------------------------------------------------------------------
-# Configuration, images, machine
+# Configuration
 # --------------------------------------------------------------------------------------------
 
 
@@ -170,559 +156,9 @@ class BenchConfig:
             raise ValueError("batch_accept must be >= 0, poll_s and timeout_s > 0")
 
 
-def make_pairs(distinct: int, width: int, height: int, *, seed: int) -> list[tuple[bytes, bytes]]:
-    """PNG bytes of ``distinct`` photographic pairs (pair i from ``photographic_pair`` with
-    ``seed + i``).
-
-    Parameters
-    ----------
-    distinct : int
-        Number of pairs (>= 1).
-    width, height : int
-        Size in pixels (>= 16 each).
-    seed : int
-        Seed of the first pair.
-
-    Returns
-    -------
-    list of tuple of bytes
-        ``[(png_a, png_b), ...]``; the two images of a pair differ (B is a revision of A).
-    """
-    from bench.images import photographic_pair, png_bytes
-
-    out = []
-    for i in range(distinct):
-        a, b = photographic_pair(width, height, seed=seed + i)
-        out.append((png_bytes(a), png_bytes(b)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# 1. Bare engine
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Window:
-    """One timed window (a bare engine run or a service batch) and the CPU it used.
-
-    Attributes
-    ----------
-    pairs : int
-        Comparisons done in the window.
-    wall_s : float
-        Its wall time, seconds.
-    cpu_s : dict of str to float
-        CPU seconds used during the window by each of our components, plus ``machine busy``
-        (every CPU of the machine, whoever used it).
-    cpus : int
-        CPUs of the machine (the capacity is ``cpus * wall_s`` CPU seconds).
-    load_start : list of float
-        Load averages (1, 5, 15 min) when the window opened.
-    """
-
-    pairs: int
-    wall_s: float
-    cpu_s: dict[str, float]
-    cpus: int
-    load_start: list[float]
-
-    @property
-    def rate(self) -> float:
-        """Comparisons per second (``pairs / wall_s``)."""
-        return self.pairs / self.wall_s
-
-    @property
-    def ours_cpu_s(self) -> float:
-        """CPU seconds of our components (everything in ``cpu_s`` but ``machine busy``)."""
-        return sum(v for k, v in self.cpu_s.items() if k != MACHINE_BUSY)
-
-    @property
-    def foreign_cpu_s(self) -> float:
-        """CPU seconds other processes used during the window (machine busy - ours, >= 0)."""
-        return max(0.0, self.cpu_s.get(MACHINE_BUSY, 0.0) - self.ours_cpu_s)
-
-    @property
-    def foreign_share(self) -> float:
-        """``foreign_cpu_s`` as a share of the machine's capacity in the window (0..1)."""
-        return self.foreign_cpu_s / (self.cpus * self.wall_s)
-
-    @property
-    def noisy(self) -> bool:
-        """Whether other processes took more than ``NOISY_SHARE`` of the machine."""
-        return self.foreign_share > NOISY_SHARE
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready figures (rate and foreign load included)."""
-        return {
-            **asdict(self),
-            "rate_per_s": round(self.rate, 4),
-            "foreign_cpu_s": round(self.foreign_cpu_s, 3),
-            "foreign_share": round(self.foreign_share, 4),
-        }
-
-
-@dataclass
-class BareRun(Window):
-    """One bare engine run (see :class:`Window`).
-
-    Attributes
-    ----------
-    workers : int
-        Engine processes.
-    per_worker : list of int
-        Comparisons each process did.
-    engine_ms : list of float
-        Each comparison's duration (the ``compare`` call, ms).
-    """
-
-    workers: int
-    per_worker: list[int]
-    engine_ms: list[float]
-
-
-def _bare_worker(
-    pngs: list[tuple[bytes, bytes]],
-    pairs: int,
-    counter: Any,
-    start: Any,
-    results: Any,
-) -> None:
-    """Body of one bare engine process (module level so that ``spawn`` can import it)."""
-    try:
-        from core.imaging import compare
-
-        compare(*pngs[0])  # warm-up: imports, thread pool, first-use costs
-        results.put(("ready", os.getpid()))
-        start.wait()
-        cpu0 = time.process_time()
-        durations: list[float] = []
-        while True:
-            with counter.get_lock():
-                index = counter.value
-                if index >= pairs:
-                    break
-                counter.value = index + 1
-            a, b = pngs[index % len(pngs)]
-            t0 = time.perf_counter()
-            compare(a, b)
-            durations.append((time.perf_counter() - t0) * 1000)
-        results.put(("done", os.getpid(), durations, time.process_time() - cpu0))
-    except BaseException:  # report anything, the parent raises it
-        results.put(("error", os.getpid(), traceback.format_exc()))
-
-
-def _get_message(results: Any, processes: Sequence[Any], deadline: float) -> tuple[Any, ...]:
-    while True:
-        try:
-            message: tuple[Any, ...] = results.get(timeout=0.5)
-            return message
-        except queue_mod.Empty:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("bare engine processes did not answer in time")
-        dead = [p for p in processes if not p.is_alive() and p.exitcode not in (0, None)]
-        if dead:
-            raise RuntimeError(f"a bare engine process died (exit code {dead[0].exitcode})")
-
-
-def run_bare_engine(
-    pngs: list[tuple[bytes, bytes]], *, workers: int, pairs: int, timeout_s: float = 300.0
-) -> BareRun:
-    """Time ``workers`` processes comparing ``pairs`` pairs (cycling over ``pngs``).
-
-    Parameters
-    ----------
-    pngs : list of tuple of bytes
-        The distinct pairs (PNG bytes of A and B).
-    workers : int
-        Processes (>= 1), started with ``spawn`` and warmed up before the clock starts.
-    pairs : int
-        Comparisons in all (>= 1), handed out one at a time.
-    timeout_s : float
-        Seconds the whole run may take.
-
-    Returns
-    -------
-    BareRun
-        Wall time, per-comparison durations and CPU seconds.
-    """
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("i", 0)
-    start = ctx.Event()
-    results = ctx.Queue()
-    processes = [
-        ctx.Process(
-            target=_bare_worker,
-            args=(pngs, pairs, counter, start, results),
-            name=f"bench-engine-{i}",
-            daemon=True,
-        )
-        for i in range(workers)
-    ]
-    deadline = time.monotonic() + timeout_s
-    try:
-        for process in processes:
-            process.start()
-        for _ in range(workers):
-            message = _get_message(results, processes, deadline)
-            if message[0] == "error":
-                raise RuntimeError(f"bare engine process failed:\n{message[2]}")
-        load_start = load_average()
-        busy0, bench0 = machine_busy_cpu_s(), time.process_time()
-        t0 = time.perf_counter()
-        start.set()
-        durations: list[float] = []
-        per_worker: list[int] = []
-        cpu = 0.0
-        for _ in range(workers):
-            message = _get_message(results, processes, deadline)
-            if message[0] == "error":
-                raise RuntimeError(f"bare engine process failed:\n{message[2]}")
-            durations.extend(message[2])
-            per_worker.append(len(message[2]))
-            cpu += message[3]
-        wall = time.perf_counter() - t0
-        busy, bench = machine_busy_cpu_s() - busy0, time.process_time() - bench0
-    finally:
-        for process in processes:
-            if process.pid is None:  # never started
-                continue
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-        results.close()
-    return BareRun(
-        pairs=pairs,
-        wall_s=round(wall, 4),
-        cpu_s={
-            ENGINE_PROCESSES: round(cpu, 3),
-            "bench": round(bench, 3),
-            MACHINE_BUSY: round(busy, 3),
-        },
-        cpus=machine_cpus(),
-        load_start=load_start,
-        workers=workers,
-        per_worker=per_worker,
-        engine_ms=[round(d, 2) for d in durations],
-    )
-
-
-def batch_body(ids: Sequence[tuple[str, str]], pairs: int) -> bytes:
-    """JSON body of ``POST /v1/batches`` with ``pairs`` pairs cycling over ``ids``."""
-    items = [{"a": ids[i % len(ids)][0], "b": ids[i % len(ids)][1]} for i in range(pairs)]
-    return json.dumps({"pairs": items, "metadata": {"bench": "service"}}).encode()
-
-
-@dataclass
-class BatchOutcome:
-    """A batch run to completion through the service."""
-
-    batch_id: str
-    submit_s: float
-    wall_s: float
-    polls: int
-    counts: dict[str, int]
-
-
-def run_batch(
-    http: httpx.Client,
-    ids: Sequence[tuple[str, str]],
-    pairs: int,
-    *,
-    poll_s: float,
-    timeout_s: float,
-    stack: ServiceStack | None = None,
-) -> BatchOutcome:
-    """POST a batch of ``pairs`` pairs and poll it every ``poll_s`` s until every comparison is
-    final; time from the request to that poll's answer.
-
-    Returns
-    -------
-    BatchOutcome
-        ``submit_s`` (POST to 202) and ``wall_s`` (POST to all final), in seconds.
-    """
-    body = batch_body(ids, pairs)
-    headers = {"Content-Type": "application/json"}
-    t0 = time.perf_counter()
-    response = http.post("/v1/batches", content=body, headers=headers)
-    submit = time.perf_counter() - t0
-    if response.status_code != 202:
-        raise RuntimeError(f"POST /v1/batches: {response.status_code} {response.text[:500]}")
-    created = response.json()
-    if created["accepted"] != pairs:
-        raise RuntimeError(f"batch accepted {created['accepted']} of {pairs} pairs")
-    batch_id = str(created["id"])
-    polls = 0
-    deadline = time.monotonic() + timeout_s
-    while True:
-        time.sleep(poll_s)
-        batch = http.get(f"/v1/batches/{batch_id}")
-        polls += 1
-        batch.raise_for_status()
-        counts = batch.json()["counts"]
-        if sum(counts.get(state, 0) for state in FINAL) >= pairs:
-            wall = time.perf_counter() - t0
-            break
-        if time.monotonic() > deadline:
-            extra = stack.describe_failure() if stack is not None else ""
-            raise TimeoutError(
-                f"batch {batch_id} not done after {timeout_s:g} s: {counts}\n{extra}"
-            )
-    return BatchOutcome(batch_id, round(submit, 4), round(wall, 4), polls, counts)
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def batch_job_stats(http: httpx.Client, batch_id: str) -> dict[str, Any]:
-    """Per-job figures of a finished batch, from its comparisons (``GET
-    /v1/batches/{id}/comparisons``): medians in ms of queue wait (created -> started), run
-    (started -> finished: storage reads, the engine, the heatmap write), the engine's own
-    total, and run - engine (the per-job overhead inside the worker); the first job's start
-    after the batch was created (ms, dispatch latency); the server-side makespan (first
-    created -> last finished, s) and the sum of the runs (s); attempts; failures."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params = {"limit": "100", **({"cursor": cursor} if cursor else {})}
-        page = http.get(f"/v1/batches/{batch_id}/comparisons", params=params)
-        page.raise_for_status()
-        body = page.json()
-        items.extend(body.get("items", []))
-        cursor = body.get("next_cursor")
-        if not cursor:
-            break
-    wait_ms: list[float] = []
-    run_ms: list[float] = []
-    engine_ms: list[float] = []
-    overhead_ms: list[float] = []
-    created: list[datetime] = []
-    started: list[datetime] = []
-    finished: list[datetime] = []
-    errors: dict[str, int] = {}
-    for item in items:
-        c, s, f = (_parse_time(item.get(k)) for k in ("created_at", "started_at", "finished_at"))
-        if c is not None:
-            created.append(c)
-        if s is not None:
-            started.append(s)
-        if f is not None:
-            finished.append(f)
-        if c is not None and s is not None:
-            wait_ms.append((s - c).total_seconds() * 1000)
-        if s is not None and f is not None:
-            run = (f - s).total_seconds() * 1000
-            run_ms.append(run)
-            total = ((item.get("result") or {}).get("timings_ms") or {}).get("total")
-            if isinstance(total, int | float):
-                engine_ms.append(float(total))
-                overhead_ms.append(run - float(total))
-        if item.get("error"):
-            code = str(item["error"].get("code"))
-            errors[code] = errors.get(code, 0) + 1
-
-    def med(values: list[float]) -> float | None:
-        return round(statistics.median(values), 1) if values else None
-
-    return {
-        "comparisons": len(items),
-        "states": _count(item.get("state") for item in items),
-        "max_attempts": max((int(item.get("attempts") or 0) for item in items), default=0),
-        "errors": errors,
-        "queue_wait_ms_median": med(wait_ms),
-        "run_ms_median": med(run_ms),
-        "run_s_total": round(sum(run_ms) / 1000, 3),
-        "engine_ms_median": med(engine_ms),
-        "overhead_ms_median": med(overhead_ms),
-        "overhead_ms_mean": round(statistics.fmean(overhead_ms), 1) if overhead_ms else None,
-        "first_start_ms": (
-            round((min(started) - min(created)).total_seconds() * 1000, 1)
-            if created and started
-            else None
-        ),
-        "server_makespan_s": (
-            round((max(finished) - min(created)).total_seconds(), 3)
-            if created and finished
-            else None
-        ),
-    }
-
-
-def _count(values: Iterator[Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value in values:
-        out[str(value)] = out.get(str(value), 0) + 1
-    return out
-
-
-@dataclass
-class ServiceRun(Window):
-    """One timed service batch (see :class:`Window`; ``cpu_s`` has the worker's main and pool
-    processes, the API, moto S3, PostgreSQL, Redis and ``bench``, this polling process).
-
-    Attributes
-    ----------
-    workers : int
-        Worker concurrency.
-    submit_s : float
-        POST /v1/batches to 202, seconds.
-    polls : int
-        GET /v1/batches/{id} requests made.
-    jobs : dict
-        :func:`batch_job_stats` of the batch.
-    """
-
-    workers: int
-    submit_s: float
-    polls: int
-    jobs: dict[str, Any]
-
-
-def warm_up(
-    stack: ServiceStack,
-    ids: Sequence[tuple[str, str]],
-    *,
-    poll_s: float = POLL_S,
-    timeout_s: float = 300.0,
-) -> float:
-    """Run an untimed batch of 2N pairs so every pool process has done its first job
-    (connections, clients, thread pools); return its wall time in seconds."""
-    with stack.client() as http:
-        outcome = run_batch(
-            http, ids, 2 * stack.workers, poll_s=poll_s, timeout_s=timeout_s, stack=stack
-        )
-    return outcome.wall_s
-
-
-def run_service(
-    stack: ServiceStack,
-    ids: Sequence[tuple[str, str]],
-    *,
-    pairs: int,
-    poll_s: float = POLL_S,
-    timeout_s: float = 300.0,
-) -> ServiceRun:
-    """Time one batch of ``pairs`` pairs through the service, from POST to all final.
-
-    Parameters
-    ----------
-    stack : ServiceStack
-        A started stack with its worker running (warmed up with :func:`warm_up`).
-    ids : sequence of (str, str)
-        Image ids of the uploaded pairs.
-    pairs : int
-        Comparisons of the batch (>= 1).
-    poll_s : float
-        Seconds between two polls of ``GET /v1/batches/{id}``.
-    timeout_s : float
-        Seconds the batch may take.
-
-    Returns
-    -------
-    ServiceRun
-        The figures of the batch, per-job statistics and CPU seconds by component.
-    """
-    with stack.client() as http:
-        groups = stack.groups()
-        main_pids = {"worker": stack.procs["worker"].pid}
-        load_start = load_average()
-        before = cpu_snapshot(groups, main_pids=main_pids)
-        bench0 = time.process_time()
-        outcome = run_batch(http, ids, pairs, poll_s=poll_s, timeout_s=timeout_s, stack=stack)
-        cpu = cpu_delta(cpu_snapshot(groups, main_pids=main_pids), before)
-        cpu["bench"] = round(time.process_time() - bench0, 3)
-        jobs = batch_job_stats(http, outcome.batch_id)
-    return ServiceRun(
-        pairs=pairs,
-        wall_s=outcome.wall_s,
-        cpu_s=cpu,
-        cpus=machine_cpus(),
-        load_start=load_start,
-        workers=stack.workers,
-        submit_s=outcome.submit_s,
-        polls=outcome.polls,
-        jobs=jobs,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# 3. Batch acceptance
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AcceptRun:
-    """Batch-acceptance requests: seconds from POST to 202 and pairs accepted, each request."""
-
-    pairs: int
-    times_s: list[float]
-    accepted: list[int]
-    load_start: list[float]
-
-    @property
-    def median_s(self) -> float:
-        """Median seconds from POST to 202."""
-        return float(statistics.median(self.times_s))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready figures (median included)."""
-        return {**asdict(self), "median_s": round(self.median_s, 4)}
-
-
-def run_accept(
-    stack: ServiceStack, ids: Sequence[tuple[str, str]], *, pairs: int, repeat: int
-) -> AcceptRun:
-    """Time ``repeat`` POSTs of a ``pairs``-pair batch, with the worker stopped (the
-    comparisons stay ``queued``; dropping the database discards them).
-
-    Parameters
-    ----------
-    stack : ServiceStack
-        The stack, its worker stopped (:meth:`ServiceStack.stop_worker`).
-    ids : sequence of (str, str)
-        Image ids of the uploaded pairs (the batch cycles over them).
-    pairs : int
-        Pairs per request (>= 1).
-    repeat : int
-        Requests (>= 1).
-
-    Returns
-    -------
-    AcceptRun
-        Seconds from POST to 202 of each request.
-    """
-    if "worker" in stack.procs:
-        raise RuntimeError("stop the worker before timing batch acceptance")
-    body = batch_body(ids, pairs)
-    headers = {"Content-Type": "application/json"}
-    load_start = load_average()
-    times: list[float] = []
-    accepted: list[int] = []
-    with stack.client(timeout=120.0) as http:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            response = http.post("/v1/batches", content=body, headers=headers)
-            elapsed = time.perf_counter() - t0
-            if response.status_code != 202:
-                raise RuntimeError(
-                    f"POST /v1/batches ({pairs} pairs): {response.status_code} "
-                    f"{response.text[:500]}"
-                )
-            times.append(round(elapsed, 4))
-            accepted.append(int(response.json()["accepted"]))
-    return AcceptRun(pairs=pairs, times_s=times, accepted=accepted, load_start=load_start)
-
-
 # --------------------------------------------------------------------------------------------
 # The whole run, targets, output
 # --------------------------------------------------------------------------------------------
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
 
 
 @dataclass
@@ -768,8 +204,8 @@ class Report:
     @property
     def ratio_of_medians(self) -> float | None:
         """Median service rate / median bare engine rate."""
-        bare = _median([r.rate for r in self.bare])
-        service = _median([r.rate for r in self.service])
+        bare = median_or_none([r.rate for r in self.bare])
+        service = median_or_none([r.rate for r in self.service])
         return None if not bare or service is None else service / bare
 
     @property
@@ -777,16 +213,18 @@ class Report:
         """Median bare engine CPU ms per comparison / median service CPU ms per comparison
         (worker, API, S3, PostgreSQL, Redis, polling client): the ratio a CPU-bound machine
         reaches whatever the load of other processes."""
-        bare = _median([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
-        service = _median([r.ours_cpu_s / r.pairs for r in self.service])
+        bare = median_or_none([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
+        service = median_or_none([r.ours_cpu_s / r.pairs for r in self.service])
         return None if bare is None or not service else bare / service
 
     @property
     def cpu_ratio_without_s3(self) -> float | None:
         """:attr:`cpu_ratio` leaving out moto's S3 server, a test double sharing the machine
         here (in production the object store runs elsewhere)."""
-        bare = _median([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
-        service = _median([(r.ours_cpu_s - r.cpu_s.get("s3", 0.0)) / r.pairs for r in self.service])
+        bare = median_or_none([r.cpu_s[ENGINE_PROCESSES] / r.pairs for r in self.bare])
+        service = median_or_none(
+            [(r.ours_cpu_s - r.cpu_s.get("s3", 0.0)) / r.pairs for r in self.service]
+        )
         return None if bare is None or not service else bare / service
 
     def targets(self) -> list[dict[str, Any]]:
@@ -874,7 +312,7 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
 
     report = Report(config=config, machine=machine_info(pipeline=True))
     say(f"generating {config.distinct} pairs of {config.width}x{config.height} PNGs")
-    pngs = make_pairs(config.distinct, config.width, config.height, seed=config.seed)
+    pngs = photographic_png_pairs(config.distinct, config.width, config.height, seed=config.seed)
     report.machine["png_mb"] = round(statistics.fmean(len(x) for p in pngs for x in p) / 1e6, 2)
     say("starting the stack: PostgreSQL database, Redis database, moto S3, worker, API")
     with ServiceStack(
@@ -938,11 +376,6 @@ def run(config: BenchConfig, *, console: Console | None = None) -> Report:
     return report
 
 
-def _foreign(window: Window) -> str:
-    text = f"{window.foreign_cpu_s:.1f} ({window.foreign_share:.0%})"
-    return f"[yellow]{text} noisy[/yellow]" if window.noisy else text
-
-
 def render(console: Console, report: Report) -> None:
     """Print the report's tables.
 
@@ -995,7 +428,7 @@ def render(console: Console, report: Report) -> None:
         if step == "bare":
             window = bare = next(bare_iter)
             label = f"{round_no} bare engine"
-            engine = _median(bare.engine_ms)
+            engine = median_or_none(bare.engine_ms)
         else:
             window = service = next(service_iter)
             label = f"{round_no} service (POST to all final)"
@@ -1006,7 +439,7 @@ def render(console: Console, report: Report) -> None:
             fmt(window.rate),
             fmt(engine, 0),
             fmt(window.ours_cpu_s / window.pairs * 1000, 0),
-            _foreign(window),
+            foreign_cell(window),
             fmt(window.load_start[0]),
         )
     console.print(table)
@@ -1025,8 +458,8 @@ def render(console: Console, report: Report) -> None:
             f"{fmt(report.ratio, 3)} ({basis})"
         )
         console.print(
-            f"  medians: bare {fmt(_median(bare_rates))}/s, service "
-            f"{fmt(_median(service_rates))}/s, ratio {fmt(report.ratio_of_medians, 3)}; "
+            f"  medians: bare {fmt(median_or_none(bare_rates))}/s, service "
+            f"{fmt(median_or_none(service_rates))}/s, ratio {fmt(report.ratio_of_medians, 3)}; "
             f"CPU-bound estimate (engine CPU / service CPU per comparison) "
             f"{fmt(report.cpu_ratio, 3)}, {fmt(report.cpu_ratio_without_s3, 3)} without the "
             "S3 test server's CPU"

@@ -266,3 +266,50 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
         ``HxW``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA), ``uint8`` or ``uint16``.
     """
     Path(path).write_bytes(png_bytes(img))
+
+
+def photographic_png_pairs(
+    distinct: int, width: int, height: int, *, seed: int
+) -> list[tuple[bytes, bytes]]:
+    """PNG bytes of ``distinct`` photographic pairs (pair i from ``photographic_pair`` with
+    ``seed + i``).
+
+    Parameters
+    ----------
+    distinct : int
+        Number of pairs (>= 1).
+    width, height : int
+        Size in pixels (>= 16 each).
+    seed : int
+        Seed of the first pair.
+
+    Returns
+    -------
+    list of tuple of bytes
+        ``[(png_a, png_b), ...]``; the two images of a pair differ (B is a revision of A).
+    """
+    out = []
+    for i in range(distinct):
+        a, b = photographic_pair(width, height, seed=seed + i)
+        out.append((png_bytes(a), png_bytes(b)))
+    return out
+
+
+def noise_png_pairs(distinct: int, size: int, *, seed: int) -> list[tuple[bytes, bytes]]:
+    """PNG bytes of ``distinct`` tiny pairs: A random RGB noise (``default_rng(seed + i)``), B
+    the same with one inverted square (a localised edit), both ``size`` x ``size``.
+
+    Returns
+    -------
+    list of tuple of bytes
+        ``[(png_a, png_b), ...]``; A and B of a pair differ.
+    """
+    out = []
+    for i in range(distinct):
+        rng = np.random.default_rng(seed + i)
+        a = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        b = a.copy()
+        lo, hi = size // 4, size // 2
+        b[lo:hi, lo:hi] = 255 - b[lo:hi, lo:hi]
+        out.append((png_bytes(a), png_bytes(b)))
+    return out

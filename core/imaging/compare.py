@@ -15,7 +15,10 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from core.imaging.align import Alignment, estimate_alignment, is_identity, warp_into
+from core.imaging.align.estimate import estimate_alignment
+from core.imaging.align.geometry import is_identity
+from core.imaging.align.result import Alignment
+from core.imaging.align.warp import warp_into
 from core.imaging.banded import measure_banded
 from core.imaging.budget import check_pair
 from core.imaging.decode import DecodedImage, decode, harmonise

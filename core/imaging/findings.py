@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.imaging.align import Alignment
+from core.imaging.align.result import Alignment
 from core.imaging.regions import Region
 
 #: The standard luminance quantisation table (ITU T.81 Annex K, libjpeg's quality 50), in

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.imaging.align import warp_into
+from core.imaging.align.warp import warp_into
 from core.imaging.decode import decode
 from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.options import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS

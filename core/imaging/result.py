@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.imaging.align import Alignment
+from core.imaging.align.result import Alignment
 from core.imaging.findings import Finding
 from core.imaging.regions import Region
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.imaging.align import Alignment
+from core.imaging.align.result import Alignment
 from core.imaging.regions import Region
 
 IDENTICAL_MIN_SSIM = 0.99

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from api.deps import parse_bearer
 from core.db.models import ApiKey, utcnow
 from core.services.errors import Unauthorized
-from tests.api.conftest import Api, ApiFactory, assert_problem
+from tests.support.api import Api, ApiFactory, assert_problem
 
 
 @pytest.mark.parametrize(

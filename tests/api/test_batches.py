@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 
 from core.services.tasknames import QUEUE_BATCH, RUN_COMPARISON
-from tests.api.conftest import Api, ApiFactory, assert_problem, messages_for, png_bytes
+from tests.support.api import Api, ApiFactory, assert_problem
+from tests.support.brokers import messages_for
+from tests.support.images import noise_png
 
 
 def test_batch_with_one_bad_pair_accepts_the_rest(api: Api) -> None:
-    a, b, c = (api.upload(png_bytes(seed=s)) for s in (1, 2, 3))
+    a, b, c = (api.upload(noise_png(seed=s)) for s in (1, 2, 3))
     missing = str(uuid.uuid4())
     response = api.client.post(
         "/v1/batches",
@@ -76,7 +78,7 @@ def test_batch_with_one_bad_pair_accepts_the_rest(api: Api) -> None:
 
 def test_batch_over_the_limit_is_413(make_api: ApiFactory, sqlite_url: str) -> None:
     api = make_api(sqlite_url, max_batch_pairs=3)
-    a, b = api.upload(png_bytes(seed=4)), api.upload(png_bytes(seed=5))
+    a, b = api.upload(noise_png(seed=4)), api.upload(noise_png(seed=5))
     pair = {"a": a["id"], "b": b["id"]}
     assert (
         api.client.post("/v1/batches", json={"pairs": [pair] * 3}, headers=api.auth()).status_code

@@ -15,14 +15,9 @@ import sqlalchemy as sa
 from core.db.models import Comparison, ComparisonState, utcnow
 from core.services.comparisons import HEATMAP_KEY
 from core.services.tasknames import QUEUE_INTERACTIVE, RUN_COMPARISON
-from tests.api.conftest import (
-    Api,
-    ApiFactory,
-    assert_problem,
-    messages_for,
-    png_bytes,
-    s3_storage,
-)
+from tests.support.api import Api, ApiFactory, assert_problem, s3_storage
+from tests.support.brokers import messages_for
+from tests.support.images import noise_png
 
 RESULT = {"ssim": 0.5, "verdict": "different", "engine_version": "test"}
 
@@ -58,8 +53,8 @@ def _finish(api: Api, comparison_id: str, *, heatmap: bytes | None = None) -> No
 
 
 def test_json_comparison_is_queued_with_location(api: Api) -> None:
-    a = api.upload(png_bytes(seed=1))
-    b = api.upload(png_bytes(seed=2))
+    a = api.upload(noise_png(seed=1))
+    b = api.upload(noise_png(seed=2))
     response = api.client.post(
         "/v1/comparisons",
         json={
@@ -93,7 +88,7 @@ def test_json_comparison_is_queued_with_location(api: Api) -> None:
 
 
 def test_multipart_comparison_with_files_and_fields(api: Api) -> None:
-    data_a, data_b = png_bytes(seed=3), png_bytes(seed=4)
+    data_a, data_b = noise_png(seed=3), noise_png(seed=4)
     response = api.client.post(
         "/v1/comparisons",
         files={"a": ("a.png", data_a, "image/png"), "b": ("b.png", data_b, "image/png")},
@@ -126,7 +121,7 @@ def test_multipart_comparison_with_files_and_fields(api: Api) -> None:
 
 def test_multipart_field_errors(sqlite_api: Api) -> None:
     api = sqlite_api
-    good = png_bytes(seed=5)
+    good = noise_png(seed=5)
     bad_json = api.client.post(
         "/v1/comparisons",
         files={"a": ("a.png", good, "image/png"), "b": ("b.png", good, "image/png")},
@@ -151,8 +146,8 @@ def test_multipart_field_errors(sqlite_api: Api) -> None:
 
 def test_invalid_options_unknown_images_and_pending_images(sqlite_api: Api) -> None:
     api = sqlite_api
-    a = api.upload(png_bytes(seed=6))
-    b = api.upload(png_bytes(seed=7))
+    a = api.upload(noise_png(seed=6))
+    b = api.upload(noise_png(seed=7))
     bad = api.client.post(
         "/v1/comparisons",
         json={"a": a["id"], "b": b["id"], "options": {"mode": "sideways"}},
@@ -168,7 +163,7 @@ def test_invalid_options_unknown_images_and_pending_images(sqlite_api: Api) -> N
         "/v1/comparisons", json={"a": a["id"], "b": pending["id"]}, headers=api.auth()
     )
     assert_problem(not_ready, 409, "image_not_ready")
-    theirs = api.upload(png_bytes(seed=8), tenant="other")
+    theirs = api.upload(noise_png(seed=8), tenant="other")
     foreign = api.client.post(
         "/v1/comparisons", json={"a": a["id"], "b": theirs["id"]}, headers=api.auth()
     )
@@ -176,13 +171,13 @@ def test_invalid_options_unknown_images_and_pending_images(sqlite_api: Api) -> N
 
 
 def test_polling_says_retry_after_until_final(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=9)), api.upload(png_bytes(seed=10))
+    a, b = api.upload(noise_png(seed=9)), api.upload(noise_png(seed=10))
     created = api.compare(a["id"], b["id"])
     path = f"/v1/comparisons/{created['id']}"
     queued = api.client.get(path, headers=api.auth())
     assert queued.status_code == 200 and queued.headers["retry-after"] == "1"
     assert queued.json()["state"] == "queued"
-    _finish(api, created["id"], heatmap=png_bytes(8, 8, seed=99))
+    _finish(api, created["id"], heatmap=noise_png(8, 8, seed=99))
     done = api.client.get(path, headers=api.auth())
     assert done.status_code == 200 and "retry-after" not in done.headers
     body = done.json()
@@ -193,11 +188,11 @@ def test_polling_says_retry_after_until_final(api: Api) -> None:
 
 def test_heatmap_streamed_from_local_storage(sqlite_api: Api) -> None:
     api = sqlite_api
-    a, b = api.upload(png_bytes(seed=11)), api.upload(png_bytes(seed=12))
+    a, b = api.upload(noise_png(seed=11)), api.upload(noise_png(seed=12))
     created = api.compare(a["id"], b["id"])
     path = f"/v1/comparisons/{created['id']}/heatmap"
     assert_problem(api.client.get(path, headers=api.auth()), 404, "heatmap_not_ready")
-    heatmap = png_bytes(8, 8, seed=98)
+    heatmap = noise_png(8, 8, seed=98)
     _finish(api, created["id"], heatmap=heatmap)
     response = api.client.get(path, headers=api.auth())
     assert response.status_code == 200
@@ -212,9 +207,9 @@ def test_heatmap_redirects_to_s3(
     s3_bucket_factory: Callable[[], str],
 ) -> None:
     api = make_api(sqlite_url, storage=s3_storage(s3_endpoint, s3_bucket_factory()))
-    a, b = api.upload(png_bytes(seed=13)), api.upload(png_bytes(seed=14))
+    a, b = api.upload(noise_png(seed=13)), api.upload(noise_png(seed=14))
     created = api.compare(a["id"], b["id"])
-    heatmap = png_bytes(8, 8, seed=97)
+    heatmap = noise_png(8, 8, seed=97)
     _finish(api, created["id"], heatmap=heatmap)
     response = api.client.get(
         f"/v1/comparisons/{created['id']}/heatmap", headers=api.auth(), follow_redirects=False
@@ -227,7 +222,7 @@ def test_heatmap_redirects_to_s3(
 
 
 def test_delete_cancels_a_queued_comparison(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=15)), api.upload(png_bytes(seed=16))
+    a, b = api.upload(noise_png(seed=15)), api.upload(noise_png(seed=16))
     created = api.compare(a["id"], b["id"])
     path = f"/v1/comparisons/{created['id']}"
     assert_problem(api.client.delete(path, headers=api.auth("other")), 404, "not_found")
@@ -244,9 +239,9 @@ def test_delete_cancels_a_queued_comparison(api: Api) -> None:
 
 def test_delete_removes_the_result_and_heatmap_of_a_finished_comparison(sqlite_api: Api) -> None:
     api = sqlite_api
-    a, b = api.upload(png_bytes(seed=17)), api.upload(png_bytes(seed=18))
+    a, b = api.upload(noise_png(seed=17)), api.upload(noise_png(seed=18))
     created = api.compare(a["id"], b["id"])
-    _finish(api, created["id"], heatmap=png_bytes(8, 8, seed=96))
+    _finish(api, created["id"], heatmap=noise_png(8, 8, seed=96))
     key = HEATMAP_KEY.format(comparison_id=created["id"])
     assert api.app.state.store.exists(key)
     deleted = api.client.delete(f"/v1/comparisons/{created['id']}", headers=api.auth())
@@ -263,7 +258,7 @@ def test_delete_removes_the_result_and_heatmap_of_a_finished_comparison(sqlite_a
 
 
 def test_comparisons_are_invisible_to_other_tenants(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=19)), api.upload(png_bytes(seed=20))
+    a, b = api.upload(noise_png(seed=19)), api.upload(noise_png(seed=20))
     created = api.compare(a["id"], b["id"])
     other = api.auth("other")
     assert_problem(
@@ -283,8 +278,8 @@ def test_comparisons_are_invisible_to_other_tenants(api: Api) -> None:
     ],
 )
 def test_forbidden_per_comparison_and_batch_webhook_urls_are_refused(api: Api, url: str) -> None:
-    a = api.upload(png_bytes(seed=1))
-    b = api.upload(png_bytes(seed=2))
+    a = api.upload(noise_png(seed=1))
+    b = api.upload(noise_png(seed=2))
     response = api.client.post(
         "/v1/comparisons",
         json={"a": a["id"], "b": b["id"], "webhook_url": url},
@@ -305,7 +300,7 @@ def test_forbidden_per_comparison_and_batch_webhook_urls_are_refused(api: Api, u
 
 def test_bad_options_are_refused_alike_from_json_and_multipart(sqlite_api: Api) -> None:
     api = sqlite_api
-    a = api.upload(png_bytes(seed=9))
+    a = api.upload(noise_png(seed=9))
     options = {"tolerance": 1.5, "antialiasing": True}
     as_json = api.client.post(
         "/v1/comparisons", json={"a": a["id"], "b": a["id"], "options": options}, headers=api.auth()

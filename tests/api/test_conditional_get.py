@@ -15,15 +15,16 @@ import pytest
 from core.db.models import ComparisonState
 from core.services import lifecycle
 from diffall.client import DiffallClient
-from tests.api.conftest import Api, assert_problem, png_bytes
+from tests.support.api import Api, assert_problem
+from tests.support.images import noise_png
 
 RESULT: dict[str, Any] = {"verdict": "identical", "ssim": 1.0}
 
 
 def _pair(api: Api, seed: int = 0) -> tuple[str, str]:
     return (
-        api.upload(png_bytes(seed=seed))["id"],
-        api.upload(png_bytes(seed=seed + 100))["id"],
+        api.upload(noise_png(seed=seed))["id"],
+        api.upload(noise_png(seed=seed + 100))["id"],
     )
 
 

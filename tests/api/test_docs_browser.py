@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from api.docs import ASSETS_URL
-from tests.api.conftest import Api
+from tests.support.api import Api
 from tests.support.browser import chromium, offline_page, serve_asgi
 
 

@@ -28,7 +28,8 @@ from core.services.errors import (
     Unavailable,
 )
 from core.storage import ObjectNotFound, StorageUnavailable
-from tests.api.conftest import Api, ApiFactory, assert_problem, png_bytes
+from tests.support.api import Api, ApiFactory, assert_problem
+from tests.support.images import noise_png
 
 # -- the mapping, exception by exception --------------------------------------------------------
 
@@ -264,7 +265,7 @@ def test_body_over_the_limit_is_413_before_reading_it(
 
 def test_image_over_the_byte_limit_is_413(make_api: ApiFactory, sqlite_url: str) -> None:
     api = make_api(sqlite_url, max_upload_bytes=2000)
-    big = png_bytes(64, 64, seed=3)
+    big = noise_png(64, 64, seed=3)
     assert len(big) > 2000
     response = api.client.post(
         "/v1/images", files={"file": ("big.png", big, "image/png")}, headers=api.auth()

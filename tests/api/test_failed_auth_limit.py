@@ -19,7 +19,7 @@ from api.ratelimit import (
     SharedTokenBucketLimiter,
     TokenBucketLimiter,
 )
-from tests.api.conftest import Api, ApiFactory, TestClient, assert_problem
+from tests.support.api import Api, ApiFactory, TestClient, assert_problem
 
 LIMIT = 30
 

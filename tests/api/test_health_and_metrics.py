@@ -10,15 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from core.db.models import ComparisonQueue
-from tests.api.conftest import (
-    Api,
-    ApiFactory,
-    TestClient,
-    make_settings,
-    png_bytes,
-    s3_storage,
-)
 from tests.s3server import free_port
+from tests.support.api import Api, ApiFactory, TestClient, make_settings, s3_storage
+from tests.support.images import noise_png
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -65,7 +59,7 @@ def test_readyz_is_503_when_storage_is_unreachable(
 
 
 def test_metrics_expose_requests_latency_and_queue_depth(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=1)), api.upload(png_bytes(seed=2))
+    a, b = api.upload(noise_png(seed=1)), api.upload(noise_png(seed=2))
     for _ in range(2):
         api.compare(a["id"], b["id"])
     api.client.post(

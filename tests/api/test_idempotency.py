@@ -12,7 +12,9 @@ from api.idempotency import REPLAYED_HEADER, request_hash
 from core.db.models import Comparison
 from core.services import comparisons, idempotency, keys
 from core.services.errors import Unavailable
-from tests.api.conftest import Api, assert_problem, messages_for, png_bytes
+from tests.support.api import Api, assert_problem
+from tests.support.brokers import messages_for
+from tests.support.images import noise_png
 
 JSON = {"Content-Type": "application/json"}
 
@@ -23,7 +25,7 @@ def _count_comparisons(api: Api) -> int:
 
 
 def test_same_key_and_body_replays_the_first_response(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=1)), api.upload(png_bytes(seed=2))
+    a, b = api.upload(noise_png(seed=1)), api.upload(noise_png(seed=2))
     body = json.dumps({"a": a["id"], "b": b["id"], "metadata": {"x": 1}}).encode()
     headers = api.auth(**JSON, **{"Idempotency-Key": "order-1"})
     first = api.client.post("/v1/comparisons", content=body, headers=headers)
@@ -49,8 +51,8 @@ def test_same_key_and_body_replays_the_first_response(api: Api) -> None:
 
 
 def test_keys_are_scoped_to_the_tenant(api: Api) -> None:
-    mine = [api.upload(png_bytes(seed=s))["id"] for s in (3, 4)]
-    theirs = [api.upload(png_bytes(seed=s), tenant="other")["id"] for s in (3, 4)]
+    mine = [api.upload(noise_png(seed=s))["id"] for s in (3, 4)]
+    theirs = [api.upload(noise_png(seed=s), tenant="other")["id"] for s in (3, 4)]
     key = {"Idempotency-Key": "shared-key"}
     first = api.client.post(
         "/v1/comparisons", json={"a": mine[0], "b": mine[1]}, headers=api.auth(**key)
@@ -67,7 +69,7 @@ def test_keys_are_scoped_to_the_tenant(api: Api) -> None:
 
 def test_concurrent_duplicate_is_409(sqlite_api: Api) -> None:
     api = sqlite_api
-    a, b = api.upload(png_bytes(seed=5)), api.upload(png_bytes(seed=6))
+    a, b = api.upload(noise_png(seed=5)), api.upload(noise_png(seed=6))
     body = json.dumps({"a": a["id"], "b": b["id"]}).encode()
     # A first request with this key and body is still running (its claim is in the table).
     with api.sessions() as session:
@@ -95,7 +97,7 @@ def test_client_errors_are_replayed_and_statuses_kept(sqlite_api: Api) -> None:
     assert_problem(again, 422, "unsupported_format")
     assert again.headers[REPLAYED_HEADER] == "true"
     # A first upload answered 201; replaying it answers 201 again (a new request would be 200).
-    data = png_bytes(seed=7)
+    data = noise_png(seed=7)
     good = api.auth(**{"Content-Type": "application/octet-stream", "Idempotency-Key": "up-1"})
     created = api.client.post("/v1/images", content=data, headers=good)
     assert created.status_code == 201
@@ -107,7 +109,7 @@ def test_client_errors_are_replayed_and_statuses_kept(sqlite_api: Api) -> None:
 
 def test_server_errors_release_the_key(sqlite_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     api = sqlite_api
-    a, b = api.upload(png_bytes(seed=8)), api.upload(png_bytes(seed=9))
+    a, b = api.upload(noise_png(seed=8)), api.upload(noise_png(seed=9))
     headers = api.auth(**{"Idempotency-Key": "retry-me"})
     real = comparisons.create_comparison
 
@@ -126,7 +128,7 @@ def test_server_errors_release_the_key(sqlite_api: Api, monkeypatch: pytest.Monk
 
 def test_batches_and_presign_are_idempotent_too(sqlite_api: Api) -> None:
     api = sqlite_api
-    a, b = api.upload(png_bytes(seed=10)), api.upload(png_bytes(seed=11))
+    a, b = api.upload(noise_png(seed=10)), api.upload(noise_png(seed=11))
     payload = {"pairs": [{"a": a["id"], "b": b["id"]}]}
     headers = api.auth(**{"Idempotency-Key": "batch-1"})
     first = api.client.post("/v1/batches", json=payload, headers=headers)
@@ -168,8 +170,8 @@ def test_multipart_retry_with_the_same_bytes_is_replayed(sqlite_api: Api) -> Non
     boundary = "diffall-test-boundary"
     body = _multipart(
         {
-            "a": ("a.png", png_bytes(seed=12), "image/png"),
-            "b": ("b.png", png_bytes(seed=13), "image/png"),
+            "a": ("a.png", noise_png(seed=12), "image/png"),
+            "b": ("b.png", noise_png(seed=13), "image/png"),
         },
         boundary,
     )

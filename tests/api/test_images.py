@@ -9,18 +9,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.api.conftest import (
-    Api,
-    ApiFactory,
-    assert_problem,
-    huge_header_png,
-    png_bytes,
-    s3_storage,
-)
+from tests.support.api import Api, ApiFactory, assert_problem, s3_storage
+from tests.support.images import huge_header_png, noise_png
 
 
 def test_upload_is_stored_once_by_sha256(api: Api) -> None:
-    data = png_bytes(40, 30, seed=1)
+    data = noise_png(40, 30, seed=1)
     first = api.client.post(
         "/v1/images", files={"file": ("a.png", data, "image/png")}, headers=api.auth()
     )
@@ -41,7 +35,7 @@ def test_upload_is_stored_once_by_sha256(api: Api) -> None:
         headers=api.auth(**{"Content-Type": "application/octet-stream"}),
     )
     assert raw.status_code == 200 and raw.json()["id"] == image["id"]
-    other = api.upload(png_bytes(40, 30, seed=2))
+    other = api.upload(noise_png(40, 30, seed=2))
     assert other["id"] != image["id"]
     fetched = api.client.get(f"/v1/images/{image['id']}", headers=api.auth())
     assert fetched.status_code == 200 and fetched.json() == image
@@ -52,7 +46,7 @@ def test_upload_is_stored_once_by_sha256(api: Api) -> None:
     [
         (lambda: b"", 422, "empty_file"),
         (lambda: b"just some text, not an image\n" * 4, 422, "unsupported_format"),
-        (lambda: png_bytes(64, 64, seed=5)[:300], 422, "corrupt_image"),
+        (lambda: noise_png(64, 64, seed=5)[:300], 422, "corrupt_image"),
         (huge_header_png, 413, "image_too_large"),
     ],
     ids=["empty", "text", "truncated", "huge-header"],
@@ -77,7 +71,7 @@ def test_missing_file_field_is_a_validation_error(sqlite_api: Api) -> None:
 
 def test_presigned_upload_on_local_storage(api: Api) -> None:
     client = api.client
-    data = png_bytes(20, 10, seed=7)
+    data = noise_png(20, 10, seed=7)
     presigned = client.post("/v1/images/presign", headers=api.auth())
     assert presigned.status_code == 201, presigned.text
     body = presigned.json()
@@ -126,7 +120,7 @@ def test_presigned_upload_on_s3(
     s3_bucket_factory: Callable[[], str],
 ) -> None:
     api = make_api(database_url, storage=s3_storage(s3_endpoint, s3_bucket_factory()))
-    data = png_bytes(16, 16, seed=11)
+    data = noise_png(16, 16, seed=11)
     body = api.client.post("/v1/images/presign", headers=api.auth()).json()
     upload = body["upload"]
     assert upload["url"].startswith(s3_endpoint) and upload["requires_api_key"] is False
@@ -142,11 +136,11 @@ def test_presigned_upload_on_s3(
 
 
 def test_images_are_invisible_to_other_tenants(api: Api) -> None:
-    image = api.upload(png_bytes(8, 8, seed=21))
+    image = api.upload(noise_png(8, 8, seed=21))
     response = api.client.get(f"/v1/images/{image['id']}", headers=api.auth("intruder"))
     assert_problem(response, 404, "not_found")
     missing = api.client.get(f"/v1/images/{uuid.uuid4()}", headers=api.auth())
     assert_problem(missing, 404, "not_found")
     # The intruder uploading the same bytes gets an image of its own.
-    theirs = api.upload(png_bytes(8, 8, seed=21), tenant="intruder")
+    theirs = api.upload(noise_png(8, 8, seed=21), tenant="intruder")
     assert theirs["id"] != image["id"] and theirs["sha256"] == image["sha256"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from tests.api.conftest import Api, assert_problem
+from tests.support.api import Api, assert_problem
 
 
 def test_legend_for_a_tolerance(sqlite_api: Api) -> None:

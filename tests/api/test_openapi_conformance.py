@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.api.conftest import Api, ApiFactory, assert_problem, png_bytes
+from tests.support.api import Api, ApiFactory, assert_problem
+from tests.support.images import noise_png
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -74,7 +75,7 @@ def _failures_of(api: Api) -> list[str]:
 def test_every_operation_conforms_to_its_schema(make_api: ApiFactory, database_url: str) -> None:
     api = make_api(database_url, rate_limit_per_minute=100_000)
     # Something to find: an image, a comparison and a webhook exist, so lists are not empty.
-    image = api.upload(png_bytes(16, 12, seed=3))
+    image = api.upload(noise_png(16, 12, seed=3))
     api.compare(image["id"], image["id"])
     failures = _failures_of(api)
     assert failures == [], "\n\n".join(failures)

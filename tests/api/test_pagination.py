@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from core.db.models import Comparison, ComparisonState
-from tests.api.conftest import Api, ApiFactory, assert_problem, png_bytes
+from tests.support.api import Api, ApiFactory, assert_problem
+from tests.support.images import noise_png
 
 
 def _walk(api: Api, params: dict[str, str | int], tenant: str = "acme") -> list[str]:
@@ -31,9 +32,9 @@ def _walk(api: Api, params: dict[str, str | int], tenant: str = "acme") -> list[
 
 
 def test_cursor_walks_every_item_exactly_once_newest_first(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=1)), api.upload(png_bytes(seed=2))
+    a, b = api.upload(noise_png(seed=1)), api.upload(noise_png(seed=2))
     created = [api.compare(a["id"], b["id"], metadata={"n": n})["id"] for n in range(7)]
-    theirs = [api.upload(png_bytes(seed=s), tenant="other")["id"] for s in (1, 2)]
+    theirs = [api.upload(noise_png(seed=s), tenant="other")["id"] for s in (1, 2)]
     api.compare(theirs[0], theirs[1], tenant="other")  # never listed for acme
     for limit in (1, 3, 7, 100):
         ids = _walk(api, {"limit": limit})
@@ -44,7 +45,7 @@ def test_cursor_walks_every_item_exactly_once_newest_first(api: Api) -> None:
 
 
 def test_filters_by_state_batch_and_creation_time(api: Api) -> None:
-    a, b = api.upload(png_bytes(seed=3)), api.upload(png_bytes(seed=4))
+    a, b = api.upload(noise_png(seed=3)), api.upload(noise_png(seed=4))
     first = api.compare(a["id"], b["id"])["id"]
     second = api.compare(a["id"], b["id"])["id"]
     api.client.delete(f"/v1/comparisons/{first}", headers=api.auth())

@@ -17,7 +17,7 @@ from core.imaging.heatmap import heatmap_palette
 from core.imaging.pyramid import PyramidLayout, read_heatmap_indices
 from core.services import previews
 from core.services.comparisons import HEATMAP_KEY
-from tests.api.conftest import Api, ApiFactory, assert_problem, s3_storage
+from tests.support.api import Api, ApiFactory, assert_problem, s3_storage
 from tests.support.images import decode_rgb, photo, png
 
 RED = (255, 0, 0)

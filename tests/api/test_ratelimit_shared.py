@@ -17,7 +17,8 @@ from redis.retry import Retry
 
 from api.main import make_rate_limiter
 from api.ratelimit import REDIS_PREFIX, SharedTokenBucketLimiter, TokenBucketLimiter
-from tests.api.conftest import REDIS_HOST, REDIS_PORT, ApiFactory, assert_problem, make_settings
+from tests.support.api import ApiFactory, assert_problem, make_settings
+from tests.support.brokers import REDIS_HOST, REDIS_PORT
 
 
 def _url(client: redis.Redis) -> str:

@@ -18,7 +18,8 @@ from core.config import WebhookSettings
 from core.db.secretbox import PREFIX
 from core.netguard.classify import parse_allowed_networks
 from core.services import keys
-from tests.api.conftest import REDIS_HOST, REDIS_PORT, assert_problem, make_settings
+from tests.support.api import assert_problem, make_settings
+from tests.support.brokers import REDIS_HOST, REDIS_PORT
 from tests.support.databases import migrate
 
 

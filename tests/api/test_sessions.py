@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from api.sessions import CSRF_HEADER, SESSION_COOKIE
 from core.db.models import ApiKey, BrowserSession, SigninToken, utcnow
 from core.services import sessions
-from tests.api.conftest import Api, assert_problem, png_bytes
+from tests.support.api import Api, assert_problem
+from tests.support.images import noise_png
 
 
 def _signin_token(api: Api, tenant: str = "acme") -> str:
@@ -38,7 +39,7 @@ def test_a_signin_token_opens_a_cookie_session_once(api: Api) -> None:
     body = response.json()
     assert body["tenant"] == "acme" and len(body["csrf_token"]) == 64
     # The cookie acts as the key's tenant: it sees the tenant's comparisons.
-    image = api.upload(png_bytes())
+    image = api.upload(noise_png())
     mine = api.compare(image["id"], image["id"])
     assert browser.get(f"/v1/comparisons/{mine['id']}").json()["id"] == mine["id"]
     current = browser.get("/v1/sessions/current").json()
@@ -76,7 +77,7 @@ def test_an_api_key_signs_in_and_a_wrong_one_does_not(api: Api) -> None:
     assert response.status_code == 201
     assert browser.get("/v1/sessions/current").json()["tenant"] == "other"
     # Another tenant's comparison is not found through the cookie.
-    image = api.upload(png_bytes(seed=1))
+    image = api.upload(noise_png(seed=1))
     theirs = api.compare(image["id"], image["id"])
     assert_problem(browser.get(f"/v1/comparisons/{theirs['id']}"), 404, "not_found")
 
@@ -84,7 +85,7 @@ def test_an_api_key_signs_in_and_a_wrong_one_does_not(api: Api) -> None:
 def test_state_changes_with_the_cookie_need_the_csrf_token(api: Api) -> None:
     browser = _fresh_client(api)
     csrf = browser.post("/v1/sessions", json={"api_key": api.key()}).json()["csrf_token"]
-    files = {"file": ("a.png", png_bytes(seed=2), "image/png")}
+    files = {"file": ("a.png", noise_png(seed=2), "image/png")}
     assert_problem(browser.post("/v1/images", files=files), 403, "csrf_failed")
     wrong = browser.post("/v1/images", files=files, headers={CSRF_HEADER: "0" * 64})
     assert_problem(wrong, 403, "csrf_failed")

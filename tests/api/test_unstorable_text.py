@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, assert_problem, png_bytes
+from tests.support.api import Api, assert_problem
+from tests.support.images import noise_png
 
 
 def _post(api: Api, path: str, body: dict[str, Any]) -> Any:
@@ -24,7 +25,7 @@ def _post(api: Api, path: str, body: dict[str, Any]) -> Any:
     ids=["nul-value", "nul-key", "lone-surrogate"],
 )
 def test_unstorable_metadata_is_refused(api: Api, metadata: dict[str, Any]) -> None:
-    a, b = api.upload(png_bytes(seed=41)), api.upload(png_bytes(seed=42))
+    a, b = api.upload(noise_png(seed=41)), api.upload(noise_png(seed=42))
     single = _post(api, "/v1/comparisons", {"a": a["id"], "b": b["id"], "metadata": metadata})
     body = assert_problem(single, 422, {"invalid_request", "invalid_metadata", "validation_error"})
     assert "metadata" in body["detail"] or "JSON" in body["detail"]

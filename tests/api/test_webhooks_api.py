@@ -25,16 +25,11 @@ from core.services import comparisons
 from core.services.tasknames import WEBHOOK_DELIVER
 from core.services.webhooks.delivery import deliver
 from core.services.webhooks.policy import DeliveryPolicy
-from tests.api.conftest import (
-    REDIS_HOST,
-    REDIS_PORT,
-    Api,
-    TestClient,
-    assert_problem,
-    png_bytes,
-)
-from tests.api.conftest import queued_messages as _queued
+from tests.support.api import Api, TestClient, assert_problem
+from tests.support.brokers import REDIS_HOST, REDIS_PORT
+from tests.support.brokers import queued_messages as _queued
 from tests.support.databases import migrate
+from tests.support.images import noise_png
 from tests.support.receivers import Receiver, verify
 
 
@@ -318,8 +313,8 @@ LOG = "/v1/webhook-deliveries"
 
 def _finished_comparison(api: Api, tenant: str = "acme", *, seed: int = 0) -> str:
     """A comparison submitted with a ``webhook_url`` and run (what the worker does)."""
-    a = api.upload(png_bytes(seed=seed), tenant)["id"]
-    b = api.upload(png_bytes(seed=seed + 1), tenant)["id"]
+    a = api.upload(noise_png(seed=seed), tenant)["id"]
+    b = api.upload(noise_png(seed=seed + 1), tenant)["id"]
     cid = str(api.compare(a, b, tenant, webhook_url=ADHOC)["id"])
     store = api.app.state.store
     comparisons.run_comparison(api.sessions, store, comparison_id=uuid.UUID(cid), max_crashes=3)

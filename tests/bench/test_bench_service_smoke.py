@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from bench import bench_service as bsv
-from bench.lib import machine, stack
+from bench.images import photographic_png_pairs
+from bench.lib import bare as bare_engine
+from bench.lib import batches, machine, stack
 
 TINY = bsv.BenchConfig(
     workers=1,
@@ -50,7 +52,7 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     assert report.order == ["bare", "service"]
     (bare,) = report.bare
     assert bare.pairs == 4 and sum(bare.per_worker) == 4 and len(bare.engine_ms) == 4
-    assert bare.rate > 0 and bare.cpu_s[bsv.ENGINE_PROCESSES] > 0
+    assert bare.rate > 0 and bare.cpu_s[bare_engine.ENGINE_PROCESSES] > 0
 
     (service,) = report.service
     assert service.pairs == 4 and service.rate > 0 and service.submit_s > 0
@@ -106,13 +108,17 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     assert data["ratio_best"] == pytest.approx(service.rate / bare.rate, rel=1e-3)
 
 
-def _bare(rate: float, cpu_ms: float = 200.0, busy_extra: float = 0.0) -> bsv.BareRun:
+def _bare(rate: float, cpu_ms: float = 200.0, busy_extra: float = 0.0) -> bare_engine.BareRun:
     wall = 10 / rate
     cpu = cpu_ms * 10 / 1000
-    return bsv.BareRun(
+    return bare_engine.BareRun(
         pairs=10,
         wall_s=wall,
-        cpu_s={bsv.ENGINE_PROCESSES: cpu, "bench": 0.0, machine.MACHINE_BUSY: cpu + busy_extra},
+        cpu_s={
+            bare_engine.ENGINE_PROCESSES: cpu,
+            "bench": 0.0,
+            machine.MACHINE_BUSY: cpu + busy_extra,
+        },
         cpus=2,
         load_start=[0.0, 0.0, 0.0],
         workers=2,
@@ -121,10 +127,10 @@ def _bare(rate: float, cpu_ms: float = 200.0, busy_extra: float = 0.0) -> bsv.Ba
     )
 
 
-def _service(rate: float, pool_ms: float = 220.0, s3_ms: float = 20.0) -> bsv.ServiceRun:
+def _service(rate: float, pool_ms: float = 220.0, s3_ms: float = 20.0) -> batches.ServiceRun:
     cpu = {"worker pool": pool_ms / 100, "s3": s3_ms / 100, machine.MACHINE_BUSY: 0.0}
     cpu[machine.MACHINE_BUSY] = sum(cpu.values())
-    return bsv.ServiceRun(
+    return batches.ServiceRun(
         pairs=10,
         wall_s=10 / rate,
         cpu_s=cpu,
@@ -150,7 +156,7 @@ def test_ratio_is_best_of_quiet_windows_and_targets_are_judged() -> None:
     assert report.targets()[1]["status"] == "n/a"  # no acceptance measured
     report.service = [_service(8.4)]
     assert report.targets()[0]["status"] == "FAIL"  # 0.84 < 0.85
-    report.accept = bsv.AcceptRun(
+    report.accept = batches.AcceptRun(
         pairs=10_000, times_s=[2.5, 1.5, 1.9], accepted=[10_000] * 3, load_start=[0, 0, 0]
     )
     assert report.accept.median_s == 1.9
@@ -205,10 +211,10 @@ def test_command_line_defaults_and_errors() -> None:
 
 
 def test_pairs_are_seeded_distinct_pngs() -> None:
-    pairs = bsv.make_pairs(2, 64, 36, seed=5)
-    assert pairs == bsv.make_pairs(2, 64, 36, seed=5)
+    pairs = photographic_png_pairs(2, 64, 36, seed=5)
+    assert pairs == photographic_png_pairs(2, 64, 36, seed=5)
     assert all(x.startswith(b"\x89PNG\r\n\x1a\n") for pair in pairs for x in pair)
     assert pairs[0][0] != pairs[0][1]  # B is a revision of A
     assert pairs[0][0] != pairs[1][0]  # another seed, another photo
-    body = json.loads(bsv.batch_body([("a0", "b0"), ("a1", "b1")], 5))
+    body = json.loads(batches.batch_body([("a0", "b0"), ("a1", "b1")], 5))
     assert [p["a"] for p in body["pairs"]] == ["a0", "a1", "a0", "a1", "a0"]

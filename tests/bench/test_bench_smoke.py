@@ -27,6 +27,7 @@ from bench.images import (
     rotation_matrix,
     write_png,
 )
+from bench.lib import tools as external_tools
 
 W, H = 320, 180
 
@@ -170,7 +171,7 @@ def test_targets_pass_fail_info_and_missing_rows() -> None:
 
 def test_odiff_is_skipped_when_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert be.find_odiff(tmp_path) == []
+    assert external_tools.find_odiff(tmp_path) == []
 
 
 def test_odiff_found_in_node_modules_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,8 +180,8 @@ def test_odiff_found_in_node_modules_bin(tmp_path: Path, monkeypatch: pytest.Mon
     binary.parent.mkdir(parents=True)
     binary.write_bytes(b"\x7fELF fake native binary")
     os.chmod(binary, 0o755)
-    tools = be.find_odiff(tmp_path)
-    assert [t.row for t in tools] == [be.ROW_ODIFF]
+    tools = external_tools.find_odiff(tmp_path)
+    assert [t.row for t in tools] == [external_tools.ROW_ODIFF]
     assert tools[0].command(Path("a.png"), Path("b.png"), Path("d.png"))[1:] == [
         "a.png",
         "b.png",

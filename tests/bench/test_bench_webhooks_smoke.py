@@ -26,7 +26,15 @@ from rich.console import Console
 from standardwebhooks.webhooks import Webhook
 
 from bench import bench_webhooks as bwh
-from bench.lib import stack
+from bench.images import noise_png_pairs
+from bench.lib import (
+    hook_receiver,
+    stack,
+    stats,
+    webhook_latency,
+    webhook_stack,
+    webhook_throughput,
+)
 from core.config import WorkerSettings
 
 TINY = bwh.WebhookBenchConfig(
@@ -108,7 +116,7 @@ def test_the_whole_benchmark_runs_on_a_tiny_configuration_and_cleans_up() -> Non
     assert data["receiver"] == {"requests": 24, "bad_signatures": 0, "duplicates": 0}
 
 
-def _post(receiver: bwh.Receiver, msg_id: str, body: str, secret: str) -> int:
+def _post(receiver: hook_receiver.Receiver, msg_id: str, body: str, secret: str) -> int:
     now = datetime.now(UTC)
     headers = {
         "webhook-id": msg_id,
@@ -120,10 +128,10 @@ def _post(receiver: bwh.Receiver, msg_id: str, body: str, secret: str) -> int:
 
 
 def test_receiver_verifies_records_first_arrivals_and_counts_the_rest() -> None:
-    receiver = bwh.Receiver()
+    receiver = hook_receiver.Receiver()
     try:
         receiver.secret = SECRET
-        body = json.dumps({"type": bwh.EVENT, "timestamp": "x", "data": {"id": "c1"}})
+        body = json.dumps({"type": hook_receiver.EVENT, "timestamp": "x", "data": {"id": "c1"}})
         ping = json.dumps({"type": "ping", "timestamp": "x", "data": {"object": "ping"}})
         before = datetime.now(UTC).timestamp()
         assert _post(receiver, "msg_1", body, SECRET) == 200
@@ -136,21 +144,23 @@ def test_receiver_verifies_records_first_arrivals_and_counts_the_rest() -> None:
     assert receiver.duplicates() == 1
     first = receiver.arrived(["msg_1", "msg_2", "msg_3"])
     assert [a.msg_id for a in first] == ["msg_1", "msg_2"]
-    assert first[0].type == bwh.EVENT and first[0].subject == "c1" and first[0].count == 2
+    assert first[0].type == hook_receiver.EVENT and first[0].subject == "c1" and first[0].count == 2
     assert first[1].type == "ping" and first[1].subject is None
     assert before <= first[0].at <= first[1].at
     assert set(receiver.for_subjects(["c1", "c2"])) == {"c1"}
 
 
-def _latency(delays: list[float], *, finish_rate: float, missing: int = 0) -> bwh.LatencyRun:
-    return bwh.LatencyRun(
+def _latency(
+    delays: list[float], *, finish_rate: float, missing: int = 0
+) -> webhook_latency.LatencyRun:
+    return webhook_latency.LatencyRun(
         rate=50.0,
         planned=len(delays),
         accepted=len(delays),
         rejected={},
         submit_rate=50.0,
-        send_lag_ms=bwh.summary([]),
-        post_ms=bwh.summary([]),
+        send_lag_ms=stats.summary([]),
+        post_ms=stats.summary([]),
         states={"succeeded": len(delays)},
         finish_rate=finish_rate,
         arrived=len(delays) - missing,
@@ -197,15 +207,15 @@ def test_targets_are_judged_on_median_p99_rate_and_completeness() -> None:
     assert report.targets()[3]["status"] == "FAIL"
 
 
-def _throughput(*, arrived: int, wall_s: float | None) -> bwh.ThroughputRun:
-    return bwh.ThroughputRun(
+def _throughput(*, arrived: int, wall_s: float | None) -> webhook_throughput.ThroughputRun:
+    return webhook_throughput.ThroughputRun(
         deliveries=100,
         arrived=arrived,
         write_s=0.1,
         wall_s=wall_s,
         first_arrival_s=0.05,
         steady_rate=None,
-        attempt_ms=bwh.summary([]),
+        attempt_ms=stats.summary([]),
         states={"succeeded": arrived},
         attempts=arrived,
         cpu_s={},
@@ -218,15 +228,15 @@ def test_percentiles_and_summaries() -> None:
     rng = np.random.default_rng(7)
     values = [float(v) for v in rng.exponential(0.2, 501)]
     # The median checked against the standard library's (an independent implementation).
-    assert bwh.percentile(values, 50) == pytest.approx(statistics.median(values))
-    assert bwh.percentile([], 99) is None
-    assert bwh.percentile([3.0], 99) == 3.0
-    s = bwh.summary(values)
+    assert stats.percentile(values, 50) == pytest.approx(statistics.median(values))
+    assert stats.percentile([], 99) is None
+    assert stats.percentile([3.0], 99) == 3.0
+    s = stats.summary(values)
     assert s["n"] == 501 and s["max"] == pytest.approx(max(values), abs=1e-4)
     median, p99, top = s["median"], s["p99"], s["max"]
     assert median is not None and p99 is not None and top is not None
     assert median <= p99 <= top
-    assert bwh.summary([]) == {"n": 0, "median": None, "p99": None, "max": None}
+    assert stats.summary([]) == {"n": 0, "median": None, "p99": None, "max": None}
 
 
 def test_command_line_defaults_and_errors() -> None:
@@ -252,18 +262,18 @@ def test_command_line_defaults_and_errors() -> None:
 
 
 def test_worker_command_lines_are_the_normal_set_up() -> None:
-    argv = bwh.worker_argv(concurrency=2, schedule=Path("/tmp/s"))
+    argv = webhook_stack.worker_argv(concurrency=2, schedule=Path("/tmp/s"))
     assert argv[1:5] == ["-m", "celery", "--app=worker.celery_app", "worker"]
     assert "--beat" in argv and "--schedule=/tmp/s" in argv and "--concurrency=2" in argv
     assert "--queues=interactive,batch,maintenance" in argv and "--pool=prefork" in argv
-    extra = bwh.webhook_worker_argv(threads=4)
+    extra = webhook_stack.webhook_worker_argv(threads=4)
     assert "--queues=maintenance" in extra and "--pool=threads" in extra
     assert "--concurrency=4" in extra and "--beat" not in extra
 
 
 def test_pairs_are_seeded_distinct_pngs_of_the_size() -> None:
-    pairs = bwh.make_pairs(2, 32, seed=5)
-    assert pairs == bwh.make_pairs(2, 32, seed=5)
+    pairs = noise_png_pairs(2, 32, seed=5)
+    assert pairs == noise_png_pairs(2, 32, seed=5)
     for a, b in pairs:
         # Decoded by PIL (independent of OpenCV, which wrote them).
         ia, ib = (np.asarray(Image.open(io.BytesIO(x))) for x in (a, b))

@@ -14,7 +14,6 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tests.e2e.helpers import Stack
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port
 from tests.support.databases import PG_ADMIN_URL, migrate
 from tests.support.processes import (
@@ -27,6 +26,7 @@ from tests.support.processes import (
     start,
     wait_until,
 )
+from tests.support.stack import Stack
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 

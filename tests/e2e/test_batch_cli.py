@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import JOB_TIMEOUT_S, Stack
 from tests.support.images import paste_patch, photo, png
 from tests.support.processes import service_env
+from tests.support.stack import JOB_TIMEOUT_S, Stack
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,6 @@ from core.config import Settings
 from core.imaging import CompareOptions, compare
 from diffall.client import DiffallClient, DiffallError
 from diffall.service_cli import LOCAL_KEY_FILE, ensure_local_key
-from tests.e2e.helpers import JOB_TIMEOUT_S, assert_same_scores, expected_result
 from tests.s3server import free_port
 from tests.support.images import edited_pair
 from tests.support.processes import (
@@ -36,6 +35,8 @@ from tests.support.processes import (
     start,
     wait_until,
 )
+from tests.support.results import assert_same_scores, expected_result
+from tests.support.stack import JOB_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
 

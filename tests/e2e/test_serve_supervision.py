@@ -6,7 +6,6 @@ log on any error path (401, 404, 422, a query string, an aborted upload)."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import time
@@ -15,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import JOB_TIMEOUT_S
 from tests.s3server import free_port
 from tests.support.processes import (
+    BANNER_END,
+    KEY_LINE,
     Service,
     descendants,
     python_argv,
@@ -25,17 +25,17 @@ from tests.support.processes import (
     start,
     wait_until,
 )
+from tests.support.stack import JOB_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
 
-KEY_LINE = re.compile(r'^API key \(tenant "local"\): (dfa_\S+)$', re.MULTILINE)
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 #: Beat sends the webhook dispatcher every this many seconds (the default is 1 s).
 DISPATCH_INTERVAL_S = "0.05"
 
 
 def _banners(serve: Service) -> int:
-    return "".join(serve.stdout_lines).count("Press Ctrl+C to stop.")
+    return "".join(serve.stdout_lines).count(BANNER_END)
 
 
 def _child_pid(serve: Service, marker: str) -> int:

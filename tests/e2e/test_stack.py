@@ -15,8 +15,9 @@ from PIL import Image
 
 from core.imaging import CompareOptions, compare
 from diffall.client import DiffallError
-from tests.e2e.helpers import JOB_TIMEOUT_S, Stack, assert_same_scores, expected_result
 from tests.support.images import edited_pair, garbled_png
+from tests.support.results import assert_same_scores, expected_result
+from tests.support.stack import JOB_TIMEOUT_S, Stack
 
 pytestmark = pytest.mark.slow
 

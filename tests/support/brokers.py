@@ -1,24 +1,34 @@
 """Redis for the tests: claim a database of one's own (1..15), and read the Celery messages
-waiting in a queue as kombu's Redis transport stores them."""
+waiting in a queue as kombu's Redis transport stores them; a private ``redis-server`` to restart."""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+
+from tests.support.processes import free_port
 
 __all__ = [
     "REDIS_HOST",
     "REDIS_PORT",
     "Message",
+    "PrivateRedis",
     "claimed_redis_db",
+    "messages_for",
+    "queued_messages",
     "redis_messages",
     "redis_url",
 ]
@@ -95,3 +105,96 @@ def redis_messages(client: redis.Redis, queue: str) -> list[Message]:
                 )
             )
     return found
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own on a free loopback port, without persistence."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (Debian package redis-server)")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with self.client() as client:
+                    client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the private redis-server did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop the server (its data is gone: no persistence) and start it on the same port."""
+        self.stop()
+        self.start()
+
+
+def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every Celery message waiting in the Redis database: task name, args, list key."""
+    messages: list[dict[str, Any]] = []
+    for raw_key in client.scan_iter(count=1000):
+        if client.type(raw_key) != b"list":
+            continue
+        for raw in client.lrange(raw_key, 0, -1):
+            try:
+                envelope = json.loads(raw)
+                body = envelope["body"]
+                if envelope.get("properties", {}).get("body_encoding") == "base64":
+                    body = base64.b64decode(body)
+                args = json.loads(body)[0]
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            messages.append(
+                {
+                    "key": raw_key.decode(),
+                    "task": envelope.get("headers", {}).get("task"),
+                    "args": args,
+                    "routing_key": envelope.get("properties", {})
+                    .get("delivery_info", {})
+                    .get("routing_key"),
+                }
+            )
+    return messages
+
+
+def messages_for(client: redis.Redis, comparison_id: str) -> list[dict[str, Any]]:
+    """The queued messages whose first argument is ``comparison_id``."""
+    return [m for m in queued_messages(client) if m["args"] and m["args"][0] == comparison_id]

@@ -3,12 +3,14 @@ downloads), their encodings, edited and damaged variants."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from functools import cache
 
 import cv2
 import numpy as np
+from PIL import Image
 from skimage import data
 
 
@@ -123,3 +125,28 @@ def edited_pair(width: int, height: int, *, seed: int) -> tuple[bytes, bytes]:
     a = photo(width, height, seed=seed)
     rect = (width // 4 + seed % 7, height // 3, width // 5, height // 5)
     return png(a), png(paste_patch(a, rect, seed=seed))
+
+
+def noise_png(width: int = 32, height: int = 24, *, seed: int = 0) -> bytes:
+    """A PNG of seeded RGB noise (distinct seeds give distinct bytes)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def huge_header_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny, structurally valid PNG whose header claims ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )

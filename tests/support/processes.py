@@ -35,6 +35,13 @@ STARTED: list[Service] = []
 KEY_LINE = re.compile(r'^API key \(tenant "local"\): (dfa_\S+)$', re.MULTILINE)
 #: The URL line of the ``diffall serve`` banner.
 URL_LINE = re.compile(r"^DiffALL is running at (http://\S+)", re.MULTILINE)
+#: The banner's one-time sign-in link for the viewer (printed when the viewer is served).
+SIGNIN_LINE = re.compile(
+    r"^Open the viewer, signed in \(works once, for \d+ min\): (http://\S+/#signin=dfs_\S+)$",
+    re.MULTILINE,
+)
+#: The last line of the ``diffall serve`` banner.
+BANNER_END = "Press Ctrl+C to stop."
 
 #: Characters of each log shown with a failed test.
 LOG_TAIL_CHARS = 6000

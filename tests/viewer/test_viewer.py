@@ -10,7 +10,6 @@ directory; the path is printed).
 from __future__ import annotations
 
 import io
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -24,40 +23,21 @@ import pytest
 from PIL import Image
 
 from diffall.client import DiffallClient
-from tests.e2e.helpers import JOB_TIMEOUT_S
-from tests.s3server import free_port
 from tests.support.images import edited_pair, garbled_png
-from tests.support.processes import (
-    KEY_LINE,
-    ROOT,
-    URL_LINE,
-    Service,
-    python_argv,
-    run_cli,
-    service_env,
-    start,
-    wait_until,
+from tests.support.processes import ROOT, run_cli, service_env
+from tests.support.stack import JOB_TIMEOUT_S
+from tests.support.viewer import (
+    ServedViewer,
+    headless_chromium,
+    screenshot_folder,
+    served_viewer,
 )
 
 pytestmark = pytest.mark.slow
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SAMPLES = ROOT / "samples"
-#: The banner's one-time sign-in link for the viewer.
-SIGNIN_LINE = re.compile(
-    r"^Open the viewer, signed in \(works once, for \d+ min\): (http://\S+/#signin=dfs_\S+)$",
-    re.MULTILINE,
-)
 #: Milliseconds a page may take to show a result (upload, queue, compare, images).
 RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
 #: Milliseconds a page may take to react (generous: the test machine is shared and busy).
@@ -80,18 +60,10 @@ VIEW_KEYS = {
 
 
 @dataclass
-class Served:
-    base_url: str
-    key: str
-    other_key: str  # another tenant's
-    signin_url: str  # the banner's one-time link
-    service: Service
-    data_dir: Path
+class Served(ServedViewer):
+    """The served viewer, with another tenant's key and the banner's one-time sign-in link."""
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=20
-        )
+    other_key: str = ""  # another tenant's
 
 
 @pytest.fixture(scope="module")
@@ -101,51 +73,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = service_env({"DIFFALL_DATA_DIR": str(root / "data")})
     code, out, err = run_cli("keys", "create", "--tenant", "other", env=env, cwd=root)
     assert code == 0, err
-    serve = start(
-        "serve",
-        python_argv("-m", "diffall.cli", "serve", f"--port={free_port()}", "--workers=2"),
-        env=env,
-        cwd=root,
-        log_dir=root / "logs",
-        capture_stdout=True,
-    )
-    try:
-        wait_until(
-            lambda: "Press Ctrl+C" in "".join(serve.stdout_lines),
-            timeout_s=180,  # a busy shared machine starts five processes slowly
-            what="the start-up banner",
-            services=[serve],
-        )
-        banner = "".join(serve.stdout_lines)
-        key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
-        signin = SIGNIN_LINE.search(banner)
-        assert key and url and signin, banner
-        yield Served(url.group(1), key.group(1), out.strip(), signin.group(1), serve, root / "data")
-    finally:
-        serve.stop()
+    with served_viewer(env, root=root, workers=2) as serve:
+        assert serve.signin_url, serve.banner
+        yield Served(**vars(serve), other_key=out.strip())
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, to be looked at)."""
-    base = os.environ.get("DIFFALL_TEST_ARTIFACTS")
-    folder = Path(base) / "viewer" if base else tmp_path_factory.mktemp("viewer-screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"viewer screenshots: {folder}")
-    return folder
+    return screenshot_folder(tmp_path_factory, "viewer")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with headless_chromium() as instance:
+        yield instance
 
 
 def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:

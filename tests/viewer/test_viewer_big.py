@@ -9,10 +9,8 @@ path is printed).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +18,25 @@ import numpy as np
 import pytest
 
 from diffall.client import DiffallClient
-from tests.s3server import free_port
 from tests.support.images import png
-from tests.support.processes import (
-    KEY_LINE,
-    URL_LINE,
-    Service,
-    python_argv,
-    service_env,
-    start,
-    wait_until,
+from tests.support.processes import service_env
+from tests.support.viewer import (
+    ServedViewer,
+    headless_chromium,
+    screenshot_folder,
+    served_viewer,
 )
 
 pytestmark = pytest.mark.slow
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WIDTH, HEIGHT = 6000, 8000
 EDIT = (4321, 5678, 6)  # x, y, side of the repainted square
 PROBE = (4323, 5680)  # a pixel inside it
 #: Milliseconds for a big comparison and its first previews on a busy shared machine.
 BIG_TIMEOUT_MS = 600_000
 UI_TIMEOUT_MS = 60_000
-
-
-@dataclass
-class Served:
-    base_url: str
-    key: str
-    service: Service
 
 
 def big_pair() -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +58,7 @@ def big_pair() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedViewer]:
     """`diffall serve` with no configuration (a longer time limit for a 48 MP comparison)."""
     root = tmp_path_factory.mktemp("viewer-big-serve")
     env = service_env(
@@ -82,40 +68,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "DIFFALL_WORKER__HARD_TIME_LIMIT_S": "600",
         }
     )
-    serve = start(
-        "serve",
-        python_argv("-m", "diffall.cli", "serve", f"--port={free_port()}", "--workers=1"),
-        env=env,
-        cwd=root,
-        log_dir=root / "logs",
-        capture_stdout=True,
-    )
-    try:
-        wait_until(
-            lambda: "Press Ctrl+C" in "".join(serve.stdout_lines),
-            timeout_s=180,
-            what="the start-up banner",
-            services=[serve],
-        )
-        banner = "".join(serve.stdout_lines)
-        key, url = KEY_LINE.search(banner), URL_LINE.search(banner)
-        assert key and url, banner
-        yield Served(url.group(1), key.group(1), serve)
-    finally:
-        serve.stop()
+    with served_viewer(env, root=root, workers=1) as serve:
+        yield serve
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = os.environ.get("DIFFALL_TEST_ARTIFACTS")
-    folder = Path(base) / "viewer-big" if base else tmp_path_factory.mktemp("viewer-big-shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"viewer screenshots: {folder}")
-    return folder
+    return screenshot_folder(tmp_path_factory, "viewer-big")
 
 
 @pytest.fixture(scope="module")
-def big(served: Served, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, Any]:
+def big(served: ServedViewer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, Any]:
     """The big pair, compared (pixel mode) through the SDK: (comparison id, A, B)."""
     a, b = big_pair()
     with DiffallClient(served.base_url, served.key, timeout=120) as client:
@@ -127,11 +90,8 @@ def big(served: Served, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
 
 
 @pytest.fixture
-def page(served: Served) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+def page(served: ServedViewer) -> Iterator[Any]:
+    with headless_chromium() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         context.set_default_timeout(UI_TIMEOUT_MS)
         playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -143,7 +103,6 @@ def page(served: Served) -> Iterator[Any]:
         tab.get_by_role("button", name="Sign in with this key").click()
         tab.wait_for_selector("#key-dialog:not([open])", state="attached")
         yield tab
-        browser.close()
         assert not errors, errors
 
 
@@ -203,7 +162,7 @@ def _assert_exact(text: str, a: np.ndarray, b: np.ndarray) -> None:
 
 
 def test_a_big_pair_shows_previews_zooms_into_tiles_and_reads_exact_pixels(
-    page: Any, served: Served, big: tuple[str, Any, Any], artifacts: Path
+    page: Any, served: ServedViewer, big: tuple[str, Any, Any], artifacts: Path
 ) -> None:
     comparison_id, a, b = big
     requests: list[str] = []

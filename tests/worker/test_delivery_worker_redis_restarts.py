@@ -17,11 +17,17 @@ import pytest
 
 from core.services.jobqueue import CeleryDeliveryQueue, make_celery_app
 from core.services.webhooks.dispatch import dispatch_due
+from tests.support.brokers import PrivateRedis
 from tests.support.receivers import Receiver, Reply, verify
 from tests.support.tenants import make_tenant
+from tests.support.webhooks import (
+    WEBHOOK_VARIABLES,
+    WORKER_POLICY,
+    add_endpoint,
+    add_ping,
+    wait_all_final,
+)
 from tests.support.workers import WorkerEnv, WorkerProcess
-from tests.worker.test_webhook_delivery import POLICY, WEBHOOK_VARIABLES, _endpoint, _ping
-from tests.worker.test_webhook_redis_restart import PrivateRedis, _wait_all
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +47,7 @@ def test_the_delivery_worker_survives_five_empty_redis_restarts(
 
     def dispatch() -> object:
         with env.sessions() as session:
-            return dispatch_due(session, queue, policy=POLICY)
+            return dispatch_due(session, queue, policy=WORKER_POLICY)
 
     log = env.log_dir / f"hooks-{uuid.uuid4().hex[:6]}.log"
     worker = WorkerProcess(variables, log, *DELIVERY_WORKER)
@@ -49,16 +55,16 @@ def test_the_delivery_worker_survives_five_empty_redis_restarts(
     try:
         tenant = make_tenant(env.sessions)
         receiver.script("/slow", Reply(200, delay_s=1.5))
-        slow = _endpoint(env, tenant, receiver.url("/slow"))
+        slow = add_endpoint(env.sessions, tenant, receiver.url("/slow"))
         for restart in range(1, RESTARTS + 1):
-            in_flight = _ping(env, tenant, slow)
+            in_flight = add_ping(env.sessions, tenant, slow)
             dispatch()
             receiver.wait_for("/slow", restart, timeout=30)  # a thread is inside the POST
             server.restart()
             path = f"/after-{restart}"
-            after = _endpoint(env, tenant, receiver.url(path))
-            ident = _ping(env, tenant, after)
-            _wait_all(env, [in_flight, ident], worker, dispatch, timeout=60)
+            after = add_endpoint(env.sessions, tenant, receiver.url(path))
+            ident = add_ping(env.sessions, tenant, after)
+            wait_all_final(env, [in_flight, ident], worker, dispatch, timeout=60)
             (request,) = receiver.received(path)
             verify(after.secret, request)
             assert worker.process.poll() is None, worker.log_tail()

@@ -19,18 +19,14 @@ import sqlalchemy as sa
 from core.config import LimitsSettings
 from core.db.models import (
     ComparisonState,
-    Tenant,
     WebhookAttempt,
     WebhookDelivery,
     WebhookDeliveryState,
-    WebhookEndpoint,
 )
-from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, images, webhooks
 from core.services.jobqueue import CeleryDeliveryQueue
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
 from core.services.webhooks.dispatch import dispatch_due
-from core.services.webhooks.policy import DeliveryPolicy
 from tests.support.brokers import CLAIM_KEY, redis_messages
 from tests.support.images import edited_png, png_bytes
 from tests.support.receivers import (
@@ -39,30 +35,14 @@ from tests.support.receivers import (
     verify,
 )
 from tests.support.tenants import make_tenant
+from tests.support.webhooks import (
+    LOOPBACK,
+    WEBHOOK_VARIABLES,
+    WORKER_POLICY,
+    add_endpoint,
+    add_ping,
+)
 from tests.support.workers import WorkerEnv, WorkerProcess
-
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
-#: Compressed webhook settings for the worker (the schedule is a setting: no code change).
-WEBHOOK_VARIABLES = {
-    "DIFFALL_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    "DIFFALL_WEBHOOKS__RETRY_SCHEDULE_S": "0,0.2,0.2,0.2",
-    "DIFFALL_WEBHOOKS__JITTER": "0",
-    "DIFFALL_WEBHOOKS__TIMEOUT_S": "3",
-    "DIFFALL_WEBHOOKS__LEASE_S": "4",
-    "DIFFALL_WEBHOOKS__DISPATCH_INTERVAL_S": "0.5",
-}
-
-
-def _endpoint(env: WorkerEnv, tenant: Tenant, url: str) -> WebhookEndpoint:
-    with env.sessions() as session:
-        return webhooks.create_endpoint(
-            session, tenant_id=tenant.id, url=url, allowed_networks=LOOPBACK
-        )
-
-
-def _ping(env: WorkerEnv, tenant: Tenant, endpoint: WebhookEndpoint) -> uuid.UUID:
-    with env.sessions() as session:
-        return webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=endpoint.id).id
 
 
 def _wait_delivery(
@@ -103,8 +83,8 @@ def test_embedded_worker_delivers_and_retries_with_its_beat(
 ) -> None:
     env = embedded_env
     tenant = make_tenant(env.sessions)
-    endpoint = _endpoint(env, tenant, receiver.url("/events"))
-    flaky = _endpoint(env, tenant, receiver.url("/flaky"))
+    endpoint = add_endpoint(env.sessions, tenant, receiver.url("/events"))
+    flaky = add_endpoint(env.sessions, tenant, receiver.url("/flaky"))
     receiver.script("/flaky", Reply(500), Reply(200))
     limits = LimitsSettings()
     with env.sessions() as session:
@@ -118,7 +98,7 @@ def test_embedded_worker_delivers_and_retries_with_its_beat(
             data=edited_png(64, 48, seed=5),
             limits=limits,
         )
-    ping = _ping(env, tenant, flaky)  # nothing dispatches it but the beat's dispatcher
+    ping = add_ping(env.sessions, tenant, flaky)  # nothing dispatches it but the beat's dispatcher
     worker = WorkerProcess(
         {**env.variables, **WEBHOOK_VARIABLES}, env.log_dir / "hooks-embedded.log", "-B"
     )
@@ -169,23 +149,13 @@ def hooks_worker(redis_worker_env: WorkerEnv) -> Iterator[WorkerProcess]:
         worker.stop()
 
 
-#: The worker's settings as a policy (lease 4 s > timeout 3 s), for the test's dispatcher.
-POLICY = DeliveryPolicy(
-    schedule_s=(0.0, 0.2, 0.2, 0.2),
-    jitter=0.0,
-    timeout_s=3.0,
-    lease_s=4.0,
-    allowed_networks=LOOPBACK,
-)
-
-
 def _dispatcher(env: WorkerEnv) -> Callable[[], object]:
     """One dispatcher pass over the worker's broker (what the beat entry runs)."""
     queue = CeleryDeliveryQueue(env.queue.app)
 
     def run() -> object:
         with env.sessions() as session:
-            return dispatch_due(session, queue, policy=POLICY)
+            return dispatch_due(session, queue, policy=WORKER_POLICY)
 
     return run
 
@@ -197,8 +167,8 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     dispatch = _dispatcher(env)
     tenant = make_tenant(env.sessions)
     receiver.script("/slow", Reply(200, delay_s=30.0), Reply(200))
-    endpoint = _endpoint(env, tenant, receiver.url("/slow"))
-    ident = _ping(env, tenant, endpoint)
+    endpoint = add_endpoint(env.sessions, tenant, receiver.url("/slow"))
+    ident = add_ping(env.sessions, tenant, endpoint)
     dispatch()
     (first,) = receiver.wait_for("/slow", 1, timeout=20)
     hooks_worker.kill_child()  # dies while the receiver holds the request
@@ -228,12 +198,12 @@ def test_task_messages_lost_by_a_redis_restart_are_sent_again(
     dispatch = _dispatcher(env)
     tenant = make_tenant(env.sessions)
     receiver.script("/hang", Reply(200, delay_s=10.0), Reply(200))
-    busy = _endpoint(env, tenant, receiver.url("/hang"))
-    lost = _endpoint(env, tenant, receiver.url("/lost"))
-    hanging = _ping(env, tenant, busy)
+    busy = add_endpoint(env.sessions, tenant, receiver.url("/hang"))
+    lost = add_endpoint(env.sessions, tenant, receiver.url("/lost"))
+    hanging = add_ping(env.sessions, tenant, busy)
     dispatch()
     receiver.wait_for("/hang", 1, timeout=20)  # the pool process is stuck in this POST
-    ident = _ping(env, tenant, lost)
+    ident = add_ping(env.sessions, tenant, lost)
     dispatch()
     assert any(
         m.task == WEBHOOK_DELIVER and m.args[0] == str(ident)

@@ -8,86 +8,27 @@ claim's lease ended. The task stuck in a POST while the broker went away is retr
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from core.db.models import WebhookAttempt, WebhookDelivery, WebhookDeliveryState
+from core.db.models import WebhookAttempt, WebhookDeliveryState
 from core.services.jobqueue import CeleryDeliveryQueue, make_celery_app
 from core.services.tasknames import QUEUE_MAINTENANCE, WEBHOOK_DELIVER
 from core.services.webhooks.dispatch import dispatch_due
-from tests.s3server import free_port
-from tests.support.brokers import redis_messages
+from tests.support.brokers import PrivateRedis, redis_messages
 from tests.support.receivers import Receiver, Reply, verify
 from tests.support.tenants import make_tenant
+from tests.support.webhooks import (
+    WEBHOOK_VARIABLES,
+    WORKER_POLICY,
+    add_endpoint,
+    add_ping,
+    wait_all_final,
+)
 from tests.support.workers import WorkerEnv, WorkerProcess
-from tests.worker.test_webhook_delivery import POLICY, WEBHOOK_VARIABLES, _endpoint, _ping
-
-
-class PrivateRedis:
-    """A ``redis-server`` of the test's own on a free loopback port, without persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (Debian package redis-server)")
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the private redis-server did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        """Stop the server (its data is gone: no persistence) and start it on the same port."""
-        self.stop()
-        self.start()
 
 
 @pytest.fixture
@@ -109,29 +50,6 @@ def _attempt_codes(env: WorkerEnv, ident: uuid.UUID) -> list[str | None]:
         ]
 
 
-def _wait_all(
-    env: WorkerEnv,
-    idents: list[uuid.UUID],
-    worker: WorkerProcess,
-    dispatch: Callable[[], object],
-    *,
-    timeout: float = 60.0,
-) -> dict[uuid.UUID, WebhookDelivery]:
-    """Run dispatcher passes until every delivery is final."""
-    deadline = time.monotonic() + timeout
-    while True:
-        dispatch()
-        with env.sessions() as session:
-            rows = {i: session.get_one(WebhookDelivery, i) for i in idents}
-        final = (WebhookDeliveryState.SUCCEEDED, WebhookDeliveryState.FAILED)
-        if all(row.state in final for row in rows.values()):
-            return rows
-        if time.monotonic() > deadline or worker.process.poll() is not None:
-            states = {str(i): row.state.value for i, row in rows.items()}
-            pytest.fail(f"deliveries not final: {states}\n{worker.log_tail()}")
-        time.sleep(0.2)
-
-
 def test_a_real_redis_restart_loses_no_delivery(
     redis_worker_env: WorkerEnv, private_redis: PrivateRedis, receiver: Receiver
 ) -> None:
@@ -142,18 +60,18 @@ def test_a_real_redis_restart_loses_no_delivery(
 
     def dispatch() -> object:
         with env.sessions() as session:
-            return dispatch_due(session, queue, policy=POLICY)
+            return dispatch_due(session, queue, policy=WORKER_POLICY)
 
     worker = WorkerProcess(variables, env.log_dir / f"restart-{uuid.uuid4().hex[:6]}.log")
     try:
         tenant = make_tenant(env.sessions)
         receiver.script("/hang", Reply(200, delay_s=10.0), Reply(200))
-        busy = _endpoint(env, tenant, receiver.url("/hang"))
-        lost = _endpoint(env, tenant, receiver.url("/lost"))
-        hanging = _ping(env, tenant, busy)
+        busy = add_endpoint(env.sessions, tenant, receiver.url("/hang"))
+        lost = add_endpoint(env.sessions, tenant, receiver.url("/lost"))
+        hanging = add_ping(env.sessions, tenant, busy)
         dispatch()
         receiver.wait_for("/hang", 1, timeout=20)  # the only pool process is stuck in this POST
-        ident = _ping(env, tenant, lost)
+        ident = add_ping(env.sessions, tenant, lost)
         dispatch()
         with private_redis.client() as broker:
             queued = redis_messages(broker, QUEUE_MAINTENANCE)
@@ -161,7 +79,7 @@ def test_a_real_redis_restart_loses_no_delivery(
         private_redis.restart()
         with private_redis.client() as broker:
             assert redis_messages(broker, QUEUE_MAINTENANCE) == []  # the task is gone
-        rows = _wait_all(env, [hanging, ident], worker, dispatch)
+        rows = wait_all_final(env, [hanging, ident], worker, dispatch)
         assert {row.state for row in rows.values()} == {WebhookDeliveryState.SUCCEEDED}
         (request,) = receiver.received("/lost")
         verify(lost.secret, request)

@@ -19,8 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.imaging import align
-from core.imaging.align import Alignment, corner_error, estimate_alignment, is_identity, warp_into
+from core.imaging.align import estimate, geometry
+from core.imaging.align.estimate import estimate_alignment
+from core.imaging.align.geometry import corner_error, is_identity
+from core.imaging.align.result import Alignment
+from core.imaging.align.warp import warp_into
 from core.imaging.errors import ErrorCode, ImagingError
 from tests.support.images import decode_rgb, jpeg, paste_patch, photo, similarity
 
@@ -179,7 +182,7 @@ def test_recovers_known_transform_to_subpixel(name: str) -> None:
     assert found.translation == (h[0, 2], h[1, 2])
     true_scale = float(np.sqrt(abs(np.linalg.det(truth[:2, :2]))))
     assert found.scale == pytest.approx(true_scale, rel=0.005)
-    assert found.inliers >= align.DEFAULT_MIN_INLIERS
+    assert found.inliers >= estimate.DEFAULT_MIN_INLIERS
     assert 0.0 < found.inlier_ratio <= 1.0
     assert found.reprojection_error is not None and found.reprojection_error < 0.5
     coverage = _coverage(truth, b.shape[:2], a.shape[:2])
@@ -234,7 +237,7 @@ def test_degenerate_homography_falls_back_to_partial_affine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # With no perspective allowed, every MAGSAC homography counts as degenerate.
-    monkeypatch.setattr(align, "MAX_PERSPECTIVE", 1.0)
+    monkeypatch.setattr(geometry, "MAX_PERSPECTIVE", 1.0)
     a, b, truth = _case("rotate 15")
     found = estimate_alignment(a, b)
     assert found.applied, found.reason
@@ -271,7 +274,7 @@ def test_no_trustworthy_transform_is_refused(name: str) -> None:
     assert found.reason
     assert found.method is None and found.homography is None and found.translation is None
     assert found.overlap_ratio is None and found.reprojection_error is None
-    assert found.inliers < align.DEFAULT_MIN_INLIERS
+    assert found.inliers < estimate.DEFAULT_MIN_INLIERS
     json.dumps(found.to_dict())
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from skimage.metrics import structural_similarity
 
 from core.imaging import VERDICTS, CompareOptions, ErrorCode, ImagingError, compare
-from core.imaging.align import corner_error
+from core.imaging.align.geometry import corner_error
 from tests.support.images import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
 
 CONTRACT_KEYS = {

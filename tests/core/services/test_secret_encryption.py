@@ -32,14 +32,13 @@ from core.db.models import (
 )
 from core.db.secretbox import PREFIX
 from core.db.session import make_engine, make_session_factory
-from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, webhooks
 from core.services.errors import ServiceError
 from core.services.secret_encryption import encrypt_stored_secrets
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
-from tests.core.services.test_webhooks import _comparison
+from tests.support.comparisons import add_comparison
 from tests.support.databases import migrate
 from tests.support.receivers import (
     InlineQueue,
@@ -49,12 +48,12 @@ from tests.support.receivers import (
     verify,
 )
 from tests.support.tenants import make_tenant
+from tests.support.webhooks import LOOPBACK
 
 SessionFactory = sessionmaker[Session]
 
 OLD_KEY = "h2J1bhWAmUmCzp6J4J-GWjN8BM1wIS2gJUIUaJ-y9Kk="
 NEW_KEY = "X6tN7bHq3bYcP0k3nW0mJp7m5x0f0YQz4cN3rQ9b2dE="
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
 FAST = DeliveryPolicy(
     schedule_s=(0.0, 0.05, 0.05),
     jitter=0.0,
@@ -248,7 +247,7 @@ def test_ad_hoc_deliveries_verify_with_the_encrypted_default_secret(
 ) -> None:
     sessions = ring([NEW_KEY])
     tenant = make_tenant(sessions)
-    cid = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
+    cid = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     pump(sessions, FAST, lambda: bool(receiver.received("/adhoc")))
     (stored,) = _stored(sessions)  # the tenant's default secret, created for the delivery

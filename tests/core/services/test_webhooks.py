@@ -23,85 +23,30 @@ from standardwebhooks.webhooks import Webhook
 from core.db.models import (
     Batch,
     Comparison,
-    ComparisonQueue,
     ComparisonState,
     Tenant,
     WebhookAttempt,
     WebhookDelivery,
     WebhookDeliveryState,
     WebhookDisabledReason,
-    WebhookEndpoint,
     WebhookEvent,
     WebhookEventType,
     utcnow,
 )
-from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, lifecycle, sweeper, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
-from core.services.options import validate_options
 from core.services.webhooks.delivery import sign
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.guard import ForbiddenDestination
 from core.services.webhooks.policy import DeliveryPolicy, parse_retry_after, retry_delay_s
 from core.storage import LocalObjectStore
-from tests.support.images import corrupt_png, edited_png, png_bytes
+from tests.support.comparisons import add_comparison, add_running_batch, finish_one
+from tests.support.images import corrupt_png
 from tests.support.receivers import InlineQueue
-from tests.support.tenants import add_image, make_tenant
+from tests.support.tenants import make_tenant
+from tests.support.webhooks import HOOK, LOOPBACK, POLICY, add_endpoint, add_ping
 
 SessionFactory = sessionmaker[Session]
-
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
-#: A URL on a loopback port nobody listens on (nothing is sent in this module).
-HOOK = "http://127.0.0.1:9/hook"
-POLICY = DeliveryPolicy(
-    schedule_s=(0.0, 5.0, 300.0), jitter=0.0, lease_s=60.0, allowed_networks=LOOPBACK
-)
-
-
-def _endpoint(
-    sessions: SessionFactory, tenant: Tenant, url: str = HOOK, **kwargs: Any
-) -> WebhookEndpoint:
-    with sessions() as session:
-        return webhooks.create_endpoint(
-            session, tenant_id=tenant.id, url=url, allowed_networks=LOOPBACK, **kwargs
-        )
-
-
-def _images(sessions: SessionFactory, store: LocalObjectStore, tenant: Tenant) -> tuple[Any, Any]:
-    a = add_image(sessions, store, tenant.id, png_bytes(64, 48, seed=1))
-    b = add_image(sessions, store, tenant.id, edited_png(64, 48, seed=1))
-    return a.id, b.id
-
-
-def _comparison(
-    sessions: SessionFactory,
-    store: LocalObjectStore,
-    tenant: Tenant,
-    *,
-    b: bytes | None = None,
-    **values: Any,
-) -> uuid.UUID:
-    image_a = add_image(sessions, store, tenant.id, png_bytes(64, 48, seed=1))
-    image_b = add_image(sessions, store, tenant.id, b or edited_png(64, 48, seed=1))
-    cid = uuid.uuid4()
-    now = utcnow()
-    with sessions() as session:
-        session.add(
-            Comparison(
-                id=cid,
-                tenant_id=tenant.id,
-                image_a_id=image_a.id,
-                image_b_id=image_b.id,
-                options=validate_options(None),
-                queue=ComparisonQueue.INTERACTIVE,
-                created_at=now,
-                updated_at=now,
-                enqueued_at=now,
-                **values,
-            )
-        )
-        session.commit()
-    return cid
 
 
 def _events(sessions: SessionFactory, **where: Any) -> list[WebhookEvent]:
@@ -124,13 +69,13 @@ def _deliveries(sessions: SessionFactory, **where: Any) -> list[WebhookDelivery]
 
 
 def test_create_endpoint_makes_a_standard_secret(sessions: SessionFactory, tenant: Tenant) -> None:
-    endpoint = _endpoint(sessions, tenant, description="ci")
+    endpoint = add_endpoint(sessions, tenant, description="ci")
     assert endpoint.secret.startswith("whsec_")
     assert len(base64.b64decode(endpoint.secret.removeprefix("whsec_"), validate=True)) == 32
     assert endpoint.events == list(webhooks.SUBSCRIBABLE_EVENTS)
     assert endpoint.enabled and endpoint.description == "ci"
     # Every endpoint gets its own secret, usable by the standardwebhooks library.
-    other = _endpoint(sessions, tenant)
+    other = add_endpoint(sessions, tenant)
     assert other.secret != endpoint.secret
     Webhook(other.secret)
 
@@ -149,7 +94,7 @@ def test_create_endpoint_refuses_bad_fields(
     sessions: SessionFactory, tenant: Tenant, kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InvalidRequest, match=message):
-        _endpoint(sessions, tenant, **kwargs)
+        add_endpoint(sessions, tenant, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +117,7 @@ def test_forbidden_urls_are_refused_at_registration(
     with sessions() as session, pytest.raises(ForbiddenDestination) as caught:
         webhooks.create_endpoint(session, tenant_id=tenant.id, url=url)
     assert caught.value.code == "webhook_url_forbidden"
-    endpoint = _endpoint(sessions, tenant)
+    endpoint = add_endpoint(sessions, tenant)
     with sessions() as session, pytest.raises(ForbiddenDestination):
         webhooks.update_endpoint(session, tenant_id=tenant.id, endpoint_id=endpoint.id, url=url)
 
@@ -180,8 +125,8 @@ def test_forbidden_urls_are_refused_at_registration(
 def test_endpoints_are_listed_updated_deleted_per_tenant(
     sessions: SessionFactory, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    made = [_endpoint(sessions, tenant, url=f"http://127.0.0.1:9/{i}") for i in range(3)]
-    theirs = _endpoint(sessions, other_tenant)
+    made = [add_endpoint(sessions, tenant, url=f"http://127.0.0.1:9/{i}") for i in range(3)]
+    theirs = add_endpoint(sessions, other_tenant)
     with sessions() as session:
         first = webhooks.list_endpoints(session, tenant_id=tenant.id, limit=2)
         assert first.next_cursor is not None
@@ -223,7 +168,7 @@ def test_endpoints_are_listed_updated_deleted_per_tenant(
 def test_rotation_keeps_the_previous_secret_for_24_hours(
     sessions: SessionFactory, tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant)
+    endpoint = add_endpoint(sessions, tenant)
     now = utcnow()
     with sessions() as session:
         rotated = webhooks.rotate_endpoint_secret(
@@ -291,9 +236,9 @@ def test_signature_header_carries_one_v1_signature_per_secret() -> None:
 def test_a_finished_comparison_writes_its_event_in_the_same_transaction(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    only_batches = _endpoint(sessions, tenant, events=["batch.completed"])
-    cid = _comparison(
+    endpoint = add_endpoint(sessions, tenant)
+    only_batches = add_endpoint(sessions, tenant, events=["batch.completed"])
+    cid = add_comparison(
         sessions,
         local_store,
         tenant,
@@ -326,8 +271,8 @@ def test_a_finished_comparison_writes_its_event_in_the_same_transaction(
 def test_a_failed_comparison_writes_comparison_failed(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    _endpoint(sessions, tenant, events=["comparison.failed"])
-    cid = _comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
+    add_endpoint(sessions, tenant, events=["comparison.failed"])
+    cid = add_comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     (event,) = _events(sessions, subject_id=cid)
     assert event.type is WebhookEventType.COMPARISON_FAILED
@@ -338,10 +283,10 @@ def test_a_failed_comparison_writes_comparison_failed(
 def test_no_target_means_no_event_and_rollback_means_no_event(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     assert _events(sessions) == []  # nobody listens: nothing written
-    _endpoint(sessions, tenant)
+    add_endpoint(sessions, tenant)
     with sessions() as session:
         claim = lifecycle.comparison_ended(session, cid, claim=webhooks.DeliveryClaim.new(60.0))
         assert session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)) == 1
@@ -354,8 +299,8 @@ def test_no_target_means_no_event_and_rollback_means_no_event(
 def test_canceled_comparisons_send_nothing(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    _endpoint(sessions, tenant)
-    cid = _comparison(sessions, local_store, tenant)
+    add_endpoint(sessions, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     with sessions() as session:
         comparisons.delete_comparison(session, local_store, tenant_id=tenant.id, comparison_id=cid)
         lifecycle.comparison_ended(session, cid)
@@ -366,7 +311,7 @@ def test_canceled_comparisons_send_nothing(
 def test_payload_stays_under_20_kb(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    _endpoint(sessions, tenant)
+    add_endpoint(sessions, tenant)
     metadata = {"notes": "x" * 16_000}  # the largest metadata accepted is 16 KiB
     result = {
         "verdict": "different",
@@ -376,7 +321,7 @@ def test_payload_stays_under_20_kb(
         "timings_ms": {"total": 1.0},
         "summary": "s" * 3000,
     }
-    cid = _comparison(
+    cid = add_comparison(
         sessions,
         local_store,
         tenant,
@@ -402,55 +347,6 @@ def test_payload_stays_under_20_kb(
     assert payload["timestamp"].endswith("Z")
 
 
-def _batch_of_running(
-    sessions: SessionFactory, store: LocalObjectStore, tenant: Tenant, count: int
-) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    """A batch of ``count`` comparisons, all ``running``."""
-    a, b = _images(sessions, store, tenant)
-    batch_id = uuid.uuid4()
-    now = utcnow()
-    ids = [uuid.uuid4() for _ in range(count)]
-    with sessions() as session:
-        session.add(Batch(id=batch_id, tenant_id=tenant.id, total=count, created_at=now))
-        session.flush()
-        session.execute(
-            sa.insert(Comparison),
-            [
-                {
-                    "id": cid,
-                    "tenant_id": tenant.id,
-                    "batch_id": batch_id,
-                    "image_a_id": a,
-                    "image_b_id": b,
-                    "options": {},
-                    "queue": ComparisonQueue.BATCH,
-                    "state": ComparisonState.RUNNING,
-                    "attempt": 1,
-                    "crash_count": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                    "result": {"verdict": "identical", "ssim": 1.0, "regions": []},
-                }
-                for cid in ids
-            ],
-        )
-        session.commit()
-    return batch_id, ids
-
-
-def _finish_one(sessions: SessionFactory, batch_id: uuid.UUID, cid: uuid.UUID) -> bool:
-    """What the worker's final transaction does (lifecycle.succeed / fail): state, event, batch."""
-    with sessions.begin() as session:
-        now = utcnow()
-        session.execute(
-            sa.update(Comparison)
-            .where(Comparison.id == cid, Comparison.state == ComparisonState.RUNNING)
-            .values(state=ComparisonState.SUCCEEDED, finished_at=now, updated_at=now)
-        )
-        lifecycle.comparison_ended(session, cid, now=now)
-        return lifecycle.complete_batch_if_done(session, batch_id, now=now)
-
-
 @pytest.mark.slow
 def test_two_hundred_comparisons_finished_concurrently_give_one_batch_completed(
     pg_sessions: SessionFactory, tmp_path: Any
@@ -461,20 +357,20 @@ def test_two_hundred_comparisons_finished_concurrently_give_one_batch_completed(
     sessions = pg_sessions
     store = LocalObjectStore(tmp_path / "objects")
     tenant = make_tenant(sessions, "acme")
-    _endpoint(sessions, tenant)  # all events
+    add_endpoint(sessions, tenant)  # all events
     adhoc = "http://127.0.0.1:9/batch"
-    batch_id, ids = _batch_of_running(sessions, store, tenant, 200)
+    batch_id, ids = add_running_batch(sessions, store, tenant, 200)
     with sessions.begin() as session:
         session.execute(sa.update(Batch).where(Batch.id == batch_id).values(webhook_url=adhoc))
     threads = 12
     head, tail = ids[:-threads], ids[-threads:]
     with ThreadPoolExecutor(threads) as pool:
-        completed = list(pool.map(lambda cid: _finish_one(sessions, batch_id, cid), head))
+        completed = list(pool.map(lambda cid: finish_one(sessions, batch_id, cid), head))
         barrier = threading.Barrier(threads)
 
         def last(cid: uuid.UUID) -> bool:
             barrier.wait()
-            return _finish_one(sessions, batch_id, cid)
+            return finish_one(sessions, batch_id, cid)
 
         completed += list(pool.map(last, tail))
     assert completed.count(True) == 1
@@ -492,10 +388,10 @@ def test_two_hundred_comparisons_finished_concurrently_give_one_batch_completed(
 def test_concurrent_finishes_complete_a_batch_once_on_both_databases(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    _endpoint(sessions, tenant, events=["batch.completed"])
-    batch_id, ids = _batch_of_running(sessions, local_store, tenant, 24)
+    add_endpoint(sessions, tenant, events=["batch.completed"])
+    batch_id, ids = add_running_batch(sessions, local_store, tenant, 24)
     with ThreadPoolExecutor(6) as pool:
-        completed = list(pool.map(lambda cid: _finish_one(sessions, batch_id, cid), ids))
+        completed = list(pool.map(lambda cid: finish_one(sessions, batch_id, cid), ids))
     assert completed.count(True) == 1
     assert len(_events(sessions, type=WebhookEventType.BATCH_COMPLETED)) == 1
     assert _events(sessions, type=WebhookEventType.COMPARISON_SUCCEEDED) == []  # not subscribed
@@ -506,8 +402,8 @@ def test_worker_crashed_comparisons_write_comparison_failed(
 ) -> None:
     # A job whose worker died max_crashes times ends failed when a redelivered message claims
     # it (lifecycle.claim): that transaction writes the event.
-    _endpoint(sessions, tenant)
-    cid = _comparison(
+    add_endpoint(sessions, tenant)
+    cid = add_comparison(
         sessions,
         local_store,
         tenant,
@@ -529,8 +425,8 @@ def test_the_sweeper_failing_a_crashed_job_writes_comparison_failed(
 ) -> None:
     # A job whose lease expired for the last time is failed by the sweeper (not by a worker):
     # the sweeper's transaction writes the event too.
-    _endpoint(sessions, tenant)
-    cid = _comparison(
+    add_endpoint(sessions, tenant)
+    cid = add_comparison(
         sessions,
         local_store,
         tenant,
@@ -554,15 +450,10 @@ def test_the_sweeper_failing_a_crashed_job_writes_comparison_failed(
 # -- the dispatcher ---------------------------------------------------------------------------
 
 
-def _ping(sessions: SessionFactory, tenant: Tenant, endpoint: WebhookEndpoint) -> uuid.UUID:
-    with sessions() as session:
-        return webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=endpoint.id).id
-
-
 def test_dispatcher_claims_due_deliveries_once(sessions: SessionFactory, tenant: Tenant) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    due = [_ping(sessions, tenant, endpoint) for _ in range(3)]
-    later = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    due = [add_ping(sessions, tenant, endpoint) for _ in range(3)]
+    later = add_ping(sessions, tenant, endpoint)
     with sessions.begin() as session:
         session.execute(
             sa.update(WebhookDelivery)
@@ -590,8 +481,8 @@ def test_dispatcher_claims_due_deliveries_once(sessions: SessionFactory, tenant:
 
 
 def test_dispatcher_only_ids(sessions: SessionFactory, tenant: Tenant) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    first, second = _ping(sessions, tenant, endpoint), _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    first, second = add_ping(sessions, tenant, endpoint), add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         assert dispatch_due(session, queue, policy=POLICY, only_ids=[]).sent == 0
@@ -605,8 +496,8 @@ def test_dispatchers_skip_rows_locked_by_another_on_postgresql(
 ) -> None:
     sessions = pg_sessions
     tenant = make_tenant(sessions, "acme")
-    endpoint = _endpoint(sessions, tenant)
-    ids = [_ping(sessions, tenant, endpoint) for _ in range(4)]
+    endpoint = add_endpoint(sessions, tenant)
+    ids = [add_ping(sessions, tenant, endpoint) for _ in range(4)]
     locker = sessions()
     try:
         # Another dispatcher's open transaction holds two rows.
@@ -627,8 +518,8 @@ def test_a_lost_attempt_is_recorded_and_sent_again(
 ) -> None:
     from core.services.webhooks.delivery import _begin_attempt
 
-    endpoint = _endpoint(sessions, tenant)
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    ident = add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=POLICY)
@@ -654,8 +545,8 @@ def test_a_lost_last_attempt_ends_failed(sessions: SessionFactory, tenant: Tenan
     from core.services.webhooks.delivery import _begin_attempt
 
     policy = DeliveryPolicy(schedule_s=(0.0,), jitter=0.0, lease_s=60.0)
-    endpoint = _endpoint(sessions, tenant)
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    ident = add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=policy)
@@ -673,8 +564,8 @@ def test_a_lost_last_attempt_ends_failed(sessions: SessionFactory, tenant: Tenan
 
 
 def test_retry_and_recover_give_one_more_attempt(sessions: SessionFactory, tenant: Tenant) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    old, new = _ping(sessions, tenant, endpoint), _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    old, new = add_ping(sessions, tenant, endpoint), add_ping(sessions, tenant, endpoint)
     cutoff = utcnow()
     with sessions.begin() as session:
         session.execute(
@@ -735,8 +626,8 @@ def test_retry_and_recover_give_one_more_attempt(sessions: SessionFactory, tenan
 
 
 def test_disabling_fails_pending_deliveries(sessions: SessionFactory, tenant: Tenant) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant)
+    add_ping(sessions, tenant, endpoint)
     with sessions() as session:
         webhooks.update_endpoint(
             session, tenant_id=tenant.id, endpoint_id=endpoint.id, enabled=False
@@ -801,8 +692,8 @@ def test_delivery_policy_from_settings(tmp_path: Any) -> None:
 def test_old_finished_events_are_purged_with_their_log(
     sessions: SessionFactory, tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    deliveries = [_ping(sessions, tenant, endpoint) for _ in range(3)]  # delivery ids
+    endpoint = add_endpoint(sessions, tenant)
+    deliveries = [add_ping(sessions, tenant, endpoint) for _ in range(3)]  # delivery ids
     with sessions() as session:
         old_done, old_pending, recent_done = (
             session.get_one(WebhookDelivery, ident).event_id for ident in deliveries

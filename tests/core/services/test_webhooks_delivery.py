@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +22,6 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from core.db.models import (
     Comparison,
     Tenant,
-    WebhookAttempt,
-    WebhookDelivery,
     WebhookDeliveryState,
     WebhookDisabledReason,
     WebhookEndpoint,
@@ -32,14 +29,13 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.netguard.classify import parse_allowed_networks
 from core.services import comparisons, webhooks
 from core.services.webhooks.delivery import deliver
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
 from core.storage import LocalObjectStore
 from diffall.webhooks import verify_webhook
-from tests.core.services.test_webhooks import _batch_of_running, _comparison, _finish_one
+from tests.support.comparisons import add_comparison, add_running_batch, finish_one
 from tests.support.images import corrupt_png
 from tests.support.receivers import (
     InlineQueue,
@@ -49,54 +45,18 @@ from tests.support.receivers import (
     signatures,
     verify,
 )
-
-SessionFactory = sessionmaker[Session]
-
-LOOPBACK = parse_allowed_networks("127.0.0.0/8")
-FAST = DeliveryPolicy(
-    schedule_s=(0.0, 0.05, 0.05, 0.05, 0.05),
-    jitter=0.0,
-    timeout_s=2.0,
-    lease_s=5.0,
-    base_url="https://diffall.example.com",
-    allowed_networks=LOOPBACK,
+from tests.support.webhooks import (
+    FAST,
+    LOOPBACK,
+    add_endpoint,
+    add_ping,
+    attempts_of,
+    delivery_is_final,
+    delivery_of,
+    delivery_state,
 )
 
-
-def _endpoint(sessions: SessionFactory, tenant: Tenant, url: str, **kwargs: Any) -> WebhookEndpoint:
-    with sessions() as session:
-        return webhooks.create_endpoint(
-            session, tenant_id=tenant.id, url=url, allowed_networks=LOOPBACK, **kwargs
-        )
-
-
-def _ping(sessions: SessionFactory, tenant: Tenant, endpoint: WebhookEndpoint) -> uuid.UUID:
-    with sessions() as session:
-        return webhooks.create_ping(session, tenant_id=tenant.id, endpoint_id=endpoint.id).id
-
-
-def _delivery(sessions: SessionFactory, ident: uuid.UUID) -> WebhookDelivery:
-    with sessions() as session:
-        return session.get_one(WebhookDelivery, ident)
-
-
-def _attempts(sessions: SessionFactory, ident: uuid.UUID) -> list[WebhookAttempt]:
-    with sessions() as session:
-        return list(
-            session.scalars(
-                sa.select(WebhookAttempt)
-                .where(WebhookAttempt.delivery_id == ident)
-                .order_by(WebhookAttempt.number)
-            )
-        )
-
-
-def _state(sessions: SessionFactory, ident: uuid.UUID) -> WebhookDeliveryState:
-    return _delivery(sessions, ident).state
-
-
-def _final(sessions: SessionFactory, ident: uuid.UUID) -> bool:
-    return _state(sessions, ident) in (WebhookDeliveryState.SUCCEEDED, WebhookDeliveryState.FAILED)
+SessionFactory = sessionmaker[Session]
 
 
 def _default_secret(sessions: SessionFactory, tenant: Tenant) -> str:
@@ -107,23 +67,23 @@ def _default_secret(sessions: SessionFactory, tenant: Tenant) -> str:
 def test_every_event_arrives_correctly_signed(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
 ) -> None:
-    main = _endpoint(
+    main = add_endpoint(
         sessions,
         tenant,
         receiver.url("/main"),
         events=["comparison.succeeded", "comparison.failed", "batch.completed"],
     )
-    watcher = _endpoint(sessions, tenant, receiver.url("/watch"), events=["endpoint.disabled"])
-    gone = _endpoint(sessions, tenant, receiver.url("/gone"), events=["comparison.failed"])
+    watcher = add_endpoint(sessions, tenant, receiver.url("/watch"), events=["endpoint.disabled"])
+    gone = add_endpoint(sessions, tenant, receiver.url("/gone"), events=["comparison.failed"])
     receiver.script("/gone", Reply(410))
-    ok = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
+    ok = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
     comparisons.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
-    bad = _comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
+    bad = add_comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
     comparisons.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
-    batch_id, ids = _batch_of_running(sessions, local_store, tenant, 2)
+    batch_id, ids = add_running_batch(sessions, local_store, tenant, 2)
     for cid in ids:
-        _finish_one(sessions, batch_id, cid)
-    _ping(sessions, tenant, main)
+        finish_one(sessions, batch_id, cid)
+    add_ping(sessions, tenant, main)
     # main: 2 comparison events + 2 batch comparisons + batch.completed + ping.
     pump(
         sessions,
@@ -174,7 +134,7 @@ def test_500_three_times_then_200_arrives_on_the_fourth_attempt_with_the_same_id
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/flaky", Reply(500, body=b"boom"), Reply(500), Reply(500), Reply(200))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/flaky"))
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/flaky"))
     # The first retry waits 1.1 s, so its timestamp (whole seconds) is a fresh one.
     policy = DeliveryPolicy(
         schedule_s=(0.0, 1.1, 0.05, 0.05, 0.05),
@@ -183,8 +143,8 @@ def test_500_three_times_then_200_arrives_on_the_fourth_attempt_with_the_same_id
         lease_s=5.0,
         allowed_networks=LOOPBACK,
     )
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, policy, lambda: _final(sessions, ident))
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, policy, lambda: delivery_is_final(sessions, ident))
     requests = receiver.received("/flaky")
     assert len(requests) == 4
     assert len({r.headers["webhook-id"] for r in requests}) == 1
@@ -194,9 +154,9 @@ def test_500_three_times_then_200_arrives_on_the_fourth_attempt_with_the_same_id
     assert requests[1].at - requests[0].at >= 1.1
     for request in requests:
         verify(endpoint.secret, request)
-    delivery = _delivery(sessions, ident)
+    delivery = delivery_of(sessions, ident)
     assert delivery.state is WebhookDeliveryState.SUCCEEDED and delivery.attempt_count == 4
-    attempts = _attempts(sessions, ident)
+    attempts = attempts_of(sessions, ident)
     assert [(a.number, a.status_code, a.error_code) for a in attempts] == [
         (1, 500, "http_500"),
         (2, 500, "http_500"),
@@ -211,11 +171,11 @@ def test_the_schedule_runs_out_and_the_delivery_fails(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/down", Reply(502))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/down"))
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, FAST, lambda: _final(sessions, ident))
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/down"))
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, FAST, lambda: delivery_is_final(sessions, ident))
     assert len(receiver.received("/down")) == len(FAST.schedule_s)
-    delivery = _delivery(sessions, ident)
+    delivery = delivery_of(sessions, ident)
     assert delivery.state is WebhookDeliveryState.FAILED and delivery.last_status_code == 502
 
 
@@ -223,14 +183,14 @@ def test_410_disables_the_endpoint(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/gone", Reply(410))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/gone"))
-    first, second = _ping(sessions, tenant, endpoint), _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/gone"))
+    first, second = add_ping(sessions, tenant, endpoint), add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST, only_ids=[first])
     queue.drain(sessions, FAST)
     assert len(receiver.received("/gone")) == 1  # no retry after 410
-    assert _state(sessions, first) is WebhookDeliveryState.FAILED
+    assert delivery_state(sessions, first) is WebhookDeliveryState.FAILED
     with sessions() as session:
         row = session.get_one(WebhookEndpoint, endpoint.id)
         (event,) = session.scalars(
@@ -239,7 +199,7 @@ def test_410_disables_the_endpoint(
     assert not row.enabled and row.disabled_reason is WebhookDisabledReason.GONE
     assert event.subject_id == endpoint.id
     # Its other pending delivery failed with it, and nothing new is delivered to it.
-    assert _delivery(sessions, second).last_error == "endpoint_disabled"
+    assert delivery_of(sessions, second).last_error == "endpoint_disabled"
     pump(sessions, FAST, lambda: True)
     assert len(receiver.received("/gone")) == 1
 
@@ -248,8 +208,8 @@ def test_a_redirect_is_not_followed(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/moved", Reply(302, {"location": receiver.url("/target")}))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/moved"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/moved"))
+    ident = add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST)
@@ -257,7 +217,7 @@ def test_a_redirect_is_not_followed(
     assert result is not None and result.status_code == 302 and result.error_code == "http_302"
     assert result.state is WebhookDeliveryState.PENDING  # a failure: retried later
     assert receiver.received("/target") == []
-    (attempt,) = _attempts(sessions, ident)
+    (attempt,) = attempts_of(sessions, ident)
     assert attempt.error_message is not None and "not followed" in attempt.error_message
 
 
@@ -265,13 +225,13 @@ def test_a_hanging_receiver_times_out_without_blocking_other_deliveries(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/hang", Reply(200, delay_s=30.0))
-    hanging = _endpoint(sessions, tenant, receiver.url("/hang"))
-    healthy = _endpoint(sessions, tenant, receiver.url("/fast"))
+    hanging = add_endpoint(sessions, tenant, receiver.url("/hang"))
+    healthy = add_endpoint(sessions, tenant, receiver.url("/fast"))
     policy = DeliveryPolicy(
         schedule_s=(0.0, 60.0), jitter=0.0, timeout_s=1.0, lease_s=5.0, allowed_networks=LOOPBACK
     )
-    slow_id = _ping(sessions, tenant, hanging)
-    fast_ids = [_ping(sessions, tenant, healthy) for _ in range(3)]
+    slow_id = add_ping(sessions, tenant, hanging)
+    fast_ids = [add_ping(sessions, tenant, healthy) for _ in range(3)]
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=policy)
@@ -285,7 +245,7 @@ def test_a_hanging_receiver_times_out_without_blocking_other_deliveries(
     assert by_id[slow_id].error_code == "timeout" and by_id[slow_id].status_code is None
     assert by_id[slow_id].state is WebhookDeliveryState.PENDING
     assert all(by_id[i].state is WebhookDeliveryState.SUCCEEDED for i in fast_ids)
-    (attempt,) = _attempts(sessions, slow_id)
+    (attempt,) = attempts_of(sessions, slow_id)
     assert attempt.duration_ms is not None and 900 <= attempt.duration_ms < 3000
 
 
@@ -294,16 +254,16 @@ def test_429_and_503_honour_retry_after(
 ) -> None:
     receiver.script("/busy", Reply(429, {"retry-after": "30"}))
     receiver.script("/maint", Reply(503, {"retry-after": "45"}))
-    busy = _endpoint(sessions, tenant, receiver.url("/busy"))
-    maint = _endpoint(sessions, tenant, receiver.url("/maint"))
-    ids = [_ping(sessions, tenant, busy), _ping(sessions, tenant, maint)]
+    busy = add_endpoint(sessions, tenant, receiver.url("/busy"))
+    maint = add_endpoint(sessions, tenant, receiver.url("/maint"))
+    ids = [add_ping(sessions, tenant, busy), add_ping(sessions, tenant, maint)]
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST)
     before = utcnow()
     queue.drain(sessions, FAST)
     for ident, wait in zip(ids, (30, 45), strict=True):
-        row = _delivery(sessions, ident)
+        row = delivery_of(sessions, ident)
         assert row.state is WebhookDeliveryState.PENDING and row.due_at is not None
         assert row.due_at >= before + timedelta(seconds=wait - 1)
         assert row.due_at <= utcnow() + timedelta(seconds=wait + 1)
@@ -313,9 +273,9 @@ def test_an_endpoint_failing_for_days_is_disabled(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/broken", Reply(500))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/broken"))
-    watcher = _endpoint(sessions, tenant, receiver.url("/watch"), events=["endpoint.disabled"])
-    first = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/broken"))
+    watcher = add_endpoint(sessions, tenant, receiver.url("/watch"), events=["endpoint.disabled"])
+    first = add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST, only_ids=[first])
@@ -326,15 +286,15 @@ def test_an_endpoint_failing_for_days_is_disabled(
         # ... and has lasted 5 days by the next failure.
         row.failing_since = utcnow() - timedelta(days=5, seconds=1)
         session.commit()
-    second = _ping(sessions, tenant, endpoint)
+    second = add_ping(sessions, tenant, endpoint)
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST, only_ids=[second])
     queue.drain(sessions, FAST)
     with sessions() as session:
         row = session.get_one(WebhookEndpoint, endpoint.id)
     assert not row.enabled and row.disabled_reason is WebhookDisabledReason.FAILING
-    assert _state(sessions, second) is WebhookDeliveryState.FAILED
-    assert _state(sessions, first) is WebhookDeliveryState.FAILED  # pending: failed with it
+    assert delivery_state(sessions, second) is WebhookDeliveryState.FAILED
+    assert delivery_state(sessions, first) is WebhookDeliveryState.FAILED  # pending: failed with it
     pump(sessions, FAST, lambda: bool(receiver.received("/watch")))
     payload = verify(watcher.secret, receiver.received("/watch")[0])
     assert payload["type"] == "endpoint.disabled" and payload["data"]["reason"] == "failing"
@@ -344,9 +304,9 @@ def test_a_success_ends_the_failure_streak(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/wobbly", Reply(500), Reply(200))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/wobbly"))
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, FAST, lambda: _final(sessions, ident))
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/wobbly"))
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, FAST, lambda: delivery_is_final(sessions, ident))
     with sessions() as session:
         row = session.get_one(WebhookEndpoint, endpoint.id)
     assert row.enabled and row.failing_since is None
@@ -355,14 +315,14 @@ def test_a_success_ends_the_failure_streak(
 def test_both_secrets_verify_during_a_rotation(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, receiver.url("/rot"))
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/rot"))
     old = endpoint.secret
     with sessions() as session:
         new = webhooks.rotate_endpoint_secret(
             session, tenant_id=tenant.id, endpoint_id=endpoint.id
         ).secret
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, FAST, lambda: _final(sessions, ident))
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, FAST, lambda: delivery_is_final(sessions, ident))
     (request,) = receiver.received("/rot")
     assert len(signatures(request)) == 2
     assert verify(old, request) == verify(new, request)  # receivers holding either verify
@@ -371,8 +331,8 @@ def test_both_secrets_verify_during_a_rotation(
         row = session.get_one(WebhookEndpoint, endpoint.id)
         row.previous_secret_expires_at = utcnow() - timedelta(seconds=1)
         session.commit()
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, FAST, lambda: _final(sessions, ident))
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, FAST, lambda: delivery_is_final(sessions, ident))
     later = receiver.received("/rot")[1]
     assert len(signatures(later)) == 1
     verify(new, later)
@@ -384,10 +344,10 @@ def test_recover_resends_failed_deliveries_once_with_their_webhook_id(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
     receiver.script("/outage", Reply(500))
-    endpoint = _endpoint(sessions, tenant, receiver.url("/outage"))
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/outage"))
     since = utcnow()
-    ids = [_ping(sessions, tenant, endpoint) for _ in range(2)]
-    pump(sessions, FAST, lambda: all(_final(sessions, i) for i in ids))
+    ids = [add_ping(sessions, tenant, endpoint) for _ in range(2)]
+    pump(sessions, FAST, lambda: all(delivery_is_final(sessions, i) for i in ids))
     failed_ids = {r.headers["webhook-id"] for r in receiver.received("/outage")}
     assert len(failed_ids) == 2
     receiver.script("/outage", Reply(500), Reply(204))  # recovered, after one more failure
@@ -396,10 +356,10 @@ def test_recover_resends_failed_deliveries_once_with_their_webhook_id(
             session, tenant_id=tenant.id, endpoint_id=endpoint.id, since=since
         )
     assert sorted(recovered) == sorted(ids)
-    pump(sessions, FAST, lambda: all(_final(sessions, i) for i in ids))
+    pump(sessions, FAST, lambda: all(delivery_is_final(sessions, i) for i in ids))
     replays = receiver.received("/outage")[-2:]
     assert {r.headers["webhook-id"] for r in replays} == failed_ids
-    states = sorted(_state(sessions, i).value for i in ids)
+    states = sorted(delivery_state(sessions, i).value for i in ids)
     assert states == ["failed", "succeeded"]  # exactly one more attempt each
     assert len(receiver.received("/outage")) == 2 * len(FAST.schedule_s) + 2
 
@@ -409,8 +369,8 @@ def test_a_worker_lost_mid_delivery_loses_nothing(
 ) -> None:
     from core.services.webhooks.delivery import _begin_attempt
 
-    endpoint = _endpoint(sessions, tenant, receiver.url("/lost"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/lost"))
+    ident = add_ping(sessions, tenant, endpoint)
     queue = InlineQueue()
     with sessions() as session:
         dispatch_due(session, queue, policy=FAST)
@@ -420,7 +380,7 @@ def test_a_worker_lost_mid_delivery_loses_nothing(
     # The broker gives the message back (acks late): the same claim runs again.
     result = deliver(sessions, delivery_id=ident, claim_id=claim, policy=FAST)
     assert result is not None and result.state is WebhookDeliveryState.SUCCEEDED
-    assert [(a.number, a.error_code) for a in _attempts(sessions, ident)] == [
+    assert [(a.number, a.error_code) for a in attempts_of(sessions, ident)] == [
         (1, "worker_lost"),
         (2, None),
     ]
@@ -435,20 +395,20 @@ def test_a_lost_message_is_sent_again_after_the_lease(
 ) -> None:
     # The broker forgot the task (e.g. Redis restarted without persistence): the schedule is in
     # the database, so the dispatcher picks the claimed row again once its lease expired.
-    endpoint = _endpoint(sessions, tenant, receiver.url("/forgotten"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/forgotten"))
+    ident = add_ping(sessions, tenant, endpoint)
     policy = DeliveryPolicy(
         schedule_s=(0.0, 0.05), jitter=0.0, timeout_s=0.5, lease_s=1.0, allowed_networks=LOOPBACK
     )
     with sessions() as session:
         assert dispatch_due(session, InlineQueue(), policy=policy).sent == 1  # message dropped
-    assert _state(sessions, ident) is WebhookDeliveryState.SENDING
+    assert delivery_state(sessions, ident) is WebhookDeliveryState.SENDING
     started = time.monotonic()
-    pump(sessions, policy, lambda: _final(sessions, ident))
+    pump(sessions, policy, lambda: delivery_is_final(sessions, ident))
     assert time.monotonic() - started >= 0.5
-    assert _state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
+    assert delivery_state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
     assert len(receiver.received("/forgotten")) == 1
-    assert [a.error_code for a in _attempts(sessions, ident)] == [None]  # never started: no loss
+    assert [a.error_code for a in attempts_of(sessions, ident)] == [None]  # never started: no loss
 
 
 def test_forbidden_destinations_are_refused_at_send_time(
@@ -456,20 +416,20 @@ def test_forbidden_destinations_are_refused_at_send_time(
 ) -> None:
     # Registered while loopback was allowed; the allow-list is gone when sending: refused
     # before any connection is made.
-    endpoint = _endpoint(sessions, tenant, receiver.url("/private"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/private"))
+    ident = add_ping(sessions, tenant, endpoint)
     strict = DeliveryPolicy(schedule_s=(0.0,), jitter=0.0, timeout_s=1.0, lease_s=5.0)
-    pump(sessions, strict, lambda: _final(sessions, ident))
+    pump(sessions, strict, lambda: delivery_is_final(sessions, ident))
     assert receiver.received("/private") == []
-    (attempt,) = _attempts(sessions, ident)
+    (attempt,) = attempts_of(sessions, ident)
     assert attempt.error_code == "forbidden_destination"
 
 
 def test_a_disabled_endpoint_gets_pings_only(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, receiver.url("/off"), enabled=False)
-    ident = _ping(sessions, tenant, endpoint)
-    pump(sessions, FAST, lambda: _final(sessions, ident))
-    assert _state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/off"), enabled=False)
+    ident = add_ping(sessions, tenant, endpoint)
+    pump(sessions, FAST, lambda: delivery_is_final(sessions, ident))
+    assert delivery_state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
     verify(endpoint.secret, receiver.received("/off")[0])

@@ -21,15 +21,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db.models import Tenant, WebhookDeliveryState
 from core.services.webhooks.guard import DeliveryError, pinned_post
 from core.services.webhooks.policy import DeliveryPolicy
-from tests.core.services.test_webhooks_delivery import (
-    LOOPBACK,
-    _attempts,
-    _endpoint,
-    _final,
-    _ping,
-    _state,
-)
 from tests.support.receivers import Receiver, Reply, pump
+from tests.support.webhooks import (
+    LOOPBACK,
+    add_endpoint,
+    add_ping,
+    attempts_of,
+    delivery_is_final,
+    delivery_state,
+)
 
 SessionFactory = sessionmaker[Session]
 
@@ -116,27 +116,27 @@ def test_forbidden_destination_fails_at_once(
 ) -> None:
     # Registered while loopback was allowed; at send time it is not: the SSRF verdict will not
     # change on a retry, so the first refusal is final despite five attempts in the schedule.
-    endpoint = _endpoint(sessions, tenant, receiver.url("/private"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/private"))
+    ident = add_ping(sessions, tenant, endpoint)
     strict = DeliveryPolicy(schedule_s=(0.0,) * 5, jitter=0.0, timeout_s=1.0, lease_s=5.0)
-    pump(sessions, strict, lambda: _final(sessions, ident))
-    assert _state(sessions, ident) is WebhookDeliveryState.FAILED
-    assert [a.error_code for a in _attempts(sessions, ident)] == ["forbidden_destination"]
+    pump(sessions, strict, lambda: delivery_is_final(sessions, ident))
+    assert delivery_state(sessions, ident) is WebhookDeliveryState.FAILED
+    assert [a.error_code for a in attempts_of(sessions, ident)] == ["forbidden_destination"]
     assert receiver.received("/private") == []
 
 
 def test_a_failure_that_may_pass_is_still_retried(
     sessions: SessionFactory, tenant: Tenant, receiver: Receiver
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, receiver.url("/flaky"))
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, receiver.url("/flaky"))
+    ident = add_ping(sessions, tenant, endpoint)
     loopback = DeliveryPolicy(
         schedule_s=(0.0,) * 3, jitter=0.0, timeout_s=1.0, lease_s=5.0, allowed_networks=LOOPBACK
     )
     receiver.script("/flaky", Reply(500), Reply(200))
-    pump(sessions, loopback, lambda: _final(sessions, ident))
-    assert _state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
-    assert [a.status_code for a in _attempts(sessions, ident)] == [500, 200]
+    pump(sessions, loopback, lambda: delivery_is_final(sessions, ident))
+    assert delivery_state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
+    assert [a.status_code for a in attempts_of(sessions, ident)] == [500, 200]
 
 
 def test_a_body_trickled_after_200_does_not_hold_the_delivery(
@@ -151,11 +151,11 @@ def test_a_body_trickled_after_200_does_not_hold_the_delivery(
         allowed_networks=LOOPBACK,
     )
     with trickling(BODY_AFTER_200) as receiver:
-        ident = _ping(sessions, tenant, _endpoint(sessions, tenant, receiver.url))
-        pump(sessions, policy, lambda: _final(sessions, ident), timeout=timeout_s * 4)
-        (attempt,) = _attempts(sessions, ident)
+        ident = add_ping(sessions, tenant, add_endpoint(sessions, tenant, receiver.url))
+        pump(sessions, policy, lambda: delivery_is_final(sessions, ident), timeout=timeout_s * 4)
+        (attempt,) = attempts_of(sessions, ident)
         # The 200 counts; what of the body arrived in time is kept.
-        assert _state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
+        assert delivery_state(sessions, ident) is WebhookDeliveryState.SUCCEEDED
         assert attempt.status_code == 200
         assert attempt.response_body and set(attempt.response_body) == {"x"}
         assert attempt.duration_ms is not None and attempt.duration_ms <= timeout_s * 1000 + 100

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import (
     Batch,
@@ -28,15 +29,11 @@ from core.services import comparisons, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhooks.dispatch import dispatch_due
 from core.storage import LocalObjectStore
-from tests.core.services.test_webhooks import (
-    HOOK,
-    POLICY,
-    SessionFactory,
-    _comparison,
-    _endpoint,
-    _ping,
-)
+from tests.support.comparisons import add_comparison
 from tests.support.receivers import InlineQueue
+from tests.support.webhooks import HOOK, POLICY, add_endpoint, add_ping
+
+SessionFactory = sessionmaker[Session]
 
 ADHOC = "http://127.0.0.1:9/adhoc"
 
@@ -49,7 +46,7 @@ def _ad_hoc(
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A succeeded comparison with a ``webhook_url`` and its event: (comparison id, delivery id
     of the ad-hoc target)."""
-    cid = _comparison(
+    cid = add_comparison(
         sessions,
         store,
         tenant,
@@ -131,8 +128,8 @@ def test_an_ad_hoc_delivery_of_a_comparison_is_in_the_tenant_wide_log(
     tenant: Tenant,
     other_tenant: Tenant,
 ) -> None:
-    endpoint = _endpoint(sessions, tenant)
-    cid = _comparison(sessions, local_store, tenant, webhook_url=ADHOC)
+    endpoint = add_endpoint(sessions, tenant)
+    cid = add_comparison(sessions, local_store, tenant, webhook_url=ADHOC)
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     with sessions() as session:
         page = webhooks.list_deliveries(session, tenant_id=tenant.id)
@@ -168,8 +165,8 @@ def test_an_ad_hoc_delivery_of_a_comparison_is_in_the_tenant_wide_log(
 def test_filters_by_target_subject_event_type_and_state(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, events=["comparison.succeeded"])
-    ping = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, events=["comparison.succeeded"])
+    ping = add_ping(sessions, tenant, endpoint)
     first, first_ad_hoc = _ad_hoc(sessions, local_store, tenant)
     second, second_ad_hoc = _ad_hoc(sessions, local_store, tenant, url=ADHOC + "2")
     batch_id = _batch_completed(sessions, tenant)
@@ -238,8 +235,8 @@ def test_bad_filters_are_refused(
 def test_pages_have_no_duplicates_and_no_gaps(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, events=["batch.completed"])
-    pings = [_ping(sessions, tenant, endpoint) for _ in range(3)]
+    endpoint = add_endpoint(sessions, tenant, events=["batch.completed"])
+    pings = [add_ping(sessions, tenant, endpoint) for _ in range(3)]
     batches = [_batch_completed(sessions, tenant) for _ in range(4)]
     _batch_completed(sessions, other_tenant)
     with sessions() as session:
@@ -308,8 +305,8 @@ def test_retry_gives_a_failed_ad_hoc_delivery_one_more_attempt(
 def test_retry_through_the_tenant_wide_log_checks_the_endpoint(
     sessions: SessionFactory, tenant: Tenant
 ) -> None:
-    endpoint: WebhookEndpoint = _endpoint(sessions, tenant)
-    ident = _ping(sessions, tenant, endpoint)
+    endpoint: WebhookEndpoint = add_endpoint(sessions, tenant)
+    ident = add_ping(sessions, tenant, endpoint)
     _fail(sessions, ident, attempts=1)
     with sessions() as session:
         retried = webhooks.retry_delivery(session, tenant_id=tenant.id, delivery_id=ident)
@@ -328,8 +325,8 @@ def test_retry_through_the_tenant_wide_log_checks_the_endpoint(
 def test_recover_picks_only_failed_ad_hoc_deliveries_since_the_time(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    endpoint = _endpoint(sessions, tenant, url=HOOK)
-    to_endpoint = _ping(sessions, tenant, endpoint)
+    endpoint = add_endpoint(sessions, tenant, url=HOOK)
+    to_endpoint = add_ping(sessions, tenant, endpoint)
     first, failed = _ad_hoc(sessions, local_store, tenant)
     _second, also_failed = _ad_hoc(sessions, local_store, tenant)
     _third, too_old = _ad_hoc(sessions, local_store, tenant)

@@ -28,13 +28,13 @@ from core.services.lifecycle import AfterCommit
 from core.services.webhooks.delivery import deliver
 from core.services.webhooks.dispatch import dispatch_due, send_preclaimed
 from core.storage import LocalObjectStore
-from tests.core.services.test_webhooks import _comparison
-from tests.core.services.test_webhooks_delivery import FAST, LOOPBACK
+from tests.support.comparisons import add_comparison
 from tests.support.receivers import (
     InlineQueue,
     Receiver,
     verify,
 )
+from tests.support.webhooks import FAST, LOOPBACK
 
 SessionFactory = sessionmaker[Session]
 
@@ -71,7 +71,7 @@ def _run_preclaimed(
             events=[WebhookEventType.COMPARISON_SUCCEEDED.value],
             allowed_networks=LOOPBACK,
         )
-    cid = _comparison(sessions, store, tenant, webhook_url=receiver.url("/adhoc"))
+    cid = add_comparison(sessions, store, tenant, webhook_url=receiver.url("/adhoc"))
     claim = comparisons.run_comparison(
         sessions,
         store,
@@ -154,7 +154,7 @@ def test_a_task_whose_delivery_never_committed_does_nothing(
 def test_without_a_claim_deliveries_are_pending_and_due(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
+    cid = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     (row,) = _deliveries(sessions)
     assert row.state == WebhookDeliveryState.PENDING and row.claim_id is None

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from core.storage import LocalObjectStore, S3ObjectStore
-from tests.core.storage import S3StoreFactory
 from tests.s3server import (
     TEST_ACCESS_KEY_ID,
     TEST_REGION,
@@ -17,6 +16,7 @@ from tests.s3server import (
     S3Server,
     start_s3_server,
 )
+from tests.support.storage import S3StoreFactory
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from core.storage import (
     make_store,
     validate_key,
 )
-from tests.core.storage import ObjectStoreContract, random_bytes
+from tests.support.storage import ObjectStoreContract, random_bytes
 
 
 class TestLocalContract(ObjectStoreContract):

@@ -25,8 +25,8 @@ from core.storage import (
     StorageUnavailable,
 )
 from core.storage.s3 import translate_botocore_error
-from tests.core.storage import ObjectStoreContract, S3StoreFactory, random_bytes
 from tests.s3server import TEST_SECRET_ACCESS_KEY, S3Server, free_port
+from tests.support.storage import ObjectStoreContract, S3StoreFactory, random_bytes
 
 
 class TestS3Contract(ObjectStoreContract):

@@ -101,16 +101,21 @@ class Row:
         return (self.peak_rss_bytes - self.baseline_rss_bytes) / self.decoded_bytes
 
 
-def _settings(data_dir: Path) -> Any:
-    """The service settings of the benchmark's set-up (SQLite and local storage in data_dir)."""
+def _settings(data_dir: Path, job_memory_mb: int | None = None) -> Any:
+    """The service settings of the benchmark's set-up (SQLite and local storage in data_dir);
+    ``job_memory_mb`` overrides ``limits.job_memory_mb`` (None: the machine's default share)."""
     from core.config import Settings
 
+    extra: dict[str, Any] = {}
+    if job_memory_mb is not None:
+        extra["limits"] = {"job_memory_mb": job_memory_mb}
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         env="test",
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'diffall.db'}",
         storage={"backend": "local", "local_dir": data_dir / "objects"},
+        **extra,
     )
 
 
@@ -124,7 +129,7 @@ class _NoBroker:
         """Always reachable."""
 
 
-def prepare(data_dir: Path, width: int, height: int) -> uuid.UUID:
+def prepare(data_dir: Path, width: int, height: int, job_memory_mb: int | None = None) -> uuid.UUID:
     """Write the pair, store it as a tenant's images, create one queued comparison; its id."""
     import cv2
 
@@ -133,7 +138,7 @@ def prepare(data_dir: Path, width: int, height: int) -> uuid.UUID:
     from core.services import comparisons, images, keys
     from core.services.factories import store_from_settings
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, job_memory_mb)
     upgrade_database(settings.database_url_resolved)
     sessions = get_sessionmaker(settings.database_url_resolved)
     store = store_from_settings(settings)
@@ -187,7 +192,9 @@ def _rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def child(data_dir: Path, comparison_id: uuid.UUID) -> dict[str, Any]:
+def child(
+    data_dir: Path, comparison_id: uuid.UUID, job_memory_mb: int | None = None
+) -> dict[str, Any]:
     """Run the job as ``worker.tasks.run_comparison`` does; report RSS before and after."""
     from core.db.models import Comparison
     from core.db.session import get_sessionmaker
@@ -195,7 +202,7 @@ def child(data_dir: Path, comparison_id: uuid.UUID) -> dict[str, Any]:
     from core.services.factories import store_from_settings
     from core.storage.cache import CachingObjectStore
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, job_memory_mb)
     sessions = get_sessionmaker(settings.database_url_resolved)
     store = CachingObjectStore(
         store_from_settings(settings), max_bytes=settings.worker.image_cache_mb * 1024 * 1024
@@ -225,13 +232,17 @@ def child(data_dir: Path, comparison_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def measure(name: str, width: int, height: int, work: Path) -> Row:
+def measure(
+    name: str, width: int, height: int, work: Path, job_memory_mb: int | None = None
+) -> Row:
     """Prepare one size in ``work`` and run its job in a fresh child process."""
     data_dir = work / name
     data_dir.mkdir(parents=True)
-    comparison_id = prepare(data_dir, width, height)
+    comparison_id = prepare(data_dir, width, height, job_memory_mb)
+    budget = [] if job_memory_mb is None else ["--job-memory-mb", str(job_memory_mb)]
+    argv = ["-m", "bench.bench_memory", *budget, "--child", str(data_dir), str(comparison_id)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_memory", "--child", str(data_dir), str(comparison_id)],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
@@ -269,6 +280,13 @@ def render(rows: Sequence[Row]) -> str:
             else "-"
         )
         state = row.state if row.error_code is None else f"{row.state} ({row.error_code})"
+        if row.state != "succeeded":  # refused or failed: no engine peak to judge
+            lines.append(
+                f"| {row.size} | {row.width}x{row.height} | {_mb(row.decoded_bytes)} | "
+                f"{_mb(row.baseline_rss_bytes)} | {_mb(row.peak_rss_bytes)} | n/a | n/a | n/a | "
+                f"{row.job_s:.1f} | {state} |"
+            )
+            continue
         lines.append(
             f"| {row.size} | {row.width}x{row.height} | {_mb(row.decoded_bytes)} | "
             f"{_mb(row.baseline_rss_bytes)} | {_mb(row.peak_rss_bytes)} | {row.ratio:.2f}x "
@@ -284,22 +302,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"default {DEFAULT_SIZES}")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument(
+        "--job-memory-mb",
+        type=int,
+        help="limits.job_memory_mb of the jobs (default: the service's default, this machine's "
+        "share; a pair above it fails image_too_large, as in the service)",
+    )
+    parser.add_argument(
         "--child", nargs=2, metavar=("DATA_DIR", "COMPARISON_ID"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(Path(args.child[0]), uuid.UUID(args.child[1]))), flush=True)
+        figures = child(Path(args.child[0]), uuid.UUID(args.child[1]), args.job_memory_mb)
+        print(json.dumps(figures), flush=True)
         return 0
     sizes = parse_sizes(args.sizes)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="diffall-bench-memory-") as tmp:
         for name, width, height in sizes:
             print(f"{name}: {width}x{height} ...", file=sys.stderr, flush=True)
-            rows.append(measure(name, width, height, Path(tmp)))
+            rows.append(measure(name, width, height, Path(tmp), args.job_memory_mb))
     print(render(rows), end="")
+    budget = _settings(Path(tempfile.gettempdir()), args.job_memory_mb).limits.job_memory_mb
+    print(f"\nlimits.job_memory_mb of the jobs: {budget} MiB")
     from bench.lib.machine import load_average
 
-    print(f"\nload average before the end: {load_average()} (shared machine)")
+    print(f"load average at the end: {load_average()} (shared machine)")
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2))
     return 0 if all(r.state == "succeeded" for r in rows) else 1

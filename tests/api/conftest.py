@@ -31,7 +31,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from api.main import create_app
 from api.ratelimit import AUTH_FAILURE_PREFIX, REDIS_PREFIX
-from core.config import LimitsSettings, Settings, StorageSettings
+from core.config import LimitsSettings, Settings, StorageSettings, WorkerSettings
 from core.services import keys
 from core.storage import S3ObjectStore
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
@@ -227,6 +227,7 @@ def make_settings(
     database_url: str,
     broker_url: str,
     storage: StorageSettings | None = None,
+    worker: WorkerSettings | None = None,
     **limits: Any,
 ) -> Settings:
     """Settings for one test app (explicit values; the environment cannot change them)."""
@@ -237,6 +238,7 @@ def make_settings(
         broker_url=broker_url,
         storage=storage or StorageSettings(backend="local"),
         limits=LimitsSettings(**limits),
+        worker=worker or WorkerSettings(),
     )
 
 
@@ -254,7 +256,7 @@ def s3_storage(endpoint: str, bucket: str) -> StorageSettings:
 
 @pytest.fixture
 def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
-    """Build and start apps: ``make_api(database_url, storage=..., **limits)``.
+    """Build and start apps: ``make_api(database_url, storage=..., worker=..., **limits)``.
 
     The database is migrated first; every app is shut down at the end of the test.
     """
@@ -262,7 +264,13 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
     number = redis_db.connection_pool.connection_kwargs["db"]
     broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
 
-    def factory(database_url: str, *, storage: StorageSettings | None = None, **limits: Any) -> Api:
+    def factory(
+        database_url: str,
+        *,
+        storage: StorageSettings | None = None,
+        worker: WorkerSettings | None = None,
+        **limits: Any,
+    ) -> Api:
         migrate(database_url)
         # Failed-authentication buckets are per client address ("testclient" for every test):
         # each test starts with full ones, as a fresh deployment would.
@@ -274,6 +282,7 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
             database_url=database_url,
             broker_url=broker_url,
             storage=storage,
+            worker=worker,
             **limits,
         )
         app = create_app(settings)

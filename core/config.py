@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.netguard.classify import IPNetwork, parse_allowed_networks
 
 __all__ = [
+    "DEFAULT_BIG_IMAGE_PIXELS",
     "PLACEHOLDER_SECRETS",
     "REDIS_SCHEMES",
     "ApiSettings",
@@ -67,6 +68,9 @@ PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
 STALE_RUNNING_MARGIN_S = 30
 
 _MiB = 1024 * 1024
+#: Default ``worker.big_image_pixels``: 4096 x 4096 (16.8 MP), the size above which the viewer
+#: tiles previews too.
+DEFAULT_BIG_IMAGE_PIXELS = 4096 * 4096
 #: URL schemes of kombu's Redis transport (``redis+socket``: the embedded default's server).
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 #: Share of the machine's memory the comparison processes may use together (the default per-job
@@ -296,6 +300,12 @@ class WorkerSettings(_Group):
     image_cache_mb: int = Field(default=256, ge=0)
     """Per worker process: memory for recently read images (content-addressed, so never stale),
     in MiB; 0 turns the cache off."""
+
+    big_image_pixels: int = Field(default=DEFAULT_BIG_IMAGE_PIXELS, ge=1)
+    """Pixels (width x height, from the stored headers) of the larger image of a pair above
+    which the comparison goes to the ``big`` queue, served by a worker of concurrency 1 of its
+    own (``diffall serve``; compose's ``worker-big``), so a big job never delays an interactive
+    one beyond the engine run already under way. Default 16,777,216 (4096 x 4096)."""
 
     visibility_timeout_s: int = Field(default=3600, ge=1)
     """Redis broker visibility timeout, in seconds: an unacknowledged message is redelivered

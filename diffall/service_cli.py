@@ -1,8 +1,10 @@
 """Service commands of the ``diffall`` command line: ``serve``, ``keys create``, ``db upgrade``,
 ``db encrypt-secrets``.
 
-``diffall serve`` runs the whole service on one machine: the API (uvicorn, ``api.main:create_app``)
-and a Celery worker with the beat scheduler embedded (so the sweeper runs) as child processes.
+``diffall serve`` runs the whole service on one machine: the API (uvicorn, ``api.main:create_app``),
+a Celery worker for interactive and batch comparisons, a worker of concurrency 1 for the ``big``
+queue (pairs above ``worker.big_image_pixels``), a webhook delivery worker and celery beat (so
+the sweeper runs) as child processes.
 With no configuration it is the embedded default: SQLite, local storage and Celery's filesystem
 broker, all under ``DIFFALL_DATA_DIR`` (``./diffall-data``). There the database is created or
 upgraded on start (there is no separate migrate step) and a local API key is made on first start
@@ -519,7 +521,8 @@ def _banner(
     lines = [
         f"DiffALL is running at {base_url}  (API docs: {base_url}/docs)",
         f"  database {_safe_url(settings.database_url_resolved)}; storage {where}; "
-        f"broker {broker}; {workers} worker process{'es' if workers != 1 else ''}",
+        f"broker {broker}; {workers} worker process{'es' if workers != 1 else ''} "
+        f"(+1 for pairs above {settings.worker.big_image_pixels:,} pixels)",
     ]
     if signin_url is not None:
         from core.services.sessions import SIGNIN_TTL
@@ -637,6 +640,9 @@ def serve_command(
 
     children += [
         celery_worker("worker", f"--concurrency={processes}", f"--queues={queues}"),
+        # Pairs above worker.big_image_pixels (core.services.routing): one at a time, in a
+        # process of their own, so a big job never occupies the interactive workers.
+        celery_worker("big", "--concurrency=1", f"--queues={tasknames.QUEUE_BIG}"),
         # Webhook deliveries (maintenance queue) get threads of their own: the main worker
         # serves interactive and batch comparisons first, so deliveries would otherwise wait
         # for the whole comparison backlog (bench/bench_webhooks.py measured 8.6 s median).

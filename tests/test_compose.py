@@ -23,9 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 #: Services of the Python image that need the DiffALL settings.
-DIFFALL_SERVICES = ("migrate", "api", "worker", "webhooks", "scheduler")
+DIFFALL_SERVICES = ("migrate", "api", "worker", "worker-big", "webhooks", "scheduler")
 #: Services that keep running, so need a health check.
-LONG_RUNNING = ("postgres", "redis", "minio", "api", "worker", "webhooks", "scheduler")
+LONG_RUNNING = (
+    "postgres",
+    "redis",
+    "minio",
+    "api",
+    "worker",
+    "worker-big",
+    "webhooks",
+    "scheduler",
+)
 
 
 def _compose_binary() -> str:
@@ -110,6 +119,7 @@ def test_every_part_of_the_service_is_there() -> None:
         "migrate",
         "api",
         "worker",
+        "worker-big",
         "scheduler",
     }
     assert re.fullmatch(r"postgres:16(\.\d+)*(-\w+)?", services()["postgres"]["image"])
@@ -159,6 +169,19 @@ def test_worker_scales() -> None:
     assert services()["scheduler"]["command"][:3] == ["celery", "--app=worker.celery_app", "beat"]
 
 
+def test_big_images_have_a_worker_of_their_own() -> None:
+    # The big queue is served one job at a time, by this worker only.
+    big = services()["worker-big"]
+    assert big["command"][:3] == ["celery", "--app=worker.celery_app", "worker"]
+    assert "--queues=big" in big["command"] and "--concurrency=1" in big["command"]
+    assert "--beat" not in big["command"] and "-B" not in big["command"]
+    for name in set(DIFFALL_SERVICES) - {"worker-big"}:
+        command = services()[name]["command"]
+        queues = [arg.split("=", 1)[1].split(",") for arg in command if arg.startswith("--queues=")]
+        assert all("big" not in q for q in queues), name
+    assert big["environment"] == services()["worker"]["environment"]
+
+
 def _depends(name: str) -> dict[str, str]:
     return {dep: spec["condition"] for dep, spec in services()[name]["depends_on"].items()}
 
@@ -166,7 +189,7 @@ def _depends(name: str) -> dict[str, str]:
 def test_start_order() -> None:
     assert _depends("minio-init") == {"minio": "service_healthy"}
     assert _depends("migrate") == {"postgres": "service_healthy"}
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "worker-big"):
         assert _depends(name) == {
             "postgres": "service_healthy",
             "redis": "service_healthy",

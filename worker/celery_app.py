@@ -1,4 +1,7 @@
-"""The worker's Celery app: ``celery -A worker.celery_app worker -Q interactive,batch,maintenance``.
+"""The worker's Celery app: ``celery -A worker.celery_app worker -Q interactive,batch,maintenance``,
+and ``celery -A worker.celery_app worker -Q big --concurrency=1`` for the pairs above
+``worker.big_image_pixels`` (``core.services.routing``), so they run one at a time and never
+occupy the comparison workers.
 
 The app comes from :func:`core.services.jobqueue.make_celery_app` (the same configuration the
 API produces with); this module adds what only the worker needs:

@@ -58,6 +58,7 @@ def create_batch(
         webhook_url=body.webhook_url,
         allowed_networks=webhook_networks(settings),
         max_pairs=settings.limits.max_batch_pairs,
+        big_image_pixels=settings.worker.big_image_pixels,
     )
     base = settings.api.public_base_url
     outcome = BatchOut.from_batch(created.batch, base_url=base)

@@ -104,6 +104,7 @@ def create_comparison(
         metadata=submission.metadata,
         webhook_url=submission.webhook_url,
         allowed_networks=webhook_networks(settings),
+        big_image_pixels=settings.worker.big_image_pixels,
     )
     out = ComparisonOut.from_comparison(comparison, base_url=settings.api.public_base_url)
     response.headers["Location"] = out.links.self_

@@ -143,6 +143,8 @@ class ComparisonQueue(enum.StrEnum):
 
     INTERACTIVE = "interactive"
     BATCH = "batch"
+    BIG = "big"
+    """Pairs above ``worker.big_image_pixels`` (``core.services.routing``), single or batch."""
 
 
 class ComparisonState(enum.StrEnum):

@@ -20,10 +20,9 @@ import structlog
 import tenacity
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import DEFAULT_PAGE_SIZE, LimitsSettings
+from core.config import DEFAULT_BIG_IMAGE_PIXELS, DEFAULT_PAGE_SIZE, LimitsSettings
 from core.db.models import (
     Comparison,
-    ComparisonQueue,
     ComparisonState,
     Image,
     ImageStatus,
@@ -53,6 +52,7 @@ from core.services.heartbeat import Heartbeat
 from core.services.jobqueue import JobQueue
 from core.services.lifecycle import AfterCommit, Claim, mark_unsent
 from core.services.options import ComparisonOptions, engine_options, parse_options
+from core.services.routing import choose_queue, pair_pixels
 from core.services.webhooks.guard import check_ad_hoc_url
 from core.services.webhooks.outbox import DeliveryClaim
 from core.storage import ObjectNotFound, ObjectStore
@@ -95,13 +95,14 @@ def _is_int(value: Any) -> bool:
 
 def _ready_images(
     session: Session, tenant_id: uuid.UUID, image_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, ImageStatus]:
+) -> dict[uuid.UUID, tuple[ImageStatus, int | None, int | None]]:
+    """Status, width and height of each of the tenant's images among ``image_ids``."""
     rows = session.execute(
-        sa.select(Image.id, Image.status).where(
+        sa.select(Image.id, Image.status, Image.width, Image.height).where(
             Image.tenant_id == tenant_id, Image.id.in_(image_ids)
         )
     ).all()
-    return {row.id: row.status for row in rows}
+    return {row.id: (row.status, row.width, row.height) for row in rows}
 
 
 def create_comparison(
@@ -115,8 +116,11 @@ def create_comparison(
     metadata: dict[str, Any] | None,
     webhook_url: str | None,
     allowed_networks: Sequence[IPNetwork] = (),
+    big_image_pixels: int = DEFAULT_BIG_IMAGE_PIXELS,
 ) -> Comparison:
-    """Write a ``queued`` comparison on the interactive queue, COMMIT, then enqueue it.
+    """Write a ``queued`` comparison on the interactive queue (``big`` when the larger image
+    has more than ``big_image_pixels`` pixels: ``core.services.routing``), COMMIT, then
+    enqueue it.
 
     Both images must be the tenant's ``ready`` images (``NotFound`` / ``Conflict``). If the
     broker is down the row stays ``queued`` (the sweeper re-sends it) and this still succeeds.
@@ -131,15 +135,20 @@ def create_comparison(
     with map_db_errors("create comparison"):
         statuses = _ready_images(session, tenant_id, [image_a_id, image_b_id])
         for name, image_id in (("a", image_a_id), ("b", image_b_id)):
-            status = statuses.get(image_id)
-            if status is None:
+            found = statuses.get(image_id)
+            if found is None:
                 session.commit()
                 raise NotFound(f"image {name} ({image_id}) not found")
-            if status is not ImageStatus.READY:
+            if found[0] is not ImageStatus.READY:
                 session.commit()
                 raise Conflict(
                     f"image {name} ({image_id}) is not finalised yet", code="image_not_ready"
                 )
+        target = choose_queue(
+            in_batch=False,
+            pixels=pair_pixels(*(statuses[i][1:] for i in (image_a_id, image_b_id))),
+            big_image_pixels=big_image_pixels,
+        )
         now = utcnow()
         comparison = Comparison(
             id=uuid.uuid4(),
@@ -149,7 +158,7 @@ def create_comparison(
             options=normalised,
             client_metadata=metadata,
             webhook_url=webhook_url,
-            queue=ComparisonQueue.INTERACTIVE,
+            queue=target,
             state=ComparisonState.QUEUED,
             attempt=0,
             crash_count=0,
@@ -160,7 +169,7 @@ def create_comparison(
         session.add(comparison)
         session.commit()
     try:
-        queue.enqueue_comparison(comparison.id, ComparisonQueue.INTERACTIVE)
+        queue.enqueue_comparison(comparison.id, target)
     except Unavailable as exc:
         log.warning("comparison.enqueue_failed", comparison_id=str(comparison.id), error=str(exc))
         mark_unsent(session, [comparison.id])

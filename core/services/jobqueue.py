@@ -7,9 +7,14 @@ queues and reliability settings.
 
 Interactive before batch
 ------------------------
-Three queues: ``interactive`` (single comparisons), ``batch`` and ``maintenance`` (the sweeper
-and the fan-out of large batches, ``diffall.batches.enqueue``).
-A worker consumes all three (``-Q interactive,batch,maintenance``) and, with
+Four queues: ``interactive`` (single comparisons), ``batch``, ``maintenance`` (the sweeper
+and the fan-out of large batches, ``diffall.batches.enqueue``) and ``big`` (pairs above
+``worker.big_image_pixels``, single or batch: ``core.services.routing``).
+``big`` has a worker of its own, of concurrency 1 (``diffall serve``'s ``big`` child,
+compose's ``worker-big``): big jobs run one at a time and never take a process of the
+interactive workers, so an interactive comparison waits at most for the engine runs already
+under way on those workers, never for a big job.
+A comparison worker consumes the other three (``-Q interactive,batch,maintenance``) and, with
 ``worker_prefetch_multiplier=1`` and late acks, only fetches a message when one of its pool
 processes is free. Which message it fetches then is decided by the broker:
 
@@ -45,6 +50,7 @@ from core.services.errors import Unavailable
 from core.services.tasknames import (
     ENQUEUE_BATCH,
     QUEUE_BATCH,
+    QUEUE_BIG,
     QUEUE_INTERACTIVE,
     QUEUE_MAINTENANCE,
     RECOVER,
@@ -74,6 +80,9 @@ QUEUE_PRIORITY: dict[str, int] = {
     QUEUE_INTERACTIVE: 0,
     QUEUE_MAINTENANCE: 3,
     QUEUE_BATCH: 6,
+    # Its own worker consumes nothing else: the priority only orders it should a worker be
+    # given ``-Q big`` with other queues (then it waits like batch work).
+    QUEUE_BIG: 6,
 }
 #: Priority steps of the Redis transport: one list per queue and step.
 PRIORITY_STEPS: list[int] = [0, 3, 6, 9]
@@ -216,7 +225,7 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
     worker = settings.worker
     queues = [
         Queue(q, Exchange(q, type="direct"), routing_key=q)
-        for q in (QUEUE_INTERACTIVE, QUEUE_BATCH, QUEUE_MAINTENANCE)
+        for q in (QUEUE_INTERACTIVE, QUEUE_BATCH, QUEUE_MAINTENANCE, QUEUE_BIG)
     ]
     app = Celery(name, broker=broker_url, set_as_current=False)
     app.conf.update(

@@ -624,16 +624,16 @@ def requeue(
 
 def mark_sent(
     session: Session, *, batch_id: uuid.UUID, now: datetime | None = None
-) -> list[uuid.UUID]:
-    """Stamp ``enqueued_at`` of every ``queued`` comparison of a batch; returns their ids in
-    submission order (the caller sends them)."""
-    ids = list(
-        session.scalars(
-            sa.select(Comparison.id)
-            .where(Comparison.batch_id == batch_id, Comparison.state == ComparisonState.QUEUED)
-            .order_by(Comparison.created_at, Comparison.id)
-        )
-    )
+) -> dict[ComparisonQueue, list[uuid.UUID]]:
+    """Stamp ``enqueued_at`` of every ``queued`` comparison of a batch; returns their ids by
+    the queue stored on each row, in submission order (the caller sends them)."""
+    ids: dict[ComparisonQueue, list[uuid.UUID]] = {}
+    for row in session.execute(
+        sa.select(Comparison.id, Comparison.queue)
+        .where(Comparison.batch_id == batch_id, Comparison.state == ComparisonState.QUEUED)
+        .order_by(Comparison.created_at, Comparison.id)
+    ):
+        ids.setdefault(row.queue, []).append(row.id)
     session.execute(
         sa.update(Comparison)
         .where(Comparison.batch_id == batch_id, Comparison.state == ComparisonState.QUEUED)

@@ -25,5 +25,9 @@ WEBHOOK_DELIVER = "diffall.webhooks.deliver"
 QUEUE_INTERACTIVE = "interactive"
 #: Queue of comparisons submitted in batches.
 QUEUE_BATCH = "batch"
+#: Queue of comparisons whose larger image exceeds ``worker.big_image_pixels`` (single or
+#: batch): served by a worker of its own, one job at a time, so a big job never occupies the
+#: interactive workers.
+QUEUE_BIG = "big"
 #: Queue of housekeeping tasks (the sweeper, the webhook dispatcher and deliveries).
 QUEUE_MAINTENANCE = "maintenance"

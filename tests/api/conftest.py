@@ -20,7 +20,7 @@ import redis
 
 from api.main import create_app
 from api.ratelimit import AUTH_FAILURE_PREFIX, REDIS_PREFIX
-from core.config import StorageSettings
+from core.config import StorageSettings, WorkerSettings
 from core.storage import S3ObjectStore
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
 from tests.support.api import Api, ApiFactory, TestClient, make_settings
@@ -78,7 +78,7 @@ def s3_bucket_factory(s3_endpoint: str) -> Callable[[], str]:
 
 @pytest.fixture
 def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
-    """Build and start apps: ``make_api(database_url, storage=..., **limits)``.
+    """Build and start apps: ``make_api(database_url, storage=..., worker=..., **limits)``.
 
     The database is migrated first; every app is shut down at the end of the test.
     """
@@ -86,7 +86,13 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
     number = redis_db.connection_pool.connection_kwargs["db"]
     broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
 
-    def factory(database_url: str, *, storage: StorageSettings | None = None, **limits: Any) -> Api:
+    def factory(
+        database_url: str,
+        *,
+        storage: StorageSettings | None = None,
+        worker: WorkerSettings | None = None,
+        **limits: Any,
+    ) -> Api:
         migrate(database_url)
         # Failed-authentication buckets are per client address ("testclient" for every test):
         # each test starts with full ones, as a fresh deployment would.
@@ -98,6 +104,7 @@ def make_api(tmp_path: Path, redis_db: redis.Redis) -> Iterator[ApiFactory]:
             database_url=database_url,
             broker_url=broker_url,
             storage=storage,
+            worker=worker,
             **limits,
         )
         app = create_app(settings)

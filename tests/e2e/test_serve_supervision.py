@@ -116,6 +116,7 @@ def test_serve_survives_beat_ticks_kills_and_error_paths(tmp_path: Path) -> None
         markers = (
             "--hostname=diffall-serve-worker",
             "--hostname=diffall-serve-hooks",  # the webhook delivery worker
+            "--hostname=diffall-serve-big",  # the worker of the big queue
             "beat --schedule",
             "redis-server",
             "uvicorn",
@@ -133,7 +134,7 @@ def test_serve_survives_beat_ticks_kills_and_error_paths(tmp_path: Path) -> None
             assert again["state"] == "succeeded", (marker, again)
         log = serve.log_path.read_text(errors="replace")
         assert log.count("restarting it") == len(markers), log
-        for name in ("worker", "hooks", "beat", "broker", "api"):
+        for name in ("worker", "hooks", "big", "beat", "broker", "api"):
             assert f"{name} restarted" in log
 
         # Error paths, each carrying the real key somewhere a careless log would copy it.

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
-from core.config import LimitsSettings, Settings, StorageSettings
+from core.config import LimitsSettings, Settings, StorageSettings, WorkerSettings
 from core.services import keys
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
 
@@ -99,6 +99,7 @@ def make_settings(
     database_url: str,
     broker_url: str,
     storage: StorageSettings | None = None,
+    worker: WorkerSettings | None = None,
     **limits: Any,
 ) -> Settings:
     """Settings for one test app (explicit values; the environment cannot change them)."""
@@ -109,6 +110,7 @@ def make_settings(
         broker_url=broker_url,
         storage=storage or StorageSettings(backend="local"),
         limits=LimitsSettings(**limits),
+        worker=worker or WorkerSettings(),
     )
 
 

@@ -23,6 +23,8 @@ from tests.support.processes import ROOT, python_argv, service_env, start
 
 #: Seconds a worker may take to start (imports, broker connection).
 START_TIMEOUT_S = 60.0
+#: Queues of a comparison worker (the ``big`` queue has a worker of its own).
+WORKER_QUEUES = "interactive,batch,maintenance"
 
 
 @dataclass
@@ -88,7 +90,13 @@ def _children(pid: int) -> list[int]:
 class WorkerProcess:
     """One ``celery worker`` subprocess (prefork, one child) in its own process group."""
 
-    def __init__(self, variables: dict[str, str], log_path: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        variables: dict[str, str],
+        log_path: Path,
+        *extra: str,
+        queues: str = WORKER_QUEUES,
+    ) -> None:
         env = service_env(variables)
         env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_path
@@ -105,7 +113,7 @@ class WorkerProcess:
                 "-c",
                 "1",
                 "-Q",
-                "interactive,batch,maintenance",
+                queues,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -154,6 +162,8 @@ class WorkerProcess:
         self.service.kill()
 
 
-def new_worker(env: WorkerEnv, name: str, *extra: str) -> WorkerProcess:
-    """Start a worker for ``env`` (the caller stops it in ``finally``)."""
-    return WorkerProcess(env.variables, env.log_dir / f"{name}.log", *extra)
+def new_worker(
+    env: WorkerEnv, name: str, *extra: str, queues: str = WORKER_QUEUES
+) -> WorkerProcess:
+    """Start a worker for ``env`` on ``queues`` (the caller stops it in ``finally``)."""
+    return WorkerProcess(env.variables, env.log_dir / f"{name}.log", *extra, queues=queues)

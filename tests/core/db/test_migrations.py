@@ -41,7 +41,7 @@ def _diff(url: str, metadata: sa.MetaData) -> list[object]:
 
 def test_single_linear_history() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    assert script.get_heads() == ["0007"]
+    assert script.get_heads() == ["0008"]
     assert [rev.revision for rev in script.walk_revisions()][-1] == "0001"
 
 
@@ -110,7 +110,7 @@ def test_alembic_command_line_check(empty_database_url: str, tmp_path: Path) -> 
             [*alembic, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
-    assert "0007 (head)" in done.stdout
+    assert "0008 (head)" in done.stdout
 
 
 def test_check_fails_on_unmigrated_database(empty_database_url: str) -> None:

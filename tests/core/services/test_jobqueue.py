@@ -24,6 +24,7 @@ from core.services.jobqueue import (
 )
 from core.services.tasknames import (
     QUEUE_BATCH,
+    QUEUE_BIG,
     QUEUE_INTERACTIVE,
     QUEUE_MAINTENANCE,
     RUN_COMPARISON,
@@ -47,7 +48,14 @@ def test_reliability_settings(tmp_path: Path) -> None:
     assert conf.task_ignore_result and conf.result_backend is None
     assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
     assert conf.broker_connection_retry_on_startup
-    assert {q.name for q in conf.task_queues} == {QUEUE_INTERACTIVE, QUEUE_BATCH, QUEUE_MAINTENANCE}
+    assert {q.name for q in conf.task_queues} == {
+        QUEUE_INTERACTIVE,
+        QUEUE_BATCH,
+        QUEUE_MAINTENANCE,
+        QUEUE_BIG,
+    }
+    # Every queue of a comparison has its broker priority.
+    assert {q.value for q in ComparisonQueue} <= set(QUEUE_PRIORITY)
     # The beat schedule is the worker's (tests/worker/test_schedule.py).
     assert not conf.beat_schedule
     # Interactive first, then the sweeper, then batches (Redis serves priority 0 first).

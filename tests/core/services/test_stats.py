@@ -55,7 +55,7 @@ def test_counts_failures_and_stage_quantiles(sessions, local_store: LocalObjectS
             )
     with sessions() as session:
         stats = job_stats(session, failure_window_s=3600)
-    assert stats.queued == {"interactive": 1, "batch": 2}
+    assert stats.queued == {"interactive": 1, "batch": 2, "big": 0}
     assert stats.running == 1
     assert stats.failures == {"corrupt_image": 1}
     assert stats.stage_seconds["total"]["0.5"] == pytest.approx(0.2)
@@ -66,5 +66,5 @@ def test_counts_failures_and_stage_quantiles(sessions, local_store: LocalObjectS
 def test_empty_database(sessions) -> None:
     with sessions() as session:
         stats = job_stats(session, failure_window_s=60)
-    assert stats.queued == {"interactive": 0, "batch": 0}
+    assert stats.queued == {"interactive": 0, "batch": 0, "big": 0}
     assert stats.running == 0 and stats.failures == {} and stats.stage_seconds == {}

@@ -33,12 +33,21 @@ from core.imaging.findings import (
 )
 from core.imaging.heatmap import render_heatmap, render_preview
 from core.imaging.metrics import histogram_similarity, psnr, ssim
-from core.imaging.noise import antialiased_mask, resampled_mask
+from core.imaging.noise import antialiased_masks, resampled_mask
 from core.imaging.options import CompareOptions, Rect
 from core.imaging.parallel import parallel_map
-from core.imaging.regions import Region, find_regions, significant_regions
+from core.imaging.regions import (
+    MERGE_GAP_KERNELS,
+    Region,
+    box_gap,
+    closing_kernel_size,
+    find_regions,
+    merge_nearby,
+    significant_regions,
+)
 from core.imaging.result import CompareResult
 from core.imaging.verdict import (
+    IDENTICAL_MAX_CHANGED,
     IDENTICAL_MIN_SSIM,
     LOCAL_MAX_EXTENT,
     THUMB_SIDE,
@@ -75,6 +84,16 @@ _FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
 #: Pairs of at least this many pixels are measured band by band (``banded``): same results,
 #: no whole-image temporaries; the heatmap and preview are then encoded in the same pass.
 BANDED_MIN_PIXELS = 4_000_000
+#: A significant region takes the extent of the edge-test region it lies in (``_whole_extents``)
+#: when that region's box is at most this many times the box of the regions inside it.
+EXTENT_GROWTH = 4.0
+#: The rendering floor (``_rendering_floor``) is estimated only when rendering noise dominates:
+#: at least this share of the compared pixels anti-aliased ...
+RENDER_MIN_NOISE = 0.01
+#: ... and at least this many times the pixels still changed.
+RENDER_NOISE_DOMINANCE = 3.0
+#: The sub-pixel offset (px, along both axes) of the rendering floor's copy of A.
+RENDER_SHIFT_PX = 0.25
 
 
 @dataclass
@@ -429,14 +448,16 @@ def _measure(
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
         counted = valid
         antialiased = 0
-        noise = None
+        noise = edges = None
         if antialiasing:
             over = diff > threshold
             if valid is not None:
                 over &= valid
-            noise = antialiased_mask(pa, pb, over, threshold=threshold)
+            noise, edges = antialiased_masks(pa, pb, over, threshold=threshold)
             if resampled_a is not None:
-                noise |= resampled_mask(pb, resampled_a, over, threshold=threshold)
+                resampled = resampled_mask(pb, resampled_a, over, threshold=threshold)
+                noise |= resampled
+                edges |= resampled
             antialiased = int(np.count_nonzero(noise))
             if antialiased:
                 counted = ~noise if valid is None else valid & ~noise
@@ -448,12 +469,19 @@ def _measure(
             if valid is not None:
                 evidence &= valid
             regions = significant_regions(found, evidence, valid)
+            if regions and noise is not None and edges is not None and antialiased:
+                regions = _whole_extents(regions, diff, threshold, valid, edges)
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
             regions = _stand_out(regions, s.score, compared, tolerance)
         nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
         correlation = _correlation(pa, pb, _without(valid, regions, diff.shape))
     with timer.stage("findings"):
         filters = pixel_findings(pa, pb, valid) if nonzero else []
+    floor = None
+    if resampled_a is None and not regions and compared:
+        floor = _rendering_floor(
+            pa, s.score, changed / compared, antialiased / compared, valid, data_range
+        )
     return _Measurement(
         ssim=s.score,
         luminance=s.luminance,
@@ -476,7 +504,93 @@ def _measure(
         preview_png=None if banded is None else banded.preview_png,
         antialiased=noise if antialiased else None,
         tolerance_level=threshold,
+        ssim_floor=floor,
     )
+
+
+def _whole_extents(
+    regions: list[Region],
+    diff: np.ndarray,
+    threshold: int,
+    valid: np.ndarray | None,
+    edges: np.ndarray,
+) -> list[Region]:
+    """The significant regions grown to the extent of the edge-test regions they meet.
+
+    Significance is decided on the pixels no noise test explains; but the moved-edge test
+    (``noise.SHIFT_SHARE``) also explains the rims and thin strokes of a replaced word, which
+    shrinks it or splits it into fragments smaller than the word. Each significant region is
+    replaced by the union of the regions of the changed pixels the edge test alone leaves
+    (``edges``: stricter) that overlap its box, unless that union's box is over
+    ``EXTENT_GROWTH`` times the region's own (a whole re-rendered text block around a small
+    edit). The union grows on to the strict regions within the merge gap of it (the other
+    words of a changed line), and the grown regions are merged as ``significant_regions`` does.
+    """
+    counted = ~edges if valid is None else valid & ~edges
+    strict, _ = find_regions(diff, threshold=threshold, valid=counted)
+    gap = MERGE_GAP_KERNELS * closing_kernel_size(diff.shape[0], diff.shape[1])
+    everything = max(diff.shape)
+    out: list[Region] = []
+    for region in regions:
+        limit = EXTENT_GROWTH * region.width * region.height
+        kept, meeting = region, [whole for whole in strict if _overlap(region, whole)]
+        while meeting:  # the strict regions it overlaps, then those within the merge gap
+            grown = merge_nearby(meeting, everything)[0]
+            if grown.width * grown.height > limit:
+                break  # keep the last extent within the limit
+            kept = grown
+            more = [w for w in strict if w not in meeting and box_gap(grown, w) <= gap]
+            if not more:
+                break
+            meeting += more
+        out.append(kept)
+    return merge_nearby(out, gap)
+
+
+def _overlap(a: Region, b: Region) -> bool:
+    return (
+        a.x < b.x + b.width
+        and b.x < a.x + a.width
+        and a.y < b.y + b.height
+        and b.y < a.y + a.height
+    )
+
+
+def _rendering_floor(
+    pa: np.ndarray,
+    score: float,
+    changed_ratio: float,
+    noise_ratio: float,
+    valid: np.ndarray | None,
+    data_range: int,
+) -> float | None:
+    """SSIM of A against A moved by ``RENDER_SHIFT_PX`` px (bilinear): what rendering the same
+    content a fraction of a pixel away costs (another glyph positioning, device scale or
+    transform), the floor below which an otherwise unchanged re-rendered page cannot go.
+
+    Estimated only where it can decide the verdict: no significant region, few pixels still
+    changed, SSIM below ``IDENTICAL_MIN_SSIM``, and rendering noise dominating the changed
+    pixels (``RENDER_MIN_NOISE``, ``RENDER_NOISE_DOMINANCE``); else None.
+    """
+    if (
+        score >= IDENTICAL_MIN_SSIM
+        or changed_ratio > IDENTICAL_MAX_CHANGED
+        or noise_ratio < RENDER_MIN_NOISE
+        or noise_ratio < RENDER_NOISE_DOMINANCE * changed_ratio
+    ):
+        return None
+    shift = np.array([[1.0, 0.0, RENDER_SHIFT_PX], [0.0, 1.0, RENDER_SHIFT_PX]], np.float32)
+    moved = cv2.warpAffine(
+        pa,
+        shift,
+        (pa.shape[1], pa.shape[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    moved = np.asarray(moved)
+    if moved.ndim < pa.ndim:
+        moved = moved[..., None]
+    return ssim(pa, moved, data_range=data_range, mask=valid, keep_map=False).score
 
 
 def _classify(

@@ -280,7 +280,7 @@ def merge_nearby(regions: list[Region], gap: int) -> list[Region]:
         changed = False
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
-                if _gap(merged[i], merged[j]) <= gap:
+                if box_gap(merged[i], merged[j]) <= gap:
                     merged[i] = _union(merged[i], merged[j])
                     del merged[j]
                     changed = True
@@ -291,7 +291,8 @@ def merge_nearby(regions: list[Region], gap: int) -> list[Region]:
     return merged
 
 
-def _gap(a: Region, b: Region) -> int:
+def box_gap(a: Region, b: Region) -> int:
+    """Pixels between the two boxes (the larger of the x and y gaps; 0 when they touch)."""
     gx = max(b.x - (a.x + a.width), a.x - (b.x + b.width), 0)
     gy = max(b.y - (a.y + a.height), a.y - (b.y + b.height), 0)
     return max(gx, gy)

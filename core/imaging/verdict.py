@@ -14,7 +14,9 @@ identical          no compared pixel differs; or no significant region (``region
                    changes) and SSIM at least IDENTICAL_MIN_SSIM, or, for an aligned pair, at
                    least the resampling floor minus FLOOR_MARGIN (``ssim_floor``: SSIM of A
                    against A resampled there and back with the same transform, so an aligned
-                   but otherwise untouched copy is identical)
+                   but otherwise untouched copy is identical; for an unaligned pair whose
+                   differences are mostly rendering noise, SSIM of A against A moved a
+                   quarter pixel, so a page rendered again is identical)
 localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTENT of the
                    image, with at most LOCAL_MAX_SPREAD of the pixels changed outside them,
                    on a pair that shows the same picture (``content_correlation`` >=
@@ -81,7 +83,8 @@ class VerdictInputs:
     regions: Sequence[Region]
     alignment: Alignment
     content_correlation: float
-    #: SSIM of A against A resampled with the alignment's transform and back, or None.
+    #: SSIM of A against A resampled with the alignment's transform and back, or (unaligned
+    #: pairs dominated by rendering noise) against A moved a quarter pixel; else None.
     ssim_floor: float | None = None
     #: Kinds of the pixel findings (``findings.pixel_findings``): blur, tone, colour ...
     filters: Sequence[str] = ()

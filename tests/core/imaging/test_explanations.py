@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.imaging import CompareOptions, compare
 from core.imaging.findings import jpeg_info
-from core.imaging.noise import antialiased_mask
+from core.imaging.noise import SHIFT_SHARE, antialiased_mask, antialiased_masks
 from core.imaging.regions import Region, merge_nearby, significant_regions
 from tests.support.images import jpeg, paste_patch, photo, png
 
@@ -106,6 +106,54 @@ def test_antialiased_mask_explains_a_softer_edge_but_not_a_patch() -> None:
     assert not mask[5:12, 5:12].any()
     assert mask[:, 19:21].mean() > 0.9
     assert not (mask & ~changed).any()
+
+
+def test_a_stroke_moved_a_third_of_a_pixel_is_noise_but_ink_turned_to_paper_is_not() -> None:
+    a = np.full((30, 60, 3), 255, np.uint8)
+    a[:, 10:12] = 0  # a two-pixel vertical stroke
+    a[:, 40:42] = 0  # another one
+    b = a.copy()
+    # The first stroke rendered a third of a pixel to the right: its left pixel lightens and the
+    # paper on its right darkens by a third of the contrast. Both stay the darkest (brightest)
+    # tone of their own neighbourhood, so only the moved-edge test explains them.
+    b[:, 10], b[:, 12] = 85, 170
+    # The second stroke is gone (ink turned to paper): the whole contrast changed.
+    b[:, 40:42] = 255
+    changed = np.abs(a.astype(np.int16) - b).max(axis=2) > 25
+    masks = antialiased_masks(a, b, changed, threshold=25)
+    assert masks.all[:, 10].all() and masks.all[:, 12].all()
+    assert not masks.edges[:, 10].any() and not masks.edges[:, 12].any()
+    assert not masks.all[:, 40:42].any()
+    assert not (masks.all & ~changed).any() and not (masks.edges & ~masks.all).any()
+    # The share is what separates them: a third of the contrast passes, the whole does not.
+    assert 1 / 3 <= SHIFT_SHARE < 1.0
+
+
+def _offset(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``img`` resampled (bilinear) ``dx``, ``dy`` px away: a page rendered a fraction off."""
+    shift = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+    size = (img.shape[1], img.shape[0])
+    return cv2.warpAffine(img, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_a_page_rendered_a_third_of_a_pixel_off_is_identical_above_its_rendering_floor() -> None:
+    a = _page(LINES, Image.Resampling.LANCZOS)
+    b = _offset(a, 0.33, 0.25)
+    d = compare(png(a), png(b), NO_PREVIEW).to_dict()
+    # Every glyph edge was re-rasterised: SSIM is well under the 99 % a re-save keeps ...
+    assert d["ssim"] < 0.99
+    # ... but no lower than A moved by a quarter pixel (the rendering floor) allows.
+    assert d["ssim_floor"] is not None and d["ssim"] >= d["ssim_floor"] - 0.01
+    assert d["verdict"] == "identical", d["summary"]
+    assert d["regions"] == [] and d["antialiased_ratio"] > d["changed_ratio"]
+
+
+def test_a_blurred_photo_gets_no_rendering_floor() -> None:
+    a = photo(320, 240, name="astronaut", seed=2)
+    b = cv2.GaussianBlur(a, (0, 0), 1.2)
+    d = compare(png(a), png(b), NO_PREVIEW).to_dict()
+    assert d["verdict"] == "global_change", d["summary"]
+    assert d["ssim_floor"] is None  # a blur is not rendering noise: no floor is estimated
 
 
 # Resampling floor, flips, misregistration ---------------------------------------------------

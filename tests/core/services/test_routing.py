@@ -79,13 +79,13 @@ def pairs(
     return {"at": (a, b), "above": (a, wide)}
 
 
-def test_single_comparisons_above_the_threshold_go_to_big(
+def _create_each(
     sessions: SessionFactory,
-    tenant: Tenant,
     queue: CeleryJobQueue,
-    redis_client: redis.Redis,
+    tenant: Tenant,
     pairs: dict[str, tuple[uuid.UUID, uuid.UUID]],
-) -> None:
+) -> dict[str, uuid.UUID]:
+    """One single comparison per pair (routed with ``THRESHOLD``): its id by the pair's name."""
     created = {}
     for name, (a, b) in pairs.items():
         with sessions() as session:
@@ -100,6 +100,17 @@ def test_single_comparisons_above_the_threshold_go_to_big(
                 webhook_url=None,
                 big_image_pixels=THRESHOLD,
             ).id
+    return created
+
+
+def test_single_comparisons_above_the_threshold_go_to_big(
+    sessions: SessionFactory,
+    tenant: Tenant,
+    queue: CeleryJobQueue,
+    redis_client: redis.Redis,
+    pairs: dict[str, tuple[uuid.UUID, uuid.UUID]],
+) -> None:
+    created = _create_each(sessions, queue, tenant, pairs)
     assert _queue_of(sessions, created["at"]) is ComparisonQueue.INTERACTIVE
     assert _queue_of(sessions, created["above"]) is ComparisonQueue.BIG
     assert _sent(redis_client, QUEUE_INTERACTIVE) == [str(created["at"])]
@@ -169,20 +180,7 @@ def test_the_sweeper_resends_big_jobs_to_big(
     redis_client: redis.Redis,
     pairs: dict[str, tuple[uuid.UUID, uuid.UUID]],
 ) -> None:
-    created = {}
-    for name, (a, b) in pairs.items():
-        with sessions() as session:
-            created[name] = comparisons.create_comparison(
-                session,
-                queue,
-                tenant_id=tenant.id,
-                image_a_id=a,
-                image_b_id=b,
-                options=None,
-                metadata=None,
-                webhook_url=None,
-                big_image_pixels=THRESHOLD,
-            ).id
+    created = _create_each(sessions, queue, tenant, pairs)
     _lose_messages(redis_client)
     with sessions() as session:
         session.execute(

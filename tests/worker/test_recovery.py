@@ -12,9 +12,10 @@ from functools import cache
 from core.config import LimitsSettings
 from core.db.models import Comparison, ComparisonState
 from core.services import comparisons, images
+from core.services.tasknames import QUEUE_BIG
 from tests.support.images import jpeg, photo
 from tests.support.tenants import make_tenant
-from tests.support.workers import WorkerEnv, WorkerProcess, new_worker
+from tests.support.workers import WORKER_QUEUES, WorkerEnv, WorkerProcess, new_worker
 
 #: The bound the issue sets: a dead worker's job is taken back within 30 s.
 RECOVERY_BOUND_S = 30.0
@@ -127,7 +128,11 @@ def test_a_live_worker_keeps_its_job_through_many_recovery_passes(
 def test_the_soft_time_limit_fails_the_job_with_its_code(redis_worker_env: WorkerEnv) -> None:
     env = redis_worker_env
     limited = {**env.variables, "DIFFALL_WORKER__SOFT_TIME_LIMIT_S": "1"}
-    worker = WorkerProcess(limited, env.log_dir / "time-limit.log")
+    # The slower pair (24 MP) is above the big-image threshold: this worker takes the big queue
+    # too, as a single worker of a small deployment would.
+    worker = WorkerProcess(
+        limited, env.log_dir / "time-limit.log", queues=f"{WORKER_QUEUES},{QUEUE_BIG}"
+    )
     try:
         # A small job first: the pool process's first task also imports the database driver,
         # which a 1 s limit would interrupt before any job is claimed.

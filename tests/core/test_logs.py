@@ -16,6 +16,9 @@ from core import logs
 def configured() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # An earlier test of this process may have configured the same set-up, whose handler has
+    # since been replaced: configure afresh, not "unchanged, nothing to do".
+    logs._configured = None
     logs.configure_logging(level="INFO", json=True)
     yield
     for handler in list(root.handlers):

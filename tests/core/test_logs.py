@@ -29,7 +29,7 @@ structlog.get_logger("api").info("signed_in", note="Bearer dfa_abcdefghijklmnop"
 """
 
 
-def _stderr_lines(*, level: str, background: bool) -> list[dict[str, object]]:
+def _stderr_lines(*, level: str, background: bool) -> list[dict[str, str]]:
     script = textwrap.dedent(_LOG_LINES).format(level=level, background=background)
     done = subprocess.run(
         [sys.executable, "-c", script],

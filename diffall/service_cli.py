@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -420,6 +421,24 @@ def _stop_children(children: list[_Child], signals: _Signals, *, grace_s: float)
                 child.process.wait(timeout=5)
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a TCP server could listen on ``host``:``port`` now (nothing listens there).
+
+    The API's uvicorn binds the same way (``SO_REUSEADDR``: a port in TIME_WAIT is free)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # not ours to judge: uvicorn reports a host it cannot resolve
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
+
+
 def _http_ok(url: str) -> Callable[[], bool]:
     """A readiness check: ``GET url`` answers 200 within 2 s."""
 
@@ -575,6 +594,13 @@ def serve_command(
 
     settings = _load_settings()
     configure_logging()  # the supervisor's own log lines: the children's format, redacted
+    if not port_is_free(host, port):
+        # Before anything starts: the API would die at once, five times, and take serve down.
+        _fail(
+            "port_in_use",
+            f"port {port} on {host} is in use: stop what listens there or "
+            "choose another with --port",
+        )
     processes = workers if workers is not None else settings.worker.processes
     url = settings.database_url_resolved
     embedded = _is_sqlite(url)

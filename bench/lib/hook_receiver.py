@@ -57,9 +57,10 @@ class Receiver:
     """A webhook receiver on ``127.0.0.1`` (threaded ``http.server``) that verifies every
     request with ``standardwebhooks`` and records the first arrival of each ``webhook-id``.
 
-    Every request is answered 200 (a bad signature is counted in :attr:`bad_signatures`, not
-    refused, so that it cannot cause retries that would distort the timings). Close it with
-    :meth:`close`.
+    Every request is answered :attr:`answer` (200 unless a test sets another; a bad signature
+    is counted in :attr:`bad_signatures`, not refused, so that it cannot cause retries that
+    would distort the timings). :meth:`go_down` and :meth:`come_up` stop and restart listening
+    on the same port. Close it with :meth:`close`.
     """
 
     def __init__(self) -> None:
@@ -69,6 +70,14 @@ class Receiver:
         self.by_subject: dict[str, Arrival] = {}
         self.bad_signatures = 0
         self.requests = 0
+        #: Status answered to every request; anything but 2xx is counted in :attr:`refused`,
+        #: not recorded as an arrival (the sender must retry it).
+        self.answer = 200
+        self.refused = 0
+        self.port = 0
+        self._serve()
+
+    def _serve(self) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,9 +86,15 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver._record(at, headers, body)
+                status = receiver.answer
+                if 200 <= status < 300:
+                    receiver._record(at, headers, body)
+                else:
+                    with receiver._lock:
+                        receiver.requests += 1
+                        receiver.refused += 1
                 with contextlib.suppress(OSError):
-                    self.send_response(200)
+                    self.send_response(status)
                     self.send_header("content-length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
@@ -87,7 +102,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.server.request_queue_size = 128
         self.port = int(self.server.server_address[1])
@@ -98,6 +113,14 @@ class Receiver:
             daemon=True,
         )
         self._thread.start()
+
+    def go_down(self) -> None:
+        """Stop listening: connections to the port are refused until :meth:`come_up`."""
+        self.close()
+
+    def come_up(self) -> None:
+        """Listen again, on the same port."""
+        self._serve()
 
     def url(self, path: str = "/hooks") -> str:
         """The URL of ``path`` on this receiver."""

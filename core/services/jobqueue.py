@@ -239,7 +239,11 @@ def make_celery_app(settings: Settings, *, name: str = "diffall") -> Celery:
         worker_prefetch_multiplier=1,
         # Pool size when the command line gives none (compose's worker): worker.processes.
         worker_concurrency=worker.processes,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A lost broker connection (Redis restarted, a network blip) does not stop the jobs
+        # running: they finish and write their result (the database, not the broker, is the
+        # truth; the attempt fences a redelivered copy). Cancelling them left their leases
+        # to expire and counted a crash that never happened (bench/chaos.py, redis_restart).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=worker.soft_time_limit_s,
         task_time_limit=worker.hard_time_limit_s,
         # Postgres is the source of truth: no result backend, nothing stored.

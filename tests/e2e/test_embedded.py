@@ -133,8 +133,9 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert ensure_local_key(settings) == (key, False)
 
 
-def test_a_dying_child_stops_serve_with_an_error(tmp_path: Path) -> None:
-    # The port is taken: the API cannot start, so serve stops the worker and exits non-zero.
+def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path: Path) -> None:
+    # The API could not listen: serve says so at once (exit 2, the port named), instead of
+    # starting the worker and watching the API die five times.
     import socket
 
     with socket.socket() as busy:
@@ -142,22 +143,11 @@ def test_a_dying_child_stops_serve_with_an_error(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         env = service_env({"DIFFALL_DATA_DIR": str(tmp_path / "data")})
-        serve = start(
-            "serve-busy-port",
-            python_argv("-m", "diffall.cli", "serve", f"--port={port}"),
-            env=env,
-            cwd=tmp_path,
-            log_dir=tmp_path / "logs",
-            capture_stdout=True,
-        )
-        try:
-            # 5 quick failures with backoff (0.5 s doubling) and a slow start each on a loaded
-            # machine: allow minutes, not seconds.
-            assert serve.process.wait(timeout=240) == 1, serve.describe()
-            assert "api exited" in serve.log()
-            assert not any("DiffALL is running" in line for line in serve.stdout_lines)
-        finally:
-            serve.stop()
+        code, out, err = run_cli("serve", f"--port={port}", env=env, cwd=tmp_path)
+    assert code == 2, err
+    assert "port_in_use" in err, err
+    assert f"port {port}" in err and out == ""
+    assert not (tmp_path / "data" / "run").exists()  # no child was set up
 
 
 def test_serve_refuses_an_unmigrated_postgres(

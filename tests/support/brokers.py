@@ -1,25 +1,21 @@
 """Redis for the tests: claim a database of one's own (1..15), and read the Celery messages
-waiting in a queue as kombu's Redis transport stores them; a private ``redis-server`` to restart."""
+waiting in a queue as kombu's Redis transport stores them; a private ``redis-server`` to restart
+(:class:`tests.support.servers.PrivateRedis`, re-exported)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
-from tests.support.processes import free_port
+from tests.support.servers import PrivateRedis
 
 __all__ = [
     "REDIS_HOST",
@@ -105,66 +101,6 @@ def redis_messages(client: redis.Redis, queue: str) -> list[Message]:
                 )
             )
     return found
-
-
-class PrivateRedis:
-    """A ``redis-server`` of the test's own on a free loopback port, without persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (Debian package redis-server)")
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the private redis-server did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def restart(self) -> None:
-        """Stop the server (its data is gone: no persistence) and start it on the same port."""
-        self.stop()
-        self.start()
 
 
 def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:

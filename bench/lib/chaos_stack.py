@@ -1,0 +1,287 @@
+"""The production topology on servers of its own, for fault injection (``bench/chaos.py``).
+
+:class:`ChaosStack` starts a private PostgreSQL cluster and a private ``redis-server``
+(``tests/support/servers.py``: the machine's shared ones are never stopped), moto's S3 server,
+the API (uvicorn), one Celery worker (prefork), a beat and a delivery-only worker (threads) as
+in ``docker-compose.yml``, each in its own process group, and makes an API key. Every piece can
+be killed, stopped, frozen and started again; :meth:`ChaosStack.close` removes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.lib.webhook_stack import webhook_worker_argv
+from core.config import ALLOWED_NETWORKS_ENV
+from tests.support.processes import (
+    Service,
+    descendants,
+    free_port,
+    http_ok,
+    port_open,
+    service_env,
+    start,
+    wait_until,
+)
+from tests.support.servers import PrivatePostgres, PrivateRedis
+
+__all__ = ["RETRY_SCHEDULE_S", "ChaosStack"]
+
+#: Credentials and region used against moto's S3 server (it accepts any).
+S3_KEY, S3_SECRET, S3_REGION = "chaos", "chaos-secret", "us-east-1"
+#: Webhook retry schedule of the stack (the default's 5 min second retry would outlast a run;
+#: what is measured is that a failed delivery is retried with its webhook-id, never doubled).
+RETRY_SCHEDULE_S = "0,2,4,8,15,30,60,120"
+
+
+class ChaosStack:
+    """PostgreSQL, Redis, S3, API, worker, beat and delivery worker of their own.
+
+    Parameters
+    ----------
+    workers : int
+        Prefork processes of the worker (>= 1).
+    timeout_s : float
+        Seconds a process may take to start.
+    """
+
+    def __init__(self, *, workers: int = 2, timeout_s: float = 90.0) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.root = Path(tempfile.mkdtemp(prefix="diffall-chaos-"))
+        self.procs: dict[str, Service] = {}
+        self.postgres: PrivatePostgres | None = None
+        self.redis: PrivateRedis | None = None
+        self.database_url = ""
+        self.base_url = ""
+        self.key = ""
+        self.env: dict[str, str] = {}
+        self._starts: dict[str, int] = {}
+        self._frozen: set[str] = set()
+
+    def __enter__(self) -> ChaosStack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every server and process; make an API key; wait until the API answers."""
+        from core.db.session import upgrade_database
+
+        self.postgres = PrivatePostgres()
+        self.database_url = self.postgres.create_database("diffall")
+        upgrade_database(self.database_url)
+        (self.root / "redis").mkdir()
+        self.redis = PrivateRedis(self.root / "redis")
+        s3_port, api_port = free_port(), free_port()
+        s3_url = f"http://127.0.0.1:{s3_port}"
+        self.base_url = f"http://127.0.0.1:{api_port}"
+        bucket = f"chaos-{uuid.uuid4().hex[:12]}"
+        self.env = service_env(
+            {
+                "DIFFALL_ENV": "test",
+                "DIFFALL_DATA_DIR": str(self.root / "data"),
+                "DIFFALL_DATABASE_URL": self.database_url,
+                "DIFFALL_BROKER_URL": self.redis.url,
+                "DIFFALL_STORAGE__BACKEND": "s3",
+                "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
+                "DIFFALL_STORAGE__S3_BUCKET": bucket,
+                "DIFFALL_STORAGE__S3_REGION": S3_REGION,
+                "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
+                "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
+                "DIFFALL_API__PUBLIC_BASE_URL": self.base_url,
+                "DIFFALL_LIMITS__RATE_LIMIT_PER_MINUTE": "1000000",
+                "DIFFALL_WEBHOOKS__RETRY_SCHEDULE_S": RETRY_SCHEDULE_S,
+                ALLOWED_NETWORKS_ENV: "127.0.0.1/32",
+            }
+        )
+        (self.root / "data").mkdir()
+        s3 = self.launch(
+            "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
+        )
+        wait_until(port_open(s3_port), what="moto S3", timeout_s=self.timeout_s, services=[s3])
+        self._create_bucket(s3_url, bucket)
+        self.start_worker()
+        self.launch("beat", self._beat_argv())
+        self._start_celery("deliveries", webhook_worker_argv(threads=4))
+        self.launch(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:create_app",
+                "--factory",
+                "--host=127.0.0.1",
+                f"--port={api_port}",
+                "--log-level=warning",
+            ],
+        )
+        keys = subprocess.run(
+            [sys.executable, "-m", "diffall.cli", "keys", "create", "--tenant", "chaos"],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout_s,
+            check=False,
+        )
+        if keys.returncode != 0 or not keys.stdout.strip():
+            raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
+        self.key = keys.stdout.strip().splitlines()[-1]
+        wait_until(
+            http_ok(f"{self.base_url}/healthz"),
+            what="the API",
+            timeout_s=self.timeout_s,
+            services=list(self.procs.values()),
+        )
+
+    def _create_bucket(self, s3_url: str, bucket: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+        )
+        try:
+            client.create_bucket(Bucket=bucket)
+        finally:
+            client.close()
+
+    def _beat_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app=worker.celery_app",
+            "beat",
+            f"--schedule={self.root / 'data' / 'celerybeat-schedule'}",
+            "--loglevel=INFO",
+        ]
+
+    def _worker_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app=worker.celery_app",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={self.workers}",
+            "--queues=interactive,batch,maintenance",
+            f"--hostname=chaos-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+        ]
+
+    def launch(self, name: str, argv: list[str]) -> Service:
+        """Start ``argv`` as ``name`` (each start of a name gets a log of its own)."""
+        count = self._starts.get(name, 0) + 1
+        self._starts[name] = count
+        label = name if count == 1 else f"{name}-{count}"
+        proc = start(label, argv, env=self.env, cwd=self.root, log_dir=self.root / "logs")
+        self.procs[name] = proc
+        return proc
+
+    def _start_celery(self, name: str, argv: list[str]) -> None:
+        proc = self.launch(name, argv)
+        wait_until(
+            lambda: " ready." in proc.tail(100_000),
+            what=f"the Celery worker {name!r}",
+            timeout_s=self.timeout_s,
+            services=[proc],
+        )
+
+    def start_worker(self) -> None:
+        """Start the job worker and wait until it is ready."""
+        self._start_celery("worker", self._worker_argv())
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def worker_children(self) -> list[int]:
+        """Process ids of the job worker's pool processes."""
+        return sorted(descendants(self.procs["worker"].pid))
+
+    def kill_worker_child(self, pid: int) -> None:
+        """SIGKILL one pool process (the worker's parent replaces it)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the job worker's parent and pool processes at once."""
+        self.procs["worker"].kill()
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the process group of ``name`` (it keeps its sockets, answers nothing)."""
+        os.killpg(self.procs[name].pid, signal.SIGSTOP)
+        self._frozen.add(name)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT the process group of ``name``."""
+        os.killpg(self.procs[name].pid, signal.SIGCONT)
+        self._frozen.discard(name)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def client(self, *, timeout: float = 30.0) -> httpx.Client:
+        """An httpx client on the API with the key."""
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=timeout
+        )
+
+    def describe_failure(self) -> str:
+        """The log tails of every process (for an error message)."""
+        return "\n".join(proc.describe() for proc in self.procs.values())
+
+    def logs(self) -> dict[str, str]:
+        """Every log file of the run, by file name."""
+        folder = self.root / "logs"
+        return {p.name: p.read_text(errors="replace") for p in sorted(folder.glob("*.log"))}
+
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on the stack's database, one connection per use (the server
+        is restarted under it); dispose it."""
+        import sqlalchemy as sa
+
+        return sa.create_engine(self.database_url, poolclass=sa.NullPool)
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every process and server and remove the files."""
+        for name in list(self._frozen):
+            with contextlib.suppress(ProcessLookupError, KeyError):
+                self.thaw(name)
+        for name in ("api", "deliveries", "beat", "worker", "s3"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.close()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -31,29 +31,31 @@ from core.imaging.findings import (
     file_findings,
     pixel_findings,
 )
+from core.imaging.floors import rendering_floor, round_trip
 from core.imaging.heatmap import render_heatmap, render_preview
 from core.imaging.metrics import histogram_similarity, psnr, ssim
+from core.imaging.misregistration import (
+    FLIP_MIN_CORRELATION,
+    FLIP_MIN_GAIN,
+    FLIPS,
+    diagnose,
+    flip_alignment,
+    not_aligned,
+    thumbnail_correlation,
+)
 from core.imaging.noise import antialiased_masks, resampled_mask
 from core.imaging.options import CompareOptions, Rect
 from core.imaging.parallel import parallel_map
 from core.imaging.regions import (
-    MERGE_GAP_KERNELS,
     Region,
-    box_gap,
-    closing_kernel_size,
     find_regions,
-    merge_nearby,
     significant_regions,
 )
 from core.imaging.result import CompareResult
+from core.imaging.significance import stand_out, whole_extents, without_local_regions
 from core.imaging.verdict import (
-    IDENTICAL_MAX_CHANGED,
-    IDENTICAL_MIN_SSIM,
-    LOCAL_MAX_EXTENT,
-    THUMB_SIDE,
     VerdictInputs,
     classify,
-    rest_ssim,
 )
 
 #: Direct verdicts that may be misregistration: only these are tried with alignment (auto mode)
@@ -65,35 +67,11 @@ AUTO_ALIGN_MIN_GAIN = 0.01
 #: An "identical" direct verdict with more anti-aliased pixels than this share may be a
 #: misregistration of about a pixel: it is checked like the suspects above.
 AA_SUSPECT_RATIO = 0.005
-#: A mirrored B is adopted when its thumbnail correlation with A reaches this...
-FLIP_MIN_CORRELATION = 0.95
-#: ... and beats the direct comparison's by this much.
-FLIP_MIN_GAIN = 0.02
 #: At most this many significant regions are classified (the verdict names up to 12).
 MAX_CLASSIFIED_REGIONS = 32
-#: A region is an edit only when its own SSIM is at least this much below the rest's.
-REGION_MIN_SSIM_DROP = 0.15
-#: On a pair with a global residual, a region's mean difference must reach this many tolerances.
-NOISY_MIN_MEAN_DIFF = 2.0
-#: The flips tried: name, and the axes of ``numpy.flip``.
-_FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("horizontal", (1,)),
-    ("vertical", (0,)),
-    ("both", (0, 1)),
-)
 #: Pairs of at least this many pixels are measured band by band (``banded``): same results,
 #: no whole-image temporaries; the heatmap and preview are then encoded in the same pass.
 BANDED_MIN_PIXELS = 4_000_000
-#: A significant region takes the extent of the edge-test region it lies in (``_whole_extents``)
-#: when that region's box is at most this many times the box of the regions inside it.
-EXTENT_GROWTH = 4.0
-#: The rendering floor (``_rendering_floor``) is estimated only when rendering noise dominates:
-#: at least this share of the compared pixels anti-aliased ...
-RENDER_MIN_NOISE = 0.01
-#: ... and at least this many times the pixels still changed.
-RENDER_NOISE_DOMINANCE = 3.0
-#: The sub-pixel offset (px, along both axes) of the rendering floor's copy of A.
-RENDER_SHIFT_PX = 0.25
 
 
 @dataclass
@@ -295,7 +273,7 @@ class _Job:
                 )
                 > 0
             )
-            resampled_a = _round_trip(self.pa, alignment.homography, self.pb.shape[:2])
+            resampled_a = round_trip(self.pa, alignment.homography, self.pb.shape[:2])
         m = _measure(
             self.pa,
             warped,
@@ -317,10 +295,10 @@ class _Job:
         """B mirrored back, when a mirror explains it far better than the direct comparison."""
         if self.pa.shape != self.pb.shape:
             return None
-        direct = _correlation(self.pa, self.pb, None)
+        direct = thumbnail_correlation(self.pa, self.pb, None)
         best: tuple[float, str, tuple[int, ...]] | None = None
-        for name, axes in _FLIPS:
-            score = _correlation(self.pa, np.flip(self.pb, axis=axes), None)
+        for name, axes in FLIPS:
+            score = thumbnail_correlation(self.pa, np.flip(self.pb, axis=axes), None)
             if best is None or score > best[0]:
                 best = (score, name, axes)
         assert best is not None
@@ -328,7 +306,7 @@ class _Job:
         if score < FLIP_MIN_CORRELATION or score < direct + FLIP_MIN_GAIN:
             return None
         flipped = np.ascontiguousarray(np.flip(self.pb, axis=axes))
-        return self.measure(flipped), _flip_alignment(name, self.pa.shape[:2])
+        return self.measure(flipped), flip_alignment(name, self.pa.shape[:2])
 
 
 _Outcome = tuple[_Measurement, Alignment, str, str]
@@ -343,13 +321,13 @@ def _compare_pixel(job: _Job) -> _Outcome:
             f"pixel mode needs equal sizes: A is {width}x{height},"
             f" B is {job.pb.shape[1]}x{job.pb.shape[0]}; use auto or align mode",
         )
-    alignment = _not_aligned("pixel mode never aligns")
+    alignment = not_aligned("pixel mode never aligns")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
     if _suspect(verdict, m):
         with job.timer.stage("align"):
             flipped = job.measure_flipped()
-            detected = flipped[1] if flipped is not None else _diagnose(job.pa, job.pb)
+            detected = flipped[1] if flipped is not None else diagnose(job.pa, job.pb)
         if detected is not None:
             verdict, summary = _classify(m, alignment, detected)
             alignment = replace(detected, applied=False, reason="pixel mode: not applied")
@@ -367,7 +345,7 @@ def _compare_aligned(job: _Job) -> _Outcome:
             ErrorCode.ALIGNMENT_FAILED, f"no trustworthy transform: {alignment.reason}"
         )
     else:
-        alignment = _not_aligned(
+        alignment = not_aligned(
             f"{alignment.reason}; B was resized to A's size to compare what can be compared"
         )
         height, width = job.pa.shape[:2]
@@ -380,7 +358,7 @@ def _compare_aligned(job: _Job) -> _Outcome:
 def _compare_auto(job: _Job) -> _Outcome:
     """Compare directly; align only when the direct verdict suggests misregistration and a
     confident, non-identity transform improves SSIM by at least ``AUTO_ALIGN_MIN_GAIN``."""
-    alignment = _not_aligned("not needed: the direct comparison shows no misregistration")
+    alignment = not_aligned("not needed: the direct comparison shows no misregistration")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
     if not _suspect(verdict, m):
@@ -392,13 +370,13 @@ def _compare_auto(job: _Job) -> _Outcome:
     with job.timer.stage("align"):
         candidate = estimate_alignment(job.pa, job.pb)
     if not candidate.applied or candidate.homography is None:
-        return m, _not_aligned(f"tried: {candidate.reason}"), verdict, summary
+        return m, not_aligned(f"tried: {candidate.reason}"), verdict, summary
     if is_identity(candidate.homography, job.pa.shape[:2]):
-        return m, _not_aligned("tried: the best transform is the identity"), verdict, summary
+        return m, not_aligned("tried: the best transform is the identity"), verdict, summary
     aligned = job.measure_aligned(candidate)
     if aligned.ssim < m.ssim + AUTO_ALIGN_MIN_GAIN:
         reason = "tried: aligning did not improve the comparison"
-        return m, _not_aligned(reason), verdict, summary
+        return m, not_aligned(reason), verdict, summary
     return (aligned, candidate, *_classify(aligned, candidate))
 
 
@@ -470,16 +448,18 @@ def _measure(
                 evidence &= valid
             regions = significant_regions(found, evidence, valid)
             if regions and noise is not None and edges is not None and antialiased:
-                regions = _whole_extents(regions, diff, threshold, valid, edges)
+                regions = whole_extents(regions, diff, threshold, valid, edges)
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
-            regions = _stand_out(regions, s.score, compared, tolerance)
+            regions = stand_out(regions, s.score, compared, tolerance)
         nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
-        correlation = _correlation(pa, pb, _without(valid, regions, diff.shape))
+        correlation = thumbnail_correlation(
+            pa, pb, without_local_regions(valid, regions, diff.shape)
+        )
     with timer.stage("findings"):
         filters = pixel_findings(pa, pb, valid) if nonzero else []
     floor = None
     if resampled_a is None and not regions and compared:
-        floor = _rendering_floor(
+        floor = rendering_floor(
             pa, s.score, changed / compared, antialiased / compared, valid, data_range
         )
     return _Measurement(
@@ -508,91 +488,6 @@ def _measure(
     )
 
 
-def _whole_extents(
-    regions: list[Region],
-    diff: np.ndarray,
-    threshold: int,
-    valid: np.ndarray | None,
-    edges: np.ndarray,
-) -> list[Region]:
-    """The significant regions grown to the extent of the edge-test regions they meet.
-
-    Significance is decided on the pixels no noise test explains; but the moved-edge test
-    (``noise.SHIFT_SHARE``) also explains the rims and thin strokes of a replaced word, which
-    shrinks it or splits it into fragments smaller than the word. Each significant region is
-    replaced by the union of the regions of the changed pixels the edge test alone leaves
-    (``edges``: stricter) that overlap its box, unless that union's box is over
-    ``EXTENT_GROWTH`` times the region's own (a whole re-rendered text block around a small
-    edit). The union grows on to the strict regions within the merge gap of it (the other
-    words of a changed line), and the grown regions are merged as ``significant_regions`` does.
-    """
-    counted = ~edges if valid is None else valid & ~edges
-    strict, _ = find_regions(diff, threshold=threshold, valid=counted)
-    gap = MERGE_GAP_KERNELS * closing_kernel_size(diff.shape[0], diff.shape[1])
-    everything = max(diff.shape)
-    out: list[Region] = []
-    for region in regions:
-        limit = EXTENT_GROWTH * region.width * region.height
-        kept, meeting = region, [whole for whole in strict if _overlap(region, whole)]
-        while meeting:  # the strict regions it overlaps, then those within the merge gap
-            grown = merge_nearby(meeting, everything)[0]
-            if grown.width * grown.height > limit:
-                break  # keep the last extent within the limit
-            kept = grown
-            more = [w for w in strict if w not in meeting and box_gap(grown, w) <= gap]
-            if not more:
-                break
-            meeting += more
-        out.append(kept)
-    return merge_nearby(out, gap)
-
-
-def _overlap(a: Region, b: Region) -> bool:
-    return (
-        a.x < b.x + b.width
-        and b.x < a.x + a.width
-        and a.y < b.y + b.height
-        and b.y < a.y + a.height
-    )
-
-
-def _rendering_floor(
-    pa: np.ndarray,
-    score: float,
-    changed_ratio: float,
-    noise_ratio: float,
-    valid: np.ndarray | None,
-    data_range: int,
-) -> float | None:
-    """SSIM of A against A moved by ``RENDER_SHIFT_PX`` px (bilinear): what rendering the same
-    content a fraction of a pixel away costs (another glyph positioning, device scale or
-    transform), the floor below which an otherwise unchanged re-rendered page cannot go.
-
-    Estimated only where it can decide the verdict: no significant region, few pixels still
-    changed, SSIM below ``IDENTICAL_MIN_SSIM``, and rendering noise dominating the changed
-    pixels (``RENDER_MIN_NOISE``, ``RENDER_NOISE_DOMINANCE``); else None.
-    """
-    if (
-        score >= IDENTICAL_MIN_SSIM
-        or changed_ratio > IDENTICAL_MAX_CHANGED
-        or noise_ratio < RENDER_MIN_NOISE
-        or noise_ratio < RENDER_NOISE_DOMINANCE * changed_ratio
-    ):
-        return None
-    shift = np.array([[1.0, 0.0, RENDER_SHIFT_PX], [0.0, 1.0, RENDER_SHIFT_PX]], np.float32)
-    moved = cv2.warpAffine(
-        pa,
-        shift,
-        (pa.shape[1], pa.shape[0]),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    moved = np.asarray(moved)
-    if moved.ndim < pa.ndim:
-        moved = moved[..., None]
-    return ssim(pa, moved, data_range=data_range, mask=valid, keep_map=False).score
-
-
 def _classify(
     m: _Measurement, alignment: Alignment, detected: Alignment | None = None
 ) -> tuple[str, str]:
@@ -619,112 +514,6 @@ def _suspect(verdict: str, m: _Measurement) -> bool:
     if verdict in MISREGISTRATION_SUSPECTS:
         return True
     return verdict in ("identical", "localized_edit") and m.antialiased_ratio > AA_SUSPECT_RATIO
-
-
-def _correlation(pa: np.ndarray, pb: np.ndarray, valid: np.ndarray | None) -> float:
-    """Pearson correlation (-1..1) of grey thumbnails of A and B over the compared pixels.
-
-    Thumbnails have a longer side of ``THUMB_SIDE`` px (area averaging); only thumbnail
-    pixels wholly inside ``valid`` count. Flat images (no variance) correlate 1 when their
-    means agree within 2 % of the range, else 0.
-    """
-    height, width = pa.shape[:2]
-    k = THUMB_SIDE / max(height, width)
-    size = (max(1, round(width * k)), max(1, round(height * k)))
-    scale = 1.0 / 257.0 if pa.dtype == np.uint16 else 1.0
-
-    def thumb(img: np.ndarray) -> np.ndarray:
-        grey = img[..., :3].astype(np.float32).mean(axis=2) * scale
-        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-
-    ta, tb = thumb(pa), thumb(pb)
-    if valid is not None:
-        keep = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
-        ta, tb = ta[keep], tb[keep]
-    ta, tb = ta.ravel().astype(np.float64), tb.ravel().astype(np.float64)
-    if ta.size < 2:
-        return 0.0
-    sa, sb = float(ta.std()), float(tb.std())
-    if sa < 1e-3 or sb < 1e-3:
-        return 1.0 if abs(float(ta.mean()) - float(tb.mean())) <= 0.02 * 255 else 0.0
-    return float(np.mean((ta - ta.mean()) * (tb - tb.mean())) / (sa * sb))
-
-
-def _round_trip(pa: np.ndarray, homography: np.ndarray, b_shape: tuple[int, int]) -> np.ndarray:
-    """A resampled into B's frame (bilinear, as most editors resample) and back onto A's grid
-    with ``warp_into``: what an untouched, warped copy of A looks like after alignment. Its
-    SSIM against A is the resampling floor (``ssim_floor``)."""
-    height, width = b_shape
-    inverse = np.linalg.inv(homography)
-    there = cv2.warpPerspective(
-        pa, inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    if there.ndim == 2:
-        there = there[..., None]
-    back, _ = warp_into(np.ascontiguousarray(there), homography, pa.shape[:2])
-    return back
-
-
-def _flip_alignment(axis: str, shape: tuple[int, int]) -> Alignment:
-    height, width = shape
-    h = np.eye(3)
-    if axis in ("horizontal", "both"):
-        h[0, 0], h[0, 2] = -1.0, width - 1.0
-    if axis in ("vertical", "both"):
-        h[1, 1], h[1, 2] = -1.0, height - 1.0
-    h.flags.writeable = False
-    return Alignment(
-        applied=True,
-        method=f"flip-{axis}",
-        homography=h,
-        inliers=0,
-        inlier_ratio=0.0,
-        reprojection_error=None,
-        translation=None,
-        rotation_deg=180.0 if axis == "both" else None,
-        scale=1.0,
-        overlap_ratio=1.0,
-        reason=None,
-    )
-
-
-def _stand_out(
-    regions: list[Region], score: float, compared: int, tolerance: float
-) -> list[Region]:
-    """The regions that stand out from the rest of the pair (re-estimated once without the
-    dropped ones), a local-SSIM test:
-
-    - a region's own SSIM must lie at least ``REGION_MIN_SSIM_DROP`` below the SSIM of the
-      rest of the pair (``verdict.rest_ssim``): a region as similar as everything else is the
-      pair's overall noise, not an edit;
-    - on a pair with a global residual (the rest's SSIM below ``IDENTICAL_MIN_SSIM``: JPEG,
-      resampling, a filter) a region must also differ by at least ``NOISY_MIN_MEAN_DIFF``
-      tolerances on average: the residual's own peaks hug the tolerance, an edit does not.
-    """
-    kept = regions
-    for _ in range(2):
-        rest = rest_ssim(score, kept, compared)
-        floor = NOISY_MIN_MEAN_DIFF * tolerance if rest < IDENTICAL_MIN_SSIM else 0.0
-        kept = [
-            r
-            for r in regions
-            if (r.ssim is None or r.ssim <= rest - REGION_MIN_SSIM_DROP) and r.mean_diff >= floor
-        ]
-    return kept
-
-
-def _without(
-    valid: np.ndarray | None, regions: list[Region], shape: tuple[int, ...]
-) -> np.ndarray | None:
-    """``valid`` minus the regions' boxes when they are local (together at most
-    ``LOCAL_MAX_EXTENT`` of the image): local edits must not lower the content correlation."""
-    covered = sum(r.width * r.height for r in regions)
-    if not regions or covered > LOCAL_MAX_EXTENT * shape[0] * shape[1]:
-        return valid
-    keep = np.ones(shape[:2], dtype=bool) if valid is None else valid.copy()
-    for r in regions:
-        keep[r.y : r.y + r.height, r.x : r.x + r.width] = False
-    return keep if keep.any() else valid
 
 
 def _with_kind(pa: np.ndarray, pb: np.ndarray, region: Region) -> Region:
@@ -758,32 +547,6 @@ def _findings(
             )
         )
     return found
-
-
-def _diagnose(pa: np.ndarray, pb: np.ndarray) -> Alignment | None:
-    """In pixel mode: find (not apply) a non-identity transform that explains the differences."""
-    found = estimate_alignment(pa, pb)
-    if not found.applied or found.homography is None:
-        return None
-    if is_identity(found.homography, pa.shape[:2]):
-        return None
-    return found
-
-
-def _not_aligned(reason: str) -> Alignment:
-    return Alignment(
-        applied=False,
-        method=None,
-        homography=None,
-        inliers=0,
-        inlier_ratio=0.0,
-        reprojection_error=None,
-        translation=None,
-        rotation_deg=None,
-        scale=None,
-        overlap_ratio=None,
-        reason=reason,
-    )
 
 
 def _clip_rects(rects: tuple[Rect, ...], width: int, height: int) -> list[Rect]:

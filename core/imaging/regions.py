@@ -25,7 +25,7 @@ two passes) and the local density in a margin of one box side around the region.
 regions less than ``MERGE_GAP_KERNELS`` kernel sides apart are then merged into one. A clean
 pair (no noise) keeps every region of at least ``MIN_REGION_AREA`` pixels; on a noisy pair an
 edit must stand out from the noise around it. ``compare`` then applies a local-SSIM test
-(``compare._stand_out``).
+(``significance.stand_out``).
 
 The threshold must sit above the noise for the boxes to be tight: where many pixels of a
 textured area exceed it (a photo re-saved as JPEG at quality 90 or lower, compared at the

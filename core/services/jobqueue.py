@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery
@@ -45,7 +46,7 @@ from kombu import Exchange, Queue
 from kombu.exceptions import KombuError
 
 from core.config import REDIS_SCHEMES, Settings, ensure_broker_folders
-from core.db.models import ComparisonQueue
+from core.db.models import ComparisonQueue, utcnow
 from core.services.errors import Unavailable
 from core.services.tasknames import (
     ENQUEUE_BATCH,
@@ -155,6 +156,16 @@ class QueueDepth(Protocol):
     def depth(self, queue: ComparisonQueue) -> int | None:
         """Messages waiting in ``queue`` (not counting those a worker holds), or None when the
         broker cannot tell."""
+        ...
+
+
+@runtime_checkable
+class BrokerStart(Protocol):
+    """Optional extension of :class:`JobQueue`: when the broker's server last started."""
+
+    def broker_started_at(self) -> datetime | None:
+        """When the broker's server started (a Redis restarted without persistence has lost
+        every message sent before), or None when the broker cannot tell."""
         ...
 
 
@@ -395,6 +406,22 @@ class CeleryJobQueue:
             declared = connection.default_channel.queue_declare(queue=name, passive=False)
             count = getattr(declared, "message_count", None)
         return None if count is None else int(count)
+
+    def broker_started_at(self) -> datetime | None:
+        """When the Redis server started (``INFO server``'s uptime, to the second: a start
+        within the second before is reported up to 1 s late), or None for another broker.
+
+        Raises ``Unavailable`` if the broker cannot be reached.
+        """
+        if not broker_flags_redeliveries(self.app):
+            return None
+        with _map_broker_errors("broker start"), self.app.connection_for_read() as connection:
+            connection.ensure_connection(**_ENSURE_ONCE)
+            client = getattr(connection.default_channel, "client", None)
+            if client is None:
+                return None
+            uptime_s = int(client.info("server")["uptime_in_seconds"])
+        return utcnow() - timedelta(seconds=uptime_s)
 
     def ping(self) -> None:
         """Raise ``Unavailable`` unless the broker answers (Redis: a round trip; filesystem:

@@ -585,24 +585,32 @@ def recover_crashed(
 def requeue(
     session: Session,
     *,
-    stale_queued_after_s: float,
+    stale_queued_after_s: float | None,
     waiting: tuple[ComparisonQueue, ...],
     limit: int,
+    lost_before: datetime | None = None,
     now: datetime | None = None,
 ) -> dict[ComparisonQueue, list[uuid.UUID]]:
     """``queued`` with no message → ``queued`` stamped sent now (the caller sends them): rows
-    never sent (``enqueued_at`` NULL), and rows sent more than ``stale_queued_after_s`` ago
-    unless their queue is in ``waiting`` (still holds messages). At most ``limit`` rows."""
+    never sent (``enqueued_at`` NULL), rows sent more than ``stale_queued_after_s`` ago (None:
+    none) unless their queue is in ``waiting`` (still holds messages), and rows sent before
+    ``lost_before`` (the broker restarted then: their messages are gone). At most ``limit``
+    rows."""
     now = now or utcnow()
-    stale = sa.and_(
-        Comparison.enqueued_at < now - timedelta(seconds=stale_queued_after_s),
-        Comparison.queue.not_in(waiting) if waiting else sa.true(),
+    stale = (
+        sa.and_(
+            Comparison.enqueued_at < now - timedelta(seconds=stale_queued_after_s),
+            Comparison.queue.not_in(waiting) if waiting else sa.true(),
+        )
+        if stale_queued_after_s is not None
+        else sa.false()
     )
+    lost = Comparison.enqueued_at < lost_before if lost_before is not None else sa.false()
     rows = session.execute(
         sa.select(Comparison.id, Comparison.queue)
         .where(
             Comparison.state == ComparisonState.QUEUED,
-            sa.or_(Comparison.enqueued_at.is_(None), stale),
+            sa.or_(Comparison.enqueued_at.is_(None), stale, lost),
         )
         .order_by(Comparison.created_at)
         .limit(limit)

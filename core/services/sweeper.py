@@ -11,7 +11,10 @@ workers, the API and (on PostgreSQL, thanks to ``FOR UPDATE SKIP LOCKED``) other
    the broker giving the message back; the lease is short and renewed by a heartbeat while the
    job runs, and must stay expired ``lease_confirm_s`` before it counts): a crash is counted;
    below ``max_crashes`` the job goes back to ``queued`` and is re-sent, at ``max_crashes`` it
-   ends ``failed`` with ``worker_crashed``. :func:`recover` runs this step alone, often.
+   ends ``failed`` with ``worker_crashed``. :func:`recover` runs this step, often, with one
+   more: when the broker (Redis) started less than ``RESTART_WINDOW_S`` ago, ``queued`` jobs
+   sent before its start are sent again at once (a Redis restarted empty lost their messages;
+   without this they waited ``stale_queued_after_s``).
 2. ``queued`` jobs whose message was never sent (``enqueued_at`` NULL: the broker was down when
    the API tried) are sent; ``queued`` jobs sent more than ``stale_queued_after_s`` ago are
    re-sent, but only once their queue is empty: a job that waits behind 10,000 others is not
@@ -29,12 +32,12 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.models import ComparisonQueue
+from core.db.models import ComparisonQueue, utcnow
 from core.services import lifecycle
 from core.services._common import map_db_errors
 from core.services.errors import Unavailable
 from core.services.idempotency import purge_expired
-from core.services.jobqueue import BulkJobQueue, JobQueue, QueueDepth
+from core.services.jobqueue import BrokerStart, BulkJobQueue, JobQueue, QueueDepth
 from core.services.lifecycle import mark_unsent
 from core.services.webhooks.log import purge_old_events
 
@@ -44,6 +47,9 @@ log = structlog.get_logger(__name__)
 
 #: Most rows handled per step and pass (a backlog is worked off over several passes).
 DEFAULT_SWEEP_LIMIT = 5000
+#: Seconds after a broker start during which :func:`recover` looks for jobs whose messages
+#: the restart lost (later, the stale-queued step of :func:`sweep` covers them).
+RESTART_WINDOW_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,31 @@ def _pick_stale_queued(
             limit=limit,
         )
     return to_send, tuple(q.value for q in waiting)
+
+
+def _pick_lost_in_restart(
+    sessions: sessionmaker[Session], queue: JobQueue, *, limit: int
+) -> dict[ComparisonQueue, list[uuid.UUID]]:
+    """Step 1b: the ``queued`` jobs sent before the broker last started, when that was less
+    than :data:`RESTART_WINDOW_S` ago (a Redis restarted empty lost their messages; with
+    persistence the copy sent now is a duplicate, which the claim drops), and those never
+    sent. Each is re-sent once: its ``enqueued_at`` moves past the start."""
+    if not isinstance(queue, BrokerStart):
+        return {}
+    try:
+        started = queue.broker_started_at()
+    except Unavailable:
+        return {}  # the broker is down: nothing can be sent now
+    if started is None or (utcnow() - started).total_seconds() > RESTART_WINDOW_S:
+        return {}
+    with map_db_errors("sweep lost messages"), sessions.begin() as session:
+        to_send = lifecycle.requeue(
+            session, stale_queued_after_s=None, waiting=(), limit=limit, lost_before=started
+        )
+    if to_send:
+        count = sum(map(len, to_send.values()))
+        log.warning("sweeper.broker_restarted", started_at=started.isoformat(), resent=count)
+    return to_send
 
 
 def _send(
@@ -241,7 +272,8 @@ def recover(
     lease_confirm_s: float,
     limit: int = DEFAULT_SWEEP_LIMIT,
 ) -> SweepReport:
-    """Step 1 of the sweeper alone: take back the jobs of dead workers and send them again.
+    """Step 1 of the sweeper alone: take back the jobs of dead workers and send them again;
+    after a broker restart, send again the jobs whose messages it lost.
 
     Cheap (one indexed query on ``running`` rows), so beat runs it every
     ``worker.recover_interval_s`` seconds: with the heartbeat's short lease a dead worker's job
@@ -256,11 +288,14 @@ def recover(
         confirm_s=lease_confirm_s,
     )
     failures = _send(sessions, queue, recovered.to_send)
+    lost = _pick_lost_in_restart(sessions, queue, limit=limit)
+    lost_failures = _send(sessions, queue, lost)
     report = SweepReport(
+        resent=sum(map(len, lost.values())) - lost_failures,
         requeued=sum(map(len, recovered.to_send.values())),
         crashed=recovered.crashed,
-        send_failures=failures,
+        send_failures=failures + lost_failures,
     )
-    if report.requeued or report.crashed:
+    if report.resent or report.requeued or report.crashed:
         log.info("sweeper.recovered", **{k: v for k, v in report.__dict__.items()})
     return report

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from diffall import service_cli
-from diffall.service_cli import _Child, _Signals, _supervise, port_is_free, restart_delay_s
+from diffall import supervisor
+from diffall.supervisor import Child, Signals, port_is_free, restart_delay_s, supervise
 
 
 def test_a_child_that_keeps_dying_is_restarted_with_backoff_then_given_up(
@@ -18,26 +18,26 @@ def test_a_child_that_keeps_dying_is_restarted_with_backoff_then_given_up(
 ) -> None:
     # Every real child has a readiness check (an HTTP answer, a ping, a ready file); this one
     # never gets ready, like an API that cannot listen.
-    dying = _Child("flaky", [sys.executable, "-c", "raise SystemExit(3)"], ready=lambda: False)
+    dying = Child("flaky", [sys.executable, "-c", "raise SystemExit(3)"], ready=lambda: False)
     banners: list[str] = []
     started = time.monotonic()
-    failed = _supervise([dying], {}, _Signals(), lambda: banners.append("up") or "up")
+    failed = supervise([dying], {}, Signals(), lambda: banners.append("up") or "up")
     took = time.monotonic() - started
     err = capfd.readouterr().err
-    assert failed is dying and dying.failures == service_cli.MAX_QUICK_FAILURES
+    assert failed is dying and dying.failures == supervisor.MAX_QUICK_FAILURES
     restarts = [line for line in err.splitlines() if "flaky exited with code 3 after" in line]
-    assert len(restarts) == service_cli.MAX_QUICK_FAILURES - 1, err
+    assert len(restarts) == supervisor.MAX_QUICK_FAILURES - 1, err
     # The waits double: 0.5 s, 1 s, 2 s, 4 s (each line names its own).
     delays = [float(line.rsplit("in ", 1)[1].split(" s")[0]) for line in restarts]
-    assert delays == [restart_delay_s(n) for n in range(1, service_cli.MAX_QUICK_FAILURES)]
+    assert delays == [restart_delay_s(n) for n in range(1, supervisor.MAX_QUICK_FAILURES)]
     assert took >= sum(delays)
     assert "5 quick failures in a row; stopping the service" in err
     assert banners == []  # it was never up: no banner
 
 
 def test_a_signal_ends_supervision_without_a_failed_child() -> None:
-    sleeper = _Child("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
-    signals = _Signals()
+    sleeper = Child("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    signals = Signals()
     banners: list[str] = []
 
     def banner() -> str:
@@ -46,7 +46,7 @@ def test_a_signal_ends_supervision_without_a_failed_child() -> None:
         return "up"
 
     try:
-        assert _supervise([sleeper], {}, signals, banner) is None
+        assert supervise([sleeper], {}, signals, banner) is None
         assert banners == ["up"] and sleeper.exit_code() is None  # running: serve stops it
     finally:
         sleeper.signal_group(9)

@@ -34,12 +34,16 @@ def add_comparison(
     store: ObjectStore,
     tenant: Tenant,
     *,
+    a: bytes | None = None,
     b: bytes | None = None,
+    options: dict[str, Any] | None = None,
+    batch_id: uuid.UUID | None = None,
     **values: Any,
 ) -> uuid.UUID:
-    """A comparison row of two stored 64 x 48 images (B edited, or ``b``), queued and sent
+    """A comparison row of two stored 64 x 48 images (A a photograph and B edited, or ``a``
+    and ``b``), queued on the batch queue when in ``batch_id`` (else interactive) and sent,
     unless ``values`` (column values) say otherwise; its id."""
-    image_a = add_image(sessions, store, tenant.id, png_bytes(64, 48, seed=1))
+    image_a = add_image(sessions, store, tenant.id, a or png_bytes(64, 48, seed=1))
     image_b = add_image(sessions, store, tenant.id, b or edited_png(64, 48, seed=1))
     cid = uuid.uuid4()
     now = utcnow()
@@ -48,10 +52,11 @@ def add_comparison(
             Comparison(
                 id=cid,
                 tenant_id=tenant.id,
+                batch_id=batch_id,
                 image_a_id=image_a.id,
                 image_b_id=image_b.id,
-                options=validate_options(None),
-                queue=ComparisonQueue.INTERACTIVE,
+                options=validate_options(options),
+                queue=ComparisonQueue.BATCH if batch_id else ComparisonQueue.INTERACTIVE,
                 created_at=now,
                 updated_at=now,
                 enqueued_at=now,
@@ -60,6 +65,12 @@ def add_comparison(
         )
         session.commit()
     return cid
+
+
+def comparison_row(sessions: SessionFactory, cid: uuid.UUID) -> Comparison:
+    """The comparison row ``cid`` as committed now (a fresh session)."""
+    with sessions() as session:
+        return session.get_one(Comparison, cid)
 
 
 def add_running_batch(

@@ -10,16 +10,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Settings
+from core.config import DEFAULT_BIG_IMAGE_PIXELS, LimitsSettings, Settings
 from core.db.models import Comparison
+from core.services import comparisons, images
 from core.services.jobqueue import CeleryJobQueue
 from core.storage import ObjectStore
 from tests.support.processes import ROOT, python_argv, service_env, start
+from tests.support.tenants import make_tenant
 
 #: Seconds a worker may take to start (imports, broker connection).
 START_TIMEOUT_S = 60.0
@@ -167,3 +170,34 @@ def new_worker(
 ) -> WorkerProcess:
     """Start a worker for ``env`` on ``queues`` (the caller stops it in ``finally``)."""
     return WorkerProcess(env.variables, env.log_dir / f"{name}.log", *extra, queues=queues)
+
+
+def submit_pair(
+    env: WorkerEnv,
+    a: bytes,
+    b: bytes,
+    *,
+    options: dict[str, Any] | None = None,
+    big_image_pixels: int = DEFAULT_BIG_IMAGE_PIXELS,
+) -> uuid.UUID:
+    """Store ``a`` and ``b`` for a new tenant and submit their comparison (as the API does:
+    the row committed, then the message sent on ``env.queue``); return its id."""
+    tenant = make_tenant(env.sessions)
+    limits = LimitsSettings()
+    with env.sessions() as session:
+        stored = [
+            images.store_image(session, env.store, tenant_id=tenant.id, data=data, limits=limits)[0]
+            for data in (a, b)
+        ]
+        created = comparisons.create_comparison(
+            session,
+            env.queue,
+            tenant_id=tenant.id,
+            image_a_id=stored[0].id,
+            image_b_id=stored[1].id,
+            options=options,
+            metadata=None,
+            webhook_url=None,
+            big_image_pixels=big_image_pixels,
+        )
+    return created.id

@@ -8,13 +8,10 @@ from __future__ import annotations
 import uuid
 from functools import cache
 
-from core.config import LimitsSettings
 from core.db.models import ComparisonQueue, ComparisonState
-from core.services import comparisons, images
 from core.services.tasknames import QUEUE_BIG
 from tests.support.images import edited_png, jpeg, photo, png_bytes
-from tests.support.tenants import make_tenant
-from tests.support.workers import WorkerEnv, new_worker
+from tests.support.workers import WorkerEnv, new_worker, submit_pair
 
 #: Pairs above this many pixels are big in this test (the big pair has 12 MP, the small 3 kP).
 THRESHOLD = 1_000_000
@@ -27,27 +24,7 @@ def _big_pair() -> tuple[bytes, bytes]:
 
 
 def _submit(env: WorkerEnv, a: bytes, b: bytes, mode: str) -> uuid.UUID:
-    tenant = make_tenant(env.sessions)
-    limits = LimitsSettings()
-    with env.sessions() as session:
-        image_a, _ = images.store_image(
-            session, env.store, tenant_id=tenant.id, data=a, limits=limits
-        )
-        image_b, _ = images.store_image(
-            session, env.store, tenant_id=tenant.id, data=b, limits=limits
-        )
-        created = comparisons.create_comparison(
-            session,
-            env.queue,
-            tenant_id=tenant.id,
-            image_a_id=image_a.id,
-            image_b_id=image_b.id,
-            options={"mode": mode},
-            metadata=None,
-            webhook_url=None,
-            big_image_pixels=THRESHOLD,
-        )
-    return created.id
+    return submit_pair(env, a, b, options={"mode": mode}, big_image_pixels=THRESHOLD)
 
 
 def test_an_interactive_job_finishes_while_a_big_job_runs(redis_worker_env: WorkerEnv) -> None:

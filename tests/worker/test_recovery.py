@@ -9,13 +9,10 @@ import time
 import uuid
 from functools import cache
 
-from core.config import LimitsSettings
 from core.db.models import Comparison, ComparisonState
-from core.services import comparisons, images
 from core.services.tasknames import QUEUE_BIG
 from tests.support.images import jpeg, photo
-from tests.support.tenants import make_tenant
-from tests.support.workers import WORKER_QUEUES, WorkerEnv, WorkerProcess, new_worker
+from tests.support.workers import WORKER_QUEUES, WorkerEnv, WorkerProcess, new_worker, submit_pair
 
 #: The bound the issue sets: a dead worker's job is taken back within 30 s.
 RECOVERY_BOUND_S = 30.0
@@ -38,24 +35,7 @@ def _submit_slow(env: WorkerEnv) -> uuid.UUID:
 
 
 def _submit(env: WorkerEnv, a: bytes, b: bytes) -> uuid.UUID:
-    tenant = make_tenant(env.sessions)
-    limits = LimitsSettings()
-    with env.sessions() as session:
-        stored = [
-            images.store_image(session, env.store, tenant_id=tenant.id, data=data, limits=limits)
-            for data in (a, b)
-        ]
-        created = comparisons.create_comparison(
-            session,
-            env.queue,
-            tenant_id=tenant.id,
-            image_a_id=stored[0][0].id,
-            image_b_id=stored[1][0].id,
-            options={"mode": "align"},
-            metadata=None,
-            webhook_url=None,
-        )
-    return created.id
+    return submit_pair(env, a, b, options={"mode": "align"})
 
 
 def _running(row: Comparison) -> bool:

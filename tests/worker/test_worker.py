@@ -15,7 +15,7 @@ import pytest
 from core.config import LimitsSettings
 from core.db.models import Comparison, ComparisonState
 from core.imaging import compare
-from core.services import batches, comparisons, images
+from core.services import batches, images
 from core.services.batches import BatchItem
 from core.services.options import engine_options
 from core.services.tasknames import (
@@ -29,7 +29,7 @@ from core.services.tasknames import (
 from tests.support.brokers import redis_messages
 from tests.support.images import corrupt_png, edited_png, jpeg, photo, png_bytes
 from tests.support.tenants import make_tenant
-from tests.support.workers import WorkerEnv, WorkerProcess
+from tests.support.workers import WorkerEnv, WorkerProcess, submit_pair
 
 LIMITS = LimitsSettings()
 
@@ -46,25 +46,7 @@ def _slow_pair() -> tuple[bytes, bytes]:
 
 
 def _submit(env: WorkerEnv, a: bytes, b: bytes, options: dict[str, Any] | None = None) -> uuid.UUID:
-    tenant = make_tenant(env.sessions)
-    with env.sessions() as session:
-        image_a, _ = images.store_image(
-            session, env.store, tenant_id=tenant.id, data=a, limits=LIMITS
-        )
-        image_b, _ = images.store_image(
-            session, env.store, tenant_id=tenant.id, data=b, limits=LIMITS
-        )
-        created = comparisons.create_comparison(
-            session,
-            env.queue,
-            tenant_id=tenant.id,
-            image_a_id=image_a.id,
-            image_b_id=image_b.id,
-            options=options,
-            metadata=None,
-            webhook_url=None,
-        )
-    return created.id
+    return submit_pair(env, a, b, options=options)
 
 
 def _submit_slow(env: WorkerEnv) -> uuid.UUID:

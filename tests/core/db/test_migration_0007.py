@@ -12,6 +12,7 @@ from alembic import command
 
 from core.db.models import Base, utcnow
 from core.db.session import alembic_config, make_engine
+from tests.support.migrations import insert_tenant_and_image
 
 INDEX = "ix_comparisons_batch_created"
 BATCHES, PER_BATCH = 4, 500
@@ -24,31 +25,11 @@ def _indexes(engine: sa.Engine) -> dict[str, list[str | None]]:
 def _fill(engine: sa.Engine) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     """A tenant, one image, and BATCHES batches of PER_BATCH comparisons (the first oldest)."""
     # The models' tables: 0007 changes no column, so they insert into a 0006 schema as well.
-    tenants, images, batches, comparisons = (
-        Base.metadata.tables[name] for name in ("tenants", "images", "batches", "comparisons")
-    )
-    tenant, image = uuid.uuid4(), uuid.uuid4()
+    batches, comparisons = (Base.metadata.tables[name] for name in ("batches", "comparisons"))
     batch_ids = [uuid.uuid4() for _ in range(BATCHES)]
     start = utcnow() - timedelta(days=1)
     with engine.begin() as connection:
-        connection.execute(sa.insert(tenants), [{"id": tenant, "name": "t", "created_at": start}])
-        connection.execute(
-            sa.insert(images),
-            [
-                {
-                    "id": image,
-                    "tenant_id": tenant,
-                    "status": "ready",
-                    "sha256": "a" * 64,
-                    "storage_key": "images/a",
-                    "size_bytes": 1,
-                    "format": "PNG",
-                    "width": 1,
-                    "height": 1,
-                    "created_at": start,
-                }
-            ],
-        )
+        tenant, image = insert_tenant_and_image(connection, created_at=start)
         for n, batch in enumerate(batch_ids):
             created = start + timedelta(hours=n)
             connection.execute(

@@ -10,34 +10,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from core.db.models import Base, utcnow
+from core.db.models import utcnow
 from core.db.session import alembic_config, make_engine
+from tests.support.migrations import insert_tenant_and_image
 
 
 def _tenant_and_image(engine: sa.Engine) -> tuple[uuid.UUID, uuid.UUID]:
-    tenants, images = (Base.metadata.tables[name] for name in ("tenants", "images"))
-    tenant, image = uuid.uuid4(), uuid.uuid4()
-    now = utcnow()
     with engine.begin() as connection:
-        connection.execute(sa.insert(tenants), [{"id": tenant, "name": "t", "created_at": now}])
-        connection.execute(
-            sa.insert(images),
-            [
-                {
-                    "id": image,
-                    "tenant_id": tenant,
-                    "status": "ready",
-                    "sha256": "a" * 64,
-                    "storage_key": "images/a",
-                    "size_bytes": 1,
-                    "format": "PNG",
-                    "width": 5000,
-                    "height": 5000,
-                    "created_at": now,
-                }
-            ],
-        )
-    return tenant, image
+        return insert_tenant_and_image(connection, created_at=utcnow(), width=5000, height=5000)
 
 
 def _insert(engine: sa.Engine, tenant: uuid.UUID, image: uuid.UUID, queue: str) -> uuid.UUID:

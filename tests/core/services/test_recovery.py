@@ -16,49 +16,22 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.models import Comparison, ComparisonQueue, ComparisonState, Tenant, utcnow
+from core.db.models import ComparisonQueue, ComparisonState, Tenant, utcnow
 from core.services import comparisons, lifecycle
 from core.services.comparisons import RunPolicy
 from core.services.errors import ClaimNotReleased
 from core.services.heartbeat import Heartbeat
 from core.services.lifecycle import Claim
-from core.services.options import validate_options
 from core.storage import LocalObjectStore
+from tests.support.comparisons import add_comparison, comparison_row
 from tests.support.databases import PG_ADMIN_URL
-from tests.support.images import edited_png, png_bytes
-from tests.support.tenants import add_image, make_tenant
+from tests.support.tenants import make_tenant
 
 SessionFactory = sessionmaker[Session]
 
 
 def _queued(sessions: SessionFactory, store: LocalObjectStore, tenant: Tenant) -> uuid.UUID:
-    image_a = add_image(sessions, store, tenant.id, png_bytes(64, 48, seed=7))
-    image_b = add_image(sessions, store, tenant.id, edited_png(64, 48, seed=7))
-    cid = uuid.uuid4()
-    now = utcnow()
-    with sessions.begin() as session:
-        session.add(
-            Comparison(
-                id=cid,
-                tenant_id=tenant.id,
-                image_a_id=image_a.id,
-                image_b_id=image_b.id,
-                options=validate_options(None),
-                queue=ComparisonQueue.INTERACTIVE,
-                state=ComparisonState.QUEUED,
-                attempt=0,
-                crash_count=0,
-                created_at=now,
-                updated_at=now,
-                enqueued_at=now,
-            )
-        )
-    return cid
-
-
-def _row(sessions: SessionFactory, cid: uuid.UUID) -> Comparison:
-    with sessions() as session:
-        return session.get_one(Comparison, cid)
+    return add_comparison(sessions, store, tenant, state=ComparisonState.QUEUED)
 
 
 def _claim(sessions: SessionFactory, cid: uuid.UUID, lease_s: float) -> Claim:
@@ -83,26 +56,26 @@ def test_a_heartbeat_keeps_the_lease_and_a_silent_worker_loses_the_job(
     with Heartbeat(sessions, held, lease_s=0.6, interval_s=0.1) as beat:
         time.sleep(1.5)  # 2.5 leases: without the heartbeat the lease would be gone
         assert _recover(sessions, confirm_s=0.3) == lifecycle.Recovered()
-        row = _row(sessions, cid)
+        row = comparison_row(sessions, cid)
         assert row.lease_expires_at is not None and row.lease_expires_at > utcnow()
     assert beat.renewals >= 5
     # The worker stops renewing (it died): the first pass after the lease only marks it ...
     time.sleep(0.7)
     assert _recover(sessions, confirm_s=0.3) == lifecycle.Recovered()
-    marked = _row(sessions, cid)
+    marked = comparison_row(sessions, cid)
     assert marked.state is ComparisonState.RUNNING and marked.lease_lost_at is not None
     assert marked.crash_count == 0
     # ... a live worker's renewal (after a database outage, say) clears the mark: no crash ...
     with sessions.begin() as session:
         assert lifecycle.renew(session, held, lease_s=0.2)
-    assert _row(sessions, cid).lease_lost_at is None
+    assert comparison_row(sessions, cid).lease_lost_at is None
     time.sleep(0.3)
     assert _recover(sessions, confirm_s=0.3).to_send == {}
     # ... and one still expired after the confirmation period is a crash: queued again.
     time.sleep(0.35)
     recovered = _recover(sessions, confirm_s=0.3)
     assert recovered.to_send == {ComparisonQueue.INTERACTIVE: [cid]}
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 1, 1)
     assert row.lease_lost_at is None and row.lease_expires_at is None
     # The old worker's heartbeat now finds its attempt gone and stops.
@@ -168,7 +141,7 @@ def test_a_final_write_on_a_killed_session_is_retried_and_not_a_crash(
         policy=RunPolicy(lease_s=30, final_write_retry_s=20),
     )
     assert killer.kills == 2
-    row = _row(pg_sessions, cid)
+    row = comparison_row(pg_sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)
     assert row.result is not None
 
@@ -189,14 +162,14 @@ def test_a_job_the_database_kept_is_resumed_without_a_crash(
             policy=RunPolicy(lease_s=30, final_write_retry_s=0.5),
         )
     assert raised.value.attempt == 1 and killer.kills >= 2  # the final write and the give-back
-    row = _row(pg_sessions, cid)
+    row = comparison_row(pg_sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.RUNNING, 1, 0)
     killer.times = 0  # the database is back
     # A plain redelivery would be a duplicate of a job whose lease holds: nothing runs ...
     comparisons.run_comparison(
         pg_sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
-    assert _row(pg_sessions, cid).state is ComparisonState.RUNNING
+    assert comparison_row(pg_sessions, cid).state is ComparisonState.RUNNING
     # ... the task's retry resumes its own attempt: no crash, no extra attempt.
     comparisons.run_comparison(
         pg_sessions,
@@ -206,5 +179,5 @@ def test_a_job_the_database_kept_is_resumed_without_a_crash(
         redelivered=False,
         resume_attempt=raised.value.attempt,
     )
-    row = _row(pg_sessions, cid)
+    row = comparison_row(pg_sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)

@@ -15,7 +15,6 @@ from core.config import LimitsSettings
 from core.db.models import (
     Batch,
     Comparison,
-    ComparisonQueue,
     ComparisonState,
     Image,
     Tenant,
@@ -29,8 +28,8 @@ from core.services.errors import Unavailable
 from core.services.lifecycle import Claim
 from core.services.options import engine_options, validate_options
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from tests.support.comparisons import add_comparison, comparison_row
 from tests.support.images import corrupt_png, edited_png, png_bytes
-from tests.support.tenants import add_image
 
 SessionFactory = sessionmaker[Session]
 
@@ -63,54 +62,14 @@ def _finish(sessions: SessionFactory, claim: Claim, values: dict[str, Any]) -> b
     return after is not None
 
 
-def _comparison(
-    sessions: SessionFactory,
-    store: ObjectStore,
-    tenant: Tenant,
-    *,
-    a: bytes | None = None,
-    b: bytes | None = None,
-    options: dict[str, Any] | None = None,
-    batch_id: uuid.UUID | None = None,
-    **values: Any,
-) -> uuid.UUID:
-    image_a = add_image(sessions, store, tenant.id, a or png_bytes(64, 48, seed=1))
-    image_b = add_image(sessions, store, tenant.id, b or edited_png(64, 48, seed=1))
-    cid = uuid.uuid4()
-    now = utcnow()
-    with sessions() as session:
-        session.add(
-            Comparison(
-                id=cid,
-                tenant_id=tenant.id,
-                batch_id=batch_id,
-                image_a_id=image_a.id,
-                image_b_id=image_b.id,
-                options=validate_options(options),
-                queue=ComparisonQueue.BATCH if batch_id else ComparisonQueue.INTERACTIVE,
-                created_at=now,
-                updated_at=now,
-                enqueued_at=now,
-                **values,
-            )
-        )
-        session.commit()
-    return cid
-
-
-def _row(sessions: SessionFactory, cid: uuid.UUID) -> Comparison:
-    with sessions() as session:
-        return session.get_one(Comparison, cid)
-
-
 def test_runs_to_succeeded_with_the_engine_result(
     sessions: SessionFactory, store: ObjectStore, tenant: Tenant
 ) -> None:
     a, b = png_bytes(64, 48, seed=1), edited_png(64, 48, seed=1)
     options = {"mode": "pixel", "ignore": [[0, 0, 8, 8]], "tolerance": 0.05}
-    cid = _comparison(sessions, store, tenant, a=a, b=b, options=options)
+    cid = add_comparison(sessions, store, tenant, a=a, b=b, options=options)
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     # The reference: the engine called directly on the same bytes and options.
     expected = compare(a, b, engine_options(validate_options(options)))
     assert row.state is ComparisonState.SUCCEEDED
@@ -126,7 +85,7 @@ def test_runs_to_succeeded_with_the_engine_result(
     assert row.lease_expires_at is None
     # Running it again (a duplicate message) changes nothing.
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
-    again = _row(sessions, cid)
+    again = comparison_row(sessions, cid)
     assert (again.attempt, again.updated_at, again.result) == (1, row.updated_at, row.result)
 
 
@@ -142,7 +101,7 @@ def test_the_final_write_with_and_without_returning(
     # same outcome and the same event either way.
     dialect = sessions.kw["bind"].dialect
     monkeypatch.setattr(dialect, "update_returning", returning)
-    cid = _comparison(
+    cid = add_comparison(
         sessions,
         store,
         tenant,
@@ -151,7 +110,7 @@ def test_the_final_write_with_and_without_returning(
         webhook_url="https://hooks.example.com/in",
     )
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert row.state is ComparisonState.SUCCEEDED and row.result is not None
     with sessions() as session:
         event = session.scalars(sa.select(WebhookEvent).where(WebhookEvent.subject_id == cid)).one()
@@ -167,10 +126,10 @@ def test_the_engine_decodes_under_the_api_limits(
 ) -> None:
     # The worker passes settings.limits to the engine: a pair over the configured pixel limit
     # (64 x 48 = 3,072 pixels here) fails with the engine's code, not with a default limit.
-    cid = _comparison(sessions, store, tenant, a=png_bytes(64, 48, seed=3), b=png_bytes(64, 48))
+    cid = add_comparison(sessions, store, tenant, a=png_bytes(64, 48, seed=3), b=png_bytes(64, 48))
     small = LimitsSettings(max_pixels=3_000)
     comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3, limits=small)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.error_code) == (ComparisonState.FAILED, "image_too_large")
     options = engine_options({}, LimitsSettings(max_pixels=7, max_upload_bytes=9))
     assert (options.max_pixels, options.max_bytes) == (7, 9)
@@ -195,9 +154,9 @@ def test_engine_errors_fail_for_good(
     options: dict[str, Any] | None,
     code: str,
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant, a=a, b=b, options=options)
+    cid = add_comparison(sessions, local_store, tenant, a=a, b=b, options=options)
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.error_code, row.attempt) == (ComparisonState.FAILED, code, 1)
     assert row.error_message and row.result is None
     assert not local_store.exists(f"heatmaps/{cid}.png")
@@ -207,36 +166,36 @@ def test_missing_image_bytes_fail(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     b = edited_png(64, 48, seed=4)
-    cid = _comparison(sessions, local_store, tenant, b=b)
-    row = _row(sessions, cid)
+    cid = add_comparison(sessions, local_store, tenant, b=b)
+    row = comparison_row(sessions, cid)
     with sessions() as session:
         key = session.get_one(Image, row.image_b_id).storage_key
     local_store.delete(key)
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
-    assert _row(sessions, cid).error_code == "image_missing"
+    assert comparison_row(sessions, cid).error_code == "image_missing"
 
 
 def test_unknown_final_and_canceled_jobs_are_left_alone(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     comparisons.run_comparison(sessions, local_store, comparison_id=uuid.uuid4(), max_crashes=3)
-    cid = _comparison(sessions, local_store, tenant, state=ComparisonState.CANCELED)
+    cid = add_comparison(sessions, local_store, tenant, state=ComparisonState.CANCELED)
     comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt) == (ComparisonState.CANCELED, 0)
 
 
 def test_a_stale_attempt_cannot_overwrite_a_newer_one(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     stale = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=None)
     assert stale is not None and stale.attempt == 1
     # The broker gives the message back (the first worker was taken for lost): attempt 2 wins.
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True
     )
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 1)
     # The first worker finishes late: its write is refused.
     written = _finish(
@@ -245,7 +204,7 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(
         {"state": ComparisonState.FAILED, "error_code": "late", "finished_at": utcnow()},
     )
     assert not written
-    after = _row(sessions, cid)
+    after = comparison_row(sessions, cid)
     assert (after.state, after.error_code, after.result) == (
         ComparisonState.SUCCEEDED,
         None,
@@ -256,13 +215,13 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(
 def test_a_canceled_running_job_discards_the_workers_outcome(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     claim = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=None)
     assert claim is not None
     with sessions() as session:
         comparisons.delete_comparison(session, local_store, tenant_id=tenant.id, comparison_id=cid)
     assert not _finish(sessions, claim, {"state": ComparisonState.SUCCEEDED})
-    assert _row(sessions, cid).state is ComparisonState.CANCELED
+    assert comparison_row(sessions, cid).state is ComparisonState.CANCELED
     # The heatmap it wrote before learning that is removed, not left behind.
     key = comparisons.HEATMAP_KEY.format(comparison_id=cid)
     local_store.put(key, b"png")
@@ -273,7 +232,7 @@ def test_a_canceled_running_job_discards_the_workers_outcome(
 def test_a_superseded_attempt_leaves_the_newer_heatmap(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     stale = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=None)
     assert stale is not None
     comparisons.run_comparison(
@@ -309,17 +268,17 @@ def test_a_job_that_kills_its_worker_three_times_ends_worker_crashed(
     tenant: Tenant,
     redelivered: bool | None,
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     # Attempt 1 dies (row left running), attempt 2 dies, attempt 3 dies: the fourth delivery
     # ends the job.
     for attempt in (1, 2, 3):
         claim = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=redelivered)
         assert claim is not None and claim.attempt == attempt
-        assert _row(sessions, cid).crash_count == attempt - 1
+        assert comparison_row(sessions, cid).crash_count == attempt - 1
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=redelivered
     )
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.error_code, row.crash_count, row.attempt) == (
         ComparisonState.FAILED,
         "worker_crashed",
@@ -332,19 +291,19 @@ def test_a_job_that_kills_its_worker_three_times_ends_worker_crashed(
 def test_a_duplicate_message_does_not_take_a_live_workers_job(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     _set_running(sessions, cid, lease_s=60, attempt=1)
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.RUNNING, 1, 0)
     # Once the lease is gone, the same first-delivery message takes over (a crash).
     _set_running(sessions, cid, lease_s=-1)
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 1)
 
 
@@ -354,10 +313,10 @@ def test_storage_outage_releases_the_claim_and_raises_unavailable(
     dead_s3_store: S3ObjectStore,
     tenant: Tenant,
 ) -> None:
-    cid = _comparison(sessions, local_store, tenant)
+    cid = add_comparison(sessions, local_store, tenant)
     with pytest.raises(Unavailable):
         comparisons.run_comparison(sessions, dead_s3_store, comparison_id=cid, max_crashes=3)
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     # Given back: the retry claims it normally (no crash counted), and the run that could not
     # read its images is not counted as an attempt (issue 11: attempts count real runs).
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 0, 0)
@@ -365,7 +324,7 @@ def test_storage_outage_releases_the_claim_and_raises_unavailable(
     comparisons.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
-    row = _row(sessions, cid)
+    row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)
 
 
@@ -386,9 +345,9 @@ def test_the_last_final_comparison_completes_its_batch_once(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     batch_id = _batch(sessions, tenant, 3)
-    ok = _comparison(sessions, local_store, tenant, batch_id=batch_id)
-    bad = _comparison(sessions, local_store, tenant, batch_id=batch_id, b=corrupt_png())
-    cancel = _comparison(sessions, local_store, tenant, batch_id=batch_id)
+    ok = add_comparison(sessions, local_store, tenant, batch_id=batch_id)
+    bad = add_comparison(sessions, local_store, tenant, batch_id=batch_id, b=corrupt_png())
+    cancel = add_comparison(sessions, local_store, tenant, batch_id=batch_id)
     comparisons.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
     comparisons.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
     assert _completed_at(sessions, batch_id) is None
@@ -408,7 +367,7 @@ def test_concurrent_finishers_complete_the_batch(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     batch_id = _batch(sessions, tenant, 6)
-    ids = [_comparison(sessions, local_store, tenant, batch_id=batch_id) for _ in range(6)]
+    ids = [add_comparison(sessions, local_store, tenant, batch_id=batch_id) for _ in range(6)]
     errors: list[BaseException] = []
 
     def run(chunk: list[uuid.UUID]) -> None:
@@ -424,5 +383,5 @@ def test_concurrent_finishers_complete_the_batch(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert all(_row(sessions, cid).state is ComparisonState.SUCCEEDED for cid in ids)
+    assert all(comparison_row(sessions, cid).state is ComparisonState.SUCCEEDED for cid in ids)
     assert _completed_at(sessions, batch_id) is not None

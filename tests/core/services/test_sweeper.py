@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,12 +23,15 @@ from core.db.models import (
     utcnow,
 )
 from core.services import idempotency
-from core.services.jobqueue import CeleryJobQueue
-from core.services.sweeper import sweep
+from core.services import sweeper as sweeper_module
+from core.services.jobqueue import CeleryJobQueue, make_celery_app
+from core.services.sweeper import recover, sweep
 from core.services.tasknames import QUEUE_BATCH, QUEUE_INTERACTIVE
 from core.storage import LocalObjectStore
 from tests.support.brokers import redis_messages
 from tests.support.images import png_bytes
+from tests.support.servers import PrivateRedis
+from tests.support.settings import settings_for
 from tests.support.tenants import add_image
 
 SessionFactory = sessionmaker[Session]
@@ -221,3 +227,68 @@ def test_expired_idempotency_keys_are_purged(
     assert sweep(sessions, queue, **THRESHOLDS).purged_idempotency_keys == 1
     with sessions() as session:
         assert session.scalars(sa.select(IdempotencyKey.key)).all() == ["new"]
+
+
+def test_jobs_sent_before_the_broker_restarted_are_sent_again_at_once(
+    sessions: SessionFactory,
+    store: LocalObjectStore,
+    tenant: Tenant,
+    tmp_path: Path,
+) -> None:
+    # A Redis that just started (empty, as after a restart without persistence): jobs sent
+    # to the one before it lost their messages; recover() sends them again without waiting
+    # stale_queued_after_s, once; jobs sent since the start keep their only message.
+    server = PrivateRedis(tmp_path)
+    app = make_celery_app(settings_for(tmp_path, broker_url=server.url))
+    queue = CeleryJobQueue(app)
+    try:
+        started = queue.broker_started_at()
+        assert started is not None and abs((utcnow() - started).total_seconds()) < 5
+        time.sleep(1.5)  # the start is known to the second
+        now = utcnow()
+        lost, kept = _rows(
+            sessions,
+            store,
+            tenant,
+            [
+                {"enqueued_at": now - timedelta(seconds=20)},  # before the start, not stale
+                {"enqueued_at": now},  # after the start: its message is there
+            ],
+        )
+        recovery = {k: THRESHOLDS[k] for k in ("stale_running_after_s", "max_crashes")}
+        report = recover(sessions, queue, lease_confirm_s=0.0, **recovery)
+        assert (report.resent, report.send_failures) == (1, 0)
+        with server.client() as client:
+            assert _sent(client, QUEUE_INTERACTIVE) == [str(lost)]
+        resent_at = _get(sessions, lost).enqueued_at
+        assert resent_at is not None and resent_at > now
+        assert _get(sessions, kept).enqueued_at == now
+        assert recover(sessions, queue, lease_confirm_s=0.0, **recovery).resent == 0
+    finally:
+        app.close()
+        server.stop()
+
+
+def test_after_the_window_a_restart_is_left_to_the_stale_queued_step(
+    sessions: SessionFactory,
+    store: LocalObjectStore,
+    tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broker started longer ago than the window: recover() sends nothing early (the
+    # stale-queued step of sweep() covers such jobs); here the window is made 0 s.
+    monkeypatch.setattr(sweeper_module, "RESTART_WINDOW_S", 0.0)
+    server = PrivateRedis(tmp_path)
+    app = make_celery_app(settings_for(tmp_path, broker_url=server.url))
+    try:
+        time.sleep(1.5)
+        (row,) = _rows(sessions, store, tenant, [{"enqueued_at": utcnow() - timedelta(seconds=20)}])
+        recovery = {k: THRESHOLDS[k] for k in ("stale_running_after_s", "max_crashes")}
+        report = recover(sessions, CeleryJobQueue(app), lease_confirm_s=0.0, **recovery)
+        assert report.resent == 0
+        sent_at = _get(sessions, row).enqueued_at
+        assert sent_at is not None and sent_at < utcnow() - timedelta(seconds=19)
+    finally:
+        app.close()
+        server.stop()

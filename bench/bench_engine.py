@@ -22,31 +22,26 @@ plus the peak RSS of (b) in a fresh child process. Each figure is the median (an
 from __future__ import annotations
 
 import argparse
-import gc
-import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench.images import photographic_pair, rotated, write_png
+from bench.lib.engine_rows import EngineOutput, decode_floor, ours, reference
+from bench.lib.peak_rss import child_peak_rss_mb
+from bench.lib.timing import Timing, time_once, time_round_robin
 from bench.lib.tools import (
-    REPO_ROOT,
     ROW_MAGICK,
     ROW_ODIFF,
     ROW_ODIFF_COMMAND,
@@ -94,262 +89,6 @@ ROW_LABELS: dict[str, str] = {
     ROW_ODIFF_COMMAND: "(e) odiff, npm command (node wrapper)",
     ROW_MAGICK: "(e) ImageMagick compare",
 }
-
-#: The reference heatmap's colour scale: difference level -> RGB, linear between breakpoints.
-REFERENCE_SCALE_LEVELS = (0.0, 1.0, 32.0, 255.0)
-REFERENCE_SCALE_COLOURS = ((0, 0, 255), (0, 64, 255), (0, 255, 0), (255, 0, 0))
-
-# --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Timing:
-    """Wall-clock runs of one benchmark row, in milliseconds."""
-
-    runs_ms: list[float] = field(default_factory=list)
-
-    @property
-    def median_ms(self) -> float:
-        """Median of the runs in milliseconds (NaN when there are none)."""
-        return statistics.median(self.runs_ms) if self.runs_ms else float("nan")
-
-    @property
-    def min_ms(self) -> float:
-        """Fastest run in milliseconds (NaN when there are none)."""
-        return min(self.runs_ms) if self.runs_ms else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Median, minimum and every run, in milliseconds, rounded to 0.01 ms."""
-        return {
-            "median_ms": round(self.median_ms, 2),
-            "min_ms": round(self.min_ms, 2),
-            "runs_ms": [round(v, 2) for v in self.runs_ms],
-        }
-
-
-def time_once(fn: Callable[[], object]) -> float:
-    """Run ``fn`` once and return its wall-clock duration in milliseconds."""
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000.0
-
-
-def time_round_robin(
-    rows: dict[str, Callable[[], object]], *, repeat: int, warmup: int = 1
-) -> dict[str, Timing]:
-    """Time several rows, interleaved.
-
-    Parameters
-    ----------
-    rows
-        Row name -> a call to time.
-    repeat
-        Timed runs per row, >= 1.
-    warmup
-        Untimed runs per row first, >= 0.
-
-    Returns
-    -------
-    dict
-        Row name -> its :class:`Timing` (``repeat`` runs in ms). Rounds run every row in turn,
-        so load from other processes falls on every row alike.
-    """
-    for _ in range(warmup):
-        for fn in rows.values():
-            fn()
-    timings = {name: Timing() for name in rows}
-    for _ in range(repeat):
-        for name, fn in rows.items():
-            gc.collect()
-            timings[name].runs_ms.append(time_once(fn))
-    return timings
-
-
-# --------------------------------------------------------------------------------------------
-# The rows
-# --------------------------------------------------------------------------------------------
-
-
-def decode_floor(png_a: bytes, png_b: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Row (a): decode two PNG files with OpenCV, unchanged (the floor of any comparison).
-
-    Parameters
-    ----------
-    png_a, png_b : bytes
-        Encoded PNG files.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        The decoded arrays (BGR order, as OpenCV decodes).
-    """
-    a = cv2.imdecode(np.frombuffer(png_a, np.uint8), cv2.IMREAD_UNCHANGED)
-    b = cv2.imdecode(np.frombuffer(png_b, np.uint8), cv2.IMREAD_UNCHANGED)
-    if a is None or b is None:
-        raise ValueError("OpenCV could not decode the pair")
-    return np.asarray(a), np.asarray(b)
-
-
-@dataclass
-class EngineOutput:
-    """What one engine comparison produced: the result contract and the heatmap PNG."""
-
-    result: dict[str, Any]
-    heatmap_png: bytes
-
-
-def ours(png_a: bytes, png_b: bytes, *, mode: str) -> EngineOutput:
-    """Rows (b) and (d): our ``compare``, bytes in, result dict and heatmap PNG out.
-
-    Parameters
-    ----------
-    png_a, png_b : bytes
-        Encoded images.
-    mode : str
-        ``"pixel"``, ``"auto"`` or ``"align"``; every other option is the default.
-
-    Returns
-    -------
-    EngineOutput
-        ``result.to_dict()`` and ``result.heatmap_png``.
-    """
-    from core.imaging import CompareOptions, compare
-
-    result = compare(png_a, png_b, CompareOptions(mode=mode))  # type: ignore[arg-type]
-    return EngineOutput(result=result.to_dict(), heatmap_png=result.heatmap_png)
-
-
-def reference_colour_lut() -> np.ndarray:
-    """The reference heatmap's colour scale as a lookup table.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``256x3`` ``uint8``: row ``d`` is the RGB colour of difference level ``d`` (0..255),
-        blue at 0, green at 32, red at 255, linear in between (see ``REFERENCE_SCALE_*``).
-    """
-    levels = np.arange(256, dtype=np.float64)
-    colours = np.asarray(REFERENCE_SCALE_COLOURS, dtype=np.float64)
-    lut = np.stack(
-        [np.interp(levels, REFERENCE_SCALE_LEVELS, colours[:, c]) for c in range(3)], axis=1
-    )
-    return np.rint(lut).astype(np.uint8)
-
-
-@dataclass
-class ReferenceOutput:
-    """What the plain reference produced."""
-
-    ssim: float
-    psnr: float
-    heatmap_png: bytes
-
-
-def _pil_decode(data: bytes) -> np.ndarray:
-    img: Image.Image = Image.open(io.BytesIO(data))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img)
-
-
-def reference(png_a: bytes, png_b: bytes) -> ReferenceOutput:
-    """Row (c): the same work written plainly with PIL, scikit-image and numpy.
-
-    PIL decodes both files; SSIM is ``skimage.metrics.structural_similarity`` with Wang et al.'s
-    settings (Gaussian sigma 1.5, population covariance, data range 255, per channel); PSNR is
-    ``skimage.metrics.peak_signal_noise_ratio``; the heatmap is the per-pixel largest channel
-    difference mapped through :func:`reference_colour_lut` and encoded by PIL with its defaults.
-
-    Parameters
-    ----------
-    png_a, png_b : bytes
-        Encoded 8-bit RGB images of equal size.
-
-    Returns
-    -------
-    ReferenceOutput
-        SSIM in [-1, 1], PSNR in dB (``inf`` for identical images) and the heatmap PNG.
-    """
-    a = _pil_decode(png_a)
-    b = _pil_decode(png_b)
-    ssim = structural_similarity(
-        a,
-        b,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=255,
-        channel_axis=-1,
-    )
-    with np.errstate(divide="ignore"):
-        psnr = peak_signal_noise_ratio(a, b, data_range=255)
-    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2).astype(np.uint8)
-    rgb = reference_colour_lut()[diff]
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return ReferenceOutput(ssim=float(ssim), psnr=float(psnr), heatmap_png=buf.getvalue())
-
-
-# --------------------------------------------------------------------------------------------
-# Peak memory
-# --------------------------------------------------------------------------------------------
-
-_RSS_CHILD = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from pathlib import Path
-from core.imaging import CompareOptions, compare
-a = Path(sys.argv[2]).read_bytes()
-b = Path(sys.argv[3]).read_bytes()
-if sys.argv[4] != "baseline":
-    result = compare(a, b, CompareOptions(mode=sys.argv[4]))
-    result.to_dict()
-    len(result.heatmap_png)
-"""
-
-# A fresh, small launcher runs the measured child and reports its ru_maxrss. It is needed because
-# Linux charges a process, at exec, with the peak RSS of the address space it replaces: a child
-# spawned (fork or vfork) straight from this benchmark, which holds images and has run the
-# reference, would inherit this process's peak. The launcher's own peak (a bare interpreter, about
-# 10 MiB) is below any figure measured, so it cannot show through.
-_RSS_LAUNCHER = """
-import resource, subprocess, sys
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
-
-
-def child_peak_rss_mb(path_a: Path, path_b: Path, *, mode: str | None) -> float:
-    """Peak resident memory of a fresh Python process that runs one comparison.
-
-    The child imports ``core.imaging``, reads both files and, unless ``mode`` is ``None``
-    (the baseline), runs one ``compare`` in that mode and renders its result and heatmap.
-
-    Parameters
-    ----------
-    path_a, path_b : pathlib.Path
-        The image files.
-    mode : str or None
-        Comparison mode, or ``None`` for the baseline (imports and file reads only).
-
-    Returns
-    -------
-    float
-        The child's peak RSS in MiB: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken in a bare
-        launcher process whose only child is the measured one.
-    """
-    child = [sys.executable, "-c", _RSS_CHILD, str(REPO_ROOT), str(path_a), str(path_b)]
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _RSS_LAUNCHER, *child, mode or "baseline"],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"the RSS child failed: {lines[-1] if lines else proc.returncode}")
-    return int(proc.stdout.decode().split()[-1]) / 1024.0  # Linux reports KiB
 
 
 # --------------------------------------------------------------------------------------------

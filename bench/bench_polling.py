@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import statistics
 import threading
 import time
@@ -51,6 +50,7 @@ from bench.images import photographic_png_pairs
 from bench.lib.client import upload_pairs
 from bench.lib.machine import load_average
 from bench.lib.stack import ServiceStack
+from bench.lib.stats import percentile
 
 #: Target: p99 latency of a conditional poll, in milliseconds, at most.
 TARGET_P99_MS = 100.0
@@ -111,15 +111,6 @@ class BatchRun:
     p99_ms: float | None
     max_ms: float | None
     load: list[float]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) of ``values`` by the nearest-rank method; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
 
 
 def _poller(
@@ -238,9 +229,9 @@ def run_batch(
         polls=len(latencies),
         not_modified=stats.statuses.get(304, 0),
         errors=stats.errors,
-        p50_ms=_round(percentile(latencies, 0.50)),
-        p95_ms=_round(percentile(latencies, 0.95)),
-        p99_ms=_round(percentile(latencies, 0.99)),
+        p50_ms=_round(percentile(latencies, 50)),
+        p95_ms=_round(percentile(latencies, 95)),
+        p99_ms=_round(percentile(latencies, 99)),
         max_ms=_round(max(latencies) if latencies else None),
         load=load_average(),
     )

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
 
@@ -24,35 +23,24 @@ from core.config import StorageSettings, WorkerSettings
 from core.storage import S3ObjectStore
 from tests.s3server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY
 from tests.support.api import Api, ApiFactory, TestClient, make_settings
-from tests.support.brokers import REDIS_HOST, REDIS_PORT
+from tests.support.brokers import REDIS_HOST, REDIS_PORT, claimed_redis_db
 from tests.support.databases import migrate
-
-_CLAIM_KEY = "diffall-api-tests-claim"
-
 
 # -- the broker --------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[redis.Redis]:
-    """An empty Redis database (1..15), claimed with a marker key and flushed at the end."""
-    chosen: redis.Redis | None = None
+    """An empty Redis database (1..15) of this test process (``claimed_redis_db``)."""
     try:
-        for number in np.random.default_rng().permutation(np.arange(1, 16)):
-            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=int(number))
-            if client.dbsize() == 0 and client.set(_CLAIM_KEY, "1", nx=True):
-                chosen = client
-                break
-            client.close()
+        with claimed_redis_db() as number:
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number)
+            try:
+                yield client
+            finally:
+                client.close()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}", pytrace=False)
-    if chosen is None:
-        pytest.fail("no empty Redis database among 1..15", pytrace=False)
-    try:
-        yield chosen
-    finally:
-        chosen.flushdb()
-        chosen.close()
 
 
 # -- the app -----------------------------------------------------------------------------------

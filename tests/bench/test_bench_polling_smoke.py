@@ -49,15 +49,6 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_configuration(tmp_path: Path) -
     assert set(data["ratios"]) == {"conditional", "unconditional"}
 
 
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert bp.percentile(values, 0.5) == 50.0
-    assert bp.percentile(values, 0.99) == 99.0
-    assert bp.percentile(values, 1.0) == 100.0
-    assert bp.percentile([], 0.5) is None
-    assert bp.percentile([7.0], 0.99) == 7.0
-
-
 def test_modes_rotate_between_rounds() -> None:
     assert bp._order(0, bp.MODES) == list(bp.MODES)
     assert bp._order(1, bp.MODES) == [*bp.MODES[1:], bp.MODES[0]]

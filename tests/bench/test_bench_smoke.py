@@ -27,6 +27,7 @@ from bench.images import (
     rotation_matrix,
     write_png,
 )
+from bench.lib import engine_rows, timing
 from bench.lib import tools as external_tools
 
 W, H = 320, 180
@@ -79,7 +80,7 @@ def test_write_png_round_trips_rgb(tmp_path: Path) -> None:
 
 def test_reference_matches_scikit_image_and_draws_its_colour_scale() -> None:
     a, b = photographic_pair(W, H, seed=5)
-    out = be.reference(png_bytes(a), png_bytes(b))
+    out = engine_rows.reference(png_bytes(a), png_bytes(b))
     expected = structural_similarity(
         a,
         b,
@@ -92,18 +93,18 @@ def test_reference_matches_scikit_image_and_draws_its_colour_scale() -> None:
     assert out.ssim == pytest.approx(expected, abs=1e-12)
     assert out.psnr == pytest.approx(cv2.PSNR(a, b), abs=1e-6)  # OpenCV as the independent PSNR
     heat = np.asarray(Image.open(io.BytesIO(out.heatmap_png)))
-    lut = be.reference_colour_lut()
+    lut = engine_rows.reference_colour_lut()
     diff = np.abs(a.astype(np.int16) - b).max(axis=2)
     assert np.array_equal(heat, lut[diff])
     assert tuple(lut[0]) == (0, 0, 255) and tuple(lut[32]) == (0, 255, 0)
     assert tuple(lut[255]) == (255, 0, 0)
-    same = be.reference(png_bytes(a), png_bytes(a))
+    same = engine_rows.reference(png_bytes(a), png_bytes(a))
     assert same.ssim == pytest.approx(1.0) and same.psnr == float("inf")
 
 
 def test_decode_floor_decodes_both() -> None:
     a, b = photographic_pair(W, H, seed=6)
-    da, db = be.decode_floor(png_bytes(a), png_bytes(b))
+    da, db = engine_rows.decode_floor(png_bytes(a), png_bytes(b))
     assert np.array_equal(da[..., ::-1], a) and np.array_equal(db[..., ::-1], b)
 
 
@@ -113,7 +114,7 @@ def test_round_robin_runs_each_row_repeat_plus_warmup_times() -> None:
     def bump(name: str) -> None:
         calls[name] += 1
 
-    timings = be.time_round_robin(
+    timings = timing.time_round_robin(
         {"x": lambda: bump("x"), "y": lambda: bump("y")}, repeat=3, warmup=1
     )
     assert calls == {"x": 4, "y": 4}
@@ -136,7 +137,7 @@ def _report(size: tuple[int, int], medians: dict[str, float], rss: float | None)
         height=size[1],
         repeat=1,
         file_bytes={},
-        timings={k: be.Timing([v]) for k, v in medians.items()},
+        timings={k: timing.Timing([v]) for k, v in medians.items()},
         stage_ms={},
         startup_ms={},
         rss_baseline_mb=None if rss is None else rss / 2,

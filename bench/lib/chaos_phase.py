@@ -155,18 +155,13 @@ def _read_jobs(stack: ChaosStack, ids: Sequence[str]) -> dict[str, JobRow]:
 
     if not ids:
         return {}
-    engine = stack.engine()
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sa.text(
-                    "SELECT id::text, state, error_code, attempt, crash_count, finished_at "
-                    "FROM comparisons WHERE id::text IN :ids"
-                ).bindparams(sa.bindparam("ids", expanding=True)),
-                {"ids": list(ids)},
-            ).all()
-    finally:
-        engine.dispose()
+    rows = stack.rows(
+        sa.text(
+            "SELECT id::text, state, error_code, attempt, crash_count, finished_at "
+            "FROM comparisons WHERE id::text IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {"ids": list(ids)},
+    )
     return {
         row[0]: JobRow(
             str(row[1]),
@@ -185,20 +180,13 @@ def _final_events(stack: ChaosStack, ids: Sequence[str]) -> dict[str, list[str]]
 
     if not ids:
         return {}
-    engine = stack.engine()
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sa.text(
-                    "SELECT subject_id::text, id::text FROM webhook_events "
-                    "WHERE type::text IN :types AND subject_id::text IN :ids"
-                ).bindparams(
-                    sa.bindparam("types", expanding=True), sa.bindparam("ids", expanding=True)
-                ),
-                {"types": list(FINAL_EVENTS), "ids": list(ids)},
-            ).all()
-    finally:
-        engine.dispose()
+    rows = stack.rows(
+        sa.text(
+            "SELECT subject_id::text, id::text FROM webhook_events "
+            "WHERE type::text IN :types AND subject_id::text IN :ids"
+        ).bindparams(sa.bindparam("types", expanding=True), sa.bindparam("ids", expanding=True)),
+        {"types": list(FINAL_EVENTS), "ids": list(ids)},
+    )
     out: dict[str, list[str]] = {}
     for subject, event in rows:
         out.setdefault(subject, []).append(webhook_id(uuid.UUID(event)))

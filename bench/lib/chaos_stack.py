@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bench.lib.stack import Stack, wait_for_celery
 from bench.lib.webhook_stack import webhook_worker_argv
 from core.config import ALLOWED_NETWORKS_ENV
 from tests.support.processes import (
@@ -45,7 +46,7 @@ S3_KEY, S3_SECRET, S3_REGION = "chaos", "chaos-secret", "us-east-1"
 RETRY_SCHEDULE_S = "0,2,4,8,15,30,60,120"
 
 
-class ChaosStack:
+class ChaosStack(Stack):
     """PostgreSQL, Redis, S3, API, worker, beat and delivery worker of their own.
 
     Parameters
@@ -69,17 +70,6 @@ class ChaosStack:
         self.env: dict[str, str] = {}
         self._starts: dict[str, int] = {}
         self._frozen: set[str] = set()
-
-    def __enter__(self) -> ChaosStack:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -208,13 +198,7 @@ class ChaosStack:
         return proc
 
     def _start_celery(self, name: str, argv: list[str]) -> None:
-        proc = self.launch(name, argv)
-        wait_until(
-            lambda: " ready." in proc.tail(100_000),
-            what=f"the Celery worker {name!r}",
-            timeout_s=self.timeout_s,
-            services=[proc],
-        )
+        wait_for_celery(self.launch(name, argv), timeout_s=self.timeout_s)
 
     def start_worker(self) -> None:
         """Start the job worker and wait until it is ready."""
@@ -262,12 +246,17 @@ class ChaosStack:
         folder = self.root / "logs"
         return {p.name: p.read_text(errors="replace") for p in sorted(folder.glob("*.log"))}
 
-    def engine(self) -> Any:
-        """A SQLAlchemy engine on the stack's database, one connection per use (the server
-        is restarted under it); dispose it."""
+    def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run ``statement`` (SQLAlchemy) on the stack's database over a connection of its
+        own (the server is stopped and started under the stack) and return its rows."""
         import sqlalchemy as sa
 
-        return sa.create_engine(self.database_url, poolclass=sa.NullPool)
+        engine = sa.create_engine(self.database_url, poolclass=sa.NullPool)
+        try:
+            with engine.connect() as connection:
+                return list(connection.execute(statement, params or {}).all())
+        finally:
+            engine.dispose()
 
     # -- stop ------------------------------------------------------------------------------
 

@@ -37,16 +37,8 @@ class Injected:
 def _running_jobs(stack: ChaosStack) -> int:
     import sqlalchemy as sa
 
-    engine = stack.engine()
-    try:
-        with engine.connect() as connection:
-            return int(
-                connection.execute(
-                    sa.text("SELECT count(*) FROM comparisons WHERE state = 'running'")
-                ).scalar_one()
-            )
-    finally:
-        engine.dispose()
+    query = sa.text("SELECT count(*) FROM comparisons WHERE state = 'running'")
+    return int(stack.rows(query)[0][0])
 
 
 def _wait_for_running_job(ctx: Context, timeout_s: float = 20.0) -> bool:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -37,6 +37,8 @@ __all__ = [
     "REDIS_MARKER",
     "REDIS_PORT",
     "ServiceStack",
+    "Stack",
+    "wait_for_celery",
 ]
 
 #: Admin URL of the PostgreSQL server (a database is created and dropped through it).
@@ -50,7 +52,42 @@ S3_KEY, S3_SECRET, S3_REGION = "bench", "bench-secret", "us-east-1"
 REDIS_MARKER = "diffall-bench:claimed"
 
 
-class ServiceStack:
+def wait_for_celery(proc: Service, *, timeout_s: float) -> None:
+    """Wait until the Celery worker ``proc`` logged that it is ready (``TimeoutError`` with its
+    log otherwise)."""
+    wait_until(
+        lambda: " ready." in proc.tail(100_000),
+        what=f"the Celery worker {proc.name!r}",
+        timeout_s=timeout_s,
+        services=[proc],
+    )
+
+
+class Stack:
+    """A context manager over :meth:`start` and :meth:`close`: whatever ``start`` got to is
+    closed, on an error in it as on exit."""
+
+    def start(self) -> None:
+        """Start everything."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and remove everything started."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ServiceStack(Stack):
     """PostgreSQL database, Redis database, moto S3, API and one Celery worker, on this machine.
 
     Use as a context manager: everything started is stopped, the database dropped and the
@@ -80,17 +117,6 @@ class ServiceStack:
         self.env: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> ServiceStack:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Create the database and Redis database, start S3, the worker and the API, make a key."""
@@ -209,12 +235,7 @@ class ServiceStack:
             ],
         )
         self.procs["worker"] = worker
-        wait_until(
-            lambda: " ready." in worker.tail(100_000),
-            what="the Celery worker",
-            timeout_s=self.timeout_s,
-            services=[worker],
-        )
+        wait_for_celery(worker, timeout_s=self.timeout_s)
 
     def stop_worker(self) -> None:
         """Stop the worker (warm shutdown, then SIGKILL); queued jobs stay queued."""

@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 
 from bench.lib.hook_receiver import EVENT, Receiver
-from bench.lib.stack import ServiceStack
-from tests.support.processes import wait_until
+from bench.lib.stack import ServiceStack, wait_for_celery
 
 #: ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS`` of the stack: the receiver listens on 127.0.0.1.
 ALLOWED_NETWORKS = "127.0.0.1/32"
@@ -90,12 +89,7 @@ class WebhookStack(ServiceStack):
     def _start_celery(self, name: str, argv: list[str]) -> None:
         proc = self.start_process(name, argv)
         self.procs[name] = proc
-        wait_until(
-            lambda: " ready." in proc.tail(100_000),
-            what=f"the Celery worker {name!r}",
-            timeout_s=self.timeout_s,
-            services=[proc],
-        )
+        wait_for_celery(proc, timeout_s=self.timeout_s)
 
     def start_worker(self) -> None:
         """Start the worker with its embedded beat (and the dedicated delivery worker, if

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.imaging.align.estimate import estimate_alignment
 from core.imaging.align.geometry import is_identity
-from core.imaging.align.result import Alignment
+from core.imaging.align.result import Alignment, failed_alignment
 from core.imaging.align.warp import warp_into
 from core.imaging.banded import measure_banded
 from core.imaging.budget import check_pair
@@ -40,7 +40,6 @@ from core.imaging.misregistration import (
     FLIPS,
     diagnose,
     flip_alignment,
-    not_aligned,
     thumbnail_correlation,
 )
 from core.imaging.noise import antialiased_masks, resampled_mask
@@ -321,7 +320,7 @@ def _compare_pixel(job: _Job) -> _Outcome:
             f"pixel mode needs equal sizes: A is {width}x{height},"
             f" B is {job.pb.shape[1]}x{job.pb.shape[0]}; use auto or align mode",
         )
-    alignment = not_aligned("pixel mode never aligns")
+    alignment = failed_alignment("pixel mode never aligns")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
     if _suspect(verdict, m):
@@ -345,7 +344,7 @@ def _compare_aligned(job: _Job) -> _Outcome:
             ErrorCode.ALIGNMENT_FAILED, f"no trustworthy transform: {alignment.reason}"
         )
     else:
-        alignment = not_aligned(
+        alignment = failed_alignment(
             f"{alignment.reason}; B was resized to A's size to compare what can be compared"
         )
         height, width = job.pa.shape[:2]
@@ -358,7 +357,7 @@ def _compare_aligned(job: _Job) -> _Outcome:
 def _compare_auto(job: _Job) -> _Outcome:
     """Compare directly; align only when the direct verdict suggests misregistration and a
     confident, non-identity transform improves SSIM by at least ``AUTO_ALIGN_MIN_GAIN``."""
-    alignment = not_aligned("not needed: the direct comparison shows no misregistration")
+    alignment = failed_alignment("not needed: the direct comparison shows no misregistration")
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
     if not _suspect(verdict, m):
@@ -370,13 +369,13 @@ def _compare_auto(job: _Job) -> _Outcome:
     with job.timer.stage("align"):
         candidate = estimate_alignment(job.pa, job.pb)
     if not candidate.applied or candidate.homography is None:
-        return m, not_aligned(f"tried: {candidate.reason}"), verdict, summary
+        return m, failed_alignment(f"tried: {candidate.reason}"), verdict, summary
     if is_identity(candidate.homography, job.pa.shape[:2]):
-        return m, not_aligned("tried: the best transform is the identity"), verdict, summary
+        return m, failed_alignment("tried: the best transform is the identity"), verdict, summary
     aligned = job.measure_aligned(candidate)
     if aligned.ssim < m.ssim + AUTO_ALIGN_MIN_GAIN:
         reason = "tried: aligning did not improve the comparison"
-        return m, not_aligned(reason), verdict, summary
+        return m, failed_alignment(reason), verdict, summary
     return (aligned, candidate, *_classify(aligned, candidate))
 
 

@@ -17,7 +17,6 @@ __all__ = [
     "FLIP_MIN_GAIN",
     "diagnose",
     "flip_alignment",
-    "not_aligned",
     "thumbnail_correlation",
 ]
 
@@ -46,7 +45,14 @@ def thumbnail_correlation(pa: np.ndarray, pb: np.ndarray, valid: np.ndarray | No
     scale = 1.0 / 257.0 if pa.dtype == np.uint16 else 1.0
 
     def thumb(img: np.ndarray) -> np.ndarray:
-        grey = img[..., :3].astype(np.float32).mean(axis=2) * scale
+        # The channel mean, summed in place (one float32 plane, not a float32 copy of every
+        # channel): the same operations in the same order as ``mean(axis=2)``, the same bits.
+        channels = min(img.shape[2], 3)
+        grey = img[..., 0].astype(np.float32)
+        for c in range(1, channels):
+            grey += img[..., c]
+        grey /= np.float32(channels)
+        grey *= scale
         return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
     ta, tb = thumb(pa), thumb(pb)
@@ -93,19 +99,3 @@ def diagnose(pa: np.ndarray, pb: np.ndarray) -> Alignment | None:
     if is_identity(found.homography, pa.shape[:2]):
         return None
     return found
-
-
-def not_aligned(reason: str) -> Alignment:
-    return Alignment(
-        applied=False,
-        method=None,
-        homography=None,
-        inliers=0,
-        inlier_ratio=0.0,
-        reprojection_error=None,
-        translation=None,
-        rotation_deg=None,
-        scale=None,
-        overlap_ratio=None,
-        reason=reason,
-    )

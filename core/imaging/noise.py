@@ -46,7 +46,8 @@ the second). A new word on a UI page fails too wherever its strokes fall on back
 gaps on ink: the region is still found, only its rim pixels are not counted.
 
 The test costs two 3x3 erosions and dilations per image, on the bounding box of the changed
-pixels only.
+pixels only, band by band (``BAND_ROWS`` rows: its float temporaries stay a few MB whatever the
+image's size; bands without a changed pixel are skipped).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ INSIDE_MARGIN = 0.5
 #: A changed pixel whose difference is at most this share of both 3x3 contrasts is an edge
 #: moved by a fraction of a pixel (see the module docstring). Tuned on the verdict corpus.
 SHIFT_SHARE = 0.5
+#: Rows per band of the tests (bounded temporaries: a few MB per band at 4K width).
+BAND_ROWS = 256
 
 
 class NoiseMasks(NamedTuple):
@@ -118,16 +121,26 @@ def antialiased_masks(
     ys, xs = np.nonzero(changed)
     y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, height)
     x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, width)
-    ca = np.ascontiguousarray(a[y0:y1, x0:x1])
-    cb = np.ascontiguousarray(b[y0:y1, x0:x1])
     slack = threshold * (257 if a.dtype == np.uint16 else 1)
-    range_a, range_b = _Range(ca), _Range(cb)
-    in_range = range_a.holds(cb, slack) & range_b.holds(ca, slack) & changed[y0:y1, x0:x1]
-    edges = in_range & range_a.inside(ca, slack) & range_b.inside(cb, slack)
-    moved = in_range & _moved_edge(ca, cb, range_a, range_b)
     edge_out = out.copy()
-    edge_out[y0:y1, x0:x1] = edges
-    out[y0:y1, x0:x1] = edges | moved
+    # Band by band (BAND_ROWS rows, one row of neighbours above and below), so that the
+    # float32 temporaries stay small: every test is per pixel on 3x3 neighbourhoods, so the
+    # bands give the same masks as the whole box (whose own edge is replicated, as before).
+    for r0 in range(y0, y1, BAND_ROWS):
+        r1 = min(r0 + BAND_ROWS, y1)
+        band_changed = changed[r0:r1, x0:x1]
+        if not band_changed.any():
+            continue
+        h0, h1 = max(r0 - 1, y0), min(r1 + 1, y1)
+        ca = np.ascontiguousarray(a[h0:h1, x0:x1])
+        cb = np.ascontiguousarray(b[h0:h1, x0:x1])
+        range_a, range_b = _Range(ca), _Range(cb)
+        inner = slice(r0 - h0, r0 - h0 + (r1 - r0))
+        in_range = (range_a.holds(cb, slack) & range_b.holds(ca, slack))[inner] & band_changed
+        edges = in_range & (range_a.inside(ca, slack) & range_b.inside(cb, slack))[inner]
+        moved = in_range & _moved_edge(ca, cb, range_a, range_b)[inner]
+        edge_out[r0:r1, x0:x1] = edges
+        out[r0:r1, x0:x1] = edges | moved
     return NoiseMasks(out, edge_out)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from core.imaging import CompareOptions, compare
+from core.imaging import CompareOptions, compare, noise
 from core.imaging.findings import jpeg_info
 from core.imaging.noise import SHIFT_SHARE, antialiased_mask, antialiased_masks
 from core.imaging.regions import Region, merge_nearby, significant_regions
@@ -127,6 +127,25 @@ def test_a_stroke_moved_a_third_of_a_pixel_is_noise_but_ink_turned_to_paper_is_n
     assert not (masks.all & ~changed).any() and not (masks.edges & ~masks.all).any()
     # The share is what separates them: a third of the contrast passes, the whole does not.
     assert 1 / 3 <= SHIFT_SHARE < 1.0
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 5, 64])
+def test_the_noise_masks_are_the_same_band_by_band(
+    band_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tests run in bands of rows (bounded memory); each band sees its neighbours' rows,
+    # so the masks equal those of the whole box, rows at the bands' edges included.
+    a = photo(301, 203, seed=4)
+    b = np.asarray(Image.open(io.BytesIO(jpeg(a, quality=60))).convert("RGB"))
+    b = paste_patch(b, (60, 80, 40, 30), seed=5)
+    changed = np.abs(a.astype(np.int16) - b).max(axis=2) > 10
+    changed[:3] = changed[-3:] = False  # a box smaller than the image: its own edges
+    monkeypatch.setattr(noise, "BAND_ROWS", 10**6)
+    whole = antialiased_masks(a, b, changed, threshold=10)
+    monkeypatch.setattr(noise, "BAND_ROWS", band_rows)
+    banded = antialiased_masks(a, b, changed, threshold=10)
+    assert whole.all.any() and whole.edges.any() and not whole.all.all()
+    assert np.array_equal(banded.all, whole.all) and np.array_equal(banded.edges, whole.edges)
 
 
 def _offset(img: np.ndarray, dx: float, dy: float) -> np.ndarray:

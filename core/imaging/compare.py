@@ -426,10 +426,10 @@ def _measure(
         counted = valid
         antialiased = 0
         noise = edges = None
+        over = diff > threshold  # the changed pixels (also the evidence of significance)
+        if valid is not None:
+            over &= valid
         if antialiasing:
-            over = diff > threshold
-            if valid is not None:
-                over &= valid
             noise, edges = antialiased_masks(pa, pb, over, threshold=threshold)
             if resampled_a is not None:
                 resampled = resampled_mask(pb, resampled_a, over, threshold=threshold)
@@ -442,10 +442,7 @@ def _measure(
         compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
         regions: list[Region] = []
         if found:
-            evidence = diff > threshold
-            if valid is not None:
-                evidence &= valid
-            regions = significant_regions(found, evidence, valid)
+            regions = significant_regions(found, over, valid)
             if regions and noise is not None and edges is not None and antialiased:
                 regions = whole_extents(regions, diff, threshold, valid, edges)
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]

@@ -243,11 +243,22 @@ def significant_regions(
         return []
     height, width = noise.shape
     side = closing_kernel_size(height, width)
-    evidence = cv2.integral(noise.astype(np.uint8), sdepth=cv2.CV_32S)
-    compared = cv2.integral(
-        (np.ones_like(noise) if valid is None else valid).astype(np.uint8), sdepth=cv2.CV_32S
-    )
-    total_compared = int(compared[-1, -1])
+    # Summed-area tables (int32, one more row and column); a bool mask is read as 0/1 bytes in
+    # place. Every pixel compared: a box's count is its area, no table needed.
+    evidence = cv2.integral(np.ascontiguousarray(noise).view(np.uint8), sdepth=cv2.CV_32S)
+    if valid is None:
+
+        def compared_in(x0: int, y0: int, x1: int, y1: int) -> int:
+            return (x1 - x0) * (y1 - y0)
+
+        total_compared = height * width
+    else:
+        compared = cv2.integral(np.ascontiguousarray(valid).view(np.uint8), sdepth=cv2.CV_32S)
+
+        def compared_in(x0: int, y0: int, x1: int, y1: int) -> int:
+            return _box_sum(compared, x0, y0, x1, y1)
+
+        total_compared = int(compared[-1, -1])
     total_evidence = int(evidence[-1, -1])
 
     kept = regions
@@ -261,7 +272,7 @@ def significant_regions(
             x0, y0 = max(r.x - margin, 0), max(r.y - margin, 0)
             x1, y1 = min(r.x + r.width + margin, width), min(r.y + r.height + margin, height)
             around = _box_sum(evidence, x0, y0, x1, y1) - r.area
-            area = _box_sum(compared, x0, y0, x1, y1) - r.width * r.height
+            area = compared_in(x0, y0, x1, y1) - r.width * r.height
             rho = max(rho_global, around / area if area > 0 else 0.0)
             reach = (r.width + side) * (r.height + side)
             if _chance(r.area, rho * reach) < REGION_SIGNIFICANCE:

@@ -52,7 +52,9 @@ image's size; bands without a changed pixel are skipped).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+import math
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -149,39 +151,71 @@ def antialiased_masks(
 def _moved_edge(ca: np.ndarray, cb: np.ndarray, range_a: _Range, range_b: _Range) -> np.ndarray:
     """In every channel the difference is at most ``SHIFT_SHARE`` of the smaller of the two
     3x3 contrasts: an edge moved by a fraction of a pixel. ``bool`` ``HxW``."""
-    diff = cv2.absdiff(ca, cb).astype(np.float32)
+    diff = cv2.absdiff(ca, cb)
     low = cv2.min(range_a.span, range_b.span)
-    ok = diff <= low * SHIFT_SHARE
-    return np.asarray(ok.all(axis=2) if ok.ndim == 3 else ok)
+    ok = diff <= _share_table(ca.dtype, SHIFT_SHARE, 0)[low]
+    return _every_channel(ok)
+
+
+@functools.cache
+def _share_table(dtype: np.dtype[Any], share: float, slack: int) -> np.ndarray:
+    """For every contrast ``s`` of ``dtype`` (0..255 or 0..65535): the largest integer
+    difference ``d`` with ``d <= s * share + slack`` as float32 arithmetic computes it (the
+    tests compare integers with that bound: a table gives the same answers without float
+    copies of the images)."""
+    top = int(np.iinfo(dtype).max)
+    spans = np.arange(top + 1, dtype=np.float32)
+    bound = np.floor(spans * share + slack)
+    return np.asarray(np.clip(bound, 0, top), dtype=dtype)
+
+
+def _every_channel(ok: np.ndarray) -> np.ndarray:
+    """``ok.all(axis=2)`` of an ``HxWxC`` bool array (``HxW`` as it is), channel by channel:
+    a reduction over a short last axis is several times slower in NumPy."""
+    if ok.ndim == 2:
+        return ok
+    out = ok[..., 0].copy()
+    for channel in range(1, ok.shape[2]):
+        out &= ok[..., channel]
+    return out
+
+
+def _some_channel(ok: np.ndarray) -> np.ndarray:
+    """``ok.any(axis=2)`` likewise."""
+    if ok.ndim == 2:
+        return ok
+    out = ok[..., 0].copy()
+    for channel in range(1, ok.shape[2]):
+        out |= ok[..., channel]
+    return out
 
 
 class _Range:
-    """The 3x3 minimum and maximum, per channel, of one image."""
+    """The 3x3 minimum and maximum, per channel, of one image (and their difference)."""
 
     def __init__(self, img: np.ndarray) -> None:
         kernel = np.ones((NEIGHBOURHOOD, NEIGHBOURHOOD), np.uint8)
         self.low = cv2.erode(img, kernel, borderType=cv2.BORDER_REPLICATE)
         self.high = cv2.dilate(img, kernel, borderType=cv2.BORDER_REPLICATE)
-        self.span = cv2.subtract(self.high, self.low).astype(np.float32)
+        self.span = cv2.subtract(self.high, self.low)
 
     def holds(self, value: np.ndarray, slack: int) -> np.ndarray:
         """Every channel of ``value`` lies in this range, widened by ``slack`` plus
         ``CONTRAST_SLACK`` of the range."""
         below = cv2.subtract(self.low, value)  # saturating: 0 where value >= low
         above = cv2.subtract(value, self.high)
-        excess = cv2.max(below, above).astype(np.float32)
-        ok = excess <= self.span * CONTRAST_SLACK + slack
-        return np.asarray(ok.all(axis=2) if ok.ndim == 3 else ok)
+        excess = cv2.max(below, above)
+        return _every_channel(excess <= _share_table(value.dtype, CONTRAST_SLACK, slack)[self.span])
 
     def inside(self, own: np.ndarray, slack: int) -> np.ndarray:
         """The image's own value is an in-between tone of its neighbourhood (an edge pixel):
         in some channel at least ``INSIDE_MARGIN`` of the tolerance above the 3x3 minimum and
         below the maximum. A flat area's pixel or a stroke's core is not."""
-        margin = slack * INSIDE_MARGIN
-        up = cv2.subtract(own, self.low).astype(np.float32) >= margin
-        down = cv2.subtract(self.high, own).astype(np.float32) >= margin
-        ok = up & down
-        return np.asarray(ok.any(axis=2) if ok.ndim == 3 else ok)
+        # Integer levels against a margin of k/2: ``level >= margin`` is ``level >= ceil``.
+        margin = math.ceil(np.float32(slack * INSIDE_MARGIN))
+        up = cv2.subtract(own, self.low) >= margin
+        down = cv2.subtract(self.high, own) >= margin
+        return _some_channel(up & down)
 
 
 def resampled_mask(
@@ -192,5 +226,5 @@ def resampled_mask(
     slack = threshold * (257 if warped_b.dtype == np.uint16 else 1)
     excess = cv2.absdiff(warped_b, resampled_a)
     within = np.asarray(excess <= slack)
-    ok = within.all(axis=2) if within.ndim == 3 else within
+    ok = _every_channel(within)
     return np.asarray(ok & changed)

@@ -225,7 +225,8 @@ def main(
         f"Chaos: {rate:g} submissions/s, {outage:g} s outages, {workers} worker processes, "
         f"{size}x{size} pairs, load {load_average()[0]:.2f}"
     )
-    console.print(_table(results, title))
+    if results:
+        console.print(_table(results, title))
     missed = [
         f"{r.fault} round {r.round}: {', '.join(r.problems())}" for r in results if r.problems()
     ]

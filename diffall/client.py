@@ -29,6 +29,7 @@ from typing import Any, Self
 
 import httpx
 
+from diffall.errors import DiffallError, DiffallTimeoutError, error_from, retry_after_s
 from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff, Conditional
 
 __all__ = [
@@ -60,99 +61,6 @@ ImageRef = str | uuid.UUID | os.PathLike[str] | bytes | bytearray | memoryview
 ResourceRef = str | uuid.UUID | Mapping[str, Any]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class DiffallError(Exception):
-    """An error answer of the API, or a transport failure.
-
-    Attributes
-    ----------
-    status : int
-        HTTP status code (0 for a transport failure or a client-side timeout).
-    code : str
-        Stable machine-readable code from the problem+json body (e.g. ``not_found``,
-        ``corrupt_image``, ``rate_limited``); ``http_<status>`` when the body had none,
-        ``transport_error`` / ``timeout`` for client-side failures.
-    detail : str
-        Human-readable explanation.
-    problem : dict
-        The whole problem+json body (empty when there was none).
-    retry_after_s : float or None
-        The ``Retry-After`` header in seconds, when the server sent one (429, 503).
-    """
-
-    def __init__(
-        self,
-        *,
-        status: int,
-        code: str,
-        detail: str,
-        problem: Mapping[str, Any] | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(f"{code} (HTTP {status}): {detail}" if status else f"{code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.problem: dict[str, Any] = dict(problem or {})
-        self.retry_after_s = retry_after_s
-
-
-class DiffallTimeoutError(DiffallError, TimeoutError):
-    """:meth:`DiffallClient.wait` or :meth:`~DiffallClient.wait_batch` gave up before the
-    comparison or the batch finished (``code="wait_timeout"``; one request that takes too long
-    is a plain :class:`DiffallError` ``timeout``).
-
-    Attributes
-    ----------
-    last : dict
-        The comparison (state ``queued`` or ``running``) or the batch as last seen; empty if
-        the server never answered.
-    """
-
-    def __init__(self, detail: str, *, last: dict[str, Any]) -> None:
-        super().__init__(status=0, code="wait_timeout", detail=detail)
-        self.last = last
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_from(response: httpx.Response) -> DiffallError:
-    """Build the :class:`DiffallError` for an error response (problem+json or anything else)."""
-    problem: dict[str, Any] = {}
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            problem = body
-    except ValueError:
-        pass
-    code = problem.get("code")
-    detail = problem.get("detail") or problem.get("title") or response.reason_phrase
-    if not isinstance(code, str) or not code:
-        code = f"http_{response.status_code}"
-    return DiffallError(
-        status=response.status_code,
-        code=code,
-        detail=str(detail or ""),
-        problem=problem,
-        retry_after_s=_retry_after_s(response),
-    )
 
 
 def _as_image_id(ref: ImageRef) -> str | None:
@@ -297,7 +205,7 @@ class DiffallClient:
                 status=0, code="transport_error", detail=f"{method} {path}: {exc}"
             ) from exc
         if response.status_code >= 400:
-            raise _error_from(response)
+            raise error_from(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -708,7 +616,7 @@ class DiffallClient:
                     return dict(body)
                 if last is None or mark(body) != mark(last):
                     backoff.changed()
-                last, retry_after = dict(body), _retry_after_s(response)
+                last, retry_after = dict(body), retry_after_s(response)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 seen = "the server never answered" if last is None else f"last seen {mark(last)}"

@@ -293,6 +293,12 @@ class WorkerSettings(_Group):
     """Seconds the final write of a job (and its give-back) is retried while the database is
     unavailable, before the job is given back to the broker's retry."""
 
+    nice: int = Field(default=10, ge=0, le=19)
+    """Niceness added to each pool process of a prefork worker when it starts (0: none). On a
+    machine the API shares with the workers (``diffall serve``, one host), the API's requests
+    (polls, uploads) then get the CPU first and the comparisons take the rest; in containers
+    with CPU shares of their own it changes nothing."""
+
     concurrency: int | None = Field(default=None, ge=1, le=256)
     """Comparison worker processes per worker (``diffall serve``, compose's ``worker``); None:
     the CPUs + 1 (see :attr:`processes`)."""

@@ -160,6 +160,9 @@ def _on_worker_ready(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _on_worker_process_init(**_: Any) -> None:
+    # Comparisons yield the CPU to the API on a shared machine (worker.nice).
+    if settings.worker.nice:
+        os.nice(settings.worker.nice)
     # Connections and clients inherited from the parent belong to it: drop them unclosed.
     dispose_engine(close=False)
     reset_resources()

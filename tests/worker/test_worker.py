@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +52,29 @@ def _submit(env: WorkerEnv, a: bytes, b: bytes, options: dict[str, Any] | None =
 
 def _submit_slow(env: WorkerEnv) -> uuid.UUID:
     return _submit(env, *_slow_pair(), {"mode": "align"})
+
+
+def _niceness(pid: int) -> int:
+    # /proc/PID/stat: the 19th field is the nice value (after the command in parentheses).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
+
+
+def test_pool_processes_run_nicer_than_their_parent(
+    redis_worker_env: WorkerEnv, redis_worker: WorkerProcess
+) -> None:
+    # worker.nice (default 10): on a machine shared with the API, comparisons yield the CPU.
+    parent = redis_worker.process.pid
+    children = redis_worker.children()
+    assert children
+    # A pool process sets it in its start-up hook, which may run just after " ready.".
+    deadline = time.monotonic() + 20
+    while True:
+        seen = {child: _niceness(child) for child in children}
+        if all(nice == _niceness(parent) + 10 for nice in seen.values()):
+            break
+        assert time.monotonic() < deadline, (seen, _niceness(parent))
+        time.sleep(0.1)
 
 
 def test_messages_with_malformed_arguments_are_dropped(

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -22,14 +21,22 @@ from typing import Any
 
 import httpx
 
-from bench.lib.stack import Stack, wait_for_celery
-from bench.lib.webhook_stack import webhook_worker_argv
+from bench.lib.stack import (
+    Stack,
+    celery_worker_argv,
+    create_bucket,
+    make_api_key,
+    moto_argv,
+    s3_env,
+    wait_for_api,
+    wait_for_celery,
+)
 from core.config import ALLOWED_NETWORKS_ENV
 from tests.support.processes import (
     Service,
+    api_argv,
     descendants,
     free_port,
-    http_ok,
     port_open,
     service_env,
     start,
@@ -39,8 +46,6 @@ from tests.support.servers import PrivatePostgres, PrivateRedis
 
 __all__ = ["RETRY_SCHEDULE_S", "ChaosStack"]
 
-#: Credentials and region used against moto's S3 server (it accepts any).
-S3_KEY, S3_SECRET, S3_REGION = "chaos", "chaos-secret", "us-east-1"
 #: Webhook retry schedule of the stack (the default's 5 min second retry would outlast a run;
 #: what is measured is that a failed delivery is retried with its webhook-id, never doubled).
 RETRY_SCHEDULE_S = "0,2,4,8,15,30,60,120"
@@ -92,12 +97,7 @@ class ChaosStack(Stack):
                 "DIFFALL_DATA_DIR": str(self.root / "data"),
                 "DIFFALL_DATABASE_URL": self.database_url,
                 "DIFFALL_BROKER_URL": self.redis.url,
-                "DIFFALL_STORAGE__BACKEND": "s3",
-                "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
-                "DIFFALL_STORAGE__S3_BUCKET": bucket,
-                "DIFFALL_STORAGE__S3_REGION": S3_REGION,
-                "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
-                "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
+                **s3_env(s3_url, bucket),
                 "DIFFALL_API__PUBLIC_BASE_URL": self.base_url,
                 "DIFFALL_LIMITS__RATE_LIMIT_PER_MINUTE": "1000000",
                 "DIFFALL_WEBHOOKS__RETRY_SCHEDULE_S": RETRY_SCHEDULE_S,
@@ -105,60 +105,23 @@ class ChaosStack(Stack):
             }
         )
         (self.root / "data").mkdir()
-        s3 = self.launch(
-            "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
-        )
+        s3 = self.launch("s3", moto_argv(s3_port))
         wait_until(port_open(s3_port), what="moto S3", timeout_s=self.timeout_s, services=[s3])
-        self._create_bucket(s3_url, bucket)
+        create_bucket(s3_url, bucket)
         self.start_worker()
         self.launch("beat", self._beat_argv())
-        self._start_celery("deliveries", webhook_worker_argv(threads=4))
-        self.launch(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--host=127.0.0.1",
-                f"--port={api_port}",
-                "--log-level=warning",
-            ],
+        self._start_celery(
+            "deliveries",
+            celery_worker_argv(
+                concurrency=4,
+                hostname=f"chaos-deliveries-{uuid.uuid4().hex[:8]}",
+                pool="threads",
+                queues="maintenance",
+            ),
         )
-        keys = subprocess.run(
-            [sys.executable, "-m", "diffall.cli", "keys", "create", "--tenant", "chaos"],
-            env=self.env,
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=self.timeout_s,
-            check=False,
-        )
-        if keys.returncode != 0 or not keys.stdout.strip():
-            raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
-        self.key = keys.stdout.strip().splitlines()[-1]
-        wait_until(
-            http_ok(f"{self.base_url}/healthz"),
-            what="the API",
-            timeout_s=self.timeout_s,
-            services=list(self.procs.values()),
-        )
-
-    def _create_bucket(self, s3_url: str, bucket: str) -> None:
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3_url,
-            region_name=S3_REGION,
-            aws_access_key_id=S3_KEY,
-            aws_secret_access_key=S3_SECRET,
-        )
-        try:
-            client.create_bucket(Bucket=bucket)
-        finally:
-            client.close()
+        self.launch("api", api_argv(api_port, log_level="warning"))
+        self.key = make_api_key(self.env, self.root, tenant="chaos", timeout_s=self.timeout_s)
+        wait_for_api(self.base_url, list(self.procs.values()), timeout_s=self.timeout_s)
 
     def _beat_argv(self) -> list[str]:
         return [
@@ -168,23 +131,6 @@ class ChaosStack(Stack):
             "--app=worker.celery_app",
             "beat",
             f"--schedule={self.root / 'data' / 'celerybeat-schedule'}",
-            "--loglevel=INFO",
-        ]
-
-    def _worker_argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "--app=worker.celery_app",
-            "worker",
-            "--pool=prefork",
-            f"--concurrency={self.workers}",
-            "--queues=interactive,batch,maintenance",
-            f"--hostname=chaos-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
             "--loglevel=INFO",
         ]
 
@@ -202,7 +148,10 @@ class ChaosStack(Stack):
 
     def start_worker(self) -> None:
         """Start the job worker and wait until it is ready."""
-        self._start_celery("worker", self._worker_argv())
+        self._start_celery(
+            "worker",
+            celery_worker_argv(concurrency=self.workers, hostname=f"chaos-{uuid.uuid4().hex[:8]}"),
+        )
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import httpx
 
 from tests.support.processes import (
     Service,
+    api_argv,
     free_port,
     http_ok,
     port_open,
@@ -32,12 +33,19 @@ from tests.support.processes import (
 )
 
 __all__ = [
+    "BENCH_QUEUES",
     "PG_ADMIN_URL",
     "REDIS_HOST",
     "REDIS_MARKER",
     "REDIS_PORT",
     "ServiceStack",
     "Stack",
+    "celery_worker_argv",
+    "create_bucket",
+    "make_api_key",
+    "moto_argv",
+    "s3_env",
+    "wait_for_api",
     "wait_for_celery",
 ]
 
@@ -50,6 +58,86 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 S3_KEY, S3_SECRET, S3_REGION = "bench", "bench-secret", "us-east-1"
 #: Marker key written into the chosen Redis database so no other run picks it.
 REDIS_MARKER = "diffall-bench:claimed"
+#: Queues of the benchmarks' comparison worker (the big queue has no worker of its own here:
+#: their pairs are small).
+BENCH_QUEUES = "interactive,batch,maintenance"
+
+
+def celery_worker_argv(
+    *, concurrency: int, hostname: str, pool: str = "prefork", queues: str = BENCH_QUEUES
+) -> list[str]:
+    """A ``celery worker`` of the service's app: ``pool`` with ``concurrency`` processes (or
+    threads) on ``queues``, named ``hostname@%h``, without gossip, mingle and heartbeat."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app=worker.celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--queues={queues}",
+        f"--hostname={hostname}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=INFO",
+    ]
+
+
+def moto_argv(port: int) -> list[str]:
+    """moto's S3 server on ``127.0.0.1:port``."""
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def s3_env(s3_url: str, bucket: str) -> dict[str, str]:
+    """The storage settings of a stack on moto's S3 server at ``s3_url``, bucket ``bucket``."""
+    return {
+        "DIFFALL_STORAGE__BACKEND": "s3",
+        "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
+        "DIFFALL_STORAGE__S3_BUCKET": bucket,
+        "DIFFALL_STORAGE__S3_REGION": S3_REGION,
+        "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
+        "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+
+
+def create_bucket(s3_url: str, bucket: str) -> None:
+    """Create ``bucket`` on the S3 server at ``s3_url`` (moto accepts any credentials)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+    )
+    try:
+        client.create_bucket(Bucket=bucket)
+    finally:
+        client.close()
+
+
+def make_api_key(env: dict[str, str], cwd: Path, *, tenant: str, timeout_s: float) -> str:
+    """``diffall keys create --tenant TENANT`` with the stack's environment; the key."""
+    keys = subprocess.run(
+        [sys.executable, "-m", "diffall.cli", "keys", "create", "--tenant", tenant],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if keys.returncode != 0 or not keys.stdout.strip():
+        raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
+    return keys.stdout.strip().splitlines()[-1]
+
+
+def wait_for_api(base_url: str, procs: list[Service], *, timeout_s: float) -> None:
+    """Wait until ``GET base_url/healthz`` answers 200 (showing ``procs``' logs otherwise)."""
+    wait_until(http_ok(f"{base_url}/healthz"), what="the API", timeout_s=timeout_s, services=procs)
 
 
 def wait_for_celery(proc: Service, *, timeout_s: float) -> None:
@@ -143,7 +231,6 @@ class ServiceStack(Stack):
         s3_port, api_port = free_port(), free_port()
         s3_url = f"http://127.0.0.1:{s3_port}"
         self.base_url = f"http://127.0.0.1:{api_port}"
-        python = sys.executable
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         env = service_env(
             {
@@ -151,88 +238,27 @@ class ServiceStack(Stack):
                 "DIFFALL_DATA_DIR": str(self.root / "data"),
                 "DIFFALL_DATABASE_URL": self.database_url,
                 "DIFFALL_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
-                "DIFFALL_STORAGE__BACKEND": "s3",
-                "DIFFALL_STORAGE__S3_ENDPOINT_URL": s3_url,
-                "DIFFALL_STORAGE__S3_BUCKET": bucket,
-                "DIFFALL_STORAGE__S3_REGION": S3_REGION,
-                "DIFFALL_STORAGE__S3_ACCESS_KEY_ID": S3_KEY,
-                "DIFFALL_STORAGE__S3_SECRET_ACCESS_KEY": S3_SECRET,
+                **s3_env(s3_url, bucket),
                 "DIFFALL_API__PUBLIC_BASE_URL": self.base_url,
                 # The benchmark measures throughput, not the per-key rate limiter.
                 "DIFFALL_LIMITS__RATE_LIMIT_PER_MINUTE": "1000000",
             }
         )
         self.env = env
-        s3 = self.start_process(
-            "s3", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
-        )
+        s3 = self.start_process("s3", moto_argv(s3_port))
         self.procs["s3"] = s3
         wait_until(port_open(s3_port), what="moto S3", timeout_s=self.timeout_s, services=[s3])
-        import boto3
-
-        s3_client = boto3.client(
-            "s3",
-            endpoint_url=s3_url,
-            region_name=S3_REGION,
-            aws_access_key_id=S3_KEY,
-            aws_secret_access_key=S3_SECRET,
-        )
-        try:
-            s3_client.create_bucket(Bucket=bucket)
-        finally:
-            s3_client.close()
+        create_bucket(s3_url, bucket)
         self.start_worker()
-        self.procs["api"] = self.start_process(
-            "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--host=127.0.0.1",
-                f"--port={api_port}",
-                "--log-level=warning",
-            ],
-        )
-        keys = subprocess.run(
-            [python, "-m", "diffall.cli", "keys", "create", "--tenant", "bench"],
-            env=env,
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=self.timeout_s,
-            check=False,
-        )
-        if keys.returncode != 0 or not keys.stdout.strip():
-            raise RuntimeError(f"`diffall keys create` failed:\n{keys.stdout}\n{keys.stderr}")
-        self.key = keys.stdout.strip().splitlines()[-1]
-        wait_until(
-            http_ok(f"{self.base_url}/healthz"),
-            what="the API",
-            timeout_s=self.timeout_s,
-            services=list(self.procs.values()),
-        )
+        self.procs["api"] = self.start_process("api", api_argv(api_port, log_level="warning"))
+        self.key = make_api_key(env, self.root, tenant="bench", timeout_s=self.timeout_s)
+        wait_for_api(self.base_url, list(self.procs.values()), timeout_s=self.timeout_s)
 
     def start_worker(self) -> None:
         """Start the Celery worker (``--concurrency workers``) and wait until it is ready."""
+        hostname = f"bench-{uuid.uuid4().hex[:8]}"
         worker = self.start_process(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "--app=worker.celery_app",
-                "worker",
-                "--pool=prefork",
-                f"--concurrency={self.workers}",
-                "--queues=interactive,batch,maintenance",
-                f"--hostname=bench-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-            ],
+            "worker", celery_worker_argv(concurrency=self.workers, hostname=hostname)
         )
         self.procs["worker"] = worker
         wait_for_celery(worker, timeout_s=self.timeout_s)

@@ -5,7 +5,6 @@ loopback allow-list; the endpoint registration and a polling wait."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 
 from bench.lib.hook_receiver import EVENT, Receiver
-from bench.lib.stack import ServiceStack, wait_for_celery
+from bench.lib.stack import ServiceStack, celery_worker_argv, wait_for_celery
 
 #: ``DIFFALL_WEBHOOK_ALLOWED_NETWORKS`` of the stack: the receiver listens on 127.0.0.1.
 ALLOWED_NETWORKS = "127.0.0.1/32"
@@ -26,44 +25,22 @@ POLL_S = 0.2
 def worker_argv(*, concurrency: int, schedule: Path) -> list[str]:
     """The normal worker of ``diffall serve``: prefork, ``concurrency`` processes, the three
     queues, the beat embedded (``--beat``, schedule file ``schedule``)."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "--app=worker.celery_app",
-        "worker",
-        "--beat",
-        f"--schedule={schedule}",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        "--queues=interactive,batch,maintenance",
-        f"--hostname=bench-hooks-{uuid.uuid4().hex[:8]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--loglevel=INFO",
-    ]
+    argv = celery_worker_argv(
+        concurrency=concurrency, hostname=f"bench-hooks-{uuid.uuid4().hex[:8]}"
+    )
+    return [*argv[:5], "--beat", f"--schedule={schedule}", *argv[5:]]
 
 
 def webhook_worker_argv(*, threads: int) -> list[str]:
     """The delivery worker (``--webhook-worker N``, as ``diffall serve`` runs it): only the
     ``maintenance`` queue (deliveries, dispatcher passes, sweeps), a pool of ``threads``
     threads (a delivery waits on the network, not the CPU), no beat."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "--app=worker.celery_app",
-        "worker",
-        "--pool=threads",
-        f"--concurrency={threads}",
-        "--queues=maintenance",
-        f"--hostname=bench-deliveries-{uuid.uuid4().hex[:8]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--loglevel=INFO",
-    ]
+    return celery_worker_argv(
+        concurrency=threads,
+        hostname=f"bench-deliveries-{uuid.uuid4().hex[:8]}",
+        pool="threads",
+        queues="maintenance",
+    )
 
 
 class WebhookStack(ServiceStack):

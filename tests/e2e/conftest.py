@@ -20,6 +20,7 @@ from tests.support.processes import (
     RUNNING,
     STARTED,
     Service,
+    api_argv,
     http_ok,
     python_argv,
     service_env,
@@ -176,14 +177,7 @@ def stack(
         services.append(
             start(
                 "api",
-                python_argv(
-                    "-m",
-                    "uvicorn",
-                    "api.main:create_app",
-                    "--factory",
-                    "--host=127.0.0.1",
-                    f"--port={port}",
-                ),
+                api_argv(port),
                 env=env,
                 cwd=root,
                 log_dir=root / "logs",

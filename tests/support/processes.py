@@ -166,6 +166,14 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def api_argv(port: int, *, log_level: str | None = None) -> list[str]:
+    """The API (``api.main:create_app``) under uvicorn on ``127.0.0.1:port``."""
+    argv = python_argv(
+        "-m", "uvicorn", "api.main:create_app", "--factory", "--host=127.0.0.1", f"--port={port}"
+    )
+    return [*argv, f"--log-level={log_level}"] if log_level else argv
+
+
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     """Run `diffall ARGS` to completion; return (exit code, stdout, stderr)."""
     done = subprocess.run(

@@ -89,7 +89,7 @@ def get_manifest(
     "/v1/comparisons/{comparison_id}/previews/{name}",
     response_class=Response,
     summary="Get a preview PNG on A's grid (a, b in A's frame, heatmap)",
-    responses={**_PNG, **problem_responses(404, 503)},
+    responses={**_PNG, **problem_responses(404, 422, 503)},
 )
 def get_preview(
     comparison_id: uuid.UUID,
@@ -104,6 +104,12 @@ def get_preview(
         description="The manifest's preview_level: the downscaled preview (longest side at "
         "most api.preview_max_side; the heatmap reduced by block maxima). Omitted: full "
         "resolution.",
+    ),
+    legend: bool = Query(
+        default=False,
+        description="With name=heatmap: the legend drawn under the image (the colour scale with "
+        "this comparison's tolerance marked, anti-aliasing and not-compared colours in words). "
+        "422 for a or b.",
     ),
 ) -> Response:
     """A preview of a ``succeeded`` comparison, rendered on the first request (a few seconds
@@ -128,6 +134,10 @@ def get_preview(
             level=level,
             max_side=settings.api.preview_max_side,
             limits=settings.limits,
+        )
+    if legend:
+        data = previews.heatmap_with_legend(
+            session, tenant_id=tenant.id, comparison_id=comparison_id, name=name, png=data
         )
     return Response(data, media_type="image/png", headers=_CACHE)
 

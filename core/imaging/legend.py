@@ -1,5 +1,6 @@
 """The heatmap's legend as a small SVG: the colour scale with the tolerance marked, and the two
-colours outside it (anti-aliasing, not compared).
+colours outside it (anti-aliasing, not compared); and the same legend drawn as a strip under a
+heatmap preview (:func:`with_legend`), for a PNG that explains itself wherever it is shown.
 
 The scale is drawn from ``heatmap.HEATMAP_BREAKPOINTS`` (the same numbers that build the PNG
 palette), over differences of 0 to ``LEGEND_SPAN`` of the data range: everything above the last
@@ -14,10 +15,26 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from core.imaging.errors import ErrorCode, ImagingError
-from core.imaging.heatmap import ANTIALIAS_MAGENTA, HEATMAP_BREAKPOINTS, NEUTRAL_GREY
+import cv2
+import numpy as np
 
-__all__ = ["LEGEND_SPAN", "render_legend_svg"]
+from core.imaging.decode import read_header
+from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.heatmap import (
+    ANTIALIAS_MAGENTA,
+    HEATMAP_BREAKPOINTS,
+    NEUTRAL_GREY,
+    heatmap_palette,
+)
+
+__all__ = [
+    "LEGEND_MAX_PIXELS",
+    "LEGEND_SPAN",
+    "STRIP_HEIGHT",
+    "STRIP_MIN_WIDTH",
+    "render_legend_svg",
+    "with_legend",
+]
 
 #: Largest difference (fraction of the data range) the colour bar shows; red from 0.30 on.
 LEGEND_SPAN = 0.4
@@ -134,3 +151,115 @@ def render_legend_svg(tolerance: float, *, antialiasing: bool = True) -> str:
         f"tolerance {_percent(tolerance)} ({levels:.1f} levels){above}</text>"
         f"{rows}</svg>"
     )
+
+
+#: Largest image (pixels) :func:`with_legend` draws on (decoded whole, in RGB): 4096 x 4096; a
+#: bigger heatmap has a downscaled preview for that.
+LEGEND_MAX_PIXELS = 4096 * 4096
+#: Height of the legend strip drawn under a preview, in pixels.
+STRIP_HEIGHT = 58
+#: A preview narrower than this is widened with white so that the strip's words fit.
+STRIP_MIN_WIDTH = 420
+_MARGIN = 8
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_INK = (26, 26, 26)
+
+
+def _label(canvas: np.ndarray, text: str, x: int, y: int) -> int:
+    """Write ``text`` (ASCII) with its baseline at ``y``; return the x after it."""
+    cv2.putText(canvas, text, (x, y), _FONT, 0.38, _INK, 1, cv2.LINE_AA)
+    (width, _), _ = cv2.getTextSize(text, _FONT, 0.38, 1)
+    return x + width
+
+
+def _strip(width: int, tolerance: float, antialiasing: bool) -> np.ndarray:
+    """The legend strip, ``STRIP_HEIGHT x width x 3`` RGB: the colour bar over 0 to
+    ``LEGEND_SPAN`` with the tolerance marked and its ticks labelled, then the two other
+    colours and the tolerance in words."""
+    strip = np.full((STRIP_HEIGHT, width, 3), 255, np.uint8)
+    left, right = _MARGIN, width - _MARGIN
+    bar_top, bar_bottom = 6, 20
+    span = right - left
+    palette = heatmap_palette()
+    # Each column takes the palette colour of its difference level: the heatmap's own colours.
+    levels = np.minimum(np.arange(span) / max(span - 1, 1) * LEGEND_SPAN * 255.0, 253)
+    strip[bar_top:bar_bottom, left:right] = palette[np.rint(levels).astype(np.intp)][None, :, :]
+    cv2.rectangle(strip, (left, bar_top), (right - 1, bar_bottom - 1), _INK, 1)
+
+    def column(d: float) -> int:
+        return left + round(min(d, LEGEND_SPAN) / LEGEND_SPAN * (span - 1))
+
+    for d, _ in HEATMAP_BREAKPOINTS:
+        x = column(d)
+        cv2.line(strip, (x, bar_bottom), (x, bar_bottom + 3), _INK, 1)
+        text = _percent(d).replace(" ", "")
+        (text_width, _), _ = cv2.getTextSize(text, _FONT, 0.38, 1)
+        _label(strip, text, min(max(x - text_width // 2, left), right - text_width), 34)
+    mark = column(tolerance)
+    cv2.rectangle(strip, (mark - 2, bar_top - 3), (mark + 2, bar_bottom + 2), (255, 255, 255), -1)
+    cv2.rectangle(strip, (mark - 1, bar_top - 3), (mark + 1, bar_bottom + 2), (0, 0, 0), -1)
+    y, size = 50, 9
+    x = _label(strip, f"tolerance {_percent(tolerance).replace(' ', '')}", left, y)
+    for colour, words in (
+        (ANTIALIAS_MAGENTA, "anti-aliasing" if antialiasing else "anti-aliasing: off"),
+        (NEUTRAL_GREY, "not compared"),
+    ):
+        x += 14
+        cv2.rectangle(strip, (x, y - size), (x + size, y), colour, -1)
+        cv2.rectangle(strip, (x, y - size), (x + size, y), _INK, 1)
+        x = _label(strip, words, x + size + 5, y)
+    return strip
+
+
+def with_legend(
+    png: bytes,
+    tolerance: float,
+    *,
+    antialiasing: bool = True,
+    max_pixels: int = LEGEND_MAX_PIXELS,
+) -> bytes:
+    """The heatmap (or its preview) PNG with the legend drawn under it, as an RGB PNG.
+
+    The strip (:data:`STRIP_HEIGHT` px) holds the colour bar of the heatmap's own palette with
+    ``tolerance`` marked, the percentages of its breakpoints, and the magenta (anti-aliasing)
+    and grey (not compared) swatches with their words. An image narrower than
+    :data:`STRIP_MIN_WIDTH` is widened with white on the right; the image's pixels are kept.
+
+    Parameters
+    ----------
+    png
+        A PNG (palette or RGB), such as ``CompareResult.heatmap_png`` or a stored preview.
+    tolerance
+        The comparison's tolerance, a fraction of the data range in [0, 1).
+    antialiasing
+        Whether anti-aliasing was detected (its swatch says "off" otherwise).
+    max_pixels
+        Largest ``width * height`` accepted (checked from the header, before decoding).
+
+    Returns
+    -------
+    bytes
+        The PNG, ``max(width, STRIP_MIN_WIDTH)`` wide and ``height + STRIP_HEIGHT`` tall.
+
+    Raises
+    ------
+    ImagingError
+        ``invalid_options`` (tolerance), ``image_too_large`` (over ``max_pixels``),
+        ``corrupt_image`` or ``unsupported_format`` (not a readable image).
+    """
+    if not 0.0 <= tolerance < 1.0:
+        raise ImagingError(ErrorCode.INVALID_OPTIONS, "tolerance must be in [0, 1)")
+    read_header(png, max_pixels=max_pixels)
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImagingError(ErrorCode.CORRUPT_IMAGE, "the heatmap is not a readable PNG")
+    image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    height, width = image.shape[:2]
+    out_width = max(width, STRIP_MIN_WIDTH)
+    canvas = np.full((height + STRIP_HEIGHT, out_width, 3), 255, np.uint8)
+    canvas[:height, :width] = image
+    canvas[height:] = _strip(out_width, tolerance, antialiasing)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
+        raise ImagingError(ErrorCode.CORRUPT_IMAGE, "the legend could not be encoded")
+    return bytes(encoded.tobytes())

@@ -45,7 +45,8 @@ from sqlalchemy.orm import Session, aliased
 
 from core.config import LimitsSettings
 from core.db.models import Comparison, ComparisonState, Image
-from core.imaging import ImagingError
+from core.imaging import ErrorCode, ImagingError
+from core.imaging.legend import with_legend
 from core.imaging.previews import a_pixels, b_in_a_frame, render_previews
 from core.imaging.pyramid import (
     TILE_SIZE,
@@ -56,7 +57,7 @@ from core.imaging.pyramid import (
     read_heatmap_indices,
 )
 from core.services._common import map_db_errors, map_storage_errors
-from core.services.errors import NotFound
+from core.services.errors import InvalidRequest, NotFound
 from core.storage import ObjectNotFound, ObjectStore
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "delete_previews",
     "get_preview",
     "get_pyramid_piece",
+    "heatmap_with_legend",
     "preview_key",
     "preview_manifest",
     "pyramid_key",
@@ -162,6 +164,42 @@ def get_preview(
             raise _not_available(comparison_id, "image A is too large to preview")
         rendered = _render(store, comparison_id, key_a, key_b, result, limits)
     return rendered[name]
+
+
+def heatmap_with_legend(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    comparison_id: uuid.UUID,
+    name: PreviewName,
+    png: bytes,
+) -> bytes:
+    """``png`` (the comparison's heatmap, or its downscaled preview) with the legend drawn
+    under it: the colour bar with the comparison's own tolerance marked, and the anti-aliasing
+    and not-compared colours in words (``core.imaging.legend.with_legend``).
+
+    Raises
+    ------
+    InvalidRequest
+        ``name`` is not ``"heatmap"`` (A and B have no colour scale), or the full-resolution
+        heatmap is over ``LEGEND_MAX_PIXELS`` (its downscaled preview takes a legend).
+    NotFound
+        As :func:`get_preview`.
+    """
+    if name != "heatmap":
+        raise InvalidRequest("the legend is drawn on the heatmap only (name=heatmap)")
+    row, _, _ = _load(session, tenant_id, comparison_id)
+    tolerance = float((row.result or {}).get("tolerance") or 0.0)
+    antialiasing = bool((row.options or {}).get("antialiasing", True))
+    try:
+        return with_legend(png, tolerance, antialiasing=antialiasing)
+    except ImagingError as exc:
+        if exc.code == ErrorCode.IMAGE_TOO_LARGE:
+            raise InvalidRequest(
+                "the heatmap is too large to draw a legend on: ask for its downscaled preview "
+                "(level = the manifest's preview_level) with legend=true"
+            ) from exc
+        raise _not_available(comparison_id, f"its heatmap cannot be read ({exc})") from exc
 
 
 def _load(

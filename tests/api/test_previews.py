@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from core.db.models import Comparison, ComparisonState, Tenant, utcnow
 from core.imaging import CompareOptions, compare
 from core.imaging.heatmap import heatmap_palette
+from core.imaging.legend import STRIP_HEIGHT, STRIP_MIN_WIDTH
 from core.imaging.pyramid import PyramidLayout, read_heatmap_indices
 from core.services import previews
 from core.services.comparisons import HEATMAP_KEY
@@ -146,6 +147,27 @@ def test_bad_names_levels_tiles_and_other_tenants_are_not_found(sqlite_api: Api)
     b = api.upload(png(photo(64, 48, seed=2)))["id"]
     queued = api.compare(a, b)["id"]
     assert_problem(_get(api, f"/v1/comparisons/{queued}/previews"), 404, "preview_not_available")
+
+
+def test_the_heatmap_preview_comes_with_its_legend_on_request(sqlite_api: Api) -> None:
+    api = sqlite_api
+    cid = _succeeded(api, *_pair())
+    base = f"/v1/comparisons/{cid}/previews"
+    plain = _get(api, f"{base}/heatmap?level=1")
+    framed = _get(api, f"{base}/heatmap?level=1&legend=true")
+    assert plain.status_code == framed.status_code == 200, framed.text
+    assert framed.headers["content-type"] == "image/png"
+    without, with_ = decode_rgb(plain.content), decode_rgb(framed.content)
+    height, width = without.shape[:2]
+    assert with_.shape == (height + STRIP_HEIGHT, max(width, STRIP_MIN_WIDTH), 3)
+    assert np.array_equal(with_[:height, :width], without)  # the preview's own pixels
+    # The strip's bar is drawn with the heatmap's palette: blue at its left end.
+    assert tuple(with_[height + 12, 10]) == tuple(heatmap_palette()[0])
+    # The full-resolution heatmap (1.5 MP) takes a legend too; A and B have no colour scale.
+    full = _get(api, f"{base}/heatmap?legend=true")
+    assert full.status_code == 200 and decode_rgb(full.content).shape[0] == HEIGHT + STRIP_HEIGHT
+    assert_problem(_get(api, f"{base}/a?level=1&legend=true"), 422, "invalid_request")
+    assert_problem(_get(api, f"{base}/heatmap?legend=true", tenant="other"), 404, "not_found")
 
 
 def test_the_service_keeps_a_small_edit_red_far_below_full_resolution(sqlite_api: Api) -> None:

@@ -115,17 +115,18 @@ def get_preview(
     """A preview of a ``succeeded`` comparison, rendered on the first request (a few seconds
     for a 4K pair; the downscaled previews of a 37 MP pair about as long) and kept: 404
     ``preview_not_available`` when not succeeded, or for a level other than the preview's."""
-    if level is None:
-        data = previews.get_preview(
-            session,
-            store,
-            tenant_id=tenant.id,
-            comparison_id=comparison_id,
-            name=name,
-            limits=settings.limits,
-        )
-    else:
-        data = previews.get_pyramid_piece(
+
+    def read() -> bytes:
+        if level is None:
+            return previews.get_preview(
+                session,
+                store,
+                tenant_id=tenant.id,
+                comparison_id=comparison_id,
+                name=name,
+                limits=settings.limits,
+            )
+        return previews.get_pyramid_piece(
             session,
             store,
             tenant_id=tenant.id,
@@ -135,10 +136,14 @@ def get_preview(
             max_side=settings.api.preview_max_side,
             limits=settings.limits,
         )
-    if legend:
-        data = previews.heatmap_with_legend(
-            session, tenant_id=tenant.id, comparison_id=comparison_id, name=name, png=data
+
+    data = (
+        previews.heatmap_with_legend(
+            session, tenant_id=tenant.id, comparison_id=comparison_id, name=name, png=read
         )
+        if legend
+        else read()
+    )
     return Response(data, media_type="image/png", headers=_CACHE)
 
 

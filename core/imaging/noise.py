@@ -157,12 +157,13 @@ def _moved_edge(ca: np.ndarray, cb: np.ndarray, range_a: _Range, range_b: _Range
     return _every_channel(ok)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _share_table(dtype: np.dtype[Any], share: float, slack: int) -> np.ndarray:
     """For every contrast ``s`` of ``dtype`` (0..255 or 0..65535): the largest integer
     difference ``d`` with ``d <= s * share + slack`` as float32 arithmetic computes it (the
     tests compare integers with that bound: a table gives the same answers without float
-    copies of the images)."""
+    copies of the images). A few dozen kept: one per dtype, share and tolerance in use (a
+    16-bit table is 128 kB)."""
     top = int(np.iinfo(dtype).max)
     spans = np.arange(top + 1, dtype=np.float32)
     bound = np.floor(spans * share + slack)

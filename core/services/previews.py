@@ -34,7 +34,7 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Final, Literal
@@ -172,11 +172,12 @@ def heatmap_with_legend(
     tenant_id: uuid.UUID,
     comparison_id: uuid.UUID,
     name: PreviewName,
-    png: bytes,
+    png: Callable[[], bytes],
 ) -> bytes:
-    """``png`` (the comparison's heatmap, or its downscaled preview) with the legend drawn
-    under it: the colour bar with the comparison's own tolerance marked, and the anti-aliasing
-    and not-compared colours in words (``core.imaging.legend.with_legend``).
+    """The PNG that ``png()`` reads (the comparison's heatmap, or its downscaled preview) with
+    the legend drawn under it: the colour bar with the comparison's own tolerance marked, and
+    the anti-aliasing and not-compared colours in words (``core.imaging.legend.with_legend``).
+    ``name`` is checked first: nothing is read or rendered for a request that is refused.
 
     Raises
     ------
@@ -188,11 +189,12 @@ def heatmap_with_legend(
     """
     if name != "heatmap":
         raise InvalidRequest("the legend is drawn on the heatmap only (name=heatmap)")
+    data = png()
     row, _, _ = _load(session, tenant_id, comparison_id)
     tolerance = float((row.result or {}).get("tolerance") or 0.0)
     antialiasing = bool((row.options or {}).get("antialiasing", True))
     try:
-        return with_legend(png, tolerance, antialiasing=antialiasing)
+        return with_legend(data, tolerance, antialiasing=antialiasing)
     except ImagingError as exc:
         if exc.code == ErrorCode.IMAGE_TOO_LARGE:
             raise InvalidRequest(

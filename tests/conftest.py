@@ -32,7 +32,7 @@ from tests.support.databases import (
     migrated_sqlite_url,
 )
 
-pytest_plugins = ["tests.support.receivers"]
+pytest_plugins = ["tests.support.receivers", "tests.support.netfakes"]
 
 BACKENDS = ("sqlite", "postgresql")
 

@@ -18,6 +18,7 @@ from core.db.models import (
     WebhookDelivery,
     WebhookDeliveryState,
     WebhookEndpoint,
+    WebhookEvent,
 )
 from core.netguard.classify import parse_allowed_networks
 from core.services import webhooks
@@ -36,9 +37,11 @@ __all__ = [
     "add_endpoint",
     "add_ping",
     "attempts_of",
+    "deliveries_where",
     "delivery_is_final",
     "delivery_of",
     "delivery_state",
+    "events_where",
     "wait_all_final",
 ]
 
@@ -148,3 +151,21 @@ def wait_all_final(
             states = {str(i): row.state.value for i, row in rows.items()}
             pytest.fail(f"deliveries not final: {states}\n{worker.log_tail()}")
         time.sleep(0.2)
+
+
+def events_where(sessions: SessionFactory, **where: Any) -> list[WebhookEvent]:
+    """The webhook events whose columns equal ``where`` (oldest first)."""
+    with sessions() as session:
+        query = sa.select(WebhookEvent).order_by(WebhookEvent.created_at)
+        for name, value in where.items():
+            query = query.where(getattr(WebhookEvent, name) == value)
+        return list(session.scalars(query))
+
+
+def deliveries_where(sessions: SessionFactory, **where: Any) -> list[WebhookDelivery]:
+    """The webhook deliveries whose columns equal ``where`` (oldest first)."""
+    with sessions() as session:
+        query = sa.select(WebhookDelivery).order_by(WebhookDelivery.created_at)
+        for name, value in where.items():
+            query = query.where(getattr(WebhookDelivery, name) == value)
+        return list(session.scalars(query))

@@ -23,6 +23,7 @@ from core.db.models import (
     WebhookDeliveryState,
     WebhookEndpoint,
     WebhookEvent,
+    WebhookEventType,
     utcnow,
 )
 from core.services import comparisons, webhooks
@@ -31,7 +32,14 @@ from core.services.webhooks.dispatch import dispatch_due
 from core.storage import LocalObjectStore
 from tests.support.comparisons import add_comparison
 from tests.support.receivers import InlineQueue
-from tests.support.webhooks import HOOK, POLICY, add_endpoint, add_ping
+from tests.support.webhooks import (
+    HOOK,
+    POLICY,
+    add_endpoint,
+    add_ping,
+    deliveries_where,
+    events_where,
+)
 
 SessionFactory = sessionmaker[Session]
 
@@ -373,3 +381,78 @@ def test_recover_picks_only_failed_ad_hoc_deliveries_since_the_time(
         webhooks.recover_deliveries(
             session, tenant_id=other_tenant.id, endpoint_id=endpoint.id, since=since
         )
+
+
+def test_retry_and_recover_give_one_more_attempt(sessions: SessionFactory, tenant: Tenant) -> None:
+    endpoint = add_endpoint(sessions, tenant)
+    old, new = add_ping(sessions, tenant, endpoint), add_ping(sessions, tenant, endpoint)
+    cutoff = utcnow()
+    with sessions.begin() as session:
+        session.execute(
+            sa.update(WebhookDelivery)
+            .where(WebhookDelivery.id == old)
+            .values(created_at=cutoff - timedelta(hours=1))
+        )
+        session.execute(
+            sa.update(WebhookDelivery)
+            .values(
+                state=WebhookDeliveryState.FAILED, attempt_count=3, due_at=None, finished_at=cutoff
+            )
+            .execution_options(synchronize_session=False)
+        )
+    since = cutoff - timedelta(minutes=30)
+    with sessions() as session:
+        ids = webhooks.recover_deliveries(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, since=since
+        )
+    assert ids == [new]
+    rows = {d.id: d for d in deliveries_where(sessions)}
+    assert rows[new].state is WebhookDeliveryState.PENDING and rows[new].max_attempts == 4
+    assert rows[old].state is WebhookDeliveryState.FAILED
+    with sessions() as session:
+        retried = webhooks.retry_delivery(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, delivery_id=old
+        )
+    assert retried.state is WebhookDeliveryState.PENDING and retried.max_attempts == 4
+    with sessions() as session:
+        page = webhooks.list_deliveries(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, limit=1
+        )
+        assert len(page.items) == 1 and page.next_cursor is not None
+        assert page.items[0].event_type == "ping"
+        with pytest.raises(InvalidRequest, match="time zone"):
+            webhooks.recover_deliveries(
+                session,
+                tenant_id=tenant.id,
+                endpoint_id=endpoint.id,
+                since=datetime(2024, 1, 1),
+            )
+    # Nothing to retry while a delivery is being sent, or when the endpoint is disabled.
+    with sessions() as session:
+        dispatch_due(session, InlineQueue(), policy=POLICY)
+        with pytest.raises(Conflict) as caught:
+            webhooks.retry_delivery(
+                session, tenant_id=tenant.id, endpoint_id=endpoint.id, delivery_id=old
+            )
+        assert caught.value.code == "delivery_in_progress"
+        webhooks.update_endpoint(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, enabled=False
+        )
+        with pytest.raises(Conflict) as caught:
+            webhooks.recover_deliveries(
+                session, tenant_id=tenant.id, endpoint_id=endpoint.id, since=since
+            )
+        assert caught.value.code == "webhook_disabled"
+
+
+def test_disabling_fails_pending_deliveries(sessions: SessionFactory, tenant: Tenant) -> None:
+    endpoint = add_endpoint(sessions, tenant)
+    add_ping(sessions, tenant, endpoint)
+    with sessions() as session:
+        webhooks.update_endpoint(
+            session, tenant_id=tenant.id, endpoint_id=endpoint.id, enabled=False
+        )
+    (row,) = deliveries_where(sessions)
+    assert row.state is WebhookDeliveryState.FAILED and row.last_error == "endpoint_disabled"
+    # A manual disable is not an endpoint.disabled event (that one reports automatic ones).
+    assert events_where(sessions, type=WebhookEventType.ENDPOINT_DISABLED) == []

@@ -50,22 +50,34 @@ from __future__ import annotations
 
 import io
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from skimage import data as skdata
 
 from bench.chromium_pages import WEB_SOURCES, noise_variants, web_pages
-
-#: Longer side of every source image, in px.
-SIDE = 384
-#: A pixel belongs to the true edit box when the edit changed it by more than this (0..255).
-EDIT_LABEL_LEVEL = 25
+from bench.lib.corpus_basics import SIDE, jpeg, png, seed, webp
+from bench.lib.corpus_edits import (
+    Box,
+    add_text,
+    adjust,
+    changed_box,
+    clone_patch,
+    gamma,
+    greyscale,
+    paste_object,
+    perspective,
+    profile_convert,
+    remove_object,
+    rotate,
+    saturate,
+    shift,
+)
+from bench.lib.corpus_pages import WORDS, PageText, page_spec, render_items, render_page
 
 #: scikit-image samples that ship with the package (no download), by name.
 PHOTO_SOURCES: tuple[str, ...] = (
@@ -99,8 +111,6 @@ DIFFERENT = ("different",)
 #: Categories whose B is A moved: pixel mode should call them misaligned.
 MOVED = frozenset({"flip", "rotation", "perspective", "shift"})
 
-Box = tuple[int, int, int, int]
-
 
 @dataclass(frozen=True)
 class Pair:
@@ -125,41 +135,6 @@ def split_of(source: str) -> str:
         if source in group:
             return "tune" if sorted(group).index(source) % 2 == 0 else "held_out"
     raise KeyError(source)
-
-
-# Encoding helpers -----------------------------------------------------------------------------
-
-
-def png(img: np.ndarray, **kw: object) -> bytes:
-    """Lossless PNG of an ``HxWx3`` RGB array: OpenCV, fast; with Pillow options via Pillow."""
-    if kw:
-        out = io.BytesIO()
-        Image.fromarray(img).save(out, format="PNG", **kw)
-        return out.getvalue()
-    ok, data = cv2.imencode(
-        ".png",
-        cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_PNG_COMPRESSION, 1],
-    )
-    assert ok
-    return data.tobytes()
-
-
-def jpeg(img: np.ndarray, quality: int, subsampling: int = 2) -> bytes:
-    """JPEG (Pillow/libjpeg) at ``quality`` 1..95; ``subsampling`` 0 = 4:4:4, 2 = 4:2:0."""
-    out = io.BytesIO()
-    Image.fromarray(img).save(out, format="JPEG", quality=quality, subsampling=subsampling)
-    return out.getvalue()
-
-
-def webp(img: np.ndarray, quality: int, lossless: bool = False) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(img).save(out, format="WEBP", quality=quality, lossless=lossless, method=4)
-    return out.getvalue()
-
-
-def decoded(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 # Sources --------------------------------------------------------------------------------------
@@ -197,296 +172,6 @@ def source_image(name: str) -> np.ndarray:
     return img
 
 
-def _seed(*parts: object) -> int:
-    return zlib.crc32("/".join(str(p) for p in parts).encode())
-
-
-# Drawn pages ----------------------------------------------------------------------------------
-
-_WORDS = [
-    "account",
-    "settings",
-    "profile",
-    "billing",
-    "invoice",
-    "export",
-    "report",
-    "status",
-    "active",
-    "pending",
-    "shipped",
-    "deliver",
-    "review",
-    "approve",
-    "reject",
-    "search",
-    "filter",
-    "upload",
-    "download",
-    "archive",
-    "restore",
-    "refresh",
-    "monday",
-    "tuesday",
-    "quarterly",
-    "revenue",
-    "customer",
-    "order",
-    "total",
-    "amount",
-    "balance",
-    "payment",
-]
-_PALETTES = (
-    ((33, 99, 186), (245, 247, 250)),
-    ((24, 128, 56), (255, 255, 255)),
-    ((120, 40, 160), (250, 248, 252)),
-    ((200, 80, 20), (252, 250, 246)),
-    ((40, 40, 48), (238, 240, 242)),
-    ((0, 120, 140), (250, 252, 252)),
-)
-
-
-@dataclass(frozen=True)
-class _Text:
-    x: int
-    y: int
-    text: str
-    size: int
-    colour: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class _Rect:
-    box: tuple[int, int, int, int]
-    fill: tuple[int, int, int]
-    radius: int
-
-
-def _page_spec(name: str) -> tuple[tuple[int, int, int], list[_Rect | _Text]]:
-    """Elements of a drawn page in 1x coordinates (a UI screen or a text document)."""
-    rng = np.random.default_rng(_seed("page", name))
-    width, height = (SIDE, SIDE * 2 // 3) if name.startswith("ui") else (SIDE * 3 // 4, SIDE)
-    accent, bg = _PALETTES[int(rng.integers(len(_PALETTES)))]
-    items: list[_Rect | _Text] = [_Rect((0, 0, width, height), bg, 0)]
-    if name.startswith("ui"):
-        items.append(_Rect((0, 0, width, 36), accent, 0))
-        items.append(_Text(12, 9, " ".join(rng.choice(_WORDS, 2)).title(), 16, (255, 255, 255)))
-        y = 52
-        while y < height - 40:
-            if rng.random() < 0.35:
-                bw = int(rng.integers(70, 130))
-                bx = int(rng.integers(12, width - bw - 12))
-                items.append(_Rect((bx, y, bx + bw, y + 26), accent, 6))
-                items.append(_Text(bx + 10, y + 6, str(rng.choice(_WORDS)), 13, (255, 255, 255)))
-                y += 38
-            else:
-                words = " ".join(rng.choice(_WORDS, int(rng.integers(3, 6))))
-                items.append(_Text(16, y, words.capitalize(), 13, (30, 30, 36)))
-                y += 24
-    else:
-        items.append(_Text(20, 16, " ".join(rng.choice(_WORDS, 3)).title(), 18, (10, 10, 10)))
-        for y in range(52, height - 20, 19):
-            words = " ".join(rng.choice(_WORDS, int(rng.integers(3, 5))))
-            items.append(_Text(20, y, words, 12, (20, 20, 20)))
-    return accent, items
-
-
-def _draw(
-    items: list[_Rect | _Text], scale: int, size: tuple[int, int], *, smooth: bool = True
-) -> Image.Image:
-    canvas = Image.new("RGB", (size[0] * scale, size[1] * scale), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    draw.fontmode = "L" if smooth else "1"
-    for item in items:
-        if isinstance(item, _Rect):
-            x0, y0, x1, y1 = (v * scale for v in item.box)
-            draw.rounded_rectangle((x0, y0, x1 - 1, y1 - 1), item.radius * scale, fill=item.fill)
-        else:
-            font = ImageFont.load_default(size=item.size * scale)
-            draw.text((item.x * scale, item.y * scale), item.text, fill=item.colour, font=font)
-    return canvas
-
-
-def _page_size(items: list[_Rect | _Text]) -> tuple[int, int]:
-    first = items[0]
-    assert isinstance(first, _Rect)
-    return first.box[2], first.box[3]
-
-
-def render_items(items: list[_Rect | _Text], variant: str = "lanczos") -> np.ndarray:
-    """Render a page: ``lanczos``/``box``/``bilinear``/``hamming`` = drawn at 2x and downscaled
-    with that filter; ``plain`` = drawn at 1x with smoothing; ``binary`` = at 1x, no smoothing."""
-    size = _page_size(items)
-    if variant in ("plain", "binary"):
-        return np.asarray(_draw(items, 1, size, smooth=variant == "plain"))
-    filters = {
-        "lanczos": Image.Resampling.LANCZOS,
-        "box": Image.Resampling.BOX,
-        "bilinear": Image.Resampling.BILINEAR,
-        "hamming": Image.Resampling.HAMMING,
-    }
-    big = _draw(items, 2, size)
-    return np.asarray(big.resize(size, filters[variant]))
-
-
-def render_page(name: str, variant: str = "lanczos") -> np.ndarray:
-    return render_items(_page_spec(name)[1], variant)
-
-
-# Edits ----------------------------------------------------------------------------------------
-
-
-def _changed_box(a: np.ndarray, b: np.ndarray) -> Box | None:
-    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > EDIT_LABEL_LEVEL
-    if not diff.any():
-        return None
-    ys, xs = np.nonzero(diff)
-    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
-
-
-def _busy_box(img: np.ndarray, rng: np.random.Generator, w: int, h: int) -> tuple[int, int]:
-    """Top-left corner of a ``w x h`` box over detail (highest local std of 12 candidates)."""
-    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    best, best_std = (0, 0), -1.0
-    for _ in range(12):
-        x = int(rng.integers(4, img.shape[1] - w - 4))
-        y = int(rng.integers(4, img.shape[0] - h - 4))
-        std = float(grey[y : y + h, x : x + w].std())
-        if std > best_std:
-            best, best_std = (x, y), std
-    return best
-
-
-def _edit_size(img: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    side = min(img.shape[:2])
-    return int(side * rng.uniform(0.1, 0.2)), int(side * rng.uniform(0.1, 0.2))
-
-
-def paste_object(img: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> np.ndarray:
-    """Paste an elliptical piece of ``donor`` (another photo) somewhere in ``img``."""
-    w, h = _edit_size(img, rng)
-    x = int(rng.integers(4, img.shape[1] - w - 4))
-    y = int(rng.integers(4, img.shape[0] - h - 4))
-    dx = int(rng.integers(0, donor.shape[1] - w))
-    dy = int(rng.integers(0, donor.shape[0] - h))
-    piece = donor[dy : dy + h, dx : dx + w]
-    mask = np.zeros((h, w), np.uint8)
-    cv2.ellipse(mask, (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1, -1)
-    out = img.copy()
-    region = out[y : y + h, x : x + w]
-    region[mask == 1] = piece[mask == 1]
-    if _changed_box(img, out) is None:  # the donor matched: paint it red instead
-        region[mask == 1] = (220, 30, 30)
-    return out
-
-
-def clone_patch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Copy a detailed patch of ``img`` onto another place of itself (clone stamp)."""
-    w, h = _edit_size(img, rng)
-    sx, sy = _busy_box(img, rng, w, h)
-    out = img.copy()
-    for _ in range(20):
-        x = int(rng.integers(4, img.shape[1] - w - 4))
-        y = int(rng.integers(4, img.shape[0] - h - 4))
-        if abs(x - sx) > w or abs(y - sy) > h:
-            break
-    out[y : y + h, x : x + w] = img[sy : sy + h, sx : sx + w]
-    if _changed_box(img, out) is None:
-        out[y : y + h, x : x + w] = 255 - img[y : y + h, x : x + w]
-    return out
-
-
-def remove_object(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Paint out a detailed area (OpenCV Telea inpainting), as a retoucher removes an object."""
-    w, h = _edit_size(img, rng)
-    x, y = _busy_box(img, rng, w, h)
-    mask = np.zeros(img.shape[:2], np.uint8)
-    cv2.ellipse(mask, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
-    out = cv2.inpaint(img, mask, 5, cv2.INPAINT_TELEA)
-    if _changed_box(img, out) is None:
-        out[mask > 0] = (20, 200, 40)
-    return np.ascontiguousarray(out)
-
-
-def add_text(img: np.ndarray, rng: np.random.Generator, *, watermark: bool) -> np.ndarray:
-    """Draw a word (opaque) or a half-transparent watermark word in a corner."""
-    pil = Image.fromarray(img).convert("RGBA")
-    layer = Image.new("RGBA", pil.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    size = max(12, min(img.shape[:2]) // 12)
-    font = ImageFont.load_default(size=size)
-    word = "SAMPLE" if watermark else str(rng.choice(_WORDS))
-    left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
-    x = int(rng.integers(4, max(5, img.shape[1] - (right - left) - 4)))
-    y = int(rng.integers(4, max(5, img.shape[0] - (bottom - top) - 8)))
-    mean = img.mean()
-    colour = (255, 255, 255) if mean < 128 else (0, 0, 0)
-    alpha = 140 if watermark else 255
-    draw.text((x, y), word, fill=(*colour, alpha), font=font)
-    if not watermark:
-        draw.text((x + 1, y + 1), word, fill=(*((255 - colour[0],) * 3), 160), font=font)
-    return np.asarray(Image.alpha_composite(pil, layer).convert("RGB"))
-
-
-# Global transforms ----------------------------------------------------------------------------
-
-
-def rotate(img: np.ndarray, degrees: float, scale: float = 1.0) -> np.ndarray:
-    h, w = img.shape[:2]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, scale)
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-
-
-def perspective(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    h, w = img.shape[:2]
-    src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
-    jitter = rng.uniform(0.02, 0.07, size=(4, 2)) * np.array([w, h])
-    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]])
-    dst = (src + jitter * signs).astype(np.float32)
-    m = cv2.getPerspectiveTransform(src, dst)
-    return cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-
-
-def shift(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-    h, w = img.shape[:2]
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-
-
-def gamma(img: np.ndarray, g: float) -> np.ndarray:
-    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(lut[img])
-
-
-def adjust(img: np.ndarray, gain: float, offset: float) -> np.ndarray:
-    return np.clip(img.astype(np.float32) * gain + offset + 0.5, 0, 255).astype(np.uint8)
-
-
-def greyscale(img: np.ndarray) -> np.ndarray:
-    grey = np.asarray(Image.fromarray(img).convert("L"))
-    return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
-
-
-#: sRGB-linear to Display-P3-linear (so sRGB numbers read as P3: a colour-profile mix-up).
-_SRGB_TO_P3 = np.array(
-    [[0.8225, 0.1774, 0.0000], [0.0332, 0.9669, 0.0000], [0.0171, 0.0724, 0.9108]]
-)
-
-
-def profile_convert(img: np.ndarray) -> np.ndarray:
-    """sRGB pixels converted to Display P3 and left untagged (the usual profile mistake)."""
-    lin = (img / 255.0) ** 2.2
-    p3 = np.clip(lin @ _SRGB_TO_P3.T, 0, 1) ** (1 / 2.2)
-    return (p3 * 255 + 0.5).astype(np.uint8)
-
-
-def saturate(img: np.ndarray, factor: float) -> np.ndarray:
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-
-
 # Pairs ----------------------------------------------------------------------------------------
 
 PairMaker = Callable[[np.ndarray, np.random.Generator, str], Iterator[Pair]]
@@ -496,7 +181,7 @@ def _photo_pairs(name: str) -> Iterator[Pair]:
     a = source_image(name)
     h, w = a.shape[:2]
     pa = png(a)
-    rng = np.random.default_rng(_seed("photo", name))
+    rng = np.random.default_rng(seed("photo", name))
     same_split = [s for s in PHOTO_SOURCES if s != name and split_of(s) == split_of(name)]
     donor = source_image(same_split[int(rng.integers(len(same_split)))])
 
@@ -602,7 +287,7 @@ def _photo_pairs(name: str) -> Iterator[Pair]:
     )
 
     def edit(category: str, b_img: np.ndarray, **kw: object) -> Pair:
-        box = _changed_box(a, b_img)
+        box = changed_box(a, b_img)
         assert box is not None, (name, category)
         return pair(category, png(b_img), LOCAL, boxes=(box,), causes=("edit",), **kw)
 
@@ -621,7 +306,7 @@ def _photo_pairs(name: str) -> Iterator[Pair]:
                 if rng.random() < 0.6
                 else clone_patch(b_multi, rng)
             )
-            box = _changed_box(b_multi, step)
+            box = changed_box(b_multi, step)
             if box is None:
                 continue
             if all(_gap(box, other) > 12 for other in boxes):
@@ -632,7 +317,7 @@ def _photo_pairs(name: str) -> Iterator[Pair]:
 
     # An edit, then a re-encode or a small warp of the whole image.
     b_edit = paste_object(a, rng, donor)
-    box = _changed_box(a, b_edit)
+    box = changed_box(a, b_edit)
     assert box is not None
     if rng.random() < 0.5:
         b_bytes = jpeg(b_edit, int(rng.choice([85, 92])))
@@ -663,10 +348,10 @@ def _gap(a: Box, b: Box) -> int:
 
 
 def _page_pairs(name: str) -> Iterator[Pair]:
-    _accent, items = _page_spec(name)
+    _accent, items = page_spec(name)
     a = render_items(items)
     pa = png(a)
-    rng = np.random.default_rng(_seed("pagepairs", name))
+    rng = np.random.default_rng(seed("pagepairs", name))
 
     def pair(category: str, b: np.ndarray | bytes, accept: tuple[str, ...], **kw: object) -> Pair:
         return Pair(
@@ -682,26 +367,26 @@ def _page_pairs(name: str) -> Iterator[Pair]:
 
     for variant in ("box", "bilinear", "hamming"):
         yield pair("antialias", render_items(items, variant), IDENTICAL, causes=("antialias",))
-    texts = [i for i, item in enumerate(items) if isinstance(item, _Text)]
+    texts = [i for i, item in enumerate(items) if isinstance(item, PageText)]
     for _ in range(3):
         index = texts[int(rng.integers(1, len(texts)))]
         old = items[index]
-        assert isinstance(old, _Text)
+        assert isinstance(old, PageText)
         words = old.text.split()
         k = int(rng.integers(len(words)))
         choices = [
-            wd for wd in _WORDS if wd != words[k].lower() and abs(len(wd) - len(words[k])) <= 2
+            wd for wd in WORDS if wd != words[k].lower() and abs(len(wd) - len(words[k])) <= 2
         ]
         words[k] = str(rng.choice(choices))
         new_items = list(items)
-        new_items[index] = _Text(old.x, old.y, " ".join(words), old.size, old.colour)
+        new_items[index] = PageText(old.x, old.y, " ".join(words), old.size, old.colour)
         b = render_items(new_items)
-        box = _changed_box(a, b)
+        box = changed_box(a, b)
         if box is not None:
             yield pair("ui_word", b, LOCAL, boxes=(box,), causes=("edit",))
     # A word changed and the page rendered with other smoothing: the word is still an edit.
     b_aa = render_items(new_items, "box")
-    box = _changed_box(a, render_items(new_items))
+    box = changed_box(a, render_items(new_items))
     if box is not None:
         yield pair("ui_word", b_aa, LOCAL, boxes=(box,), causes=("edit", "antialias"))
     yield pair("lossless", png(a, optimize=True), IDENTICAL, causes=("lossless",))
@@ -740,7 +425,7 @@ def _web_pairs(name: str, renders: dict[str, np.ndarray]) -> Iterator[Pair]:
         if not np.array_equal(a, b):
             yield pair("web_antialias", b, IDENTICAL, causes=("antialias",), variant=variant)
     for variant, truth in (("word0", "word0"), ("word1", "word1"), ("word1_offset", "word1")):
-        box = _changed_box(a, renders[truth])
+        box = changed_box(a, renders[truth])
         if box is not None:
             causes = ("edit", "antialias") if variant != truth else ("edit",)
             yield pair(

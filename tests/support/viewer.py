@@ -5,6 +5,7 @@ their screenshots go to."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +27,24 @@ from tests.support.processes import (
     wait_until,
 )
 
-__all__ = ["ServedViewer", "headless_chromium", "screenshot_folder", "served_viewer"]
+__all__ = [
+    "UI_TIMEOUT_MS",
+    "Served",
+    "ServedViewer",
+    "comparison_id",
+    "headless_chromium",
+    "screen_point",
+    "screenshot_folder",
+    "served_viewer",
+    "session_cookie",
+    "signed_in_page",
+]
 
 #: Seconds ``diffall serve`` may take to print its banner (a busy shared machine starts five
 #: processes slowly).
 BANNER_TIMEOUT_S = 180
+#: Milliseconds a page may take to react (generous: the test machine is shared and busy).
+UI_TIMEOUT_MS = 30_000
 
 
 @dataclass
@@ -49,6 +63,13 @@ class ServedViewer:
         return httpx.Client(
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=20
         )
+
+
+@dataclass
+class Served(ServedViewer):
+    """The served viewer, with another tenant's key and the banner's one-time sign-in link."""
+
+    other_key: str = ""  # another tenant's
 
 
 @contextmanager
@@ -106,3 +127,50 @@ def headless_chromium() -> Iterator[Any]:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
     with chromium() as browser:
         yield browser
+
+
+def signed_in_page(browser: Any, served: Served, key: str) -> Iterator[Any]:
+    """A new page of ``browser`` signed in to ``served`` with ``key`` (yielded; closed after,
+    failing the test on any script error)."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(served.base_url + "/")
+    tab.get_by_label("API key", exact=True).fill(key)
+    tab.get_by_role("button", name="Sign in with this key").click()
+    tab.wait_for_selector("#key-dialog:not([open])", state="attached")
+    expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+def comparison_id(page: Any) -> str:
+    """The comparison id in a result page's address (``/c/{id}``)."""
+    match = re.search(r"/c/([0-9a-f-]{36})$", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[float, float]:
+    """Where A's pixel (x, y) is on the screen, from the stage's current transform."""
+    canvas = page.locator("canvas.stage-canvas")
+    box = canvas.bounding_box()
+    scale = float(canvas.get_attribute("data-scale"))
+    tx = float(canvas.get_attribute("data-tx"))
+    ty = float(canvas.get_attribute("data-ty"))
+    offset = pane * box["width"] / 2
+    return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
+
+
+def session_cookie(context: Any) -> dict[str, Any]:
+    """The browser context's one ``diffall_session`` cookie."""
+    cookies = [c for c in context.cookies() if c["name"] == "diffall_session"]
+    assert len(cookies) == 1, cookies
+    cookie: dict[str, Any] = cookies[0]
+    return cookie

@@ -1,7 +1,8 @@
 """The web viewer in a real Chromium (Debian's, driven by Playwright) against a real
 `diffall serve` on the embedded default (API, worker, broker): drop the bundled samples, wait
 for the result, read the verdict and SSIM, switch every view, hover a changed pixel and read
-its values, see a bad file's problem in its zone, walk a batch.
+its values, see a bad file's problem in its zone, draw an ignore rectangle, walk a batch, use
+the keyboard only. The sign-in is tested in test_viewer_session.py.
 
 Screenshots go to ``$DIFFALL_TEST_ARTIFACTS/viewer`` (default: the test session's temporary
 directory; the path is printed).
@@ -11,27 +12,18 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from diffall.client import DiffallClient
 from tests.support.images import edited_pair, garbled_png
-from tests.support.processes import ROOT, run_cli, service_env
+from tests.support.processes import ROOT
 from tests.support.stack import JOB_TIMEOUT_S
-from tests.support.viewer import (
-    ServedViewer,
-    headless_chromium,
-    screenshot_folder,
-    served_viewer,
-)
+from tests.support.viewer import Served, comparison_id, screen_point
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +32,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 SAMPLES = ROOT / "samples"
 #: Milliseconds a page may take to show a result (upload, queue, compare, images).
 RESULT_TIMEOUT_MS = int(JOB_TIMEOUT_S * 1000)
-#: Milliseconds a page may take to react (generous: the test machine is shared and busy).
-UI_TIMEOUT_MS = 30_000
 VERDICT_WORDS = {
     "identical": "Identical",
     "localized_edit": "Localised edit",
@@ -57,221 +47,6 @@ VIEW_KEYS = {
     "5": "blink",
     "6": "changes",
 }
-
-
-@dataclass
-class Served(ServedViewer):
-    """The served viewer, with another tenant's key and the banner's one-time sign-in link."""
-
-    other_key: str = ""  # another tenant's
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`diffall serve` with no configuration, on a free port; its printed URL and key."""
-    root = tmp_path_factory.mktemp("viewer-serve")
-    env = service_env({"DIFFALL_DATA_DIR": str(root / "data")})
-    code, out, err = run_cli("keys", "create", "--tenant", "other", env=env, cwd=root)
-    assert code == 0, err
-    with served_viewer(env, root=root, workers=2) as serve:
-        assert serve.signin_url, serve.banner
-        yield Served(**vars(serve), other_key=out.strip())
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the screenshots go (printed, to be looked at)."""
-    return screenshot_folder(tmp_path_factory, "viewer")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless."""
-    with headless_chromium() as instance:
-        yield instance
-
-
-def _signed_in(browser: Any, served: Served, key: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.goto(served.base_url + "/")
-    tab.get_by_label("API key", exact=True).fill(key)
-    tab.get_by_role("button", name="Sign in with this key").click()
-    tab.wait_for_selector("#key-dialog:not([open])", state="attached")
-    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
-    yield tab
-    context.close()
-    assert not errors, errors
-
-
-@pytest.fixture
-def page(browser: Any, served: Served) -> Iterator[Any]:
-    """A fresh page, signed in with the printed key; fails the test on any script error."""
-    yield from _signed_in(browser, served, served.key)
-
-
-@pytest.fixture
-def stranger(browser: Any, served: Served) -> Iterator[Any]:
-    """A fresh page signed in with another tenant's key."""
-    yield from _signed_in(browser, served, served.other_key)
-
-
-def _comparison_id(page: Any) -> str:
-    match = re.search(r"/c/([0-9a-f-]{36})$", page.url)
-    assert match, page.url
-    return match.group(1)
-
-
-def _screen_point(page: Any, x: float, y: float, *, pane: int = 0) -> tuple[float, float]:
-    """Where A's pixel (x, y) is on the screen, from the stage's current transform."""
-    canvas = page.locator("canvas.stage-canvas")
-    box = canvas.bounding_box()
-    scale = float(canvas.get_attribute("data-scale"))
-    tx = float(canvas.get_attribute("data-tx"))
-    ty = float(canvas.get_attribute("data-ty"))
-    offset = pane * box["width"] / 2
-    return box["x"] + offset + tx + (x + 0.5) * scale, box["y"] + ty + (y + 0.5) * scale
-
-
-def _session_cookie(context: Any) -> dict[str, Any]:
-    cookies = [c for c in context.cookies() if c["name"] == "diffall_session"]
-    assert len(cookies) == 1, cookies
-    cookie: dict[str, Any] = cookies[0]
-    return cookie
-
-
-def test_the_banner_link_signs_in_once_and_sign_out_ends_the_session(
-    browser: Any, served: Served, artifacts: Path
-) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    tab = context.new_page()
-    tab.goto(served.signin_url)
-    playwright_api.expect(tab.locator("#signed-in")).to_have_text("Signed in as local")
-    playwright_api.expect(tab.locator("#key-dialog")).not_to_have_attribute("open", "")
-    # The token is gone from the address bar; the secret is an HttpOnly, SameSite=Strict
-    # cookie the page cannot read, and nothing is kept in storage.
-    assert tab.url == served.base_url + "/"
-    assert "signin" not in tab.evaluate("location.href")
-    cookie = _session_cookie(context)
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
-    assert not cookie["secure"]  # plain http on this machine; https adds Secure
-    assert "diffall_session" not in tab.evaluate("document.cookie")
-    assert tab.evaluate("sessionStorage.length + localStorage.length") == 0
-    tab.screenshot(path=artifacts / "signed-in-by-link.png")
-
-    # The cookie is the local tenant's, for the /v1 API; a state change without the CSRF
-    # token is refused (the page's own calls send it).
-    listed = tab.evaluate("fetch('/v1/comparisons?limit=1').then(r => r.status)")
-    assert listed == 200
-    refused = tab.evaluate(
-        """async () => {
-            const form = new FormData();
-            form.append("file", new Blob(["x"]), "x.png");
-            const r = await fetch("/v1/images", {method: "POST", body: form});
-            return [r.status, (await r.json()).code];
-        }"""
-    )
-    assert refused == [403, "csrf_failed"]
-    stolen = {"diffall_session": cookie["value"]}
-    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
-        delete = http.delete("/v1/sessions/current")
-        assert (delete.status_code, delete.json()["code"]) == (403, "csrf_failed")
-
-    tab.get_by_role("button", name="Sign out").click()
-    playwright_api.expect(tab.locator("#key-dialog")).to_have_attribute("open", "")
-    playwright_api.expect(tab.locator("#signed-in")).to_have_text("")
-    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
-    with httpx.Client(base_url=served.base_url, cookies=stolen, timeout=20) as http:
-        after = http.get("/v1/comparisons")
-        assert (after.status_code, after.json()["code"]) == (401, "unauthorized")
-    context.close()
-
-    # The link works once.
-    context = browser.new_context()
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    again = context.new_page()
-    again.goto(served.signin_url)
-    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
-    again.wait_for_timeout(1000)  # the page's other calls (401) must not replace the message
-    playwright_api.expect(again.locator("#key-error")).to_contain_text("(signin_token_invalid)")
-    assert again.url == served.base_url + "/"
-    again.screenshot(path=artifacts / "signin-link-used.png")
-    context.close()
-
-
-def test_signing_in_with_a_key_sets_the_session_cookie(page: Any, served: Served) -> None:
-    cookie = _session_cookie(page.context)
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    assert page.evaluate("sessionStorage.length + localStorage.length") == 0
-    assert served.key not in page.content()
-    session = {"diffall_session": cookie["value"]}
-    with httpx.Client(base_url=served.base_url, cookies=session, timeout=20) as http:
-        me = http.get("/v1/sessions/current")
-        assert me.json()["tenant"] == "local"
-
-
-def test_a_late_401_from_before_signing_in_does_not_sign_the_page_out(
-    browser: Any, served: Served, artifacts: Path
-) -> None:
-    """A result address opened signed out asks for the comparison (401); when that answer
-    arrives after the user signed in, the new session stays and the key typed is kept."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    held: list[Any] = []  # asked for signed out, answered only once signed in
-    tab.route("**/v1/comparisons/*", lambda route: held.append(route))
-    tab.goto(f"{served.base_url}/c/{uuid.uuid4()}")
-    for _ in range(UI_TIMEOUT_MS // 100):  # Playwright runs the route handler while it waits
-        if held:
-            break
-        tab.wait_for_timeout(100)
-    assert held, "the result page never asked for its comparison"
-    tab.route("**/v1/comparisons/*", lambda route: route.continue_())  # from now on: real answers
-    tab.get_by_label("API key", exact=True).fill(served.key)
-    tab.get_by_role("button", name="Sign in with this key").click()
-    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
-    held[0].fulfill(
-        status=401,
-        content_type="application/problem+json",
-        body='{"code": "unauthorized", "detail": "sent before signing in", "status": 401}',
-    )
-    tab.wait_for_timeout(1000)  # time for the late answer to be handled
-    playwright_api.expect(tab.locator("#signed-in")).to_have_text(re.compile("^Signed in as "))
-    playwright_api.expect(tab.locator("#key-dialog")).not_to_have_attribute("open", "")
-    tab.screenshot(path=artifacts / "late-401-after-sign-in.png")
-    context.close()
-    assert not errors, errors
-
-
-def test_viewer_files_are_served_with_a_strict_policy(served: Served) -> None:
-    with httpx.Client(base_url=served.base_url, timeout=20) as http:
-        for path in ("/", f"/c/{uuid.uuid4()}", f"/b/{uuid.uuid4()}"):
-            response = http.get(path)
-            assert response.status_code == 200, path
-            assert response.headers["content-type"] == "text/html; charset=utf-8"
-            policy = response.headers["content-security-policy"]
-            assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-            assert "frame-ancestors 'none'" in policy
-            assert response.headers["x-content-type-options"] == "nosniff"
-            assert '<script type="module" src="/viewer/js/app.js">' in response.text
-        assert not re.search(r"<script(?![^>]*\bsrc=)", http.get("/").text)  # nothing inline
-        module = http.get("/viewer/js/app.js")
-        assert module.headers["content-type"] == "text/javascript; charset=utf-8"
-        assert module.headers["cache-control"] == "no-cache"
-        again = http.get("/viewer/js/app.js", headers={"If-None-Match": module.headers["etag"]})
-        assert again.status_code == 304 and again.content == b""
-        assert http.get("/viewer/app.css").headers["content-type"] == "text/css; charset=utf-8"
-        for bad in ("/viewer/%2e%2e/pyproject.toml", "/viewer/nothing.js", "/c/not-a-uuid"):
-            assert http.get(bad).status_code in (404, 422), bad
-        # The page's images need the key, like the rest of /v1.
-        assert http.get(f"/v1/comparisons/{uuid.uuid4()}/previews/a").status_code == 401
 
 
 def test_compare_the_samples_and_inspect_every_view(
@@ -295,7 +70,7 @@ def test_compare_the_samples_and_inspect_every_view(
     )
 
     with served.api() as api:
-        comparison = api.get(f"/v1/comparisons/{_comparison_id(page)}").json()
+        comparison = api.get(f"/v1/comparisons/{comparison_id(page)}").json()
         result = comparison["result"]
         heatmap = Image.open(io.BytesIO(api.get(comparison["links"]["heatmap"]).content))
         preview_b = api.get(f"/v1/comparisons/{comparison['id']}/previews/b")
@@ -355,7 +130,7 @@ def test_compare_the_samples_and_inspect_every_view(
     x, y = first["x"] + int(dx), first["y"] + int(dy)
     level = int(levels[y, x])
     assert level >= 77  # a content change: red
-    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.move(*screen_point(page, x, y))
     readout = page.locator("[data-role=readout]")
     assert readout.get_attribute("role") == "status"
     playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
@@ -373,7 +148,7 @@ def test_compare_the_samples_and_inspect_every_view(
     # Side by side: the same pixel under the pointer in the right pane reads the same place.
     page.keyboard.press("2")
     page.wait_for_timeout(200)
-    page.mouse.move(*_screen_point(page, x, y, pane=1))
+    page.mouse.move(*screen_point(page, x, y, pane=1))
     playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
 
     # A region in the list zooms onto it.
@@ -386,11 +161,11 @@ def test_compare_the_samples_and_inspect_every_view(
     page.screenshot(path=artifacts / "region-zoom.png")
 
     # The wheel zooms in around the pointer, so the pixel under it stays put.
-    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.move(*screen_point(page, x, y))
     page.mouse.wheel(0, -400)
     page.wait_for_timeout(300)
     assert float(page.locator("canvas.stage-canvas").get_attribute("data-scale")) > after
-    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.move(*screen_point(page, x, y))
     playwright_api.expect(readout).to_contain_text(f"x {x}, y {y}")
 
 
@@ -458,31 +233,6 @@ def test_the_batch_page_lists_every_pair_and_opens_one(
     page.wait_for_url(f"**/b/{batch['id']}")
 
 
-def test_a_wrong_key_is_refused_and_another_tenants_address_is_not_found(
-    browser: Any, stranger: Any, served: Served, artifacts: Path
-) -> None:
-    with served.api() as api:
-        files = {
-            "a": ("a.png", (SAMPLES / "reference.png").read_bytes()),
-            "b": ("b.jpg", (SAMPLES / "candidate.jpg").read_bytes()),
-        }
-        mine = api.post("/v1/comparisons", files=files).json()
-    stranger.goto(f"{served.base_url}/c/{mine['id']}")
-    state = stranger.locator("[data-role=job-state]")
-    playwright_api.expect(state).to_contain_text("(not_found)")
-    stranger.screenshot(path=artifacts / "other-tenant.png")
-
-    context = browser.new_context()
-    tab = context.new_page()
-    tab.goto(served.base_url + "/")
-    tab.get_by_label("API key", exact=True).fill("dfa_not-a-real-key")
-    tab.get_by_role("button", name="Sign in with this key").click()
-    playwright_api.expect(tab.locator("#key-error")).to_contain_text("(unauthorized)")
-    assert not [c for c in context.cookies() if c["name"] == "diffall_session"]
-    assert tab.evaluate("sessionStorage.getItem('diffall.apiKey')") is None
-    context.close()
-
-
 def test_previews_follow_the_comparison(served: Served) -> None:
     with DiffallClient(served.base_url, served.key, timeout=20) as client, served.api() as api:
         job = client.compare(SAMPLES / "reference.png", SAMPLES / "candidate.jpg")
@@ -536,10 +286,10 @@ def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts
     page.goto(f"{served.base_url}/c/{job['id']}")
     page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
     page.get_by_role("button", name="Draw ignore area").click()
-    page.mouse.move(*_screen_point(page, x, y))
+    page.mouse.move(*screen_point(page, x, y))
     page.mouse.down()
-    page.mouse.move(*_screen_point(page, x + w // 2, y + h // 2), steps=4)
-    page.mouse.move(*_screen_point(page, x + w - 1, y + h - 1), steps=4)
+    page.mouse.move(*screen_point(page, x + w // 2, y + h // 2), steps=4)
+    page.mouse.move(*screen_point(page, x + w - 1, y + h - 1), steps=4)
     page.mouse.up()
     items = page.locator("[data-role=ignore-list] li")
     playwright_api.expect(items).to_have_count(1)
@@ -552,7 +302,7 @@ def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts
     with Image.open(SAMPLES / "reference.png") as image:
         reference = np.asarray(image.convert("RGB")).astype(float)
     cx, cy = x + w // 2, y + h // 2
-    shown = np.array(_canvas_pixel(page, *_screen_point(page, cx, cy)), dtype=float)
+    shown = np.array(_canvas_pixel(page, *screen_point(page, cx, cy)), dtype=float)
     expected = 0.85 * 128 + 0.15 * reference[cy, cx]
     assert np.abs(shown - expected).max() <= 4, (shown, expected)
     page.screenshot(path=artifacts / "ignore-drawn.png")
@@ -561,7 +311,7 @@ def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts
     page.wait_for_url(lambda url: re.search(r"/c/[0-9a-f-]{36}$", url) and job["id"] not in url)
     page.wait_for_selector("[data-role=verdict]", timeout=RESULT_TIMEOUT_MS)
     page.wait_for_selector("section.stage[data-images=final]", timeout=RESULT_TIMEOUT_MS)
-    again_id = _comparison_id(page)
+    again_id = comparison_id(page)
     with served.api() as api:
         again = api.get(f"/v1/comparisons/{again_id}").json()
         heatmap = np.asarray(Image.open(io.BytesIO(api.get(again["links"]["heatmap"]).content)))
@@ -574,7 +324,7 @@ def test_draw_an_ignore_rectangle_and_rerun(page: Any, served: Served, artifacts
     )
     # The new result lists and draws the ignored area; hovering it says so.
     playwright_api.expect(page.locator("[data-role=ignore-list] li")).to_have_count(1)
-    page.mouse.move(*_screen_point(page, cx, cy))
+    page.mouse.move(*screen_point(page, cx, cy))
     playwright_api.expect(page.locator("[data-role=readout]")).to_contain_text(
         "difference: not compared"
     )
@@ -605,11 +355,11 @@ def test_walk_a_20_pair_batch_with_the_arrow_keys(
 
     rows.nth(0).click()
     nav = page.locator("[data-role=batch-nav]")
-    for index, comparison_id in enumerate(ids):
-        page.wait_for_url(f"**/c/{comparison_id}")
+    for index, listed_id in enumerate(ids):
+        page.wait_for_url(f"**/c/{listed_id}")
         playwright_api.expect(nav).to_contain_text(f"pair {index + 1} of 20")
         playwright_api.expect(page.locator("[data-role=ssim]")).to_have_text(
-            f"SSIM {ssims[comparison_id] * 100:.1f} %"
+            f"SSIM {ssims[listed_id] * 100:.1f} %"
         )
         page.keyboard.press("ArrowRight")
     page.wait_for_timeout(500)

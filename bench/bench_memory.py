@@ -10,7 +10,7 @@ PNG files and stored as a tenant's images in a fresh service set-up (a SQLite da
 for real, a local object store; ``core.services.images.store_image``, so width and height come
 from the headers as at upload), with one ``queued`` comparison (default options). Then a FRESH
 Python process per size runs that job as the worker's task does:
-``core.services.comparisons.run_comparison`` on the stored images, through the worker's
+``core.services.runs.run_comparison`` on the stored images, through the worker's
 ``CachingObjectStore`` (``worker.image_cache_mb``) and the settings' limits, heatmap written
 to storage, result written to the database. The child reports its own peak RSS (``VmHWM``, see
 :func:`_rss_bytes`) after its imports and set-up (the baseline) and after the job (the peak),
@@ -204,7 +204,7 @@ def child(
     """Run the job as ``worker.tasks.run_comparison`` does; report RSS before and after."""
     from core.db.models import Comparison
     from core.db.session import get_sessionmaker
-    from core.services import comparisons
+    from core.services import runs
     from core.services.factories import store_from_settings
     from core.storage.cache import CachingObjectStore
 
@@ -217,7 +217,7 @@ def child(
         session.get_one(Comparison, comparison_id)
     baseline = _rss_bytes()
     start = time.perf_counter()
-    comparisons.run_comparison(
+    runs.run_comparison(
         sessions,
         store,
         comparison_id=comparison_id,

@@ -20,10 +20,10 @@ import structlog
 from billiard.pool import SIG_SOFT_TIMEOUT
 from celery import Task
 
-from core.services import batches, comparisons, sweeper
-from core.services.comparisons import RunPolicy
+from core.services import batches, runs, sweeper
 from core.services.errors import ClaimNotReleased, TimeLimitExceeded, Unavailable
 from core.services.jobqueue import broker_flags_redeliveries
+from core.services.runs import RunPolicy
 from core.services.tasknames import (
     ENQUEUE_BATCH,
     RECOVER,
@@ -132,7 +132,7 @@ def _uuids(**arguments: str) -> list[uuid.UUID] | None:
     ignore_result=True,
 )
 def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = None) -> None:
-    """Run one comparison (``core.services.comparisons.run_comparison``).
+    """Run one comparison (``core.services.runs.run_comparison``).
 
     Parameters
     ----------
@@ -161,7 +161,7 @@ def run_comparison(self: Task, comparison_id: str, resume_attempt: int | None = 
         soft_time_limit_raises(TimeLimitExceeded),
     ):
         try:
-            sent = comparisons.run_comparison(
+            sent = runs.run_comparison(
                 get_sessions(),
                 get_store(),
                 comparison_id=ident,

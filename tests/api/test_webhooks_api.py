@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from api.main import create_app
 from core.config import Settings, StorageSettings
 from core.db.models import WebhookDelivery, WebhookDeliveryState
-from core.services import comparisons
+from core.services import runs
 from core.services.tasknames import WEBHOOK_DELIVER
 from core.services.webhooks.delivery import deliver
 from core.services.webhooks.policy import DeliveryPolicy
@@ -317,7 +317,7 @@ def _finished_comparison(api: Api, tenant: str = "acme", *, seed: int = 0) -> st
     b = api.upload(noise_png(seed=seed + 1), tenant)["id"]
     cid = str(api.compare(a, b, tenant, webhook_url=ADHOC)["id"])
     store = api.app.state.store
-    comparisons.run_comparison(api.sessions, store, comparison_id=uuid.UUID(cid), max_crashes=3)
+    runs.run_comparison(api.sessions, store, comparison_id=uuid.UUID(cid), max_crashes=3)
     return cid
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Batch, Comparison, ComparisonQueue, ComparisonState, Image, Tenant
-from core.services import batches, comparisons, images
+from core.services import batches, images, runs
 from core.services.batches import BatchItem
 from core.services.errors import InvalidRequest, LimitExceeded
 from core.services.jobqueue import CeleryJobQueue
@@ -173,7 +173,7 @@ def test_summary_counts_states_and_verdicts(
     assert unsent == [None] * 4  # marked for the sweeper
     for cid in ids[:3]:
         assert cid is not None
-        comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+        runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     with sessions() as session:
         summary = batches.get_batch_summary(session, tenant_id=tenant.id, batch_id=created.batch.id)
         with pytest.raises(Exception) as other:
@@ -278,7 +278,7 @@ def test_send_batch_sends_only_queued_comparisons(
     redis_client.delete(*redis_client.keys(f"{QUEUE_BATCH}*"))
     first = created.items[0].comparison_id
     assert first is not None
-    comparisons.run_comparison(sessions, local_store, comparison_id=first, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=first, max_crashes=3)
     assert batches.send_batch(sessions, queue, batch_id=created.batch.id) == 2
     sent = {m.args[0] for m in redis_messages(redis_client, QUEUE_BATCH)}
     assert sent == {str(o.comparison_id) for o in created.items[1:]}

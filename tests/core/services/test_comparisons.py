@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Comparison, ComparisonQueue, ComparisonState, Tenant
 from core.imaging.options import DEFAULT_TOLERANCE
-from core.services import comparisons, images
+from core.services import comparisons, images, runs
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.jobqueue import CeleryJobQueue
 from core.services.options import engine_options, validate_options
@@ -357,7 +357,7 @@ def test_delete_removes_the_result_and_heatmap_of_a_finished_comparison(
 ) -> None:
     a, b = _pair(sessions, local_store, tenant)
     (cid,) = _insert_rows(sessions, tenant, a, b, [datetime.now(UTC)])
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     key = comparisons.HEATMAP_KEY.format(comparison_id=cid)
     assert local_store.exists(key)
     with sessions() as session:

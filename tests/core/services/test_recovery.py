@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import ComparisonQueue, ComparisonState, Tenant, utcnow
-from core.services import comparisons, lifecycle
-from core.services.comparisons import RunPolicy
+from core.services import lifecycle, runs
 from core.services.errors import ClaimNotReleased
 from core.services.heartbeat import Heartbeat
 from core.services.lifecycle import Claim
+from core.services.runs import RunPolicy
 from core.storage import LocalObjectStore
 from tests.support.comparisons import add_comparison, comparison_row
 from tests.support.databases import PG_ADMIN_URL
@@ -133,7 +133,7 @@ def test_a_final_write_on_a_killed_session_is_retried_and_not_a_crash(
     tenant = make_tenant(pg_sessions)
     cid = _queued(pg_sessions, local_store, tenant)
     killer.times = 2  # the final write's session dies twice; the third try writes
-    comparisons.run_comparison(
+    runs.run_comparison(
         pg_sessions,
         local_store,
         comparison_id=cid,
@@ -153,7 +153,7 @@ def test_a_job_the_database_kept_is_resumed_without_a_crash(
     cid = _queued(pg_sessions, local_store, tenant)
     killer.times = 10**6  # the database stays away for every write of the job's row
     with pytest.raises(ClaimNotReleased) as raised:
-        comparisons.run_comparison(
+        runs.run_comparison(
             pg_sessions,
             local_store,
             comparison_id=cid,
@@ -166,12 +166,12 @@ def test_a_job_the_database_kept_is_resumed_without_a_crash(
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.RUNNING, 1, 0)
     killer.times = 0  # the database is back
     # A plain redelivery would be a duplicate of a job whose lease holds: nothing runs ...
-    comparisons.run_comparison(
+    runs.run_comparison(
         pg_sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
     )
     assert comparison_row(pg_sessions, cid).state is ComparisonState.RUNNING
     # ... the task's retry resumes its own attempt: no crash, no extra attempt.
-    comparisons.run_comparison(
+    runs.run_comparison(
         pg_sessions,
         local_store,
         comparison_id=cid,

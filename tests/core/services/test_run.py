@@ -22,11 +22,11 @@ from core.db.models import (
     utcnow,
 )
 from core.imaging import compare
-from core.services import comparisons, lifecycle
-from core.services.comparisons import _drop_heatmap_if_canceled
+from core.services import comparisons, lifecycle, runs
 from core.services.errors import Unavailable
 from core.services.lifecycle import Claim
 from core.services.options import engine_options, validate_options
+from core.services.runs import _drop_heatmap_if_canceled
 from core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from tests.support.comparisons import add_comparison, comparison_row
 from tests.support.images import corrupt_png, edited_png, png_bytes
@@ -68,7 +68,7 @@ def test_runs_to_succeeded_with_the_engine_result(
     a, b = png_bytes(64, 48, seed=1), edited_png(64, 48, seed=1)
     options = {"mode": "pixel", "ignore": [[0, 0, 8, 8]], "tolerance": 0.05}
     cid = add_comparison(sessions, store, tenant, a=a, b=b, options=options)
-    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     row = comparison_row(sessions, cid)
     # The reference: the engine called directly on the same bytes and options.
     expected = compare(a, b, engine_options(validate_options(options)))
@@ -84,7 +84,7 @@ def test_runs_to_succeeded_with_the_engine_result(
     assert row.started_at is not None and row.finished_at is not None
     assert row.lease_expires_at is None
     # Running it again (a duplicate message) changes nothing.
-    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     again = comparison_row(sessions, cid)
     assert (again.attempt, again.updated_at, again.result) == (1, row.updated_at, row.result)
 
@@ -109,7 +109,7 @@ def test_the_final_write_with_and_without_returning(
         b=edited_png(64, 48, seed=4),
         webhook_url="https://hooks.example.com/in",
     )
-    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, store, comparison_id=cid, max_crashes=3)
     row = comparison_row(sessions, cid)
     assert row.state is ComparisonState.SUCCEEDED and row.result is not None
     with sessions() as session:
@@ -128,7 +128,7 @@ def test_the_engine_decodes_under_the_api_limits(
     # (64 x 48 = 3,072 pixels here) fails with the engine's code, not with a default limit.
     cid = add_comparison(sessions, store, tenant, a=png_bytes(64, 48, seed=3), b=png_bytes(64, 48))
     small = LimitsSettings(max_pixels=3_000)
-    comparisons.run_comparison(sessions, store, comparison_id=cid, max_crashes=3, limits=small)
+    runs.run_comparison(sessions, store, comparison_id=cid, max_crashes=3, limits=small)
     row = comparison_row(sessions, cid)
     assert (row.state, row.error_code) == (ComparisonState.FAILED, "image_too_large")
     options = engine_options({}, LimitsSettings(max_pixels=7, max_upload_bytes=9))
@@ -155,7 +155,7 @@ def test_engine_errors_fail_for_good(
     code: str,
 ) -> None:
     cid = add_comparison(sessions, local_store, tenant, a=a, b=b, options=options)
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     row = comparison_row(sessions, cid)
     assert (row.state, row.error_code, row.attempt) == (ComparisonState.FAILED, code, 1)
     assert row.error_message and row.result is None
@@ -171,16 +171,16 @@ def test_missing_image_bytes_fail(
     with sessions() as session:
         key = session.get_one(Image, row.image_b_id).storage_key
     local_store.delete(key)
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     assert comparison_row(sessions, cid).error_code == "image_missing"
 
 
 def test_unknown_final_and_canceled_jobs_are_left_alone(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
-    comparisons.run_comparison(sessions, local_store, comparison_id=uuid.uuid4(), max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=uuid.uuid4(), max_crashes=3)
     cid = add_comparison(sessions, local_store, tenant, state=ComparisonState.CANCELED)
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     row = comparison_row(sessions, cid)
     assert (row.state, row.attempt) == (ComparisonState.CANCELED, 0)
 
@@ -192,9 +192,7 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(
     stale = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=None)
     assert stale is not None and stale.attempt == 1
     # The broker gives the message back (the first worker was taken for lost): attempt 2 wins.
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True)
     row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 1)
     # The first worker finishes late: its write is refused.
@@ -235,9 +233,7 @@ def test_a_superseded_attempt_leaves_the_newer_heatmap(
     cid = add_comparison(sessions, local_store, tenant)
     stale = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=None)
     assert stale is not None
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True)
     key = comparisons.HEATMAP_KEY.format(comparison_id=cid)
     _drop_heatmap_if_canceled(sessions, local_store, stale, key)
     assert local_store.exists(key)
@@ -275,7 +271,7 @@ def test_a_job_that_kills_its_worker_three_times_ends_worker_crashed(
         claim = _claim(sessions, cid, max_crashes=3, lease_s=60, redelivered=redelivered)
         assert claim is not None and claim.attempt == attempt
         assert comparison_row(sessions, cid).crash_count == attempt - 1
-    comparisons.run_comparison(
+    runs.run_comparison(
         sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=redelivered
     )
     row = comparison_row(sessions, cid)
@@ -293,16 +289,12 @@ def test_a_duplicate_message_does_not_take_a_live_workers_job(
 ) -> None:
     cid = add_comparison(sessions, local_store, tenant)
     _set_running(sessions, cid, lease_s=60, attempt=1)
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False)
     row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.RUNNING, 1, 0)
     # Once the lease is gone, the same first-delivery message takes over (a crash).
     _set_running(sessions, cid, lease_s=-1)
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False)
     row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 2, 1)
 
@@ -315,15 +307,13 @@ def test_storage_outage_releases_the_claim_and_raises_unavailable(
 ) -> None:
     cid = add_comparison(sessions, local_store, tenant)
     with pytest.raises(Unavailable):
-        comparisons.run_comparison(sessions, dead_s3_store, comparison_id=cid, max_crashes=3)
+        runs.run_comparison(sessions, dead_s3_store, comparison_id=cid, max_crashes=3)
     row = comparison_row(sessions, cid)
     # Given back: the retry claims it normally (no crash counted), and the run that could not
     # read its images is not counted as an attempt (issue 11: attempts count real runs).
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.QUEUED, 0, 0)
     assert row.lease_expires_at is None
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=False)
     row = comparison_row(sessions, cid)
     assert (row.state, row.attempt, row.crash_count) == (ComparisonState.SUCCEEDED, 1, 0)
 
@@ -348,8 +338,8 @@ def test_the_last_final_comparison_completes_its_batch_once(
     ok = add_comparison(sessions, local_store, tenant, batch_id=batch_id)
     bad = add_comparison(sessions, local_store, tenant, batch_id=batch_id, b=corrupt_png())
     cancel = add_comparison(sessions, local_store, tenant, batch_id=batch_id)
-    comparisons.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
-    comparisons.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
     assert _completed_at(sessions, batch_id) is None
     with sessions() as session:
         comparisons.delete_comparison(
@@ -373,7 +363,7 @@ def test_concurrent_finishers_complete_the_batch(
     def run(chunk: list[uuid.UUID]) -> None:
         try:
             for cid in chunk:
-                comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+                runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

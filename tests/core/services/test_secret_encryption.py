@@ -32,7 +32,7 @@ from core.db.models import (
 )
 from core.db.secretbox import PREFIX
 from core.db.session import make_engine, make_session_factory
-from core.services import comparisons, webhooks
+from core.services import runs, webhooks
 from core.services.errors import ServiceError
 from core.services.secret_encryption import encrypt_stored_secrets
 from core.services.webhooks.dispatch import dispatch_due
@@ -248,7 +248,7 @@ def test_ad_hoc_deliveries_verify_with_the_encrypted_default_secret(
     sessions = ring([NEW_KEY])
     tenant = make_tenant(sessions)
     cid = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     pump(sessions, FAST, lambda: bool(receiver.received("/adhoc")))
     (stored,) = _stored(sessions)  # the tenant's default secret, created for the delivery
     assert _under(NEW_KEY, stored)

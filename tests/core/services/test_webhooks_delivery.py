@@ -29,7 +29,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.services import comparisons, webhooks
+from core.services import runs, webhooks
 from core.services.webhooks.delivery import deliver
 from core.services.webhooks.dispatch import dispatch_due
 from core.services.webhooks.policy import DeliveryPolicy
@@ -77,9 +77,9 @@ def test_every_event_arrives_correctly_signed(
     gone = add_endpoint(sessions, tenant, receiver.url("/gone"), events=["comparison.failed"])
     receiver.script("/gone", Reply(410))
     ok = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
-    comparisons.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=ok, max_crashes=3)
     bad = add_comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
-    comparisons.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=bad, max_crashes=3)
     batch_id, ids = add_running_batch(sessions, local_store, tenant, 2)
     for cid in ids:
         finish_one(sessions, batch_id, cid)

@@ -26,7 +26,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.services import comparisons, webhooks
+from core.services import runs, webhooks
 from core.services.errors import Conflict, InvalidRequest, NotFound
 from core.services.webhooks.dispatch import dispatch_due
 from core.storage import LocalObjectStore
@@ -138,7 +138,7 @@ def test_an_ad_hoc_delivery_of_a_comparison_is_in_the_tenant_wide_log(
 ) -> None:
     endpoint = add_endpoint(sessions, tenant)
     cid = add_comparison(sessions, local_store, tenant, webhook_url=ADHOC)
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     with sessions() as session:
         page = webhooks.list_deliveries(session, tenant_id=tenant.id)
     assert page.next_cursor is None

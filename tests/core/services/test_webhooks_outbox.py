@@ -29,7 +29,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.services import comparisons, lifecycle, sweeper, webhooks
+from core.services import comparisons, lifecycle, runs, sweeper, webhooks
 from core.storage import LocalObjectStore
 from tests.support.comparisons import add_comparison, add_running_batch, finish_one
 from tests.support.images import corrupt_png
@@ -57,7 +57,7 @@ def test_a_finished_comparison_writes_its_event_in_the_same_transaction(
         webhook_url="http://127.0.0.1:9/adhoc",
         client_metadata={"build": 7},
     )
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     (event,) = events_where(sessions, subject_id=cid)
     assert event.type is WebhookEventType.COMPARISON_SUCCEEDED
     data = event.data
@@ -85,7 +85,7 @@ def test_a_failed_comparison_writes_comparison_failed(
 ) -> None:
     add_endpoint(sessions, tenant, events=["comparison.failed"])
     cid = add_comparison(sessions, local_store, tenant, b=corrupt_png(64, 48, seed=1))
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     (event,) = events_where(sessions, subject_id=cid)
     assert event.type is WebhookEventType.COMPARISON_FAILED
     assert event.data["error"]["code"] == "corrupt_image"
@@ -96,7 +96,7 @@ def test_no_target_means_no_event_and_rollback_means_no_event(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant
 ) -> None:
     cid = add_comparison(sessions, local_store, tenant)
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     assert events_where(sessions) == []  # nobody listens: nothing written
     add_endpoint(sessions, tenant)
     with sessions() as session:
@@ -226,9 +226,7 @@ def test_worker_crashed_comparisons_write_comparison_failed(
         crash_count=2,
         lease_expires_at=utcnow() - timedelta(seconds=1),
     )
-    comparisons.run_comparison(
-        sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True
-    )
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3, redelivered=True)
     (event,) = events_where(sessions, subject_id=cid)
     assert event.type is WebhookEventType.COMPARISON_FAILED
     assert event.data["error"]["code"] == lifecycle.WORKER_CRASHED

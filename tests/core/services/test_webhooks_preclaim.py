@@ -22,7 +22,7 @@ from core.db.models import (
     WebhookEventType,
     utcnow,
 )
-from core.services import comparisons, webhooks
+from core.services import runs, webhooks
 from core.services.errors import Unavailable
 from core.services.lifecycle import AfterCommit
 from core.services.webhooks.delivery import deliver
@@ -72,7 +72,7 @@ def _run_preclaimed(
             allowed_networks=LOOPBACK,
         )
     cid = add_comparison(sessions, store, tenant, webhook_url=receiver.url("/adhoc"))
-    claim = comparisons.run_comparison(
+    claim = runs.run_comparison(
         sessions,
         store,
         comparison_id=cid,
@@ -155,7 +155,7 @@ def test_without_a_claim_deliveries_are_pending_and_due(
     sessions: SessionFactory, local_store: LocalObjectStore, tenant: Tenant, receiver: Receiver
 ) -> None:
     cid = add_comparison(sessions, local_store, tenant, webhook_url=receiver.url("/adhoc"))
-    comparisons.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
+    runs.run_comparison(sessions, local_store, comparison_id=cid, max_crashes=3)
     (row,) = _deliveries(sessions)
     assert row.state == WebhookDeliveryState.PENDING and row.claim_id is None
 

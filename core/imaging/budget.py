@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.imaging.decode import ImageHeader, read_header
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.header import ImageHeader, read_header
 from core.imaging.structure import check_structure
 
 __all__ = [
@@ -76,7 +76,7 @@ def footprint(a: ImageHeader, b: ImageHeader | None = None) -> PairFootprint:
     Parameters
     ----------
     a, b
-        Headers from ``core.imaging.decode.read_header`` (or an equivalent canvas size).
+        Headers from ``core.imaging.header.read_header`` (or an equivalent canvas size).
 
     Returns
     -------

@@ -18,8 +18,8 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from core.imaging.decode import read_header
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.header import read_header
 from core.imaging.heatmap import (
     ANTIALIAS_MAGENTA,
     HEATMAP_BREAKPOINTS,

@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 from core.config import LimitsSettings
 from core.db.models import Image, ImageStatus, utcnow
 from core.imaging.budget import check_budget, footprint
-from core.imaging.decode import ImageHeader, read_header
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.header import ImageHeader, read_header
 from core.imaging.structure import check_structure
 from core.services._common import map_db_errors, map_storage_errors
 from core.services.errors import Conflict, ImageRejected, InvalidRequest, NotFound

@@ -11,7 +11,7 @@ import pytest
 
 from core.imaging import CompareOptions, ErrorCode, ImagingError, compare
 from core.imaging.budget import check_budget, footprint
-from core.imaging.decode import read_header
+from core.imaging.header import read_header
 from core.imaging.structure import check_structure
 
 

@@ -20,8 +20,10 @@ import skimage.data
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from core.imaging import decode as decode_module
-from core.imaging.decode import DecodedImage, ImageHeader, decode, harmonise, read_header
+from core.imaging import header as header_module
+from core.imaging.decode import DecodedImage, decode, harmonise
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.header import ImageHeader, read_header
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -433,7 +435,7 @@ def test_webp_header_size_matches_pil() -> None:
         _encode_pil(Image.fromarray(rgb), "WEBP", lossless=True),  # VP8L
         _encode_pil(Image.fromarray(rgba), "WEBP", quality=80),  # VP8X (alpha)
     ):
-        assert decode_module._webp_size(data) == (64, 48)
+        assert header_module._webp_size(data) == (64, 48)
         assert _error_code(data, read_header, max_pixels=64 * 48 - 1) == (ErrorCode.IMAGE_TOO_LARGE)
 
 
@@ -444,7 +446,7 @@ def test_webp_size_is_checked_before_pil_opens_it(monkeypatch: pytest.MonkeyPatc
     def no_open(*args: object, **kwargs: object) -> None:
         raise AssertionError("PIL opened an over-limit WebP")
 
-    monkeypatch.setitem(decode_module._PIL_OPENERS, "webp", no_open)
+    monkeypatch.setitem(header_module._PIL_OPENERS, "webp", no_open)
     assert _error_code(data, read_header, max_pixels=100) == ErrorCode.IMAGE_TOO_LARGE
 
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.config import LimitsSettings, limits_table
+from core.config import LimitsSettings
+from core.config.limits_table import limits_table
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- limits-table:start -->", "<!-- limits-table:end -->"

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -26,6 +23,7 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.config.machine import MIB, job_memory_share, machine_memory_bytes, usable_cpus
 from core.netguard.classify import IPNetwork, parse_allowed_networks
 
 __all__ = [
@@ -41,8 +39,8 @@ __all__ = [
     "ensure_broker_folders",
     "get_settings",
     "job_memory_share",
-    "limits_table",
     "machine_memory_bytes",
+    "usable_cpus",
 ]
 
 #: Values refused as secrets when ``env == "production"`` (compared lower-cased and stripped).
@@ -67,15 +65,11 @@ PLACEHOLDER_SECRETS: frozenset[str] = frozenset(
 #: Seconds added to the hard time limit for the default ``stale_running_after_s``.
 STALE_RUNNING_MARGIN_S = 30
 
-_MiB = 1024 * 1024
 #: Default ``worker.big_image_pixels``: 4096 x 4096 (16.8 MP), the size above which the viewer
 #: tiles previews too.
 DEFAULT_BIG_IMAGE_PIXELS = 4096 * 4096
 #: URL schemes of kombu's Redis transport (``redis+socket``: the embedded default's server).
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
-#: Share of the machine's memory the comparison processes may use together (the default per-job
-#: budget); the rest is left to the worker parents, the API, the database and the page cache.
-JOB_MEMORY_FRACTION = 0.75
 #: The environment variable of ``Settings.webhook_allowed_networks`` (named in the 422 that
 #: refuses a webhook URL an operator could allow).
 ALLOWED_NETWORKS_ENV = "DIFFALL_WEBHOOK_ALLOWED_NETWORKS"
@@ -141,7 +135,7 @@ class StorageSettings(_Group):
 class LimitsSettings(_Group):
     """Limits enforced by the API (``DIFFALL_LIMITS__*``); each refusal has a stable code."""
 
-    max_upload_bytes: int = Field(default=50 * _MiB, ge=1)
+    max_upload_bytes: int = Field(default=50 * MIB, ge=1)
     """Largest accepted image file, in bytes (default 50 MiB)."""
 
     max_pixels: int = Field(default=100_000_000, ge=1)
@@ -173,75 +167,18 @@ class LimitsSettings(_Group):
     @property
     def job_memory_bytes(self) -> int | None:
         """:attr:`job_memory_mb` in bytes (None: no budget)."""
-        return None if self.job_memory_mb is None else self.job_memory_mb * _MiB
+        return None if self.job_memory_mb is None else self.job_memory_mb * MIB
 
     max_concurrent_uploads: int = Field(default=16, ge=1)
     """Uploads one API process receives at once (bodies are spooled to disk); one more is
     refused with 503 ``too_many_uploads`` and ``Retry-After``."""
 
-    upload_spool_memory_bytes: int = Field(default=1 * _MiB, ge=0)
+    upload_spool_memory_bytes: int = Field(default=1 * MIB, ge=0)
     """Bytes of an upload kept in memory before the rest is spooled to a temporary file."""
 
     pending_upload_max_age_s: int = Field(default=24 * 3600, ge=60)
     """Seconds after which a presigned upload never finalised is deleted with its stored bytes
     (default 24 h; never sooner than its URL expires, ``storage.presign_expiry_s``)."""
-
-
-def machine_memory_bytes(cgroup_memory_max: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
-    """Memory this process's machine or container has, in bytes: the physical memory, capped
-    by a cgroup v2 memory limit."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on Linux
-        memory = 8 * 1024 * _MiB
-    try:
-        limit = cgroup_memory_max.read_text().strip()
-        if limit != "max":
-            memory = min(memory, int(limit))
-    except (OSError, ValueError):
-        pass
-    return max(memory, 64 * _MiB)
-
-
-def job_memory_share(
-    memory_bytes: int, processes: int, *, fraction: float = JOB_MEMORY_FRACTION
-) -> int:
-    """Per-job memory budget: ``fraction`` of the machine's memory shared by the processes that
-    may each run one comparison at the same time.
-
-    Parameters
-    ----------
-    memory_bytes
-        Memory of the machine or container, in bytes (> 0).
-    processes
-        Comparison processes that may run at once on it (>= 1).
-    fraction
-        Share of the memory given to comparisons, in (0, 1].
-
-    Returns
-    -------
-    int
-        Bytes one comparison may use at its peak (>= 1 MiB).
-    """
-    if memory_bytes <= 0 or processes < 1 or not 0.0 < fraction <= 1.0:
-        raise ValueError("memory_bytes > 0, processes >= 1 and 0 < fraction <= 1 are required")
-    return max(_MiB, int(memory_bytes * fraction) // processes)
-
-
-def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """CPUs this process may use (>= 1): its affinity mask, capped by a cgroup v2 CPU quota
-    (a container started with ``--cpus=2`` on a 64-core host gets 2, not 64)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = cgroup_cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the affinity mask alone
-    return max(1, cpus)
 
 
 class WorkerSettings(_Group):
@@ -559,7 +496,7 @@ class Settings(BaseSettings):
             self.storage = self.storage.model_copy(update={"local_dir": local_dir})
         if self.limits.job_memory_mb is None:
             share = job_memory_share(machine_memory_bytes(), self.worker.processes + 1)
-            self.limits = self.limits.model_copy(update={"job_memory_mb": share // _MiB})
+            self.limits = self.limits.model_copy(update={"job_memory_mb": share // MIB})
         if self.env == "production":
             bad = self._placeholder_secret_names()
             if bad:
@@ -681,52 +618,3 @@ def get_settings() -> Settings:
         after changing environment variables).
     """
     return Settings()
-
-
-def _markdown_default(value: Any) -> str:
-    """A field default as README text: ``None`` as "computed", numbers with thousands commas."""
-    if value is None:
-        return "computed"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, int | float):
-        return f"`{value:,}`"
-    return f"`{value}`"
-
-
-def limits_table() -> str:
-    """The Markdown table of every ``DIFFALL_LIMITS__*`` setting: variable, default, meaning.
-
-    Generated from :class:`LimitsSettings` (field defaults and docstrings), so README.md's copy
-    can be checked against the code (``python -m core.config --limits-table`` prints it).
-
-    Returns
-    -------
-    str
-        The table, one row per setting, ending with a newline.
-    """
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in LimitsSettings.model_fields.items():
-        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
-        meaning = re.sub(r":\w+:`", "`", meaning.replace("``", "`"))  # reST to Markdown
-        default = _markdown_default(field.get_default(call_default_factory=True))
-        rows.append(f"| `DIFFALL_LIMITS__{name.upper()}` | {default} | {meaning} |")
-    return "\n".join(rows) + "\n"
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m core.config --limits-table``: print the limits table (README.md's)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m core.config")
-    parser.add_argument("--limits-table", action="store_true", help="print the limits table")
-    args = parser.parse_args(argv)
-    if not args.limits_table:
-        parser.print_help()
-        return 2
-    print(limits_table(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -50,6 +50,11 @@ from core.imaging.regions import (
     find_regions,
     significant_regions,
 )
+from core.imaging.rerendering import (
+    RERENDER_PAIR_SLACK,
+    dissolves_when_blurred,
+    rendering_dominates,
+)
 from core.imaging.result import CompareResult
 from core.imaging.significance import stand_out, whole_extents, without_local_regions
 from core.imaging.verdict import (
@@ -99,6 +104,9 @@ class _Measurement:
     preview_png: bytes | None = None
     antialiased: np.ndarray | None = None  # bool HxW: drawn magenta on the heatmap
     tolerance_level: int = 0
+    #: No significant region, and the differences dissolve when both are blurred
+    #: (``rerendering.dissolves_when_blurred``): the same page rendered again.
+    rerendered: bool = False
 
     @property
     def antialiased_ratio(self) -> float:
@@ -440,13 +448,24 @@ def _measure(
                 counted = ~noise if valid is None else valid & ~noise
         found, changed = find_regions(diff, threshold=threshold, valid=counted)
         compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
+        # a page rendered again? (core.imaging.rerendering; the blur test applies only there)
+        rendering = bool(
+            antialiasing
+            and compared
+            and rendering_dominates(antialiased / compared, changed / compared)
+        )
         regions: list[Region] = []
+        dissolved = 0  # regions the blur test explained as glyphs rendered again
         if found:
             regions = significant_regions(found, over, valid)
             if regions and noise is not None and edges is not None and antialiased:
                 regions = whole_extents(regions, diff, threshold, valid, edges)
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
             regions = stand_out(regions, s.score, compared, tolerance)
+            if rendering and regions:
+                level = threshold * data_range / 255
+                kept = [r for r in regions if not _rendered_again(pa, pb, r, level)]
+                dissolved, regions = len(regions) - len(kept), kept
         nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
         correlation = thumbnail_correlation(
             pa, pb, without_local_regions(valid, regions, diff.shape)
@@ -458,6 +477,11 @@ def _measure(
         floor = rendering_floor(
             pa, s.score, changed / compared, antialiased / compared, valid, data_range
         )
+    rerendered = False
+    if dissolved and not regions:  # every region was glyphs rendered again: the whole page?
+        level = RERENDER_PAIR_SLACK * threshold * data_range / 255
+        x, y, w, h = cv2.boundingRect(over.view(np.uint8))
+        rerendered = dissolves_when_blurred(pa, pb, level, box=(x, y, w, h))
     return _Measurement(
         ssim=s.score,
         luminance=s.luminance,
@@ -481,7 +505,20 @@ def _measure(
         antialiased=noise if antialiased else None,
         tolerance_level=threshold,
         ssim_floor=floor,
+        rerendered=rerendered,
     )
+
+
+#: Pixels added around a region's box for the re-rendering test (a glyph's rim beyond the box).
+RERENDER_BOX_PAD = 4
+
+
+def _rendered_again(pa: np.ndarray, pb: np.ndarray, region: Region, level: float) -> bool:
+    """Whether a region's differences dissolve when both images are blurred: glyphs rendered
+    again, not an edit (``core.imaging.rerendering``)."""
+    pad = RERENDER_BOX_PAD
+    box = (region.x - pad, region.y - pad, region.width + 2 * pad, region.height + 2 * pad)
+    return dissolves_when_blurred(pa, pb, level, box=box)
 
 
 def _classify(
@@ -499,6 +536,7 @@ def _classify(
             alignment=alignment,
             content_correlation=m.content_correlation,
             ssim_floor=m.ssim_floor,
+            rerendered=m.rerendered,
             filters=tuple(f.kind for f in m.filters),
             detected_misregistration=detected,
         )

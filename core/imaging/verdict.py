@@ -16,7 +16,9 @@ identical          no compared pixel differs; or no significant region (``region
                    against A resampled there and back with the same transform, so an aligned
                    but otherwise untouched copy is identical; for an unaligned pair whose
                    differences are mostly rendering noise, SSIM of A against A moved a
-                   quarter pixel, so a page rendered again is identical)
+                   quarter pixel, so a page rendered again is identical; or, for such a
+                   pair, when its differences dissolve once both images are blurred by 2 px:
+                   ``rerendered``, see ``core.imaging.rerendering``)
 localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTENT of the
                    image, with at most LOCAL_MAX_SPREAD of the pixels changed outside them,
                    on a pair that shows the same picture (``content_correlation`` >=
@@ -86,6 +88,9 @@ class VerdictInputs:
     #: SSIM of A against A resampled with the alignment's transform and back, or (unaligned
     #: pairs dominated by rendering noise) against A moved a quarter pixel; else None.
     ssim_floor: float | None = None
+    #: An unaligned pair dominated by rendering noise whose differences dissolve when both
+    #: images are blurred (``rerendering.dissolves_when_blurred``): the same page rendered again.
+    rerendered: bool = False
     #: Kinds of the pixel findings (``findings.pixel_findings``): blur, tone, colour ...
     filters: Sequence[str] = ()
     #: A transform found while diagnosing but not applied (pixel mode), else None.
@@ -119,10 +124,15 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
     if (
         not inputs.regions
         and not filtered
-        and inputs.ssim >= floor
+        and (inputs.ssim >= floor or inputs.rerendered)
         and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED
     ):
         what = "the same image, moved" if inputs.alignment.applied else "visually identical"
+        if inputs.rerendered and inputs.ssim < floor:
+            return "identical", (
+                prefix + f"The same page rendered again ({pct}): its differences are glyph"
+                f" rasterisation, below the noise tolerance once smoothed{noise}."
+            )
         return "identical", (
             prefix + f"{what.capitalize()} ({pct}): differences stay below the noise"
             f" tolerance{noise}."

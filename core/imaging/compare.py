@@ -58,6 +58,7 @@ from core.imaging.rerendering import (
 from core.imaging.result import CompareResult
 from core.imaging.significance import stand_out, whole_extents, without_local_regions
 from core.imaging.verdict import (
+    FILTER_MIN_CONFIDENCE,
     VerdictInputs,
     classify,
 )
@@ -537,7 +538,7 @@ def _classify(
             content_correlation=m.content_correlation,
             ssim_floor=m.ssim_floor,
             rerendered=m.rerendered,
-            filters=tuple(f.kind for f in m.filters),
+            filters=tuple(f.kind for f in m.filters if f.confidence >= FILTER_MIN_CONFIDENCE),
             detected_misregistration=detected,
         )
     )

@@ -60,6 +60,10 @@ LOCAL_MIN_REST_SSIM = 0.9
 #: ``identical`` (a colour shift of a smooth picture keeps SSIM near 1 yet is not a re-save).
 #: Blur and sharpening are left out: other font smoothing sharpens or softens every glyph edge.
 FILTER_KINDS = frozenset({"tone", "colour", "greyscale"})
+#: ... when found with at least this confidence (0..1). Measured on the verdict corpus: every
+#: real tone, colour or greyscale change at 0.89 or more; the tone curve fitted to a document
+#: whose fonts were smoothed again (its ink a little bolder) at 0.52 to 0.60.
+FILTER_MIN_CONFIDENCE = 0.75
 _CAUSE_WORDS = {
     "blur": "blurred",
     "sharpen": "sharpened",
@@ -91,7 +95,8 @@ class VerdictInputs:
     #: An unaligned pair dominated by rendering noise whose differences dissolve when both
     #: images are blurred (``rerendering.dissolves_when_blurred``): the same page rendered again.
     rerendered: bool = False
-    #: Kinds of the pixel findings (``findings.pixel_findings``): blur, tone, colour ...
+    #: Kinds of the pixel findings (``findings.pixel_findings``) found with at least
+    #: ``FILTER_MIN_CONFIDENCE``: blur, tone, colour ...
     filters: Sequence[str] = ()
     #: A transform found while diagnosing but not applied (pixel mode), else None.
     detected_misregistration: Alignment | None = None

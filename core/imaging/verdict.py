@@ -25,6 +25,8 @@ localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTEN
                    SAME_PICTURE_MIN)
 misaligned         no alignment was applied, yet a non-identity transform (or a mirror)
                    maps B onto A
+different          the same layout, but at least DIFFERENT_MIN_REGIONS significant regions that
+                   are not a localised edit (another page of one layout)
 global_change      the same picture (``content_correlation`` >= SAME_PICTURE_MIN), changed
                    everywhere by compression, resampling or a filter (brightness, colour, blur)
 different          anything else: the content itself differs
@@ -51,6 +53,12 @@ LOCAL_MAX_EXTENT = 0.35
 LOCAL_MAX_SPREAD = 0.02
 #: Most regions named in a localised verdict.
 LOCAL_MAX_REGIONS = 12
+#: A pair of one layout (thumbnails that correlate) whose significant regions are at least this
+#: many and not a localised edit is ``different``: each region already stood out from the pair's
+#: noise (``significance.stand_out``), and a global filter leaves at most a couple (strong
+#: edges of a blurred photograph); many separate content differences are other content, such
+#: as another page of the same layout.
+DIFFERENT_MIN_REGIONS = 5
 #: Two images whose grey thumbnails correlate at least this much show the same picture.
 SAME_PICTURE_MIN = 0.9
 #: Outside its regions, a localised edit's pair must match at least this well (SSIM estimated
@@ -146,6 +154,12 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
     local = _localized(inputs, floor) if same_picture else None
     if local is not None:
         return "localized_edit", prefix + local + f" The rest matches ({pct}{noise})."
+    if same_picture and len(inputs.regions) >= DIFFERENT_MIN_REGIONS:
+        return "different", prefix + (
+            f"The content differs in {len(inputs.regions)} separate areas ({pct},"
+            f" {inputs.changed_ratio * 100:.1f} % of pixels changed): another image of the same"
+            " layout, or a heavily edited one."
+        )
     if same_picture:
         causes = [_CAUSE_WORDS[k] for k in inputs.filters if k in _CAUSE_WORDS]
         cause = "; ".join(causes) if causes else "re-compression or resampling"

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from core.imaging import CompareOptions, compare
+from core.imaging.align.result import failed_alignment
+from core.imaging.regions import Region
+from core.imaging.verdict import DIFFERENT_MIN_REGIONS, VerdictInputs, classify
 from tests.support.images import decode_rgb, jpeg, paste_patch, photo, png, similarity, warp
 
 Case = Callable[[np.ndarray], tuple[bytes, bytes, CompareOptions | None]]
@@ -149,3 +152,36 @@ if __name__ == "__main__":  # a table of the features behind each verdict, for t
             f"align={d['alignment']['applied']} expect={sorted(expected)}"
         )
     _ = decode_rgb
+
+
+def _inputs(regions: list[Region], **overrides: object) -> VerdictInputs:
+    fields: dict[str, object] = {
+        "identical_pixels": False,
+        "ssim": 0.66,
+        "changed_ratio": 0.09,
+        "antialiased_ratio": 0.0,
+        "changed_pixels": 9_000,
+        "compared_pixels": 100_000,
+        "regions": regions,
+        "alignment": failed_alignment("not needed"),
+        "content_correlation": 0.95,
+    }
+    fields.update(overrides)
+    return VerdictInputs(**fields)  # type: ignore[arg-type]
+
+
+def _spread(count: int) -> list[Region]:
+    """``count`` separate 250x12 px regions down a 100,000 px page (extent beyond a local edit)."""
+    return [
+        Region(x=10, y=15 * i, width=250, height=12, area=1_500, mean_diff=0.4, max_diff=0.9)
+        for i in range(count)
+    ]
+
+
+def test_many_separate_differences_on_one_layout_are_a_different_image() -> None:
+    verdict, summary = classify(_inputs(_spread(DIFFERENT_MIN_REGIONS)))
+    assert verdict == "different"
+    assert f"{DIFFERENT_MIN_REGIONS} separate areas" in summary
+    # a couple of regions left by a global filter (strong edges of a blurred photo) are not
+    verdict, _ = classify(_inputs(_spread(2), ssim=0.75, changed_ratio=0.05))
+    assert verdict == "global_change"

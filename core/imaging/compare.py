@@ -105,8 +105,8 @@ class _Measurement:
     preview_png: bytes | None = None
     antialiased: np.ndarray | None = None  # bool HxW: drawn magenta on the heatmap
     tolerance_level: int = 0
-    #: No significant region, and the differences dissolve when both are blurred
-    #: (``rerendering.dissolves_when_blurred``): the same page rendered again.
+    #: Every region dissolved when both images were blurred, and the whole page with them
+    #: (``core.imaging.rerendering``): the same page rendered again.
     rerendered: bool = False
 
     @property

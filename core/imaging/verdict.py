@@ -100,8 +100,8 @@ class VerdictInputs:
     #: SSIM of A against A resampled with the alignment's transform and back, or (unaligned
     #: pairs dominated by rendering noise) against A moved a quarter pixel; else None.
     ssim_floor: float | None = None
-    #: An unaligned pair dominated by rendering noise whose differences dissolve when both
-    #: images are blurred (``rerendering.dissolves_when_blurred``): the same page rendered again.
+    #: A pair dominated by rendering noise whose regions all dissolved when both images were
+    #: blurred, and the whole page with them (``core.imaging.rerendering``): rendered again.
     rerendered: bool = False
     #: Kinds of the pixel findings (``findings.pixel_findings``) found with at least
     #: ``FILTER_MIN_CONFIDENCE``: blur, tone, colour ...

@@ -50,6 +50,9 @@ MIN_REGION_AREA = 4
 REGION_SIGNIFICANCE = 1e-6
 #: Significant regions closer than this many closing-kernel sides are one edit (merged).
 MERGE_GAP_KERNELS = 2
+#: Two regions whose columns overlap by at least this share of the narrower one, one line's
+#: height apart or less, are lines of one edit (``stacked``).
+STACK_MIN_OVERLAP = 0.5
 #: Closing kernel side as a fraction of the shorter image side (see ``closing_kernel_size``).
 CLOSING_FRACTION = 0.01
 #: Smallest closing kernel side, in pixels.
@@ -283,15 +286,16 @@ def significant_regions(
 
 def merge_nearby(regions: list[Region], gap: int) -> list[Region]:
     """Merge regions whose boxes are at most ``gap`` px apart (fragments of one edit, such as
-    the words of a changed line), repeatedly; the merged region sums the areas, keeps the
-    area-weighted mean and the largest difference. Largest area first, as ``find_regions``."""
+    the words of a changed line) or that are :func:`stacked` (the lines of one changed text
+    block), repeatedly; the merged region sums the areas, keeps the area-weighted mean and the
+    largest difference. Largest area first, as ``find_regions``."""
     merged = list(regions)
     changed = True
     while changed and len(merged) > 1:
         changed = False
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
-                if box_gap(merged[i], merged[j]) <= gap:
+                if box_gap(merged[i], merged[j]) <= gap or stacked(merged[i], merged[j]):
                     merged[i] = _union(merged[i], merged[j])
                     del merged[j]
                     changed = True
@@ -300,6 +304,15 @@ def merge_nearby(regions: list[Region], gap: int) -> list[Region]:
                 break
     merged.sort(key=lambda r: (-r.area, r.y, r.x))
     return merged
+
+
+def stacked(a: Region, b: Region) -> bool:
+    """Whether two regions lie one above the other as lines of one text block: their columns
+    overlap by at least ``STACK_MIN_OVERLAP`` of the narrower one, and the rows between them are
+    at most the lower of their heights (one line's spacing)."""
+    overlap = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    gy = max(b.y - (a.y + a.height), a.y - (b.y + b.height), 0)
+    return overlap >= STACK_MIN_OVERLAP * min(a.width, b.width) and gy <= min(a.height, b.height)
 
 
 def box_gap(a: Region, b: Region) -> int:

@@ -18,7 +18,7 @@ from bench.verdict_corpus import build_corpus
 from core.imaging import CompareOptions, compare, noise
 from core.imaging.findings import jpeg_info
 from core.imaging.noise import SHIFT_SHARE, antialiased_mask, antialiased_masks
-from core.imaging.regions import Region, merge_nearby, significant_regions
+from core.imaging.regions import Region, merge_nearby, significant_regions, stacked
 from core.imaging.verdict import FILTER_MIN_CONFIDENCE
 from tests.support.images import jpeg, paste_patch, photo, png
 
@@ -316,6 +316,20 @@ def test_merge_nearby_joins_fragments_of_one_word() -> None:
     assert len(merged) == 2
     assert (merged[0].x, merged[0].width, merged[0].area) == (10, 38, 140)
     assert merged[0].mean_diff == pytest.approx((0.5 * 80 + 0.3 * 60) / 140)
+
+
+def test_merge_nearby_joins_the_lines_of_one_changed_text_block_only() -> None:
+    # A changed word that reflows its paragraph: two lines, 8 px apart (more than the gap).
+    line1 = Region(x=21, y=78, width=33, height=14, area=200, mean_diff=0.5, max_diff=0.9)
+    line2 = Region(x=22, y=100, width=37, height=14, area=210, mean_diff=0.5, max_diff=0.9)
+    assert stacked(line1, line2)
+    merged = merge_nearby([line1, line2], gap=6)
+    assert [(r.x, r.y, r.width, r.height) for r in merged] == [(21, 78, 38, 36)]
+    # Side by side (no shared columns), or a line and a block further down: kept apart.
+    beside = Region(x=80, y=100, width=30, height=14, area=200, mean_diff=0.5, max_diff=0.9)
+    below = Region(x=21, y=130, width=33, height=14, area=200, mean_diff=0.5, max_diff=0.9)
+    assert not stacked(line1, beside) and not stacked(line1, below)
+    assert len(merge_nearby([line1, beside, below], gap=6)) == 3
 
 
 # Global changes and findings -----------------------------------------------------------------

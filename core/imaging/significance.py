@@ -14,6 +14,7 @@ from core.imaging.regions import (
     closing_kernel_size,
     find_regions,
     merge_nearby,
+    stacked,
 )
 from core.imaging.verdict import IDENTICAL_MIN_SSIM, LOCAL_MAX_EXTENT, rest_ssim
 
@@ -51,7 +52,8 @@ def whole_extents(
     (``edges``: stricter) that overlap its box, unless that union's box is over
     ``EXTENT_GROWTH`` times the region's own (a whole re-rendered text block around a small
     edit). The union grows on to the strict regions within the merge gap of it (the other
-    words of a changed line), and the grown regions are merged as ``significant_regions`` does.
+    words of a changed line) or stacked with it (``regions.stacked``: the other lines of a
+    reflowed paragraph), and the grown regions are merged as ``significant_regions`` does.
     """
     counted = ~edges if valid is None else valid & ~edges
     strict, _ = find_regions(diff, threshold=threshold, valid=counted)
@@ -66,7 +68,11 @@ def whole_extents(
             if grown.width * grown.height > limit:
                 break  # keep the last extent within the limit
             kept = grown
-            more = [w for w in strict if w not in meeting and box_gap(grown, w) <= gap]
+            more = [
+                w
+                for w in strict
+                if w not in meeting and (box_gap(grown, w) <= gap or stacked(grown, w))
+            ]
             if not more:
                 break
             meeting += more

@@ -30,6 +30,9 @@ __all__ = [
 #: A region is an edit only when its own SSIM is at least this much below the rest's.
 REGION_MIN_SSIM_DROP = 0.15
 #: On a pair with a global residual, a region's mean difference must reach this many tolerances.
+#: ... unless its own SSIM lies this much below the rest's: an edit re-compressed or warped
+#: after it was made keeps its change of structure while its amplitude is softened.
+STRONG_SSIM_DROP = 0.5
 NOISY_MIN_MEAN_DIFF = 2.0
 #: A significant region takes the extent of the edge-test region it lies in (``whole_extents``)
 #: when that region's box is at most this many times the box of the regions inside it.
@@ -107,7 +110,8 @@ def stand_out(regions: list[Region], score: float, compared: int, tolerance: flo
         kept = [
             r
             for r in regions
-            if (r.ssim is None or r.ssim <= rest - REGION_MIN_SSIM_DROP) and r.mean_diff >= floor
+            if (r.ssim is None or r.ssim <= rest - REGION_MIN_SSIM_DROP)
+            and (r.mean_diff >= floor or (r.ssim is not None and r.ssim <= rest - STRONG_SSIM_DROP))
         ]
     return kept
 

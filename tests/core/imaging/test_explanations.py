@@ -19,6 +19,7 @@ from core.imaging import CompareOptions, compare, noise
 from core.imaging.findings import jpeg_info
 from core.imaging.noise import SHIFT_SHARE, antialiased_mask, antialiased_masks
 from core.imaging.regions import Region, merge_nearby, significant_regions, stacked
+from core.imaging.significance import STRONG_SSIM_DROP, stand_out
 from core.imaging.verdict import FILTER_MIN_CONFIDENCE
 from tests.support.images import jpeg, paste_patch, photo, png
 
@@ -414,3 +415,18 @@ def test_a_weak_tone_fit_on_a_resmoothed_document_does_not_forbid_identical() ->
     real = compare(png(a), png(b), NO_PREVIEW)
     assert real.verdict == "global_change"
     assert any(f.kind == "tone" and f.confidence >= FILTER_MIN_CONFIDENCE for f in real.findings)
+
+
+def test_an_edit_softened_by_recompression_still_stands_out_by_its_structure() -> None:
+    # A pair with a global residual (rest SSIM ~0.98 < 0.99): a region must differ by two
+    # tolerances on average, unless its own SSIM lies STRONG_SSIM_DROP below the rest's.
+    tolerance, compared = 0.1, 400 * 300
+    softened = Region(
+        x=256, y=83, width=45, height=33, area=934, mean_diff=0.146, max_diff=0.235, ssim=0.3
+    )
+    faint = Region(
+        x=20, y=20, width=45, height=33, area=900, mean_diff=0.146, max_diff=0.235, ssim=0.7
+    )
+    kept = stand_out([softened, faint], 0.975, compared, tolerance)
+    assert kept == [softened]
+    assert softened.ssim is not None and softened.ssim <= 0.975 - STRONG_SSIM_DROP

@@ -30,7 +30,13 @@ from typing import Any, Self
 import httpx
 
 from diffall.errors import DiffallError, DiffallTimeoutError, error_from, retry_after_s
-from diffall.polling import DEFAULT_MAX_POLL_S, RETRY_STATUSES, Backoff, Conditional
+from diffall.polling import (
+    DEFAULT_MAX_POLL_S,
+    POLL_JITTER,
+    RETRY_STATUSES,
+    Backoff,
+    Conditional,
+)
 
 __all__ = [
     "API_KEY_ENV",
@@ -104,6 +110,9 @@ class DiffallClient:
         Seconds allowed for each HTTP request (connect, read, write); > 0.
     transport
         An httpx transport to send requests through instead of the network (tests).
+    poll_jitter
+        :meth:`wait` and :meth:`wait_batch` stretch each delay by a random share of up to this
+        (>= 0; default :data:`~diffall.polling.POLL_JITTER`, 0: exact delays).
 
     Notes
     -----
@@ -118,9 +127,13 @@ class DiffallClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        poll_jitter: float = POLL_JITTER,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if poll_jitter < 0:
+            raise ValueError(f"poll_jitter must be >= 0, got {poll_jitter}")
+        self._poll_jitter = poll_jitter
         if not api_key:
             raise ValueError("api_key is empty")
         self.base_url = base_url.rstrip("/")
@@ -515,7 +528,7 @@ class DiffallClient:
             finished=lambda body: body.get("state") in FINAL_STATES,
             mark=lambda body: body.get("state"),
             timeout_s=timeout_s,
-            backoff=Backoff(poll_s, max_poll_s),
+            backoff=Backoff(poll_s, max_poll_s, jitter=self._poll_jitter),
         )
 
     def wait_batch(
@@ -565,7 +578,7 @@ class DiffallClient:
                 finished=lambda body: body.get("completed_at") is not None,
                 mark=lambda body: "{}/{} done".format(*batch_counts(body)[::2]),
                 timeout_s=timeout_s,
-                backoff=Backoff(poll_s, max_poll_s),
+                backoff=Backoff(poll_s, max_poll_s, jitter=self._poll_jitter),
                 on_poll=show,
             )
 

@@ -19,6 +19,7 @@ import pytest
 
 from diffall import client as client_module
 from diffall.client import DiffallClient, DiffallError, DiffallTimeoutError
+from diffall.polling import POLL_JITTER
 
 BASE = "http://api.test"
 KEY = "dfa_test_key"
@@ -28,7 +29,10 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def make_client(handler: Handler) -> DiffallClient:
-    return DiffallClient(BASE, KEY, timeout=5.0, transport=httpx.MockTransport(handler))
+    # exact delays (poll_jitter=0); test_poll_delays_are_jittered_upwards checks the jitter
+    return DiffallClient(
+        BASE, KEY, timeout=5.0, transport=httpx.MockTransport(handler), poll_jitter=0.0
+    )
 
 
 def problem(status: int, code: str, detail: str, **headers: str) -> httpx.Response:
@@ -204,6 +208,25 @@ def test_wait_honours_retry_after(clock: FakeClock) -> None:
         done = client.wait("c", timeout_s=60, poll_s=0.25)
     assert done["state"] == "succeeded"
     assert clock.sleeps == [2.0, 2.0, 2.0]  # the server's delay, not poll_s
+
+
+def test_poll_delays_are_jittered_upwards(clock: FakeClock) -> None:
+    # By default each delay is stretched by up to POLL_JITTER, never below Retry-After, so that
+    # pollers started together spread out.
+    states = iter(["queued"] * 40 + ["succeeded"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        state = next(states)
+        headers = {} if state == "succeeded" else {"Retry-After": "1"}
+        return httpx.Response(200, json={"id": "c", "state": state}, headers=headers)
+
+    with DiffallClient(BASE, KEY, transport=httpx.MockTransport(handler)) as client:
+        client.wait("c", timeout_s=600, poll_s=1.0, max_poll_s=1.0)
+    assert len(clock.sleeps) == 40
+    assert all(1.0 <= s <= 1.0 + POLL_JITTER for s in clock.sleeps)
+    assert len(set(clock.sleeps)) > 30  # spread out, not one delay for all
+    with pytest.raises(ValueError, match="poll_jitter"):
+        DiffallClient(BASE, KEY, poll_jitter=-0.1)
 
 
 def test_wait_backs_off_without_retry_after_and_times_out(clock: FakeClock) -> None:

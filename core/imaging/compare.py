@@ -53,6 +53,7 @@ from core.imaging.regions import (
 from core.imaging.rerendering import (
     RERENDER_PAIR_SLACK,
     dissolves_when_blurred,
+    region_dissolves,
     rendering_dominates,
 )
 from core.imaging.result import CompareResult
@@ -465,7 +466,7 @@ def _measure(
             regions = stand_out(regions, s.score, compared, tolerance)
             if rendering and regions:
                 level = threshold * data_range / 255
-                kept = [r for r in regions if not _rendered_again(pa, pb, r, level)]
+                kept = [r for r in regions if not region_dissolves(pa, pb, r, level)]
                 dissolved, regions = len(regions) - len(kept), kept
         nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
         correlation = thumbnail_correlation(
@@ -508,18 +509,6 @@ def _measure(
         ssim_floor=floor,
         rerendered=rerendered,
     )
-
-
-#: Pixels added around a region's box for the re-rendering test (a glyph's rim beyond the box).
-RERENDER_BOX_PAD = 4
-
-
-def _rendered_again(pa: np.ndarray, pb: np.ndarray, region: Region, level: float) -> bool:
-    """Whether a region's differences dissolve when both images are blurred: glyphs rendered
-    again, not an edit (``core.imaging.rerendering``)."""
-    pad = RERENDER_BOX_PAD
-    box = (region.x - pad, region.y - pad, region.width + 2 * pad, region.height + 2 * pad)
-    return dissolves_when_blurred(pa, pb, level, box=box)
 
 
 def _classify(

@@ -41,13 +41,17 @@ import math
 import cv2
 import numpy as np
 
+from core.imaging.regions import Region
+
 __all__ = [
     "BAND_ROWS",
+    "RERENDER_BOX_PAD",
     "RERENDER_MIN_DOMINANCE",
     "RERENDER_MIN_NOISE",
     "RERENDER_PAIR_SLACK",
     "RERENDER_SIGMA_PX",
     "dissolves_when_blurred",
+    "region_dissolves",
     "rendering_dominates",
 ]
 
@@ -63,6 +67,8 @@ RERENDER_MIN_DOMINANCE = 1.0
 #: than this many tolerances (a region is judged at one tolerance; the whole page holds more
 #: glyph rims, whose blurred differences reach further into the tail).
 RERENDER_PAIR_SLACK = 1.5
+#: Pixels added around a region's box (a glyph's rim beyond the box).
+RERENDER_BOX_PAD = 4
 #: Rows per band of the blur (bounded temporaries whatever the image's size).
 BAND_ROWS = 256
 #: Reach of the Gaussian kernel, in px (3 sigma, as OpenCV sizes it for 8-bit images).
@@ -126,3 +132,11 @@ def dissolves_when_blurred(
         if float(diff.max()) > level:
             return False
     return True
+
+
+def region_dissolves(pa: np.ndarray, pb: np.ndarray, region: Region, level: float) -> bool:
+    """:func:`dissolves_when_blurred` on ``region``'s box widened by ``RERENDER_BOX_PAD`` px:
+    the region is glyphs rendered again, not an edit."""
+    pad = RERENDER_BOX_PAD
+    box = (region.x - pad, region.y - pad, region.width + 2 * pad, region.height + 2 * pad)
+    return dissolves_when_blurred(pa, pb, level, box=box)

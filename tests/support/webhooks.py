@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +26,8 @@ from core.services.webhooks.policy import DeliveryPolicy
 
 if TYPE_CHECKING:
     from tests.support.workers import WorkerEnv, WorkerProcess
+
+_Row = TypeVar("_Row", WebhookEvent, WebhookDelivery)
 
 __all__ = [
     "FAST",
@@ -153,19 +155,18 @@ def wait_all_final(
         time.sleep(0.2)
 
 
+def _rows_where(sessions: SessionFactory, model: type[_Row], **where: Any) -> list[_Row]:
+    """The rows of ``model`` whose columns equal ``where``, oldest first (``created_at``)."""
+    with sessions() as session:
+        query = sa.select(model).filter_by(**where).order_by(model.created_at)
+        return list(session.scalars(query))
+
+
 def events_where(sessions: SessionFactory, **where: Any) -> list[WebhookEvent]:
     """The webhook events whose columns equal ``where`` (oldest first)."""
-    with sessions() as session:
-        query = sa.select(WebhookEvent).order_by(WebhookEvent.created_at)
-        for name, value in where.items():
-            query = query.where(getattr(WebhookEvent, name) == value)
-        return list(session.scalars(query))
+    return _rows_where(sessions, WebhookEvent, **where)
 
 
 def deliveries_where(sessions: SessionFactory, **where: Any) -> list[WebhookDelivery]:
     """The webhook deliveries whose columns equal ``where`` (oldest first)."""
-    with sessions() as session:
-        query = sa.select(WebhookDelivery).order_by(WebhookDelivery.created_at)
-        for name, value in where.items():
-            query = query.where(getattr(WebhookDelivery, name) == value)
-        return list(session.scalars(query))
+    return _rows_where(sessions, WebhookDelivery, **where)

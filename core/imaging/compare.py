@@ -57,7 +57,7 @@ from core.imaging.rerendering import (
     rendering_dominates,
 )
 from core.imaging.result import CompareResult
-from core.imaging.significance import stand_out, whole_extents, without_local_regions
+from core.imaging.significance import local_holes, stand_out, whole_extents
 from core.imaging.verdict import (
     FILTER_MIN_CONFIDENCE,
     VerdictInputs,
@@ -433,7 +433,6 @@ def _measure(
     with timer.stage("regions"):
         diff = banded.diff if banded is not None else difference_map(pa, pb)
         threshold = int(np.floor(tolerance * 255.0 + 1e-9))
-        counted = valid
         antialiased = 0
         noise = edges = None
         over = diff > threshold  # the changed pixels (also the evidence of significance)
@@ -446,9 +445,9 @@ def _measure(
                 noise |= resampled
                 edges |= resampled
             antialiased = int(np.count_nonzero(noise))
-            if antialiased:
-                counted = ~noise if valid is None else valid & ~noise
-        found, changed = find_regions(diff, threshold=threshold, valid=counted)
+        found, changed = find_regions(
+            diff, threshold=threshold, valid=valid, exclude=noise if antialiased else None
+        )
         compared = int(np.count_nonzero(valid)) if valid is not None else diff.size
         # a page rendered again? (core.imaging.rerendering; the blur test applies only there)
         rendering = bool(
@@ -469,9 +468,7 @@ def _measure(
                 kept = [r for r in regions if not region_dissolves(pa, pb, r, level)]
                 dissolved, regions = len(regions) - len(kept), kept
         nonzero = banded.nonzero_pixels if banded is not None else cv2.countNonZero(diff)
-        correlation = thumbnail_correlation(
-            pa, pb, without_local_regions(valid, regions, diff.shape)
-        )
+        correlation = thumbnail_correlation(pa, pb, valid, holes=local_holes(regions, diff.shape))
     with timer.stage("findings"):
         filters = pixel_findings(pa, pb, valid) if nonzero else []
     floor = None

@@ -290,8 +290,22 @@ def _thumb_luma(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.asarray(luma[keep])
 
 
+def _grey(img: np.ndarray) -> np.ndarray:
+    """``_as_float(img).mean(axis=2)`` (the same operations in the same order, so the same
+    bits) holding one ``float32`` plane at a time instead of a copy of every channel."""
+    scale = np.float32(255.0 / 65535.0 if img.dtype == np.uint16 else 1.0)
+    channels = min(img.shape[2], 3)
+    grey = img[..., 0].astype(np.float32) * scale
+    for c in range(1, channels):
+        grey += img[..., c].astype(np.float32) * scale
+    grey /= np.float32(channels)
+    return grey
+
+
 def _gradient_energy(img: np.ndarray, mask: np.ndarray | None) -> float:
-    grey = img.mean(axis=2)
+    """Mean squared Sobel gradient of a float ``HxWx3`` image's channel mean (or of an
+    ``HxW`` grey plane), over ``mask`` eroded by one pixel (or the inner pixels)."""
+    grey = img.mean(axis=2) if img.ndim == 3 else img
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
     energy = gx * gx + gy * gy
@@ -336,8 +350,7 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
     sy0, sy1 = _grow(y0, y1, pa.shape[0])
     sx0, sx1 = _grow(x0, x1, pa.shape[1])
     local = ssim(pa[sy0:sy1, sx0:sx1], pb[sy0:sy1, sx0:sx1], data_range=data_range).score
-    fa, fb = _as_float(ca), _as_float(cb)
-    ga, gb = fa.mean(axis=2), fb.mean(axis=2)
+    ga, gb = _grey(ca), _grey(cb)
     if ga.std() > 2 and gb.std() > 2:
         corr = float(np.corrcoef(ga.ravel(), gb.ravel())[0, 1])
         if corr >= 0.8:
@@ -348,8 +361,8 @@ def classify_region(pa: np.ndarray, pb: np.ndarray, region: Region) -> tuple[str
         return "added", local
     if foreign_a > FOREIGN_RATIO * foreign_b + FOREIGN_MIN:
         return "removed", local
-    ea = _gradient_energy(fa, None) if min(ca.shape[:2]) >= 3 else 0.0
-    eb = _gradient_energy(fb, None) if min(cb.shape[:2]) >= 3 else 0.0
+    ea = _gradient_energy(ga, None) if min(ca.shape[:2]) >= 3 else 0.0
+    eb = _gradient_energy(gb, None) if min(cb.shape[:2]) >= 3 else 0.0
     if eb > 1.5 * ea + 1.0:
         return "added", local
     if ea > 1.5 * eb + 1.0:
@@ -374,8 +387,10 @@ def _foreignness(img: np.ndarray, region: Region) -> float:
     y0, y1 = max(region.y - margin, 0), min(region.y + region.height + margin, h)
     x0, x1 = max(region.x - margin, 0), min(region.x + region.width + margin, w)
     shift = 14 if img.dtype == np.uint16 else 6
-    levels = (img[y0:y1, x0:x1, :3] >> shift).astype(np.int32)
-    codes = levels[..., 0] * 16 + levels[..., 1] * 4 + levels[..., 2]
+    levels = (img[y0:y1, x0:x1, :3] >> shift).astype(np.uint8)  # 0..3 per channel
+    codes = levels[..., 0] * np.uint8(16)  # 0..63 fits a byte: no 4-byte copies of the box
+    codes += levels[..., 1] * np.uint8(4)
+    codes += levels[..., 2]
     inside = np.zeros(codes.shape, bool)
     inside[
         region.y - y0 : region.y - y0 + region.height, region.x - x0 : region.x - x0 + region.width

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import cv2
 import numpy as np
 
 from core.imaging.align.estimate import estimate_alignment
 from core.imaging.align.geometry import is_identity
 from core.imaging.align.result import Alignment
+from core.imaging.regions import Region
 from core.imaging.verdict import THUMB_SIDE
 
 __all__ = [
     "FLIPS",
     "FLIP_MIN_CORRELATION",
     "FLIP_MIN_GAIN",
+    "THUMB_DIRECT_MAX_PIXELS",
+    "area_thumbnail",
     "diagnose",
     "flip_alignment",
     "thumbnail_correlation",
@@ -32,32 +37,94 @@ FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 
 
-def thumbnail_correlation(pa: np.ndarray, pb: np.ndarray, valid: np.ndarray | None) -> float:
+#: Images of more pixels than this are reduced to their thumbnails in row bands (see
+#: ``area_thumbnail``), so that no full-size float plane is ever held.
+THUMB_DIRECT_MAX_PIXELS = 16_000_000
+#: Pixels per band of that reduction.
+THUMB_BAND_PIXELS = 1 << 22
+
+
+def area_thumbnail(
+    plane_rows: Callable[[int, int], np.ndarray], height: int, width: int, size: tuple[int, int]
+) -> np.ndarray:
+    """A ``float32`` plane reduced to ``size`` (width, height) by area averaging.
+
+    ``plane_rows(r0, r1)`` gives rows ``r0 .. r1 - 1`` of the plane as ``float32``. Up to
+    ``THUMB_DIRECT_MAX_PIXELS`` the whole plane is resized at once (``cv2.INTER_AREA``); a
+    bigger plane is first averaged over ``f`` x ``f`` blocks band by band (``f`` = the shorter
+    side over 8 thumbnail sides), then that reduction is resized: the same averages up to the
+    weights of the pixels that straddle two thumbnail pixels, in a band's memory.
+    """
+    if height * width <= THUMB_DIRECT_MAX_PIXELS:
+        return np.asarray(cv2.resize(plane_rows(0, height), size, interpolation=cv2.INTER_AREA))
+    f = max(1, min(height, width) // (8 * THUMB_SIDE))
+    rows = f * max(1, THUMB_BAND_PIXELS // (width * f))
+    out_width = max(1, width // f)
+    parts = []
+    for r0 in range(0, height, rows):
+        r1 = min(r0 + rows, height)
+        out_height = max(1, round((r1 - r0) / f))
+        parts.append(
+            cv2.resize(plane_rows(r0, r1), (out_width, out_height), interpolation=cv2.INTER_AREA)
+        )
+    return np.asarray(cv2.resize(np.vstack(parts), size, interpolation=cv2.INTER_AREA))
+
+
+def thumbnail_correlation(
+    pa: np.ndarray,
+    pb: np.ndarray,
+    valid: np.ndarray | None,
+    *,
+    holes: Sequence[Region] = (),
+) -> float:
     """Pearson correlation (-1..1) of grey thumbnails of A and B over the compared pixels.
 
-    Thumbnails have a longer side of ``THUMB_SIDE`` px (area averaging); only thumbnail
-    pixels wholly inside ``valid`` count. Flat images (no variance) correlate 1 when their
-    means agree within 2 % of the range, else 0.
+    Thumbnails have a longer side of ``THUMB_SIDE`` px (area averaging, ``area_thumbnail``);
+    only thumbnail pixels wholly inside ``valid`` and outside every box of ``holes`` count
+    (the holes are ignored when they would leave no pixel). Flat images (no variance)
+    correlate 1 when their means agree within 2 % of the range, else 0.
     """
     height, width = pa.shape[:2]
     k = THUMB_SIDE / max(height, width)
     size = (max(1, round(width * k)), max(1, round(height * k)))
     scale = 1.0 / 257.0 if pa.dtype == np.uint16 else 1.0
 
-    def thumb(img: np.ndarray) -> np.ndarray:
-        # The channel mean, summed in place (one float32 plane, not a float32 copy of every
-        # channel): the same operations in the same order as ``mean(axis=2)``, the same bits.
-        channels = min(img.shape[2], 3)
-        grey = img[..., 0].astype(np.float32)
-        for c in range(1, channels):
-            grey += img[..., c]
-        grey /= np.float32(channels)
-        grey *= scale
-        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    def grey_rows(img: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        def rows(r0: int, r1: int) -> np.ndarray:
+            # The channel mean, summed in place (one float32 plane, not a float32 copy of
+            # every channel): the same operations in the same order as ``mean(axis=2)``.
+            band = img[r0:r1]
+            channels = min(img.shape[2], 3)
+            grey = band[..., 0].astype(np.float32)
+            for c in range(1, channels):
+                grey += band[..., c]
+            grey /= np.float32(channels)
+            grey *= scale
+            return grey
 
-    ta, tb = thumb(pa), thumb(pb)
-    if valid is not None:
-        keep = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
+        return rows
+
+    ta = area_thumbnail(grey_rows(pa), height, width, size)
+    tb = area_thumbnail(grey_rows(pb), height, width, size)
+    def mask_rows(with_holes: bool) -> Callable[[int, int], np.ndarray]:
+        def rows(r0: int, r1: int) -> np.ndarray:
+            if valid is None:
+                band = np.ones((r1 - r0, width), dtype=np.float32)
+            else:
+                band = valid[r0:r1].astype(np.float32)
+            for box in holes if with_holes else ():
+                top, bottom = max(box.y, r0), min(box.y + box.height, r1)
+                if top < bottom:
+                    band[top - r0 : bottom - r0, box.x : box.x + box.width] = 0.0
+            return band
+
+        return rows
+
+    if valid is not None or holes:
+        inside = area_thumbnail(mask_rows(True), height, width, size)
+        if holes and not (inside > 0).any():  # the holes left nothing: compare without them
+            inside = area_thumbnail(mask_rows(False), height, width, size)
+        keep = inside >= 0.999
         ta, tb = ta[keep], tb[keep]
     ta, tb = ta.ravel().astype(np.float64), tb.ravel().astype(np.float64)
     if ta.size < 2:

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from core.imaging.errors import ErrorCode, ImagingError
+from core.imaging.labelling import BAND_PIXELS, closed_components
 
 #: Regions with fewer changed pixels than this are specks: counted as changed, not listed.
 MIN_REGION_AREA = 4
@@ -57,8 +58,6 @@ STACK_MIN_OVERLAP = 0.5
 CLOSING_FRACTION = 0.01
 #: Smallest closing kernel side, in pixels.
 MIN_CLOSING_KERNEL = 3
-#: Up to this many labels, per-label statistics come from one label x level histogram.
-_HISTOGRAM_MAX_LABELS = 4096
 
 
 @dataclass(frozen=True)
@@ -122,6 +121,7 @@ def find_regions(
     *,
     threshold: int,
     valid: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
     max_regions: int = 100,
 ) -> tuple[list[Region], int]:
     """Find the regions of changed pixels in a difference map.
@@ -136,6 +136,9 @@ def find_regions(
     valid
         ``bool`` ``HxW``, True where a pixel is compared, or None for every pixel. Pixels outside
         it are never changed and never part of a region.
+    exclude
+        ``bool`` ``HxW``, True where a compared pixel is not counted (explained as noise), or
+        None: the same as passing ``valid & ~exclude`` as ``valid``, without that full-size mask.
     max_regions
         Largest number of regions returned, >= 0.
 
@@ -166,41 +169,59 @@ def find_regions(
     if diff.size == 0:
         return [], 0
     diff = np.ascontiguousarray(diff)
-    # A 0/1 mask (not 0/255), so that it can be viewed as a NumPy bool array for free.
-    _, changed = cv2.threshold(diff, int(threshold), 1, cv2.THRESH_BINARY)  # diff > threshold
-    valid_u8: np.ndarray | None = None
-    if valid is not None:
-        valid_u8 = _mask_u8(valid, diff.shape)
-        changed = cv2.bitwise_and(changed, valid_u8)
-    changed_count = int(cv2.countNonZero(changed))
+    valid_u8 = _mask_u8(valid, diff.shape) if valid is not None else None
+    exclude_u8 = _mask_u8(exclude, diff.shape) if exclude is not None else None
+    height, width = diff.shape
+    rows = max(1, BAND_PIXELS // width)
+
+    def counted_rows(r0: int, r1: int, x0: int = 0, x1: int = width) -> np.ndarray | None:
+        """The 0/1 mask of the pixels that may count as changed, or None for all."""
+        if exclude_u8 is None:
+            return None if valid_u8 is None else np.ascontiguousarray(valid_u8[r0:r1, x0:x1])
+        counted = cv2.bitwise_xor(np.ascontiguousarray(exclude_u8[r0:r1, x0:x1]), 1)
+        if valid_u8 is not None:
+            counted = cv2.bitwise_and(counted, np.ascontiguousarray(valid_u8[r0:r1, x0:x1]))
+        return np.asarray(counted)
+
+    def changed_rows(r0: int, r1: int, x0: int = 0, x1: int = width) -> np.ndarray:
+        # A 0/1 mask (not 0/255), so that it can be viewed as a NumPy bool array for free.
+        band = np.ascontiguousarray(diff[r0:r1, x0:x1])
+        _, changed = cv2.threshold(band, int(threshold), 1, cv2.THRESH_BINARY)  # > threshold
+        counted = counted_rows(r0, r1, x0, x1)
+        if counted is not None:
+            changed = cv2.bitwise_and(changed, counted)
+        return np.asarray(changed)
+
+    # First pass, band by band: how many pixels changed, and their bounding box.
+    changed_count, bx0, by0, bx1, by1 = 0, width, height, 0, 0
+    for r0 in range(0, height, rows):
+        band = changed_rows(r0, min(r0 + rows, height))
+        count = int(cv2.countNonZero(band))
+        if count:
+            x, y, w, h = cv2.boundingRect(band)
+            changed_count += count
+            bx0, by0 = min(bx0, x), min(by0, y + r0)
+            bx1, by1 = max(bx1, x + w), max(by1, y + r0 + h)
     if changed_count == 0 or max_regions == 0:
         return [], changed_count
 
     # Work on the bounding box of the changed pixels plus a margin of one kernel side: closing
     # inside it equals closing the whole map (dilation reaches at most half a side beyond a
     # changed pixel, erosion looks at most half a side further), and a localised edit costs
-    # only its neighbourhood.
-    height, width = diff.shape
+    # only its neighbourhood. The closing and labelling run in row bands (core.imaging.labelling).
     side = closing_kernel_size(height, width)
-    bx, by, bw, bh = cv2.boundingRect(changed)
-    x0, y0 = max(bx - side, 0), max(by - side, 0)
-    x1, y1 = min(bx + bw + side, width), min(by + bh + side, height)
-    crop_changed = np.ascontiguousarray(changed[y0:y1, x0:x1])
-    crop_diff = diff[y0:y1, x0:x1]
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    closed = cv2.morphologyEx(crop_changed, cv2.MORPH_CLOSE, kernel)
-    if valid_u8 is not None:  # closing must not reach into pixels that are not compared
-        closed = cv2.bitwise_and(closed, valid_u8[y0:y1, x0:x1])
-    count, labels, boxes = _label(closed)
-
-    # Per-label statistics over the changed pixels only, in one pass over them.
-    positions = np.flatnonzero(crop_changed.view(np.bool_))
-    label_of = labels.ravel()[positions]
-    level_of = crop_diff.ravel()[positions]
-    areas, sums, peaks = _label_stats(label_of, level_of, count)
-
+    x0, y0 = max(bx0 - side, 0), max(by0 - side, 0)
+    x1, y1 = min(bx1 + side, width), min(by1 + side, height)
+    found = closed_components(
+        lambda r0, r1: changed_rows(y0 + r0, y0 + r1, x0, x1),
+        diff[y0:y1, x0:x1],
+        None
+        if valid_u8 is None and exclude_u8 is None
+        else lambda r0, r1: counted_rows(y0 + r0, y0 + r1, x0, x1),
+        side=side,
+    )
+    boxes, areas = found.boxes, found.areas
     keep = np.flatnonzero(areas >= MIN_REGION_AREA)
-    keep = keep[keep != 0]  # label 0 is the background
     order = np.lexsort((boxes[keep, 0], boxes[keep, 1], -areas[keep]))[:max_regions]
     regions: list[Region] = []
     for label in keep[order]:
@@ -213,8 +234,8 @@ def find_regions(
                 width=box_width,
                 height=box_height,
                 area=area,
-                mean_diff=float(sums[label]) / area / 255.0,
-                max_diff=int(peaks[label]) / 255.0,
+                mean_diff=float(found.sums[label]) / area / 255.0,
+                max_diff=int(found.peaks[label]) / 255.0,
             )
         )
     return regions, changed_count
@@ -246,23 +267,28 @@ def significant_regions(
         return []
     height, width = noise.shape
     side = closing_kernel_size(height, width)
-    # Summed-area tables (int32, one more row and column); a bool mask is read as 0/1 bytes in
-    # place. Every pixel compared: a box's count is its area, no table needed.
-    evidence = cv2.integral(np.ascontiguousarray(noise).view(np.uint8), sdepth=cv2.CV_32S)
-    if valid is None:
+    # Counts in boxes straight off the masks (views, no copy), once per region: the boxes do
+    # not change between the two passes. No summed-area table: two of them would take 8 bytes
+    # a pixel (800 MB at 100 megapixels) for the few boxes asked.
+    evidence = np.ascontiguousarray(noise).view(np.uint8)
+    compared = None if valid is None else np.ascontiguousarray(valid).view(np.uint8)
 
-        def compared_in(x0: int, y0: int, x1: int, y1: int) -> int:
+    def count_in(mask: np.ndarray | None, x0: int, y0: int, x1: int, y1: int) -> int:
+        if mask is None:
             return (x1 - x0) * (y1 - y0)
+        return int(cv2.countNonZero(mask[y0:y1, x0:x1])) if x1 > x0 and y1 > y0 else 0
 
-        total_compared = height * width
-    else:
-        compared = cv2.integral(np.ascontiguousarray(valid).view(np.uint8), sdepth=cv2.CV_32S)
-
-        def compared_in(x0: int, y0: int, x1: int, y1: int) -> int:
-            return _box_sum(compared, x0, y0, x1, y1)
-
-        total_compared = int(compared[-1, -1])
-    total_evidence = int(evidence[-1, -1])
+    total_compared = count_in(compared, 0, 0, width, height)
+    total_evidence = count_in(evidence, 0, 0, width, height)
+    around_of: dict[int, tuple[int, int]] = {}
+    for index, r in enumerate(regions):
+        margin = max(r.width, r.height)
+        x0, y0 = max(r.x - margin, 0), max(r.y - margin, 0)
+        x1, y1 = min(r.x + r.width + margin, width), min(r.y + r.height + margin, height)
+        around_of[index] = (
+            count_in(evidence, x0, y0, x1, y1) - r.area,
+            count_in(compared, x0, y0, x1, y1) - r.width * r.height,
+        )
 
     kept = regions
     for _ in range(2):
@@ -270,12 +296,8 @@ def significant_regions(
         boxes = sum(r.width * r.height for r in kept)
         rho_global = max(total_evidence - inside, 0) / max(total_compared - boxes, 1)
         next_kept = []
-        for r in regions:
-            margin = max(r.width, r.height)
-            x0, y0 = max(r.x - margin, 0), max(r.y - margin, 0)
-            x1, y1 = min(r.x + r.width + margin, width), min(r.y + r.height + margin, height)
-            around = _box_sum(evidence, x0, y0, x1, y1) - r.area
-            area = compared_in(x0, y0, x1, y1) - r.width * r.height
+        for index, r in enumerate(regions):
+            around, area = around_of[index]
             rho = max(rho_global, around / area if area > 0 else 0.0)
             reach = (r.width + side) * (r.height + side)
             if _chance(r.area, rho * reach) < REGION_SIGNIFICANCE:
@@ -338,10 +360,6 @@ def _union(a: Region, b: Region) -> Region:
     )
 
 
-def _box_sum(integral: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> int:
-    return int(integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0])
-
-
 def _chance(count: int, expected: float) -> float:
     """Chernoff bound of ``P(Poisson(expected) >= count)``: the chance of ``count`` noise
     pixels in a box, ``exp(-expected) * (e * expected / count) ** count`` above the mean."""
@@ -350,79 +368,6 @@ def _chance(count: int, expected: float) -> float:
     if count <= expected:
         return 1.0
     return math.exp(count - expected + count * math.log(expected / count))
-
-
-def _label(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Connected components (8-connectivity) of a 0/1 mask and their bounding boxes.
-
-    Returns ``(count, labels, boxes)``: ``labels`` is ``int32`` ``HxW`` (0 = background) and
-    ``boxes`` is ``(count, 4)`` ``int64`` ``(left, top, width, height)`` per label (row 0 unused).
-
-    The boxes come from the horizontal runs of equal labels, not from
-    ``connectedComponentsWithStats``: its per-pixel statistics cost about 12 ms on a mostly
-    changed 1920x1080 mask (a global change), while labelling alone takes about 1.5 ms and
-    the runs about 3 ms whatever the mask. A run starts where the label differs from its left
-    neighbour and ends where it differs from its right neighbour, so a component's box is the
-    extent of its runs.
-    """
-    count, found = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-    labels = np.asarray(found, dtype=np.int32)  # no copy: already int32
-    height, width = labels.shape
-    foreground = labels != 0
-    starts = np.empty((height, width), dtype=np.bool_)
-    starts[:, 0] = foreground[:, 0]
-    np.not_equal(labels[:, 1:], labels[:, :-1], out=starts[:, 1:])
-    starts[:, 1:] &= foreground[:, 1:]
-    ends = np.empty((height, width), dtype=np.bool_)
-    ends[:, -1] = foreground[:, -1]
-    np.not_equal(labels[:, :-1], labels[:, 1:], out=ends[:, :-1])
-    ends[:, :-1] &= foreground[:, :-1]
-    start_at = np.flatnonzero(starts)
-    end_at = np.flatnonzero(ends)
-    flat = labels.ravel()
-    start_label, end_label = flat[start_at], flat[end_at]
-    start_row = start_at // width
-    start_col = start_at - start_row * width
-    end_col = end_at % width
-    left = np.full(count, width, dtype=np.int64)
-    right = np.full(count, -1, dtype=np.int64)
-    top = np.full(count, height, dtype=np.int64)
-    bottom = np.full(count, -1, dtype=np.int64)
-    np.minimum.at(left, start_label, start_col)
-    np.maximum.at(right, end_label, end_col)
-    np.minimum.at(top, start_label, start_row)
-    np.maximum.at(bottom, start_label, start_row)
-    boxes = np.stack([left, top, right - left + 1, bottom - top + 1], axis=1)
-    return int(count), labels, boxes
-
-
-def _label_stats(
-    label_of: np.ndarray, level_of: np.ndarray, count: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label: number of pixels, sum of their levels, largest level (arrays of ``count``).
-
-    ``label_of`` and ``level_of`` give the label and the ``uint8`` level of each changed pixel.
-    With up to ``_HISTOGRAM_MAX_LABELS`` labels, one ``bincount`` of ``label * 256 + level``
-    yields a level histogram per label, from which all three follow (5 ms for 1.8 million
-    changed pixels, against 17 ms for two ``bincount`` calls and ``np.maximum.at``); beyond
-    that the histogram would be too large and the direct route is taken.
-    """
-    if count <= _HISTOGRAM_MAX_LABELS:
-        key = label_of.astype(np.int32)
-        key <<= 8
-        key |= level_of
-        histogram = np.bincount(key, minlength=count * 256).reshape(count, 256)
-        areas = histogram.sum(axis=1)
-        sums = histogram @ np.arange(256, dtype=np.int64)
-        # Largest level with a nonzero count (meaningless for a label without changed pixels,
-        # which is dropped as a speck anyway).
-        peaks = 255 - np.argmax(histogram[:, ::-1] > 0, axis=1)
-        return areas, sums.astype(np.float64), peaks
-    areas = np.bincount(label_of, minlength=count)
-    sums = np.bincount(label_of, weights=level_of, minlength=count)
-    peaks = np.zeros(count, dtype=np.int64)
-    np.maximum.at(peaks, label_of, level_of)
-    return areas, sums, peaks
 
 
 def _mask_u8(valid: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

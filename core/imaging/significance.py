@@ -24,7 +24,7 @@ __all__ = [
     "REGION_MIN_SSIM_DROP",
     "stand_out",
     "whole_extents",
-    "without_local_regions",
+    "local_holes",
 ]
 
 #: A region is an edit only when its own SSIM is at least this much below the rest's.
@@ -58,8 +58,7 @@ def whole_extents(
     words of a changed line) or stacked with it (``regions.stacked``: the other lines of a
     reflowed paragraph), and the grown regions are merged as ``significant_regions`` does.
     """
-    counted = ~edges if valid is None else valid & ~edges
-    strict, _ = find_regions(diff, threshold=threshold, valid=counted)
+    strict, _ = find_regions(diff, threshold=threshold, valid=valid, exclude=edges)
     gap = MERGE_GAP_KERNELS * closing_kernel_size(diff.shape[0], diff.shape[1])
     everything = max(diff.shape)
     out: list[Region] = []
@@ -116,15 +115,11 @@ def stand_out(regions: list[Region], score: float, compared: int, tolerance: flo
     return kept
 
 
-def without_local_regions(
-    valid: np.ndarray | None, regions: list[Region], shape: tuple[int, ...]
-) -> np.ndarray | None:
-    """``valid`` minus the regions' boxes when they are local (together at most
-    ``LOCAL_MAX_EXTENT`` of the image): local edits must not lower the content correlation."""
+def local_holes(regions: list[Region], shape: tuple[int, ...]) -> list[Region]:
+    """The regions to leave out of the content correlation: all of them when they are local
+    (together at most ``LOCAL_MAX_EXTENT`` of the image), else none; local edits must not
+    lower the content correlation."""
     covered = sum(r.width * r.height for r in regions)
     if not regions or covered > LOCAL_MAX_EXTENT * shape[0] * shape[1]:
-        return valid
-    keep = np.ones(shape[:2], dtype=bool) if valid is None else valid.copy()
-    for r in regions:
-        keep[r.y : r.y + r.height, r.x : r.x + r.width] = False
-    return keep if keep.any() else valid
+        return []
+    return list(regions)

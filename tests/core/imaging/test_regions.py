@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data
 
+from core.imaging import labelling
 from core.imaging import regions as regions_module
 from core.imaging.diffmap import difference_map
 from core.imaging.errors import ErrorCode, ImagingError
@@ -289,7 +290,7 @@ def test_many_labels_take_the_direct_statistics_route(monkeypatch: pytest.Monkey
     valid = np.ones(diff.shape, dtype=bool)
     valid[100:180, 50:300] = False
     histogram_route = find_regions(diff, threshold=15, valid=valid, max_regions=1000)
-    monkeypatch.setattr(regions_module, "_HISTOGRAM_MAX_LABELS", 0)
+    monkeypatch.setattr(labelling, "_HISTOGRAM_MAX_LABELS", 0)
     direct_route = find_regions(diff, threshold=15, valid=valid, max_regions=1000)
     assert len(histogram_route[0]) > 200
     assert direct_route == histogram_route

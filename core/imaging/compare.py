@@ -32,6 +32,7 @@ from core.imaging.findings import (
     pixel_findings,
 )
 from core.imaging.floors import rendering_floor, round_trip
+from core.imaging.header import read_header
 from core.imaging.heatmap import render_heatmap, render_preview
 from core.imaging.metrics import histogram_similarity, psnr, ssim
 from core.imaging.misregistration import (
@@ -78,6 +79,10 @@ MAX_CLASSIFIED_REGIONS = 32
 #: Pairs of at least this many pixels are measured band by band (``banded``): same results,
 #: no whole-image temporaries; the heatmap and preview are then encoded in the same pass.
 BANDED_MIN_PIXELS = 4_000_000
+#: Images of more pixels than this are decoded one after the other, not on two threads: a
+#: decoder holds about twice its decoded image at its peak (OpenCV's PNG decoder, measured),
+#: and two at once would set the job's peak memory.
+PARALLEL_DECODE_MAX_PIXELS = 16_000_000
 
 
 @dataclass
@@ -171,8 +176,13 @@ def compare(a: bytes, b: bytes, options: CompareOptions | None = None) -> Compar
             budget_bytes=opts.max_job_bytes,
         )
     with timer.stage("decode"):
-        # The two decodes run on two threads (the codecs release the GIL); A's error wins.
-        image_a, image_b = parallel_map(lambda item: _decode(*item, opts), [(a, "a"), (b, "b")])
+        # The two decodes run on two threads (the codecs release the GIL); A's error wins. A
+        # decoder holds about twice its image while it works, so big images go one at a time.
+        items = [(a, "a"), (b, "b")]
+        if max(_header_pixels(a, opts), _header_pixels(b, opts)) > PARALLEL_DECODE_MAX_PIXELS:
+            image_a, image_b = (_decode(*item, opts) for item in items)
+        else:
+            image_a, image_b = parallel_map(lambda item: _decode(*item, opts), items)
         pa, pb, data_range = harmonise(image_a.pixels, image_b.pixels)
     height, width = pa.shape[:2]
     ignored = _clip_rects(opts.ignore, width, height)
@@ -389,6 +399,15 @@ def _compare_auto(job: _Job) -> _Outcome:
     return (aligned, candidate, *_classify(aligned, candidate))
 
 
+def _header_pixels(data: bytes, opts: CompareOptions) -> int:
+    """Pixels the header of ``data`` announces; 0 when it is refused (the decode says why)."""
+    try:
+        header = read_header(data, max_bytes=opts.max_bytes, max_pixels=opts.max_pixels)
+    except ImagingError:
+        return 0
+    return header.width * header.height
+
+
 def _decode(data: bytes, name: str, opts: CompareOptions) -> DecodedImage:
     try:
         return decode(data, max_bytes=opts.max_bytes, max_pixels=opts.max_pixels)
@@ -444,6 +463,7 @@ def _measure(
                 resampled = resampled_mask(pb, resampled_a, over, threshold=threshold)
                 noise |= resampled
                 edges |= resampled
+                del resampled
             antialiased = int(np.count_nonzero(noise))
         found, changed = find_regions(
             diff, threshold=threshold, valid=valid, exclude=noise if antialiased else None
@@ -461,6 +481,7 @@ def _measure(
             regions = significant_regions(found, over, valid)
             if regions and noise is not None and edges is not None and antialiased:
                 regions = whole_extents(regions, diff, threshold, valid, edges)
+            edges = None  # the edge test's mask is no longer needed: free it before the rest
             regions = [_with_kind(pa, pb, r) for r in regions[:MAX_CLASSIFIED_REGIONS]]
             regions = stand_out(regions, s.score, compared, tolerance)
             if rendering and regions:

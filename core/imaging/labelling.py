@@ -23,6 +23,7 @@ row against the whole-map route). Peak memory is a few bands, whatever the map's
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -210,7 +211,7 @@ def _join(bands: list[_Band], total: int, width: int) -> Components:
         empty = np.zeros(0, dtype=np.int64)
         return Components(np.zeros((0, 4), dtype=np.int64), empty, empty.astype(np.float64), empty)
     root = np.arange(total, dtype=np.int64)
-    links = [_links(a.bottom_row, b.top_row) for a, b in zip(bands, bands[1:], strict=False)]
+    links = [_links(a.bottom_row, b.top_row) for a, b in itertools.pairwise(bands)]
     if links and any(link.size for link in links):
         a_ids, b_ids = np.concatenate(links, axis=1)
         while True:  # propagate the smallest id along the links, then jump to the roots

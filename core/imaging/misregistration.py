@@ -106,6 +106,7 @@ def thumbnail_correlation(
 
     ta = area_thumbnail(grey_rows(pa), height, width, size)
     tb = area_thumbnail(grey_rows(pb), height, width, size)
+
     def mask_rows(with_holes: bool) -> Callable[[int, int], np.ndarray]:
         def rows(r0: int, r1: int) -> np.ndarray:
             if valid is None:

@@ -7,7 +7,8 @@ is closed (dilated then eroded) with a square kernel of side ``closing_kernel_si
 about 1 % of the shorter image side, at least 3 px, odd (11 px at 1920x1080, 5 px at 512x512).
 Fragments less than about a kernel apart become one region, while edits further apart than that
 stay separate. Connected components of the closed mask (8-connectivity) are the regions; their
-statistics count only the pixels that were changed before closing.
+statistics count only the pixels that were changed before closing. Closing and labelling run in
+row bands (``core.imaging.labelling``), so a region map never costs a label per pixel of the image.
 
 Regions whose changed pixels number fewer than ``MIN_REGION_AREA`` are specks (isolated noise
 above the threshold) and are left out of the list, but still counted in the changed total.
@@ -174,22 +175,24 @@ def find_regions(
     height, width = diff.shape
     rows = max(1, BAND_PIXELS // width)
 
-    def counted_rows(r0: int, r1: int, x0: int = 0, x1: int = width) -> np.ndarray | None:
-        """The 0/1 mask of the pixels that may count as changed, or None for all."""
+    restricted = valid_u8 is not None or exclude_u8 is not None
+
+    def counted_rows(r0: int, r1: int, x0: int = 0, x1: int = width) -> np.ndarray:
+        """The 0/1 mask of the pixels that may count as changed (only when ``restricted``)."""
         if exclude_u8 is None:
-            return None if valid_u8 is None else np.ascontiguousarray(valid_u8[r0:r1, x0:x1])
-        counted = cv2.bitwise_xor(np.ascontiguousarray(exclude_u8[r0:r1, x0:x1]), 1)
+            assert valid_u8 is not None
+            return np.ascontiguousarray(valid_u8[r0:r1, x0:x1])
+        counted = np.bitwise_xor(exclude_u8[r0:r1, x0:x1], np.uint8(1))
         if valid_u8 is not None:
-            counted = cv2.bitwise_and(counted, np.ascontiguousarray(valid_u8[r0:r1, x0:x1]))
-        return np.asarray(counted)
+            counted &= valid_u8[r0:r1, x0:x1]
+        return counted
 
     def changed_rows(r0: int, r1: int, x0: int = 0, x1: int = width) -> np.ndarray:
         # A 0/1 mask (not 0/255), so that it can be viewed as a NumPy bool array for free.
         band = np.ascontiguousarray(diff[r0:r1, x0:x1])
         _, changed = cv2.threshold(band, int(threshold), 1, cv2.THRESH_BINARY)  # > threshold
-        counted = counted_rows(r0, r1, x0, x1)
-        if counted is not None:
-            changed = cv2.bitwise_and(changed, counted)
+        if restricted:
+            changed = cv2.bitwise_and(changed, counted_rows(r0, r1, x0, x1))
         return np.asarray(changed)
 
     # First pass, band by band: how many pixels changed, and their bounding box.
@@ -215,9 +218,7 @@ def find_regions(
     found = closed_components(
         lambda r0, r1: changed_rows(y0 + r0, y0 + r1, x0, x1),
         diff[y0:y1, x0:x1],
-        None
-        if valid_u8 is None and exclude_u8 is None
-        else lambda r0, r1: counted_rows(y0 + r0, y0 + r1, x0, x1),
+        (lambda r0, r1: counted_rows(y0 + r0, y0 + r1, x0, x1)) if restricted else None,
         side=side,
     )
     boxes, areas = found.boxes, found.areas

@@ -22,9 +22,9 @@ __all__ = [
     "EXTENT_GROWTH",
     "NOISY_MIN_MEAN_DIFF",
     "REGION_MIN_SSIM_DROP",
+    "local_holes",
     "stand_out",
     "whole_extents",
-    "local_holes",
 ]
 
 #: A region is an edit only when its own SSIM is at least this much below the rest's.

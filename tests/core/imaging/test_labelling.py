@@ -131,4 +131,3 @@ def test_find_regions_is_the_same_whatever_the_band(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr("core.imaging.regions.BAND_PIXELS", rows * 200)
         monkeypatch.setattr("core.imaging.labelling.BAND_PIXELS", rows * 200)
         assert find_regions(diff, threshold=25, valid=valid) == whole
-

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from skimage import data
 
 from core.imaging import labelling
-from core.imaging import regions as regions_module
 from core.imaging.diffmap import difference_map
 from core.imaging.errors import ErrorCode, ImagingError
 from core.imaging.regions import (

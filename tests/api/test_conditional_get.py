@@ -227,3 +227,39 @@ def test_the_sdk_wait_gets_304s_from_the_api_until_the_job_is_done(sqlite_api: A
     assert statuses[0] == 200 and statuses[-1] == 200 and statuses.count(304) >= 2
     assert set(statuses) <= {200, 304}
     assert transport.seen[0][0] is None and all(sent for sent, _ in transport.seen[1:])
+
+
+def test_a_poll_is_one_transaction_of_two_statements(api: Api) -> None:
+    """An unchanged comparison's poll reads the key and the comparison's version, in one
+    transaction on PostgreSQL (no COMMIT and BEGIN between them); SQLite ends the key's read
+    transaction first, as it holds a lock while one is open."""
+    from sqlalchemy import event
+
+    a, b = _pair(api)
+    created = api.compare(a, b)
+    path = f"/v1/comparisons/{created['id']}"
+    etag = _etag(_get(api, path))
+    _get(api, path, etag)  # warm: last_used_at refreshed, statements cached
+    engine = api.app.state.engine
+    seen: list[str] = []
+    listeners = {
+        "before_cursor_execute": lambda *args: seen.append("statement"),
+        "begin": lambda *args: seen.append("begin"),
+        "commit": lambda *args: seen.append("commit"),
+        "rollback": lambda *args: seen.append("rollback"),
+    }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        _not_modified(_get(api, path, etag), etag)
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+    if engine.dialect.name == "postgresql":
+        assert seen == ["begin", "statement", "statement", "rollback"]
+    else:
+        # the engine's own BEGIN statement comes before each "begin" event (core/db/session.py)
+        assert seen == [
+            *("statement", "begin", "statement", "commit"),
+            *("statement", "begin", "statement", "rollback"),
+        ]

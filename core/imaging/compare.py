@@ -332,7 +332,8 @@ _Outcome = tuple[_Measurement, Alignment, str, str]
 
 
 def _compare_pixel(job: _Job) -> _Outcome:
-    """Never warp; sizes must match. A suspected misregistration is diagnosed, not applied."""
+    """Never warp; sizes must match. A suspected misregistration is diagnosed, not applied:
+    ``misaligned`` when a flip or a transform would raise SSIM as auto mode requires."""
     height, width = job.pa.shape[:2]
     if job.pa.shape != job.pb.shape:
         raise ImagingError(
@@ -344,9 +345,18 @@ def _compare_pixel(job: _Job) -> _Outcome:
     m = job.measure(job.pb)
     verdict, summary = _classify(m, alignment)
     if _suspect(verdict, m):
+        # Misregistration only where auto mode would align: a transform whose warp raises SSIM
+        # by AUTO_ALIGN_MIN_GAIN. A page rendered again fits a sub-pixel similarity that
+        # explains nothing (its glyphs differ, not their places).
         with job.timer.stage("align"):
             flipped = job.measure_flipped()
-            detected = flipped[1] if flipped is not None else diagnose(job.pa, job.pb)
+            if flipped is not None:
+                detected = flipped[1] if flipped[0].ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN else None
+            else:
+                detected = diagnose(job.pa, job.pb)
+        if detected is not None and flipped is None:
+            explained = job.measure_aligned(detected).ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN
+            detected = detected if explained else None
         if detected is not None:
             verdict, summary = _classify(m, alignment, detected)
             alignment = replace(detected, applied=False, reason="pixel mode: not applied")

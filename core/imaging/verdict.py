@@ -24,7 +24,8 @@ localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTEN
                    on a pair that shows the same picture (``content_correlation`` >=
                    SAME_PICTURE_MIN)
 misaligned         no alignment was applied, yet a non-identity transform (or a mirror)
-                   maps B onto A
+                   maps B onto A, and warping by it raises SSIM by
+                   ``compare.AUTO_ALIGN_MIN_GAIN`` (as auto mode requires before it aligns)
 different          the same layout, but at least DIFFERENT_MIN_REGIONS significant regions that
                    are not a localised edit (another page of one layout)
 global_change      the same picture (``content_correlation`` >= SAME_PICTURE_MIN), changed

@@ -430,3 +430,21 @@ def test_an_edit_softened_by_recompression_still_stands_out_by_its_structure() -
     kept = stand_out([softened, faint], 0.975, compared, tolerance)
     assert kept == [softened]
     assert softened.ssim is not None and softened.ssim <= 0.975 - STRONG_SSIM_DROP
+
+
+# Misregistration in pixel mode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", ["webp", "blur", "colour"])
+def test_pixel_mode_says_misaligned_only_when_the_transform_explains_the_pair(
+    category: str,
+) -> None:
+    """A smooth photograph re-encoded or filtered fits some small transform too (the features
+    of a clock face drift); warping by it does not raise SSIM, so it is not misregistration."""
+    (pair,) = [p for p in build_corpus(("clock",)) if p.category == category]
+    result = compare(pair.a, pair.b, CompareOptions(mode="pixel", preview_max_side=None))
+    assert result.verdict == "global_change", result.summary
+    assert result.alignment.applied is False
+    moved = np.roll(cv2.imdecode(np.frombuffer(pair.a, np.uint8), cv2.IMREAD_COLOR), 3, axis=1)
+    shifted = compare(pair.a, png(moved), CompareOptions(mode="pixel", preview_max_side=None))
+    assert shifted.verdict == "misaligned", shifted.summary

@@ -69,6 +69,10 @@ from core.imaging.verdict import (
 #: or diagnosed for a transform (pixel mode). Identical pairs and localised edits never pay
 #: for feature matching.
 MISREGISTRATION_SUSPECTS = frozenset({"global_change", "different"})
+#: ... and so is a localised edit whose regions cover at least this share of the image: a
+#: slightly rotated or rescaled copy matches near the centre and differs in broad areas
+#: towards the edges. The alignment is adopted only if it raises SSIM (AUTO_ALIGN_MIN_GAIN).
+LOCAL_SUSPECT_COVERAGE = 0.10
 #: The aligned comparison replaces the direct one only if it raises SSIM by at least this much.
 AUTO_ALIGN_MIN_GAIN = 0.01
 #: An "identical" direct verdict with more anti-aliased pixels than this share may be a
@@ -565,7 +569,15 @@ def _suspect(verdict: str, m: _Measurement) -> bool:
     """Whether a direct verdict may be misregistration (worth trying flips and alignment)."""
     if verdict in MISREGISTRATION_SUSPECTS:
         return True
+    if verdict == "localized_edit" and _coverage(m) >= LOCAL_SUSPECT_COVERAGE:
+        return True
     return verdict in ("identical", "localized_edit") and m.antialiased_ratio > AA_SUSPECT_RATIO
+
+
+def _coverage(m: _Measurement) -> float:
+    """Share of the compared image (0..1) covered by the boxes of the regions."""
+    covered = sum(r.width * r.height for r in m.regions)
+    return covered / m.compared_pixels if m.compared_pixels else 0.0
 
 
 def _with_kind(pa: np.ndarray, pb: np.ndarray, region: Region) -> Region:

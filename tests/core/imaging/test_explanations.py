@@ -448,3 +448,27 @@ def test_pixel_mode_says_misaligned_only_when_the_transform_explains_the_pair(
     moved = np.roll(cv2.imdecode(np.frombuffer(pair.a, np.uint8), cv2.IMREAD_COLOR), 3, axis=1)
     shifted = compare(pair.a, png(moved), CompareOptions(mode="pixel", preview_max_side=None))
     assert shifted.verdict == "misaligned", shifted.summary
+
+
+def test_a_rotated_copy_that_looks_like_broad_local_edits_is_aligned() -> None:
+    """Rotated by about 10 degrees, the clock matches near its centre and differs in broad
+    areas: a localised edit covering a sixth of the image is checked for misregistration, and
+    the alignment (adopted because it raises SSIM) shows the same image, moved."""
+    (pair,) = [p for p in build_corpus(("clock",)) if p.category == "rotation"]
+    direct = compare(pair.a, pair.b, CompareOptions(mode="pixel", preview_max_side=None))
+    assert direct.verdict == "misaligned", direct.summary
+    result = compare(pair.a, pair.b, NO_PREVIEW)
+    assert result.alignment.applied and abs(result.alignment.rotation_deg or 0.0) > 5
+    assert result.verdict == "identical", result.summary
+
+
+def test_a_big_pasted_patch_stays_a_localised_edit() -> None:
+    """A patch over 15 % of a photograph makes it a suspect too; no transform improves it, so
+    it stays the localised edit it is."""
+    a = photo(480, 360)
+    b = paste_patch(a, (60, 50, 200, 130))  # 26,000 of 172,800 px
+    result = compare(png(a), png(b), NO_PREVIEW)
+    assert result.verdict == "localized_edit", result.summary
+    assert result.alignment.applied is False
+    (region,) = result.regions
+    assert (region.x, region.y) == (60, 50)

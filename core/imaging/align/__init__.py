@@ -21,7 +21,10 @@ Algorithm
    warped into A's frame with the coarse estimate (full resolution up to ``REFINE_MAX_SIDE``),
    its tones are mapped onto A's (a monotone curve fitted on the overlap, so exposure, contrast
    or gamma changes do not bias the tracks), and up to ``REFINE_POINTS`` well-spread keypoints
-   are tracked with pyramidal Lucas-Kanade (sub-pixel, forward-backward checked). Tracks that
+   are tracked with pyramidal Lucas-Kanade (sub-pixel, forward-backward checked); when too few
+   points track so, they are tracked again on B's levels as they are (on a text page the curve
+   can wash thin strokes out: where the coarse fit is a few pixels off, B's ink meets A's
+   paper). Tracks that
    agree within ``REFINE_THRESHOLD_PX`` (RANSAC) must number at least ``min_inliers`` and
    ``MIN_TRACK_AGREEMENT`` of all tracks, otherwise the transform is refused. The final map is
    the least-squares fit of the simplest adequate model (similarity, affine or homography,

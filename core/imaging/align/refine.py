@@ -169,39 +169,20 @@ def refine_coarse(
     if len(idx) < min_inliers:
         return f"refinement: too few trackable points ({len(idx)} < {min_inliers})"
     p = pts[idx].astype(np.float32).reshape(-1, 1, 2)
-    warped = cv2.warpPerspective(
+    raw = cv2.warpPerspective(
         gb,
         h_r,
         (ga_r.shape[1], ga_r.shape[0]),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    warped = _match_tones(warped, ga_r, h_r, gb.shape)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
-    win = (LK_WINDOW, LK_WINDOW)
-    q, st, _ = cv2.calcOpticalFlowPyrLK(
-        ga_r,
-        warped,
-        p,
-        p.copy(),
-        winSize=win,
-        maxLevel=LK_LEVELS,
-        criteria=criteria,
-        flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
-    )
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(
-        warped,
-        ga_r,
-        q,
-        p.copy(),
-        winSize=win,
-        maxLevel=LK_LEVELS,
-        criteria=criteria,
-        flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
-    )
-    p2, q2, back2 = p.reshape(-1, 2), q.reshape(-1, 2), back.reshape(-1, 2)
-    ok = st.ravel().astype(bool) & st2.ravel().astype(bool)
-    ok &= np.hypot(*(back2 - p2).T) <= LK_FB_MAX_PX
+    warped = _match_tones(raw, ga_r, h_r, gb.shape)
+    p2, q2, ok = _track(ga_r, warped, p)
+    if int(ok.sum()) < min_inliers and warped is not raw:
+        # The tone curve can be wrong where the coarse fit is a few pixels off on thin strokes
+        # (a text page: B's ink meets A's paper, and the curve washes the ink out): try the
+        # levels as they are.
+        p2, q2, ok = _track(ga_r, raw, p)
     tracked = int(ok.sum())
     if tracked < min_inliers:
         return f"refinement: too few points tracked ({tracked} < {min_inliers})"
@@ -230,6 +211,40 @@ def refine_coarse(
     new = np.linalg.inv(to_r) @ new_r
     new /= new[2, 2]
     return Refined(new, agree, (after if improved else before) / r, improved, model)
+
+
+def _track(
+    ga_r: np.ndarray, warped: np.ndarray, p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lucas-Kanade tracks of the points ``p`` (``N x 1 x 2`` float32, A's reduced frame) into
+    ``warped``, checked forward and backward: ``(points, tracked positions, ok)``, ``ok`` True
+    where both directions succeeded within ``LK_FB_MAX_PX``."""
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
+    win = (LK_WINDOW, LK_WINDOW)
+    q, st, _ = cv2.calcOpticalFlowPyrLK(
+        ga_r,
+        warped,
+        p,
+        p.copy(),
+        winSize=win,
+        maxLevel=LK_LEVELS,
+        criteria=criteria,
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+    )
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(
+        warped,
+        ga_r,
+        q,
+        p.copy(),
+        winSize=win,
+        maxLevel=LK_LEVELS,
+        criteria=criteria,
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+    )
+    p2, q2, back2 = p.reshape(-1, 2), q.reshape(-1, 2), back.reshape(-1, 2)
+    ok = st.ravel().astype(bool) & st2.ravel().astype(bool)
+    ok &= np.hypot(*(back2 - p2).T) <= LK_FB_MAX_PX
+    return p2, q2, ok
 
 
 def rms_residual(homography: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:

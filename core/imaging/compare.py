@@ -63,6 +63,7 @@ from core.imaging.verdict import (
     FILTER_MIN_CONFIDENCE,
     VerdictInputs,
     classify,
+    rendered_again,
 )
 
 #: Direct verdicts that may be misregistration: only these are tried with alignment (auto mode)
@@ -358,11 +359,16 @@ def _compare_pixel(job: _Job) -> _Outcome:
                 detected = flipped[1] if flipped[0].ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN else None
             else:
                 detected = diagnose(job.pa, job.pb)
+        rendered = False
         if detected is not None and flipped is None:
-            explained = job.measure_aligned(detected).ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN
-            detected = detected if explained else None
+            aligned = job.measure_aligned(detected)
+            if aligned.ssim >= m.ssim + AUTO_ALIGN_MIN_GAIN:
+                # Warped, is B the same page rendered again (glyphs rasterised otherwise)?
+                rendered = rendered_again(_verdict_inputs(aligned, detected))
+            else:
+                detected = None
         if detected is not None:
-            verdict, summary = _classify(m, alignment, detected)
+            verdict, summary = _classify(m, alignment, detected, rendered_when_aligned=rendered)
             alignment = replace(detected, applied=False, reason="pixel mode: not applied")
     return m, alignment, verdict, summary
 
@@ -544,24 +550,36 @@ def _measure(
 
 
 def _classify(
-    m: _Measurement, alignment: Alignment, detected: Alignment | None = None
+    m: _Measurement,
+    alignment: Alignment,
+    detected: Alignment | None = None,
+    *,
+    rendered_when_aligned: bool = False,
 ) -> tuple[str, str]:
-    return classify(
-        VerdictInputs(
-            identical_pixels=m.psnr is None,
-            ssim=m.ssim,
-            changed_ratio=m.changed_ratio,
-            antialiased_ratio=m.antialiased_ratio,
-            changed_pixels=m.changed_pixels,
-            compared_pixels=m.compared_pixels,
-            regions=m.regions,
-            alignment=alignment,
-            content_correlation=m.content_correlation,
-            ssim_floor=m.ssim_floor,
-            rerendered=m.rerendered,
-            filters=tuple(f.kind for f in m.filters if f.confidence >= FILTER_MIN_CONFIDENCE),
-            detected_misregistration=detected,
-        )
+    return classify(_verdict_inputs(m, alignment, detected, rendered_when_aligned))
+
+
+def _verdict_inputs(
+    m: _Measurement,
+    alignment: Alignment,
+    detected: Alignment | None = None,
+    rendered_when_aligned: bool = False,
+) -> VerdictInputs:
+    return VerdictInputs(
+        identical_pixels=m.psnr is None,
+        ssim=m.ssim,
+        changed_ratio=m.changed_ratio,
+        antialiased_ratio=m.antialiased_ratio,
+        changed_pixels=m.changed_pixels,
+        compared_pixels=m.compared_pixels,
+        regions=m.regions,
+        alignment=alignment,
+        content_correlation=m.content_correlation,
+        ssim_floor=m.ssim_floor,
+        rerendered=m.rerendered,
+        filters=tuple(f.kind for f in m.filters if f.confidence >= FILTER_MIN_CONFIDENCE),
+        detected_misregistration=detected,
+        rendered_again_when_aligned=rendered_when_aligned,
     )
 
 

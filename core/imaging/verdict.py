@@ -25,7 +25,9 @@ localized_edit     significant regions whose boxes cover at most LOCAL_MAX_EXTEN
                    SAME_PICTURE_MIN)
 misaligned         no alignment was applied, yet a non-identity transform (or a mirror)
                    maps B onto A, and warping by it raises SSIM by
-                   ``compare.AUTO_ALIGN_MIN_GAIN`` (as auto mode requires before it aligns)
+                   ``compare.AUTO_ALIGN_MIN_GAIN`` (as auto mode requires before it aligns);
+                   unless B so warped would be identical only as a page rendered again
+                   (``rendered_again``): then ``identical``, "the same page rendered again"
 different          the same layout, but at least DIFFERENT_MIN_REGIONS significant regions that
                    are not a localised edit (another page of one layout)
 global_change      the same picture (``content_correlation`` >= SAME_PICTURE_MIN), changed
@@ -109,6 +111,10 @@ class VerdictInputs:
     filters: Sequence[str] = ()
     #: A transform found while diagnosing but not applied (pixel mode), else None.
     detected_misregistration: Alignment | None = None
+    #: Pixel mode: B warped by that transform would be identical only as a page rendered
+    #: again (``rendered_again`` of the aligned comparison): the transform is where glyphs
+    #: were rasterised, not a misregistration.
+    rendered_again_when_aligned: bool = False
 
 
 def classify(inputs: VerdictInputs) -> tuple[str, str]:
@@ -127,20 +133,18 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
         )
     found = inputs.detected_misregistration
     if not inputs.alignment.applied and found is not None and found.applied:
+        if inputs.rendered_again_when_aligned:
+            return "identical", (
+                f"The same page rendered again ({pct}): its glyphs are rasterised differently"
+                f" and set a fraction of a pixel apart ({_describe_transform(found)}; found, not"
+                f" applied){noise}."
+            )
         return "misaligned", (
             f"B is misregistered against A ({_describe_transform(found)}), so the pixels do not"
             f" line up ({pct}); compare in auto or align mode to see real content differences."
         )
-    floor = IDENTICAL_MIN_SSIM
-    if inputs.ssim_floor is not None:
-        floor = min(floor, inputs.ssim_floor - FLOOR_MARGIN)
-    filtered = not inputs.alignment.applied and any(k in FILTER_KINDS for k in inputs.filters)
-    if (
-        not inputs.regions
-        and not filtered
-        and (inputs.ssim >= floor or inputs.rerendered)
-        and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED
-    ):
+    floor = _identical_floor(inputs)
+    if _identical(inputs, floor):
         what = "the same image, moved" if inputs.alignment.applied else "visually identical"
         if inputs.rerendered and inputs.ssim < floor:
             return "identical", (
@@ -171,6 +175,32 @@ def classify(inputs: VerdictInputs) -> tuple[str, str]:
     return "different", prefix + (
         f"The images differ throughout ({pct}, {inputs.changed_ratio * 100:.1f} % of pixels"
         " changed): a different image or a heavily edited one."
+    )
+
+
+def rendered_again(inputs: VerdictInputs) -> bool:
+    """Whether :func:`classify` calls the pair ``identical`` only as a page rendered again:
+    under its SSIM floor, its regions all dissolved in the blur test (``rerendered``)."""
+    floor = _identical_floor(inputs)
+    return _identical(inputs, floor) and inputs.rerendered and inputs.ssim < floor
+
+
+def _identical_floor(inputs: VerdictInputs) -> float:
+    """The SSIM from which a pair with no significant region is identical."""
+    floor = IDENTICAL_MIN_SSIM
+    if inputs.ssim_floor is not None:
+        floor = min(floor, inputs.ssim_floor - FLOOR_MARGIN)
+    return floor
+
+
+def _identical(inputs: VerdictInputs, floor: float) -> bool:
+    """The ``identical`` rule after the identical-pixels and misregistration ones."""
+    filtered = not inputs.alignment.applied and any(k in FILTER_KINDS for k in inputs.filters)
+    return (
+        not inputs.regions
+        and not filtered
+        and (inputs.ssim >= floor or inputs.rerendered)
+        and inputs.changed_ratio <= IDENTICAL_MAX_CHANGED
     )
 
 
